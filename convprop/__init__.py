@@ -1,0 +1,8 @@
+"""convprop: convolutional networks from first principles, in NumPy, checked against PyTorch."""
+
+__version__ = "0.1.0"
+
+from . import functional
+from .gradcheck import gradcheck
+
+__all__ = ["__version__", "functional", "gradcheck"]

@@ -1,0 +1,206 @@
+"""conv2d and its backward pass: validate the arguments, resolve the geometry, dispatch.
+
+The arithmetic lives in the algorithm modules (``conv_direct``, ``conv_scipy``, ``conv_im2col``),
+each a forward/grad_input/grad_weight triple on an already padded input. This module owns what they
+share: argument checking, ``int | pair | "same" | "valid"`` resolution, the padding modes and
+their adjoint, the bias, and unbatched input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+from . import conv_direct, conv_im2col, conv_scipy
+from .geometry import (
+    Pads,
+    Pair,
+    check_padding_mode,
+    check_pads_for_mode,
+    dilated_size,
+    output_size,
+    pad,
+    pad_backward,
+    pair,
+    resolve_padding,
+)
+
+ALGORITHMS: dict[str, ModuleType] = {
+    "direct": conv_direct,
+    "scipy": conv_scipy,
+    "im2col": conv_im2col,
+}
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything about a convolution's shape, resolved once and shared by forward and backward."""
+
+    in_size: Pair  # (H, W) before padding
+    kernel: Pair  # (KH, KW)
+    stride: Pair
+    dilation: Pair
+    pads: Pads  # ((top, bottom), (left, right))
+    groups: int
+    padding_mode: str
+
+    @property
+    def padded_size(self) -> Pair:
+        return tuple(self.in_size[a] + sum(self.pads[a]) for a in range(2))  # type: ignore[return-value]
+
+    @property
+    def out_size(self) -> Pair:
+        return tuple(
+            output_size(self.in_size[a], self.pads[a], self.kernel[a], self.stride[a], self.dilation[a]) for a in range(2)
+        )  # type: ignore[return-value]
+
+
+def as_float_array(value, name: str) -> np.ndarray:
+    """``value`` as a float32/float64 ndarray, or a TypeError saying what was received."""
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}: {exc}") from None
+        if array.dtype.kind in "iub" and array.size:
+            array = array.astype(np.float64)  # plain Python lists of ints are fine
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
+    return array
+
+
+def check_same_dtype(**arrays: np.ndarray | None) -> np.dtype:
+    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{name}={dt}" for name, dt in dtypes.items())
+        raise TypeError(f"all arrays must share one dtype (float32 or float64), got {listed}")
+    return next(iter(dtypes.values()))
+
+
+def _resolve(x, weight, stride, padding, dilation, groups, padding_mode, algorithm):
+    """Validate every argument; return (x as 4-D, weight, geometry, algorithm module, unbatched)."""
+    x = as_float_array(x, "x")
+    weight = as_float_array(weight, "weight")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"x must be (N, C_in, H, W) or unbatched (C_in, H, W), got shape {x.shape}")
+    if weight.ndim != 4:
+        raise ValueError(f"weight must be (C_out, C_in/groups, kH, kW), got shape {weight.shape}")
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]  # (1, C, H, W)
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    groups = int(groups)
+    C, O = x.shape[1], weight.shape[0]
+    if C % groups:
+        raise ValueError(f"in_channels (={C}) must be divisible by groups (={groups})")
+    if O % groups:
+        raise ValueError(f"out_channels (=weight.shape[0]={O}) must be divisible by groups (={groups})")
+    if weight.shape[1] * groups != C:
+        raise ValueError(
+            f"weight.shape[1] (={weight.shape[1]}) must be in_channels/groups (={C}/{groups}={C // groups}); "
+            f"got x of shape {x.shape} and weight of shape {weight.shape}"
+        )
+    if min(weight.shape) < 1 or min(x.shape[1:]) < 1:
+        raise ValueError(f"x and weight must have no empty axes (other than N), got x {x.shape}, weight {weight.shape}")
+    stride = pair(stride, "stride")
+    dilation = pair(dilation, "dilation")
+    check_padding_mode(padding_mode)
+    if algorithm != "auto" and algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be 'auto' or one of {tuple(ALGORITHMS)}, got {algorithm!r}")
+    kernel = weight.shape[2:]
+    in_size = x.shape[2:]
+    pads = resolve_padding(padding, in_size, kernel, stride, dilation)
+    check_pads_for_mode(pads, in_size, padding_mode)
+    geo = ConvGeometry(in_size, kernel, stride, dilation, pads, groups, padding_mode)
+    for a, axis in enumerate("HW"):
+        if geo.padded_size[a] < dilated_size(kernel[a], dilation[a]):
+            raise ValueError(
+                f"kernel (dilated size {dilated_size(kernel[a], dilation[a])} along {axis}) is larger than the "
+                f"padded input ({geo.padded_size[a]} = {in_size[a]} + pads {pads[a]}); "
+                f"got x {x.shape}, weight {weight.shape}, dilation {dilation}, padding {padding!r}"
+            )
+    return x, weight, geo, _choose(algorithm, geo, weight.shape), unbatched
+
+
+def _choose(algorithm: str, geo: ConvGeometry, weight_shape) -> ModuleType:
+    """The algorithm module to use; ``"auto"`` picks the fastest correct one for the shape."""
+    if algorithm == "auto":
+        return conv_im2col
+    return ALGORITHMS[algorithm]
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (plus PyTorch's padding modes).
+
+    Forward, with x already padded (pads resolved from ``padding`` and filled per ``padding_mode``)::
+
+        y[n, o, i, j] = b[o] + Σ_{c in group(o)} Σ_{kh, kw} w[o, c, kh, kw] · x[n, g·Cg + c, i·s_h + kh·d_h, j·s_w + kw·d_w]
+
+    See :func:`conv2d_backward` for the gradients and ``docs/convolution.md`` for the derivation.
+
+    Shapes:
+        x: (N, C, H, W) or unbatched (C, H, W)
+        weight: (O, C/groups, KH, KW); bias: (O,) or None
+        y: (N, O, OH, OW) (unbatched: (O, OH, OW)), with
+        OH = floor((H + pad_top + pad_bottom - dilation_h·(KH-1) - 1) / stride_h) + 1, likewise OW
+
+    Args:
+        stride, dilation: int or (h, w) pair, >= 1.
+        padding: int or (h, w) pair >= 0, ``"valid"`` (no padding) or ``"same"`` (output size
+            ceil(H / stride); with stride 1 exactly PyTorch's; with stride > 1 the Keras/TensorFlow
+            rule, the odd extra pixel at the bottom/right).
+        groups: divides both C and O; ``groups == C`` is a depthwise convolution.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"`` (``nn.Conv2d``'s meaning).
+        algorithm: ``"direct"`` (reference loops), ``"scipy"``, ``"im2col"`` or ``"auto"``.
+    """
+    x4, weight, geo, algo, unbatched = _resolve(x, weight, stride, padding, dilation, groups, padding_mode, algorithm)
+    if bias is not None:
+        bias = as_float_array(bias, "bias")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape (C_out,) = ({weight.shape[0]},), got {bias.shape}")
+    check_same_dtype(x=x4, weight=weight, bias=bias)
+    xp = pad(x4, geo.pads, geo.padding_mode)  # (N, C, H + pads, W + pads)
+    y = algo.forward(xp, weight, geo.stride, geo.dilation, geo.groups, geo.out_size)  # (N, O, OH, OW)
+    if bias is not None:
+        y += bias[:, None, None]  # one bias per output channel, broadcast over positions
+    return y[0] if unbatched else y
+
+
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
+    """Gradients of :func:`conv2d` with respect to x, weight and bias.
+
+    With δ = grad_output and x padded as in the forward pass::
+
+        dx_padded[n, c, i·s_h + kh·d_h, j·s_w + kw·d_w] += Σ_{o in group(c)} w[o, c, kh, kw] · δ[n, o, i, j]
+        dw[o, c, kh, kw] = Σ_{n, i, j} δ[n, o, i, j] · x[n, g·Cg + c, i·s_h + kh·d_h, j·s_w + kw·d_w]
+        db[o] = Σ_{n, i, j} δ[n, o, i, j]
+
+    For stride 1 and no dilation, dx is the *full* correlation of δ with the kernel rotated by 180°,
+    and dw is the *valid* correlation of x with δ. dx_padded is folded back onto x by the adjoint of
+    the padding (border copies add their gradient to the pixel they copied). Rows and columns that a
+    stride leaves over get zero gradient.
+
+    Shapes:
+        grad_output: (N, O, OH, OW) (unbatched: (O, OH, OW)), the shape conv2d returned
+        returns (grad_input like x, grad_weight like weight, grad_bias (O,))
+    """
+    x4, weight, geo, algo, unbatched = _resolve(x, weight, stride, padding, dilation, groups, padding_mode, algorithm)
+    grad_output = as_float_array(grad_output, "grad_output")
+    expected = (x4.shape[0], weight.shape[0], *geo.out_size)
+    if grad_output.shape != (expected[1:] if unbatched else expected):
+        shown = expected[1:] if unbatched else expected
+        raise ValueError(f"grad_output must have the output's shape {shown}, got {grad_output.shape}")
+    check_same_dtype(grad_output=grad_output, x=x4, weight=weight)
+    dy = grad_output[None] if unbatched else grad_output  # (N, O, OH, OW)
+    xp = pad(x4, geo.pads, geo.padding_mode)  # (N, C, H + pads, W + pads)
+    dxp = algo.grad_input(dy, weight, geo.padded_size, geo.stride, geo.dilation, geo.groups)
+    dx = pad_backward(dxp, geo.in_size, geo.pads, geo.padding_mode)  # (N, C, H, W)
+    dw = algo.grad_weight(dy, xp, geo.kernel, geo.stride, geo.dilation, geo.groups)
+    db = dy.sum(axis=(0, 2, 3))  # (O,)
+    return (dx[0] if unbatched else dx), dw, db
