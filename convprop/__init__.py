@@ -3,6 +3,6 @@
 __version__ = "0.1.0"
 
 from . import functional
-from .gradcheck import gradcheck
+from .gradcheck import GradcheckError, GradcheckResult, gradcheck
 
-__all__ = ["__version__", "functional", "gradcheck"]
+__all__ = ["GradcheckError", "GradcheckResult", "__version__", "functional", "gradcheck"]

@@ -1,0 +1,70 @@
+"""PyTorch as the oracle: reference results for convprop's ops, computed independently.
+
+Only tests import torch; convprop itself never does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TORCH_PAD_MODE = {"reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+def as_pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def explicit_pads(padding, in_size, kernel, stride, dilation):
+    """((top, bottom), (left, right)) from the documented rules, written independently of convprop."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding == "same":
+        pads = []
+        for size, k, s, d in zip(in_size, kernel, stride, dilation):
+            extent = d * (k - 1) + 1
+            if s == 1:
+                total = d * (k - 1)  # PyTorch: total padding d*(k-1), odd pixel after
+            else:
+                total = max((math.ceil(size / s) - 1) * s + extent - size, 0)  # TensorFlow's rule
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    ph, pw = as_pair(padding)
+    return (ph, ph), (pw, pw)
+
+
+def torch_conv2d(x, weight, bias, grad_output, *, stride, padding, dilation, groups, padding_mode):
+    """(y, dx, dw, db) from torch autograd, in float64 numpy arrays."""
+    unbatched = x.ndim == 3
+    xt = torch.tensor(x[None] if unbatched else x, requires_grad=True)
+    wt = torch.tensor(weight, requires_grad=True)
+    bt = torch.tensor(bias, requires_grad=True) if bias is not None else None
+    stride, dilation = as_pair(stride), as_pair(dilation)
+    if padding_mode == "zeros" and not (padding == "same" and stride != (1, 1)):
+        tpad = padding if isinstance(padding, str) else as_pair(padding)
+        y = F.conv2d(xt, wt, bt, stride=stride, padding=tpad, dilation=dilation, groups=groups)
+    else:
+        (t, b), (l, r) = explicit_pads(padding, x.shape[-2:], weight.shape[2:], stride, dilation)
+        mode = TORCH_PAD_MODE.get(padding_mode, "constant")
+        xp = F.pad(xt, (l, r, t, b), mode=mode)
+        y = F.conv2d(xp, wt, bt, stride=stride, padding=0, dilation=dilation, groups=groups)
+    g = torch.tensor(grad_output[None] if unbatched else grad_output)
+    y.backward(g)
+    out = y.detach().numpy()
+    dx = xt.grad.numpy()
+    db = bt.grad.numpy() if bt is not None else g.sum(dim=(0, 2, 3)).numpy()
+    if unbatched:
+        out, dx = out[0], dx[0]
+    return out, dx, wt.grad.numpy(), db
+
+
+def rel_error(a, b) -> float:
+    """max |a - b| / max |b| (0 when both are all zero)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, f"shape {a.shape} != reference {b.shape}"
+    scale = np.abs(b).max(initial=0.0)
+    err = np.abs(a - b).max(initial=0.0)
+    return err / scale if scale > 0 else err
