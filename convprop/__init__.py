@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-from . import functional
-from .gradcheck import GradcheckError, GradcheckResult, gradcheck
+from . import functional, nn
+from .checkpoint import CheckpointError, load, save
+from .gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_module
 
-__all__ = ["GradcheckError", "GradcheckResult", "__version__", "functional", "gradcheck"]
+__all__ = ["CheckpointError", "GradcheckError", "GradcheckResult", "load", "nn", "save", "__version__", "functional", "gradcheck", "gradcheck_module"]

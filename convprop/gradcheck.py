@@ -117,3 +117,28 @@ def gradcheck(
     if failures and raise_on_failure:
         raise GradcheckError("gradient check failed:\n  " + "\n  ".join(failures))
     return result
+
+
+def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
+    """:func:`gradcheck` for a layer: its input and every parameter, through ``forward``/``backward``.
+
+    The parameters' arrays are perturbed in place (and restored). The layer must be deterministic
+    from call to call (for ``Dropout``, reseed its generator in a wrapper). ``options`` are
+    :func:`gradcheck`'s keyword arguments.
+    """
+    params = module.parameters()
+    names = ["input", *(name for name, _ in module.named_parameters())]
+
+    def forward(x, *_):
+        return module.forward(x)
+
+    def backward(grad_output, x, *_):
+        module.zero_grad()
+        module.forward(x)
+        dx = module.backward(grad_output)
+        return [dx, *(p.grad for p in params)]
+
+    for p in params:
+        if not p.data.flags.c_contiguous:
+            p.data = np.ascontiguousarray(p.data)
+    return gradcheck(forward, backward, [x, *(p.data for p in params)], names=names, **options)

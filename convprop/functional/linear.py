@@ -1,0 +1,49 @@
+"""The fully connected layer as a forward/backward pair: y = x Wᵀ + b (PyTorch's (out, in) weight)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .conv import as_float_array, check_same_dtype
+
+
+def _check(x, weight, bias=None):
+    x, weight = as_float_array(x, "x"), as_float_array(weight, "weight")
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be (out_features, in_features), got shape {weight.shape}")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x must end with in_features={weight.shape[1]}, got shape {x.shape}")
+    if bias is not None:
+        bias = as_float_array(bias, "bias")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape (out_features,) = ({weight.shape[0]},), got {bias.shape}")
+    check_same_dtype(x=x, weight=weight, bias=bias)
+    return x, weight, bias
+
+
+def linear(x, weight, bias=None) -> np.ndarray:
+    """y[..., o] = Σ_i x[..., i] · w[o, i] + b[o].
+
+    Shapes:
+        x: (..., I); weight: (O, I); bias: (O,) or None; y: (..., O)
+    """
+    x, weight, bias = _check(x, weight, bias)
+    y = x @ weight.T  # (..., O)
+    if bias is not None:
+        y += bias
+    return y
+
+
+def linear_backward(grad_output, x, weight):
+    """dx = δ W, dW = Σ_batch δᵀ x, db = Σ_batch δ (δ = grad_output).
+
+    Shapes:
+        grad_output: (..., O); returns (dx (..., I), dw (O, I), db (O,))
+    """
+    x, weight, _ = _check(x, weight)
+    grad_output = as_float_array(grad_output, "grad_output")
+    if grad_output.shape != (*x.shape[:-1], weight.shape[0]):
+        raise ValueError(f"grad_output must have shape {(*x.shape[:-1], weight.shape[0])}, got {grad_output.shape}")
+    dy = grad_output.reshape(-1, weight.shape[0])  # (B, O), B = prod of leading axes
+    xf = x.reshape(-1, weight.shape[1])  # (B, I)
+    return grad_output @ weight, dy.T @ xf, dy.sum(axis=0)

@@ -1,0 +1,45 @@
+"""Weight initialisers. Each takes an explicit ``np.random.Generator``: no global random state.
+
+PyTorch's default for ``nn.Conv2d`` and ``nn.Linear`` is ``kaiming_uniform_(a=√5)`` for the weight,
+which works out to U(−1/√fan_in, 1/√fan_in), and the same bound for the bias.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def as_generator(rng) -> np.random.Generator:
+    """``None`` → a fresh seed-0 generator; an int → ``default_rng(int)``; a Generator → itself."""
+    if rng is None:
+        return np.random.default_rng(0)
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def fan_in(shape: tuple[int, ...]) -> int:
+    """Inputs feeding one output: ``shape[1] * prod(shape[2:])`` for (O, I, ...) weights."""
+    return int(shape[1] * np.prod(shape[2:], dtype=np.int64)) if len(shape) > 1 else int(shape[0])
+
+
+def uniform(shape, bound: float, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+    """U(−bound, bound)."""
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def kaiming_uniform(shape, rng: np.random.Generator, a: float = math.sqrt(5), dtype=np.float32) -> np.ndarray:
+    """He/Kaiming uniform: bound = gain·√(3 / fan_in), gain = √(2 / (1 + a²)) (leaky-ReLU slope a)."""
+    gain = math.sqrt(2.0 / (1 + a * a))
+    return uniform(shape, gain * math.sqrt(3.0 / fan_in(shape)), rng, dtype)
+
+
+def torch_default(weight_shape, bias_shape, rng: np.random.Generator, dtype=np.float32):
+    """(weight, bias) as ``torch.nn.Conv2d``/``nn.Linear.reset_parameters`` draw them (distribution, not stream)."""
+    weight = kaiming_uniform(weight_shape, rng, dtype=dtype)
+    bias = uniform(bias_shape, 1.0 / math.sqrt(fan_in(weight_shape)), rng, dtype) if bias_shape is not None else None
+    return weight, bias

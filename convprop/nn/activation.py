@@ -1,0 +1,137 @@
+"""Activation layers: each caches what its backward needs (the input, or the output when cheaper)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..functional import activation as A
+from .module import Module
+
+
+class _Elementwise(Module):
+    """An activation whose backward needs only the cached input."""
+
+    registered = False
+    _fn = staticmethod(A.relu)
+    _grad = staticmethod(A.relu_backward)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._x: np.ndarray | None = None
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._x = x
+        return self._fn(x, **self._kwargs())
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._x is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return self._grad(grad_output, self._x, **self._kwargs())
+
+    def config(self) -> dict[str, Any]:
+        return self._kwargs()
+
+
+class ReLU(_Elementwise):
+    """max(x, 0); gradient 1 where x > 0, else 0 (PyTorch's choice at exactly 0)."""
+
+
+class LeakyReLU(_Elementwise):
+    """x for x > 0, negative_slope·x otherwise."""
+
+    _fn = staticmethod(A.leaky_relu)
+    _grad = staticmethod(A.leaky_relu_backward)
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        A.leaky_relu(np.zeros(1), negative_slope)  # validates
+        self.negative_slope = float(negative_slope)
+
+    def _kwargs(self) -> dict[str, Any]:
+        return dict(negative_slope=self.negative_slope)
+
+
+class GELU(_Elementwise):
+    """x·Φ(x) (``approximate="tanh"`` for the tanh approximation)."""
+
+    _fn = staticmethod(A.gelu)
+    _grad = staticmethod(A.gelu_backward)
+
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        A.gelu(np.zeros(1), approximate)  # validates
+        self.approximate = approximate
+
+    def _kwargs(self) -> dict[str, Any]:
+        return dict(approximate=self.approximate)
+
+
+class _FromOutput(Module):
+    """An activation whose backward is cheapest from its own output (sigmoid, tanh, softmax)."""
+
+    registered = False
+    _fn = staticmethod(A.sigmoid)
+    _grad = staticmethod(A.sigmoid_backward)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        y = self._fn(x, **self._kwargs())
+        self._cache = (x, y)
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        x, y = self._cache
+        return self._grad(grad_output, x, **self._kwargs(), output=y)
+
+    def config(self) -> dict[str, Any]:
+        return self._kwargs()
+
+
+class Sigmoid(_FromOutput):
+    """σ(x) = 1 / (1 + e^{−x}); dσ/dx = σ(1 − σ)."""
+
+
+class Tanh(_FromOutput):
+    """tanh(x); d/dx = 1 − tanh²."""
+
+    _fn = staticmethod(A.tanh)
+    _grad = staticmethod(A.tanh_backward)
+
+
+class Softmax(_FromOutput):
+    """Softmax along ``dim`` (PyTorch's name; the functional form calls it ``axis``)."""
+
+    _fn = staticmethod(A.softmax)
+    _grad = staticmethod(A.softmax_backward)
+
+    def __init__(self, dim: int = 1):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"dim must be an int, got {dim!r}")
+        self.dim = dim
+
+    def _kwargs(self) -> dict[str, Any]:
+        return dict(axis=self.dim)
+
+    def config(self) -> dict[str, Any]:
+        return dict(dim=self.dim)
+
+
+class LogSoftmax(Softmax):
+    """log softmax along ``dim``, computed stably (x − max − log Σ e^{x − max})."""
+
+    _fn = staticmethod(A.log_softmax)
+    _grad = staticmethod(A.log_softmax_backward)

@@ -1,0 +1,105 @@
+"""BatchNorm2d and Dropout: the layers own the running statistics and the random stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..functional import norm as Nf
+from ..init import as_generator
+from .module import Module, Parameter
+from .validate import check_dtype, check_positive_int, check_probability
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation over (N, H, W) per channel, ``torch.nn.BatchNorm2d``.
+
+    Training: normalise with the batch mean and (biased) variance and update the running statistics
+    (``running = (1 − momentum)·running + momentum·batch``, the variance unbiased). Eval: use the
+    running statistics. See ``functional.norm.batch_norm`` and ``docs/normalisation.md``.
+
+    Shapes:
+        x: (N, C, H, W); weight, bias, running_mean, running_var: (C,)
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, *, dtype=np.float32):
+        super().__init__()
+        self.num_features = check_positive_int(num_features, "num_features")
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        self.eps = float(eps)
+        self.momentum = check_probability(momentum, "momentum", allow_one=True)
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        dtype = check_dtype(dtype)
+        self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(num_features, dtype))
+            self.register_buffer("running_var", np.ones(num_features, dtype))
+            self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        self._x: np.ndarray | None = None
+        self._used_batch_stats = True
+
+    def _stats(self):
+        if self.track_running_stats:
+            return self.running_mean, self.running_var
+        return None, None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if np.ndim(x) != 4:
+            raise ValueError(f"BatchNorm2d expects (N, C, H, W), got shape {np.shape(x)}")
+        use_batch = self.training or not self.track_running_stats
+        rm, rv = self._stats()
+        y, new_rm, new_rv = Nf.batch_norm(
+            x, self.weight.data if self.affine else None, self.bias.data if self.affine else None, rm, rv,
+            training=use_batch, momentum=self.momentum, eps=self.eps)
+        if self.training and self.track_running_stats:
+            self.running_mean[...] = new_rm
+            self.running_var[...] = new_rv
+            self.num_batches_tracked[...] += 1
+        self._x, self._used_batch_stats = x, use_batch
+        return y
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._x is None:
+            raise RuntimeError("BatchNorm2d.backward called before forward")
+        rm, rv = self._stats()
+        dx, dw, db = Nf.batch_norm_backward(grad_output, self._x, self.weight.data if self.affine else None, rm, rv,
+                                            training=self._used_batch_stats, eps=self.eps)
+        if self.affine:
+            self.weight.accumulate(dw)
+            self.bias.accumulate(db)
+        return dx
+
+    def config(self) -> dict[str, Any]:
+        return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
+                    track_running_stats=self.track_running_stats)
+
+
+class Dropout(Module):
+    """Inverted dropout, ``torch.nn.Dropout``: in training, zero each value with probability p and
+    scale the rest by 1/(1 − p); in eval, the identity. The mask comes from the layer's own
+    ``np.random.Generator`` (``rng``: a Generator or an int seed), so runs are reproducible."""
+
+    def __init__(self, p: float = 0.5, *, rng=None):
+        super().__init__()
+        self.p = check_probability(p, "p", allow_one=True)
+        self.rng = as_generator(rng)
+        self._mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training or self.p == 0:
+            self._mask = None
+            return x
+        self._mask = Nf.dropout_mask(np.shape(x), self.p, self.rng)
+        return Nf.dropout(x, self.p, self._mask)
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._mask is None:
+            return grad_output
+        return Nf.dropout_backward(grad_output, self.p, self._mask)
+
+    def config(self) -> dict[str, Any]:
+        return dict(p=self.p)
