@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from . import functional, nn
+from . import data, functional, nn, optim
 from .checkpoint import CheckpointError, load, save
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_module
 
-__all__ = ["CheckpointError", "GradcheckError", "GradcheckResult", "load", "nn", "save", "__version__", "functional", "gradcheck", "gradcheck_module"]
+__all__ = ["CheckpointError", "GradcheckError", "GradcheckResult", "data", "load", "nn", "optim", "save", "__version__", "functional", "gradcheck", "gradcheck_module"]

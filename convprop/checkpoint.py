@@ -95,7 +95,7 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, str] | None
     extra = dict(metadata or {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
         raise TypeError("metadata must map strings to strings")
-    tensors = {name: np.ascontiguousarray(a) for name, a in model.state_dict().items()}
+    tensors = {name: np.array(a, order="C") for name, a in model.state_dict().items()}  # (ascontiguousarray would make 0-d 1-d)
     params = model.parameters()
     header = extra | {
         "format": FORMAT,

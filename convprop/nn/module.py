@@ -47,11 +47,11 @@ class Module:
     Subclasses list their constructor arguments in ``config()`` so checkpoints can rebuild them.
     """
 
-    registered: ClassVar[bool] = True
+    registered: ClassVar[bool] = True  # set False in a class body for an abstract helper base
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.registered:
+        if cls.__dict__.get("registered", True):  # not inherited: subclasses of a helper base register
             LAYERS[cls.__name__] = cls
 
     def __init__(self) -> None:

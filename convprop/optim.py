@@ -1,0 +1,384 @@
+"""Optimizers over a list of parameters, and learning-rate schedules; update rules as ``torch.optim``.
+
+An optimizer sees only parameters: objects with ``data`` (an ndarray, updated IN PLACE so every layer
+holding a reference sees the change) and ``grad`` (an ndarray of the same shape, or ``None`` when no
+gradient was computed; such parameters are skipped, their state untouched, as in PyTorch). Nothing here
+imports ``convprop.nn``; layers never see optimizers (STYLE rule 7).
+
+The arithmetic follows torch 2.13's single-tensor (``foreach=False``) code operation by operation, so
+float64 trajectories agree with PyTorch to rounding. A schedule owns ``optimizer.lr``: each ``step()``
+sets it from a closed form of the epoch count (one schedule per optimizer; they do not chain).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------- validation
+
+
+def _real(name: str, value: Any) -> float:
+    """``value`` as a finite float, or TypeError/ValueError quoting it."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} (={value}) must be finite")
+    return float(value)
+
+
+def _at_least(name: str, value: Any, low: float, *, strict: bool = False) -> float:
+    v = _real(name, value)
+    if v < low or (strict and v == low):
+        raise ValueError(f"{name} (={value}) must be {'>' if strict else '>='} {low}")
+    return v
+
+
+def _in_unit(name: str, value: Any, *, closed: bool) -> float:
+    """``value`` in [0, 1] (``closed``) or [0, 1)."""
+    v = _real(name, value)
+    if not (0.0 <= v <= 1.0) or (not closed and v == 1.0):
+        raise ValueError(f"{name} (={value}) must be in [0, 1{']' if closed else ')'}")
+    return v
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} (={value}) must be >= 1")
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------- optimizers
+
+
+class Optimizer:
+    """Base class: holds the parameters, ``lr`` and per-parameter state; subclasses define ``_update``.
+
+    Args:
+        params: iterable of parameters (``data``: floating ndarray, ``grad``: ndarray or None);
+            materialised to a list, which must be non-empty and hold each parameter once.
+        lr: learning rate, > 0 (a schedule may later lower it, even to 0).
+    """
+
+    _COUNTERS: tuple[str, ...] = ()  # state entries that are numbers; all others are arrays like ``data``
+
+    def __init__(self, params: Iterable[Any], lr: float):
+        if isinstance(params, np.ndarray) or not isinstance(params, Iterable):
+            raise TypeError(f"params must be an iterable of parameters, got {type(params).__name__}")
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("params is empty: the optimizer needs at least one parameter")
+        seen: dict[int, int] = {}
+        for i, p in enumerate(self.params):
+            data = getattr(p, "data", None)
+            if not hasattr(p, "grad") or not isinstance(data, np.ndarray):
+                raise TypeError(
+                    f"parameter {i} must have `data` (an ndarray) and `grad`, got {type(p).__name__}"
+                )
+            if not np.issubdtype(data.dtype, np.floating):
+                raise TypeError(f"parameter {i} data must be floating point, got dtype {data.dtype}")
+            if id(p) in seen:
+                raise ValueError(f"parameter {i} is the same object as parameter {seen[id(p)]}; pass each once")
+            seen[id(p)] = i
+        self.lr = _at_least("lr", lr, 0.0, strict=True)
+        self.state: list[dict[str, Any]] = [{} for _ in self.params]  # empty until the first gradient
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget gradients before the next backward pass.
+
+        By default every ``grad`` becomes ``None`` (PyTorch's default ``set_to_none=True``): no memory
+        is kept, ``Parameter.accumulate`` starts afresh, and a parameter that then receives no gradient
+        is skipped by ``step`` instead of decaying under zero gradients. ``set_to_none=False`` fills the
+        existing arrays with zeros in place instead.
+        """
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad[...] = 0
+
+    def step(self) -> None:
+        """Update every parameter whose ``grad`` is not None, in place; check all shapes first."""
+        live = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
+        for i, p in live:
+            if np.shape(p.grad) != p.data.shape:
+                raise ValueError(
+                    f"parameter {i}: grad shape {np.shape(p.grad)} does not match data shape {p.data.shape}"
+                )
+        for i, p in live:
+            self._update(p.data, np.asarray(p.grad), self.state[i])
+
+    def _update(self, w: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _state_keys(self) -> tuple[str, ...]:
+        """The entries a parameter's state holds once it has been updated."""
+        return ()
+
+    def state_dict(self) -> dict[str, Any]:
+        """A flat copy of the optimizer's state: ``{"lr": float, "<entry>.<param index>": array | int}``.
+
+        Flat string keys to numbers and arrays, so a checkpoint can store it as is.
+        """
+        out: dict[str, Any] = {"lr": self.lr}
+        for i, st in enumerate(self.state):
+            for key, value in st.items():
+                out[f"{key}.{i}"] = value if key in self._COUNTERS else value.copy()
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore ``lr`` and per-parameter state from ``state_dict()`` output (copied, validated first)."""
+        if "lr" not in state_dict:
+            raise ValueError(f"state_dict has no 'lr'; keys are {sorted(state_dict)}")
+        lr = _at_least("state_dict['lr']", state_dict["lr"], 0.0)
+        expected = set(self._state_keys())
+        new: list[dict[str, Any]] = [{} for _ in self.params]
+        for full_key, value in state_dict.items():
+            if full_key == "lr":
+                continue
+            key, _, index = full_key.rpartition(".")
+            if key not in expected or not index.isdigit() or int(index) >= len(self.params):
+                raise ValueError(
+                    f"unexpected state_dict key {full_key!r}: expected 'lr' or '<entry>.<index>' with "
+                    f"entry in {sorted(expected)} and index < {len(self.params)}"
+                )
+            i = int(index)
+            if key in self._COUNTERS:
+                new[i][key] = _positive_int(f"state_dict[{full_key!r}]", value)
+            else:
+                shape = self.params[i].data.shape
+                if np.shape(value) != shape:
+                    raise ValueError(f"state_dict[{full_key!r}] has shape {np.shape(value)}, expected {shape}")
+                new[i][key] = np.array(value, dtype=self.params[i].data.dtype, copy=True)
+        for i, st in enumerate(new):
+            if st and set(st) != expected:
+                raise ValueError(
+                    f"state for parameter {i} has entries {sorted(st)}, expected all of {sorted(expected)}"
+                )
+        self.lr, self.state = lr, new
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with optional momentum, dampening, Nesterov and L2 weight decay.
+
+    With g = grad + weight_decay * w, PyTorch's rule is
+
+        b_1 = g_1,   b_t = momentum * b_{t-1} + (1 - dampening) * g_t      (if momentum != 0)
+        d_t = g_t + momentum * b_t  (nesterov)  |  b_t  (momentum)  |  g_t  (plain)
+        w  <- w - lr * d_t
+
+    The seeds' plain update ``w -= dt * dE/dw`` is ``SGD(params, lr=dt)``.
+
+    Args:
+        params, lr: see ``Optimizer``.
+        momentum: >= 0.  dampening: in [0, 1].  weight_decay: >= 0.
+        nesterov: needs momentum > 0 and dampening == 0.
+    """
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, lr)
+        self.momentum = _at_least("momentum", momentum, 0.0)
+        self.dampening = _in_unit("dampening", dampening, closed=True)
+        self.weight_decay = _at_least("weight_decay", weight_decay, 0.0)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(
+                f"nesterov=True requires momentum > 0 and dampening == 0, "
+                f"got momentum={momentum} and dampening={dampening}"
+            )
+
+    def _state_keys(self):
+        return ("momentum_buffer",) if self.momentum != 0 else ()
+
+    def _update(self, w, grad, state):
+        g = grad + self.weight_decay * w if self.weight_decay != 0 else grad
+        if self.momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = np.array(g, dtype=w.dtype, copy=True)  # never alias grad
+            else:
+                buf *= self.momentum
+                buf += (1 - self.dampening) * g
+            g = g + self.momentum * buf if self.nesterov else buf
+        w -= self.lr * g
+
+
+def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
+    """``start <- start + weight * (end - start)`` in place, evaluated as ATen's ``lerp`` does."""
+    if abs(weight) < 0.5:
+        start += weight * (end - start)
+    else:
+        start[...] = end - (end - start) * (1 - weight)
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba), optionally AMSGrad, with L2 weight decay added to the gradient.
+
+    At step t, with g = grad + weight_decay * w (``AdamW``: instead w <- w * (1 - lr * weight_decay)):
+
+        m <- beta1 * m + (1 - beta1) * g            (as ATen's lerp(m, g, 1 - beta1))
+        v <- beta2 * v + (1 - beta2) * g * g
+        v_hat = max(v_hat, v) if amsgrad else v
+        denom = sqrt(v_hat) / sqrt(1 - beta2^t) + eps
+        w <- w - (lr / (1 - beta1^t)) * m / denom
+
+    m, v start at zero; t counts the steps on which this parameter had a gradient.
+
+    Args:
+        params, lr: see ``Optimizer``.
+        betas: (beta1, beta2), each in [0, 1).  eps: > 0.  weight_decay: >= 0.
+        amsgrad: keep the running maximum of v.
+    """
+
+    _COUNTERS = ("step",)
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+        super().__init__(params, lr)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (_in_unit("betas[0]", betas[0], closed=False), _in_unit("betas[1]", betas[1], closed=False))
+        self.eps = _at_least("eps", eps, 0.0, strict=True)
+        self.weight_decay = _at_least("weight_decay", weight_decay, 0.0)
+        self.amsgrad = bool(amsgrad)
+
+    def _state_keys(self):
+        return ("step", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
+
+    def _update(self, w, grad, state):
+        beta1, beta2 = self.betas
+        if not state:
+            state.update(step=0, exp_avg=np.zeros_like(w), exp_avg_sq=np.zeros_like(w))
+            if self.amsgrad:
+                state["max_exp_avg_sq"] = np.zeros_like(w)
+        state["step"] += 1
+        if self.weight_decay != 0:
+            if self._decoupled:
+                w *= 1 - self.lr * self.weight_decay
+            else:
+                grad = grad + self.weight_decay * w
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        _lerp_(m, grad, 1 - beta1)
+        v *= beta2
+        v += (1 - beta2) * grad * grad
+        step = float(state["step"])
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        step_size = self.lr / bias_correction1
+        if self.amsgrad:
+            np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+            v = state["max_exp_avg_sq"]
+        denom = np.sqrt(v) / bias_correction2**0.5 + self.eps
+        w += -step_size * m / denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): ``w *= 1 - lr * weight_decay`` first.
+
+    Same arguments as ``Adam``, but ``weight_decay`` defaults to 1e-2 as in PyTorch.
+    """
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+
+
+# ---------------------------------------------------------------------------------- schedules
+
+
+class LRScheduler:
+    """Base class: sets ``optimizer.lr = lr_at(epoch)`` from the lr the optimizer had at construction.
+
+    Construction applies epoch 0; each ``step()`` (once per epoch, or per iteration if ``T_max`` etc.
+    count iterations) advances the epoch and applies it. Closed forms of the epoch, so values equal
+    PyTorch's recursive ones to rounding, but a change to ``optimizer.lr`` from elsewhere is overwritten.
+    """
+
+    def __init__(self, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a convprop.optim.Optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.last_epoch = 0
+        self.optimizer.lr = self.lr_at(0)
+
+    def lr_at(self, epoch: int) -> float:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+
+    def get_last_lr(self) -> float:
+        """The lr last set (a float: convprop optimizers have one lr, not PyTorch's list per group)."""
+        return self.optimizer.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_epoch": self.last_epoch, "base_lr": self.base_lr}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        missing = {"last_epoch", "base_lr"} - set(state_dict)
+        if missing:
+            raise ValueError(f"scheduler state_dict is missing {sorted(missing)}; got keys {sorted(state_dict)}")
+        epoch = state_dict["last_epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"state_dict['last_epoch'] (={epoch!r}) must be an int >= 0")
+        self.base_lr = _at_least("state_dict['base_lr']", state_dict["base_lr"], 0.0)
+        self.last_epoch = int(epoch)
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+
+
+class StepLR(LRScheduler):
+    """``lr = base_lr * gamma ** (epoch // step_size)``.  step_size: int >= 1; gamma: > 0."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        self.step_size = _positive_int("step_size", step_size)
+        self.gamma = _at_least("gamma", gamma, 0.0, strict=True)
+        super().__init__(optimizer)
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(LRScheduler):
+    """``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2`` (SGDR, no restarts).
+
+    Past ``T_max`` the cosine rises again, as in PyTorch.  T_max: int >= 1; eta_min: >= 0.
+    """
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        self.T_max = _positive_int("T_max", T_max)
+        self.eta_min = _at_least("eta_min", eta_min, 0.0)
+        super().__init__(optimizer)
+
+    def lr_at(self, epoch):
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+
+
+class LinearLR(LRScheduler):
+    """Linear warm-up (or decay) of a factor, as ``torch.optim.lr_scheduler.LinearLR``:
+
+    ``lr = base_lr * (start_factor + (end_factor - start_factor) * min(epoch, total_iters) / total_iters)``.
+
+    Args:
+        start_factor: in (0, 1].  end_factor: in [0, 1].  total_iters: int >= 1.
+    """
+
+    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
+        self.start_factor = _real("start_factor", start_factor)
+        if not 0 < self.start_factor <= 1:
+            raise ValueError(f"start_factor (={start_factor}) must be in (0, 1]")
+        self.end_factor = _in_unit("end_factor", end_factor, closed=True)
+        self.total_iters = _positive_int("total_iters", total_iters)
+        super().__init__(optimizer)
+
+    def lr_at(self, epoch):
+        rise = (self.end_factor - self.start_factor) * min(self.total_iters, epoch) / self.total_iters
+        return self.base_lr * (self.start_factor + rise)
