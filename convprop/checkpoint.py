@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from . import __version__
+from .fileio import write_atomic
 from .nn.module import LAYERS, Module, Sequential
 
 FORMAT = "convprop"
@@ -65,21 +65,6 @@ def build(spec: dict[str, Any]) -> Module:
         return cls(**config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot rebuild {kind} from config {config}: {exc}") from None
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(model: Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
