@@ -157,3 +157,35 @@ def windows(x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_size:
         strides=(sN, sC, sH * dilation[0], sW * dilation[1], sH * stride[0], sW * stride[1]),
         writeable=False,
     )
+
+
+def pool_output_size(in_size: int, pad: int, kernel: int, stride: int, dilation: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling output size along one axis (may be < 1; the caller reports that).
+
+    ``floor`` (or ``ceil`` in ceil mode) of ``(in + 2·pad - dilation·(kernel-1) - 1) / stride``, plus 1.
+    In ceil mode the last window must still start inside the input or the left padding:
+    if ``(out - 1)·stride >= in + pad`` that window is dropped.
+    """
+    span = in_size + 2 * pad - dilated_size(kernel, dilation)
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= in_size + pad:
+        out -= 1
+    return out
+
+
+def tap_slices(kernel: Pair, stride: Pair, dilation: Pair, out_size: Pair) -> list[tuple[Pair, tuple[slice, slice]]]:
+    """For each kernel tap ``(kh, kw)``, the strided slices of the padded input it touches.
+
+    ``xp[..., rows, cols]`` is the (..., OH, OW) plane ``windows(xp, ...)[..., kh, kw, :, :]``,
+    but as a basic slice it can also be *written*: the adjoint of ``windows`` (scattering window
+    gradients back, overlapping windows summed) is one strided slice-add per tap, no per-pixel loop.
+    """
+    taps = []
+    for kh in range(kernel[0]):
+        h0 = kh * dilation[0]
+        for kw in range(kernel[1]):
+            w0 = kw * dilation[1]
+            rows = slice(h0, h0 + stride[0] * (out_size[0] - 1) + 1, stride[0])
+            cols = slice(w0, w0 + stride[1] * (out_size[1] - 1) + 1, stride[1])
+            taps.append(((kh, kw), (rows, cols)))
+    return taps

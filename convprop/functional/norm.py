@@ -1,0 +1,207 @@
+"""Batch normalisation and dropout, each with its backward pass. Pure: nothing is mutated.
+
+``batch_norm`` returns the *new* running statistics instead of updating buffers in place, and
+``dropout`` takes its mask as an argument (made by :func:`dropout_mask` from an explicit
+``np.random.Generator``), so both are plain functions of their inputs. Layers own the state.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .conv import as_float_array, check_same_dtype
+
+
+def _channel_vector(value, name: str, C: int) -> np.ndarray | None:
+    if value is None:
+        return None
+    value = as_float_array(value, name)
+    if value.shape != (C,):
+        raise ValueError(f"{name} must have shape (C,) = ({C},), got {value.shape}")
+    return value
+
+
+def _check_number(value, name: str, low: float, high: float, *, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not ((low < value) if low_open else (low <= value)) or not value <= high:
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value!r}")
+    return value
+
+
+def _resolve_bn(x, weight, running_mean, running_var, training, eps):
+    """Validate; return (x, weight, running_mean, running_var, reduce axes, per-channel broadcast shape)."""
+    x = as_float_array(x, "x")
+    if x.ndim < 2 or x.shape[1] < 1:
+        raise ValueError(f"x must be (N, C) or (N, C, H, W) with C >= 1, got shape {x.shape}")
+    C = x.shape[1]
+    weight = _channel_vector(weight, "weight", C)
+    running_mean = _channel_vector(running_mean, "running_mean", C)
+    running_var = _channel_vector(running_var, "running_var", C)
+    check_same_dtype(x=x, weight=weight, running_mean=running_mean, running_var=running_var)
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"training must be a bool, got {training!r}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must both be arrays or both be None")
+    if not training and running_mean is None:
+        raise ValueError("evaluation mode (training=False) needs running_mean and running_var, got None")
+    _check_number(eps, "eps", 0.0, float("inf"), low_open=True)
+    axes = (0, *range(2, x.ndim))  # every axis but the channel axis
+    count = x.size // C  # values per channel: N·H·W
+    if training and count <= 1:
+        raise ValueError(f"expected more than 1 value per channel when training, got x of shape {x.shape}")
+    return x, weight, running_mean, running_var, axes, (1, C) + (1,) * (x.ndim - 2)
+
+
+def batch_norm(x, weight, bias, running_mean, running_var, *, training, momentum=0.1, eps=1e-5):
+    """Batch normalisation, as ``torch.nn.functional.batch_norm`` but pure.
+
+    Per channel c, over the N·H·W values M of that channel::
+
+        training:  μ = mean(x),  σ² = mean((x - μ)²)  (biased)         eval:  μ = running_mean,  σ² = running_var
+        x̂ = (x - μ) / √(σ² + eps)            y = weight · x̂ + bias
+
+    In training the new running statistics are (PyTorch's momentum convention)::
+
+        new_running_mean = (1 - momentum) · running_mean + momentum · μ
+        new_running_var  = (1 - momentum) · running_var  + momentum · σ² · M / (M - 1)   (unbiased)
+
+    and in eval mode the running statistics are returned unchanged (the same arrays).
+    See :func:`batch_norm_backward`.
+
+    Shapes:
+        x: (N, C, H, W) or (N, C) (any (N, C, ...)); y like x
+        weight, bias, running_mean, running_var: (C,)
+
+    Args:
+        weight, bias: the affine parameters, or None for none (weight 1, bias 0).
+        running_mean, running_var: required when ``training=False``; in training they may both be
+            None (PyTorch's ``track_running_stats=False``), and then None is returned for them.
+        training: keyword-only, no default: batch statistics (True) or running statistics (False).
+        momentum: in [0, 1]. PyTorch's cumulative average (``momentum=None``) is
+            ``momentum = 1 / num_batches_tracked``, which the layer can pass.
+        eps: > 0, added to the variance.
+
+    Returns:
+        ``(y, new_running_mean, new_running_var)``.
+    """
+    x, weight, running_mean, running_var, axes, bshape = _resolve_bn(x, weight, running_mean, running_var, training, eps)
+    bias = _channel_vector(bias, "bias", x.shape[1])
+    check_same_dtype(x=x, bias=bias)
+    momentum = _check_number(momentum, "momentum", 0.0, 1.0)
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), (C,) biased
+    else:
+        mean, var = running_mean, running_var
+    y = (x - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + eps)  # x̂, (N, C, H, W)
+    if weight is not None:
+        y *= weight.reshape(bshape)  # (1, C, 1, 1)
+    if bias is not None:
+        y += bias.reshape(bshape)  # (1, C, 1, 1)
+    if training and running_mean is not None:
+        count = x.size // x.shape[1]
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var = (1 - momentum) * running_var + momentum * (var * (count / (count - 1)))
+    return y, running_mean, running_var
+
+
+def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, training, eps=1e-5):
+    """Gradients of :func:`batch_norm` with respect to x, weight and bias.
+
+    With δ = grad_output, per channel over its M values, and ĝ = weight · δ::
+
+        dbias = Σ δ          dweight = Σ δ · x̂
+        training:  dx = (1 / (M·√(σ² + eps))) · (M·ĝ - Σ ĝ - x̂ · Σ ĝ·x̂)
+        eval:      dx = ĝ / √(running_var + eps)
+
+    (In training μ and σ² depend on x, which gives the two subtracted terms: ĝ's mean, and its
+    projection on x̂.)
+
+    Shapes:
+        grad_output: like x; returns (dx like x, dweight (C,), dbias (C,))
+
+    Args:
+        as :func:`batch_norm` (the running statistics are only read in eval mode).
+
+    Returns:
+        ``(dx, dweight, dbias)``, always three arrays: when the forward had no weight (None),
+        dweight is the gradient a weight of ones would get, and dbias likewise; ignore them.
+    """
+    x, weight, running_mean, running_var, axes, bshape = _resolve_bn(x, weight, running_mean, running_var, training, eps)
+    grad_output = as_float_array(grad_output, "grad_output")
+    if grad_output.shape != x.shape:
+        raise ValueError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")
+    check_same_dtype(grad_output=grad_output, x=x)
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), (C,)
+    else:
+        mean, var = running_mean, running_var
+    invstd = 1 / np.sqrt(var + eps)  # (C,)
+    xhat = (x - mean.reshape(bshape)) * invstd.reshape(bshape)  # (N, C, H, W)
+    dbias = grad_output.sum(axis=axes)  # (C,)
+    dweight = (grad_output * xhat).sum(axis=axes)  # (C,)
+    scale = invstd if weight is None else weight * invstd  # (C,)
+    if training:
+        count = x.size // x.shape[1]
+        # Σ ĝ = weight·dbias and Σ ĝ·x̂ = weight·dweight, so only the scale differs.
+        mean_g = (dbias / count).reshape(bshape)  # (1, C, 1, 1)
+        mean_gx = (dweight / count).reshape(bshape)  # (1, C, 1, 1)
+        dx = (grad_output - mean_g - xhat * mean_gx) * scale.reshape(bshape)  # (N, C, H, W)
+    else:
+        dx = grad_output * scale.reshape(bshape)  # (N, C, H, W)
+    return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------------------------------------- dropout
+
+
+def _check_p(p) -> float:
+    return _check_number(p, "p", 0.0, 1.0)
+
+
+def dropout_mask(shape, p, rng) -> np.ndarray:
+    """A boolean keep-mask: each entry True (kept) with probability ``1 - p``.
+
+    Args:
+        shape: the shape of the array to drop from. p: drop probability in [0, 1].
+        rng: a ``np.random.Generator`` (the only source of randomness).
+    """
+    p = _check_p(p)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got {type(rng).__name__}")
+    return rng.random(shape) >= p  # uniform in [0, 1): p = 0 keeps all, p = 1 drops all
+
+
+def _apply_mask(values: np.ndarray, p: float, mask, name: str) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_ or mask.shape != values.shape:
+        raise ValueError(f"mask must be a bool array of {name}'s shape {values.shape}, got {mask.dtype} array of shape {mask.shape}")
+    if p == 1.0:
+        return np.zeros_like(values)  # everything dropped, as PyTorch
+    return np.where(mask, values * (1 / (1 - p)), 0).astype(values.dtype, copy=False)
+
+
+def dropout(x, p, mask) -> np.ndarray:
+    """Inverted dropout (training mode): ``y = x · mask / (1 - p)``, so E[y] = x.
+
+    At evaluation time dropout is the identity: the layer simply does not call this.
+    ``p = 1`` gives all zeros, as PyTorch.
+
+    Shapes:
+        x: any shape; mask: bool, x's shape (from :func:`dropout_mask`); y like x
+    """
+    x = as_float_array(x, "x")
+    return _apply_mask(x, _check_p(p), mask, "x")
+
+
+def dropout_backward(grad_output, p, mask) -> np.ndarray:
+    """``dx = δ · mask / (1 - p)``: the same linear map as the forward.
+
+    Shapes:
+        grad_output: any shape; mask: bool, of the same shape; returns dx like grad_output
+    """
+    grad_output = as_float_array(grad_output, "grad_output")
+    return _apply_mask(grad_output, _check_p(p), mask, "grad_output")

@@ -1,0 +1,208 @@
+"""Pooling: forward, indices and gradients against PyTorch over random geometries; gradcheck; errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convprop
+from convprop.functional import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+    max_pool2d_with_indices,
+)
+from reference import assert_close, check_against_torch
+
+N, C = 2, 3
+
+
+@st.composite
+def pool_cases(draw, dilation: bool = True):
+    """A geometry (maybe one PyTorch rejects: then we must reject it too) and distinct-valued input."""
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    dil = (draw(st.integers(1, 3)), draw(st.integers(1, 2))) if dilation else (1, 1)
+    size = (draw(st.integers(1, 11)), draw(st.integers(1, 11)))
+    ceil_mode = draw(st.booleans())
+    seed = draw(st.integers(0, 2**16))
+    x = np.random.default_rng(seed).permutation(N * C * size[0] * size[1]).reshape(N, C, *size) / 7.0  # no ties
+    return x, kernel, stride, padding, dil, ceil_mode
+
+
+def _torch_rejects(fn) -> bool:
+    try:
+        fn()
+    except RuntimeError:
+        return True
+    return False
+
+
+@settings(max_examples=40, deadline=None)
+@given(pool_cases())
+def test_max_pool2d_matches_torch(case):
+    x, k, s, p, d, ceil = case
+    if _torch_rejects(lambda: TF.max_pool2d(torch.tensor(x), k, s, p, d, ceil)):
+        with pytest.raises(ValueError, match="too small"):
+            max_pool2d(x, k, s, p, d, ceil)
+        return
+    y, idx = max_pool2d_with_indices(x, k, s, p, d, ceil)
+    _, idx_ref = TF.max_pool2d(torch.tensor(x), k, s, p, d, ceil, return_indices=True)
+    np.testing.assert_array_equal(idx, idx_ref.numpy())
+    assert idx.dtype == np.int64
+    check_against_torch(
+        lambda x: max_pool2d(x, k, s, p, d, ceil),
+        lambda g, x: (max_pool2d_backward(g, x, k, s, p, d, ceil, indices=idx),),
+        lambda x: TF.max_pool2d(x, k, s, p, d, ceil),
+        [x],
+    )
+    g = np.ones_like(y)
+    np.testing.assert_array_equal(max_pool2d_backward(g, x, k, s, p, d, ceil), max_pool2d_backward(g, x, k, s, p, d, ceil, indices=idx))
+
+
+@settings(max_examples=40, deadline=None)
+@given(pool_cases(dilation=False), st.booleans(), st.sampled_from([None, 1, 3, -2]))
+def test_avg_pool2d_matches_torch(case, count_include_pad, divisor_override):
+    x, k, s, p, _, ceil = case
+    args = (k, s, p, ceil, count_include_pad, divisor_override)
+    if _torch_rejects(lambda: TF.avg_pool2d(torch.tensor(x), *args)):
+        with pytest.raises(ValueError, match="too small"):
+            avg_pool2d(x, *args)
+        return
+    check_against_torch(
+        lambda x: avg_pool2d(x, *args),
+        lambda g, x: (avg_pool2d_backward(g, x, *args),),
+        lambda x: TF.avg_pool2d(x, *args),
+        [x],
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.tuples(st.integers(1, 13), st.integers(1, 13)),
+    st.one_of(st.integers(1, 7), st.tuples(st.integers(1, 7), st.integers(1, 7)), st.tuples(st.none(), st.integers(1, 5))),
+    st.integers(0, 2**16),
+)
+def test_adaptive_avg_pool2d_matches_torch(size, output_size, seed):
+    x = np.random.default_rng(seed).standard_normal((N, C, *size))
+    check_against_torch(
+        lambda x: adaptive_avg_pool2d(x, output_size),
+        lambda g, x: (adaptive_avg_pool2d_backward(g, x, output_size),),
+        lambda x: TF.adaptive_avg_pool2d(x, output_size),
+        [x],
+    )
+
+
+def test_global_avg_pool2d_matches_torch():
+    x = np.random.default_rng(0).standard_normal((N, C, 5, 7))
+    y = check_against_torch(
+        global_avg_pool2d, lambda g, x: (global_avg_pool2d_backward(g, x),), lambda x: TF.adaptive_avg_pool2d(x, 1), [x]
+    )
+    assert y.shape == (N, C, 1, 1)
+    np.testing.assert_allclose(y[..., 0, 0], x.mean(axis=(2, 3)), rtol=1e-12)
+
+
+def test_max_pool2d_ties_pick_the_first_maximum_like_torch():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, (N, C, 9, 8)).astype(np.float64)  # many ties
+    x[0, 0, :3, :3] = -np.inf  # a window of only -inf: index of its first tap
+    for k, s, p, d, ceil in [(3, 1, 1, 1, False), (2, 2, 0, 1, True), ((3, 2), (2, 1), (1, 0), (1, 2), True)]:
+        y, idx = max_pool2d_with_indices(x, k, s, p, d, ceil)
+        xt = torch.tensor(x, requires_grad=True)
+        y_ref, idx_ref = TF.max_pool2d(xt, k, s, p, d, ceil, return_indices=True)
+        np.testing.assert_array_equal(idx, idx_ref.numpy())
+        np.testing.assert_array_equal(y, y_ref.detach().numpy())
+        g = rng.standard_normal(y.shape)
+        y_ref.backward(torch.tensor(g))
+        assert_close(max_pool2d_backward(g, x, k, s, p, d, ceil, indices=idx), xt.grad.numpy(), "dx with ties")
+
+
+CEIL_REMAINDER_CASES = [  # (input size, kernel, stride, padding, dilation, ceil_mode, count_include_pad)
+    ((7, 8), 3, 2, 1, 1, True, True),  # ceil mode, the last window hangs over the right padding
+    ((7, 8), 3, 2, 1, 1, True, False),
+    ((6, 5), 2, 3, 1, 1, True, True),  # stride > kernel: rows never read get zero gradient
+    ((9, 7), (3, 2), (2, 3), (1, 1), (2, 1), True, True),
+    ((5, 6), 4, 1, 2, 1, False, True),
+]
+
+
+@pytest.mark.parametrize("size, k, s, p, d, ceil, cip", CEIL_REMAINDER_CASES)
+def test_pool_backward_passes_gradcheck(size, k, s, p, d, ceil, cip):
+    x = np.random.default_rng(2).permutation(size[0] * size[1] * 4).reshape(2, 2, *size) / 10.0  # distinct: no ties
+    convprop.gradcheck(lambda x: max_pool2d(x, k, s, p, d, ceil), lambda g, x: (max_pool2d_backward(g, x, k, s, p, d, ceil),), [x], names=["x"])
+    convprop.gradcheck(lambda x: avg_pool2d(x, k, s, p, ceil, cip), lambda g, x: (avg_pool2d_backward(g, x, k, s, p, ceil, cip),), [x], names=["x"])
+    out = (3, 2)
+    convprop.gradcheck(lambda x: adaptive_avg_pool2d(x, out), lambda g, x: (adaptive_avg_pool2d_backward(g, x, out),), [x], names=["x"])
+
+
+def test_unbatched_input_gives_unbatched_output():
+    x = np.random.default_rng(3).standard_normal((C, 6, 5))
+    for fwd, bwd, args in [
+        (max_pool2d, max_pool2d_backward, (3, 2, 1)),
+        (avg_pool2d, avg_pool2d_backward, (3, 2, 1)),
+        (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, ((2, 3),)),
+    ]:
+        y = fwd(x, *args)
+        np.testing.assert_array_equal(y, fwd(x[None], *args)[0])
+        g = np.ones_like(y)
+        np.testing.assert_array_equal(bwd(g, x, *args), bwd(g[None], x[None], *args)[0])
+    y, idx = max_pool2d_with_indices(x, 2)
+    assert y.shape == idx.shape == (C, 3, 2)
+    np.testing.assert_array_equal(max_pool2d_backward(np.ones_like(y), x, 2, indices=idx), max_pool2d_backward(np.ones_like(y), x, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_preserved(dtype):
+    x = np.random.default_rng(4).standard_normal((N, C, 6, 6)).astype(dtype)
+    for fwd, bwd, args in [
+        (max_pool2d, max_pool2d_backward, (2,)),
+        (avg_pool2d, avg_pool2d_backward, (3, 2, 1, True, False)),
+        (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, (4,)),
+    ]:
+        y = fwd(x, *args)
+        assert y.dtype == dtype
+        assert bwd(np.ones_like(y), x, *args).dtype == dtype
+    assert global_avg_pool2d(x).dtype == dtype
+
+
+BAD_CALLS = [
+    (lambda: max_pool2d(np.zeros((2, 2, 4, 4)), 2, padding=2), ValueError, r"at most half of kernel_size.*padding=\(2, 2\)"),
+    (lambda: max_pool2d(np.zeros((2, 2, 4, 4)), 0), ValueError, r"kernel_size must be >= 1, got 0"),
+    (lambda: max_pool2d(np.zeros((2, 2, 4, 4)), 2.5), TypeError, r"kernel_size must be an int.*2.5"),
+    (lambda: max_pool2d(np.zeros((2, 2, 4, 4)), 2, dilation=0), ValueError, r"dilation must be >= 1, got 0"),
+    (lambda: max_pool2d(np.zeros((2, 2, 2, 4)), 3), ValueError, r"too small.*output size \(0, 1\)"),
+    (lambda: max_pool2d(np.zeros((4, 4)), 2), ValueError, r"\(N, C, H, W\).*got shape \(4, 4\)"),
+    (lambda: max_pool2d(np.zeros((1, 1, 4, 4), dtype=np.int8) > 0, 2), TypeError, r"float32 or float64, got bool"),
+    (lambda: max_pool2d(np.zeros((1, 1, 4, 4)), 2, ceil_mode=1), TypeError, r"ceil_mode must be a bool, got 1"),
+    (lambda: avg_pool2d(np.zeros((1, 1, 4, 4)), 2, divisor_override=0), ValueError, r"divisor_override .* got 0"),
+    (lambda: avg_pool2d(np.zeros((1, 1, 4, 4)), 2, count_include_pad="yes"), TypeError, r"count_include_pad .* 'yes'"),
+    (lambda: adaptive_avg_pool2d(np.zeros((1, 1, 4, 4)), 0), ValueError, r"output_size must be >= 1, got 0"),
+    (lambda: adaptive_avg_pool2d(np.zeros((1, 1, 4, 4)), (1, 2, 3)), TypeError, r"output_size .* \(1, 2, 3\)"),
+    (lambda: max_pool2d_backward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 4, 4)), 2), ValueError, r"shape \(1, 1, 2, 2\), got \(1, 1, 3, 3\)"),
+    (
+        lambda: max_pool2d_backward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 4, 4)), 2, indices=np.zeros((1, 1, 2, 2))),
+        ValueError,
+        r"indices must be an integer array .* got float64",
+    ),
+    (
+        lambda: avg_pool2d_backward(np.zeros((1, 1, 2, 2), np.float32), np.zeros((1, 1, 4, 4)), 2),
+        TypeError,
+        r"grad_output=float32, x=float64",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, error, match", BAD_CALLS)
+def test_bad_arguments_raise_with_the_value(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
