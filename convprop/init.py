@@ -19,7 +19,7 @@ def as_generator(rng) -> np.random.Generator:
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {type(rng).__name__}")
+    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {rng!r} ({type(rng).__name__})")
 
 
 def fan_in(shape: tuple[int, ...]) -> int:

@@ -59,7 +59,9 @@ class Conv2d(Module):
             raise ValueError(f"in_channels (={in_channels}) must be divisible by groups (={groups})")
         if out_channels % groups:
             raise ValueError(f"out_channels (={out_channels}) must be divisible by groups (={groups})")
-        if bias not in (True, False, "untied"):
+        if isinstance(bias, (bool, np.bool_)):
+            bias = bool(bias)
+        elif not (isinstance(bias, str) and bias == "untied"):
             raise ValueError(f"bias must be True, False or 'untied', got {bias!r}")
         kernel_size = pair(kernel_size, "kernel_size")
         stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")

@@ -68,6 +68,8 @@ class Flatten(Module):
         return x.reshape(*x.shape[:start], -1, *x.shape[end + 1 :])  # (..., prod(shape[start:end+1]), ...)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if self._shape is None:
+            raise RuntimeError("Flatten.backward called before forward")
         return grad_output.reshape(self._shape)  # back to the input's shape
 
     def config(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ class BatchNorm2d(Module):
                  track_running_stats: bool = True, *, dtype=np.float32):
         super().__init__()
         self.num_features = check_positive_int(num_features, "num_features")
-        if not (isinstance(eps, (int, float)) and eps > 0):
+        if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and eps > 0):
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         self.eps = float(eps)
         self.momentum = check_probability(momentum, "momentum", allow_one=True)
@@ -48,8 +48,8 @@ class BatchNorm2d(Module):
         return None, None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        if np.ndim(x) != 4:
-            raise ValueError(f"BatchNorm2d expects (N, C, H, W), got shape {np.shape(x)}")
+        if np.ndim(x) != 4 or np.shape(x)[1] != self.num_features:
+            raise ValueError(f"BatchNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), got shape {np.shape(x)}")
         use_batch = self.training or not self.track_running_stats
         rm, rv = self._stats()
         y, new_rm, new_rv = Nf.batch_norm(
@@ -87,9 +87,11 @@ class Dropout(Module):
         super().__init__()
         self.p = check_probability(p, "p", allow_one=True)
         self.rng = as_generator(rng)
-        self._mask: np.ndarray | None = None
+        self._mask: np.ndarray | None = None  # None after an identity forward (eval mode or p = 0)
+        self._ran = False
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        self._ran = True
         if not self.training or self.p == 0:
             self._mask = None
             return x
@@ -97,6 +99,8 @@ class Dropout(Module):
         return Nf.dropout(x, self.p, self._mask)
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        if not self._ran:
+            raise RuntimeError("Dropout.backward called before forward")
         if self._mask is None:
             return grad_output
         return Nf.dropout_backward(grad_output, self.p, self._mask)

@@ -95,7 +95,11 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size):
         super().__init__()
-        self.output_size = pair(output_size, "output_size")
+        if isinstance(output_size, (tuple, list)) and len(output_size) == 2 and None in output_size:
+            # None keeps that axis' input size, as in PyTorch
+            self.output_size = tuple(None if v is None else pair(v, "output_size")[0] for v in output_size)
+        else:
+            self.output_size = pair(output_size, "output_size")
         self._x: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
