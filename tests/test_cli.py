@@ -181,9 +181,9 @@ def test_download_path_through_the_cli(monkeypatch, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_training_reaches_a_minimum_accuracy(tmp_path):
-    """The main job, shortened: the default model and data, 3 epochs instead of 10."""
+    """The main job, shortened: the default model and data, 5 epochs instead of 10 (the full run reaches ~97.5%)."""
     out = tmp_path / "default"
-    result = run("train", "--epochs", "3", "--out-dir", out, "--no-progress", timeout=600)
+    result = run("train", "--epochs", "5", "--out-dir", out, "--no-progress", timeout=600)
     assert result.returncode == 0, result.stderr
     accuracy = json.loads((out / "metrics.json").read_text())["test"]["accuracy"]
-    assert accuracy >= 0.95, f"test accuracy {accuracy:.4f} after 3 epochs"
+    assert accuracy >= 0.95, f"test accuracy {accuracy:.4f} after 5 epochs"
