@@ -11,15 +11,17 @@ import math
 import numpy as np
 
 
-def as_generator(rng) -> np.random.Generator:
-    """``None`` → a fresh seed-0 generator; an int → ``default_rng(int)``; a Generator → itself."""
-    if rng is None:
-        return np.random.default_rng(0)
+RngLike = np.random.Generator | int | None
+
+
+def as_generator(rng: RngLike, name: str = "rng") -> np.random.Generator:
+    """``rng`` as a Generator: a Generator is used as is, an int seeds a new one, ``None`` draws fresh
+    OS entropy (unreproducible, like PyTorch's unseeded default). Pass an int for a repeatable run."""
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got {rng!r} ({type(rng).__name__})")
+    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
+        return np.random.default_rng(rng)
+    raise TypeError(f"{name} must be None, an int seed or a numpy.random.Generator, got {rng!r} ({type(rng).__name__})")
 
 
 def fan_in(shape: tuple[int, ...]) -> int:

@@ -325,7 +325,7 @@ def test_batches_are_copies():
         ((np.zeros((3, 1)), np.zeros(3), 0), {}, ValueError, "batch_size must be a positive int, got 0"),
         ((np.zeros((3, 1)), np.zeros(3), True), {}, ValueError, "batch_size must be a positive int, got True"),
         (([1, 2], np.zeros(2), 1), {}, TypeError, "must be numpy arrays, got list and ndarray"),
-        ((np.zeros((3, 1)), np.zeros(3), 2), {"rng": "seed"}, TypeError, "rng must be a numpy.random.Generator, an int seed or None, got str"),
+        ((np.zeros((3, 1)), np.zeros(3), 2), {"rng": "seed"}, TypeError, "rng must be None, an int seed or a numpy.random.Generator, got .seed. \\(str\\)"),
     ],
 )  # fmt: skip
 def test_iterate_batches_rejects_eagerly(args, kwargs, error, match):

@@ -12,17 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-RngLike = np.random.Generator | int | None
-
-
-def as_generator(rng: RngLike, name: str = "rng") -> np.random.Generator:
-    """``rng`` as a Generator: a Generator is used as is, an int seeds a new one, None is unseeded."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
-        return np.random.default_rng(rng)
-    raise TypeError(f"{name} must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}")
-
+from ..init import RngLike, as_generator
 
 def _check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
