@@ -1,0 +1,66 @@
+"""Shared benchmark plumbing: the environment printout, thread limits, and interleaved timing.
+
+Timings on a shared machine are noisy, so every benchmark interleaves its candidates (A, B, A, B, ...)
+and reports the *minimum* of each: the least-disturbed run, and ratios taken within one run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import numpy as np
+import scipy
+from threadpoolctl import threadpool_info, threadpool_limits
+
+THREADS = 2  # same thread count for torch (intra-op) and for NumPy's BLAS
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+def print_environment(threads: int = THREADS) -> None:
+    """Versions, CPU, BLAS libraries and thread counts: enough to tell two runs' machines apart."""
+    import torch
+
+    print(f"python {platform.python_version()}  numpy {np.__version__}  scipy {scipy.__version__}  torch {torch.__version__}")
+    print(f"machine {platform.machine()} {platform.processor() or platform.platform()}  cpus {cpu_count()}")
+    print(f"threads: torch intra-op {torch.get_num_threads()}, BLAS limited to {threads}")
+    for lib in threadpool_info():
+        extra = f" arch {lib['architecture']}" if "architecture" in lib else ""
+        print(f"  {lib['internal_api']:9s} {lib.get('version')} threads {lib['num_threads']}{extra}  {os.path.basename(lib['filepath'])}")
+    sys.stdout.flush()
+
+
+@contextmanager
+def limited_threads(threads: int = THREADS):
+    """torch.set_num_threads(threads) and BLAS/OpenMP pools limited to ``threads`` inside the block."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with threadpool_limits(limits=threads):
+        yield
+
+
+def interleaved_min(candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
+    """Run each candidate ``warmup`` times, then ``reps`` rounds of one call each; min seconds per candidate."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    best = {name: float("inf") for name in candidates}
+    for _ in range(reps):
+        for name, fn in candidates.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def geomean(values) -> float:
+    values = np.asarray(list(values), dtype=np.float64)
+    return float(np.exp(np.log(values).mean()))

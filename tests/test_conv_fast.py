@@ -1,0 +1,136 @@
+"""The fast convolution algorithms against the direct reference, and ``auto``'s choice rules.
+
+Every fast algorithm must agree with ``conv_direct`` (the specification) in float64 to rel. 1e-9,
+forward and every gradient, and stay within rel. 1e-4 of the float64 reference when run in
+float32. Geometries include the ones an algorithm does not handle itself and must hand on
+(``depthwise`` on grouped or dense convolutions), and small chunk budgets that split the batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convprop.functional import conv_depthwise, conv_gemm, conv_im2col
+from convprop.functional.conv import ALGORITHMS, ConvGeometry, _choose, conv2d, conv2d_backward
+
+FAST = ["im2col", "gemm", "depthwise"]
+
+# (N, C, H, W, O, kernel, stride, padding, dilation, groups, padding_mode)
+GEOMETRIES = [
+    (2, 3, 9, 8, 4, 3, 1, 1, 1, 1, "zeros"),  # plain 3×3 'same'
+    (3, 4, 10, 7, 6, (3, 2), (2, 1), (1, 0), (1, 2), 2, "zeros"),  # everything rectangular, grouped
+    (2, 5, 8, 8, 3, 1, 1, 0, 1, 1, "zeros"),  # pointwise: a pure matrix product
+    (2, 4, 9, 9, 4, 1, 2, 0, 1, 1, "zeros"),  # 1×1 with stride: must unfold
+    (2, 4, 7, 7, 6, 1, 1, 1, 1, 2, "zeros"),  # 1×1 with padding, grouped
+    (2, 6, 11, 9, 6, 3, 2, 1, 1, 6, "zeros"),  # depthwise, strided
+    (2, 3, 8, 8, 6, 3, 1, 2, 2, 3, "reflect"),  # depthwise ×2 multiplier, dilated
+    (3, 1, 12, 10, 5, 3, 1, 1, 1, 1, "zeros"),  # one input channel (MNIST's first layer)
+    (1, 4, 6, 6, 4, 5, 1, 2, 1, 4, "circular"),  # depthwise 5×5
+    (2, 4, 9, 9, 8, 3, 3, 0, 1, 1, "replicate"),  # stride 3 leaves rows with zero gradient
+    (2, 6, 7, 7, 4, 3, 1, "same", 1, 2, "zeros"),  # grouped, not depthwise
+    (1, 2, 3, 3, 2, 3, 1, 0, 1, 1, "zeros"),  # a single output pixel
+]
+
+
+def _case(geometry, dtype, seed=0):
+    N, C, H, W, O, k, stride, padding, dilation, groups, mode = geometry
+    rng = np.random.default_rng(seed)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((O, C // groups, kh, kw))
+    b = rng.standard_normal(O)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=mode)
+    return x, w, b, kwargs
+
+
+def _all(x, w, b, kwargs, algorithm, seed=1):
+    y = conv2d(x, w, b, algorithm=algorithm, **kwargs)
+    dy = np.random.default_rng(seed).standard_normal(y.shape).astype(x.dtype)
+    return (y, *conv2d_backward(dy, x, w, algorithm=algorithm, **kwargs))
+
+
+def _rel(a, b):
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-300)
+
+
+def assert_matches_direct(geometry, algorithm, dtype, tol):
+    """Forward and all three gradients of ``algorithm`` in ``dtype`` vs direct in float64."""
+    x, w, b, kwargs = _case(geometry, np.float64)
+    reference = _all(x, w, b, kwargs, "direct")
+    got = _all(x.astype(dtype), w.astype(dtype), b.astype(dtype), kwargs, algorithm)
+    for name, g, r in zip(("y", "dx", "dw", "db"), got, reference):
+        assert g.dtype == dtype, f"{name} has dtype {g.dtype}, expected {dtype}"
+        assert g.shape == r.shape, f"{name} has shape {g.shape}, expected {r.shape}"
+        assert _rel(g, r) < tol, f"{algorithm} {name} rel. error {_rel(g, r):.2e} >= {tol} on {geometry}"
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
+@pytest.mark.parametrize("algorithm", FAST)
+def test_float64_matches_direct(algorithm, geometry):
+    assert_matches_direct(geometry, algorithm, np.float64, 1e-9)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
+@pytest.mark.parametrize("algorithm", FAST)
+def test_float32_within_1e4_of_float64_direct(algorithm, geometry):
+    assert_matches_direct(geometry, algorithm, np.float32, 1e-4)
+
+
+@pytest.mark.parametrize("algorithm", FAST)
+def test_batch_split_into_chunks(algorithm, monkeypatch):
+    """A tiny chunk budget (one image per chunk) gives the same answer as one chunk."""
+    geometry = (5, 3, 8, 8, 4, 3, 2, 1, 1, 1, "zeros")
+    x, w, b, kwargs = _case(geometry, np.float64)
+    whole = _all(x, w, b, kwargs, algorithm)
+    monkeypatch.setattr(conv_im2col, "CHUNK_BYTES", 1)
+    assert len(list(conv_im2col.batch_chunks(5, 100))) == 5  # conv_gemm shares this chunking
+    split = _all(x, w, b, kwargs, algorithm)
+    for g, r in zip(split, whole):
+        assert _rel(g, r) < 1e-12
+
+
+def test_chunks_cover_the_batch_once():
+    for N, per_image, budget in [(10, 3, 7), (1, 100, 1), (64, 1, 10**9), (7, 10, 10)]:
+        chunks = list(conv_im2col.batch_chunks(N, per_image, budget))
+        assert [i for c in chunks for i in range(c.start, c.stop)] == list(range(N))
+        assert all((c.stop - c.start) * per_image <= budget or c.stop - c.start == 1 for c in chunks)
+
+
+@pytest.mark.parametrize("algorithm", FAST)
+def test_unbatched_input(algorithm):
+    x, w, b, kwargs = _case(GEOMETRIES[0], np.float64)
+    got = _all(x[0], w, b, kwargs, algorithm)
+    reference = _all(x[:1], w, b, kwargs, "direct")
+    assert got[0].shape == reference[0].shape[1:]
+    assert _rel(got[0], reference[0][0]) < 1e-9
+
+
+def _geometry(kernel, stride=(1, 1), dilation=(1, 1), groups=1, in_size=(8, 8)):
+    return ConvGeometry(in_size, kernel, stride, dilation, ((1, 1), (1, 1)), groups, "zeros")
+
+
+@pytest.mark.parametrize(
+    "weight_shape, groups, stride, expected",
+    [
+        ((64, 1, 3, 3), 64, (1, 1), conv_depthwise),  # depthwise
+        ((128, 1, 3, 3), 64, (2, 2), conv_depthwise),  # depthwise with multiplier 2, strided
+        ((32, 1, 3, 3), 1, (1, 1), conv_im2col),  # a single input channel, dense
+        ((64, 32, 3, 3), 1, (1, 1), conv_gemm),  # dense 3×3
+        ((64, 64, 3, 3), 1, (2, 2), conv_gemm),  # dense strided
+        ((64, 256, 1, 1), 1, (1, 1), conv_gemm),  # pointwise
+        ((64, 2, 3, 3), 32, (1, 1), conv_gemm),  # grouped, two channels per group
+    ],
+)
+def test_auto_rules(weight_shape, groups, stride, expected):
+    geo = _geometry(weight_shape[2:], stride=stride, groups=groups)
+    assert _choose("auto", geo, weight_shape) is expected
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_explicit_algorithm_is_used(name):
+    assert _choose(name, _geometry((3, 3)), (4, 4, 3, 3)) is ALGORITHMS[name]
+
+
+def test_new_algorithms_are_registered():
+    assert ALGORITHMS["gemm"] is conv_gemm and ALGORITHMS["depthwise"] is conv_depthwise
