@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import pool_compiled
 from .conv import as_float_array, check_same_dtype
 from .geometry import Pair, dilated_size, pair, pool_output_size, tap_slices, windows
 
@@ -73,6 +74,14 @@ def _resolve(x, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[np.n
             f"input of spatial size {in_size} is too small for kernel_size={kernel}, stride={stride}, padding={padding}, "
             f"dilation={dilation}: calculated output size {out_size}"
         )
+    for a, axis in enumerate("HW"):
+        starts = np.arange(out_size[a]) * stride[a] - padding[a]  # (OH,) first tap of each window
+        taps = starts[:, None] + np.arange(kernel[a]) * dilation[a]  # (OH, KH)
+        if not ((taps >= 0) & (taps < in_size[a])).any(axis=1).all():
+            raise ValueError(
+                f"a pooling window lies entirely in the padding along {axis} (input size {in_size}, kernel_size={kernel}, "
+                f"stride={stride}, padding={padding}, dilation={dilation}); use less padding or dilation"
+            )
     return x4, PoolGeometry(in_size, kernel, stride, padding, dilation, out_size), unbatched  # type: ignore[arg-type]
 
 
@@ -132,6 +141,16 @@ def max_pool2d_with_indices(x, kernel_size, stride=None, padding=0, dilation=1, 
         dilation: spacing between taps. ceil_mode: round the output size up instead of down.
     """
     x4, geo, unbatched = _resolve(x, kernel_size, stride, padding, dilation, ceil_mode)
+    shape = (*x4.shape[:2], *geo.out_size)
+    y, indices = np.empty(shape, dtype=x4.dtype), np.empty(shape, dtype=np.int64)  # (N, C, OH, OW)
+    pool_compiled.max_pool_forward(np.ascontiguousarray(x4), *geo.kernel, *geo.stride, *geo.padding, *geo.dilation, y, indices)
+    return (y[0], indices[0]) if unbatched else (y, indices)
+
+
+def _max_pool_taps(x4: np.ndarray, geo: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: one vectorised pass per kernel tap over a -inf padded copy (tests hold the
+    compiled kernel that :func:`max_pool2d_with_indices` runs to this: same values and indices, bit
+    for bit)."""
     xp = np.pad(x4, geo.pad_widths(4), mode="constant", constant_values=-np.inf)  # (N, C, Hp, Wp)
     view = windows(xp, geo.kernel, geo.stride, geo.dilation, geo.out_size)  # (N, C, KH, KW, OH, OW) view
     shape = (*x4.shape[:2], *geo.out_size)
@@ -144,7 +163,7 @@ def max_pool2d_with_indices(x, kernel_size, stride=None, padding=0, dilation=1, 
             wins = (tap > y) | np.isnan(tap)
             np.copyto(y, tap, where=wins)
             np.copyto(indices, _tap_index(geo, kh, kw), where=wins)
-    return (y[0], indices[0]) if unbatched else (y, indices)
+    return y, indices
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> np.ndarray:
@@ -159,7 +178,8 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0, dil
 
         dx[n, c, h, w] = Σ_{i, j : indices[n, c, i, j] = h·W + w} δ[n, c, i, j]
 
-    Done as one strided slice-add per tap: tap (kh, kw) adds δ wherever it was the arg-max.
+    Computed by a compiled scatter over the indices (``pool_compiled``); the reference
+    (``_max_pool_backward_taps``) does one strided slice-add per tap, where that tap was the arg-max.
 
     Shapes:
         grad_output, indices: (N, C, OH, OW) (unbatched: (C, OH, OW)); returns dx like x
@@ -180,11 +200,19 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0, dil
                 f"got {indices.dtype} array of shape {indices.shape}"
             )
         indices = indices[None] if unbatched else indices  # (N, C, OH, OW)
+    N, C = x4.shape[:2]
+    dx = np.zeros((N, C, geo.in_size[0] * geo.in_size[1]), dtype=x4.dtype)  # (N, C, H·W)
+    pool_compiled.max_pool_backward(np.ascontiguousarray(dy), np.ascontiguousarray(indices, dtype=np.int64), dx)
+    dx = dx.reshape(x4.shape)  # (N, C, H, W)
+    return dx[0] if unbatched else dx
+
+
+def _max_pool_backward_taps(dy: np.ndarray, indices: np.ndarray, x4: np.ndarray, geo: PoolGeometry) -> np.ndarray:
+    """The reference backward: one strided slice-add per tap, where that tap was the arg-max."""
     dxp = np.zeros((*x4.shape[:2], *geo.padded_size), dtype=x4.dtype)  # (N, C, Hp, Wp)
     for (kh, kw), (rows, cols) in tap_slices(geo.kernel, geo.stride, geo.dilation, geo.out_size):
         dxp[:, :, rows, cols] += np.where(indices == _tap_index(geo, kh, kw), dy, 0)  # (N, C, OH, OW)
-    dx = geo.crop(dxp)  # (N, C, H, W); gradient that landed on padding aliases is dropped
-    return dx[0] if unbatched else dx
+    return geo.crop(dxp)  # (N, C, H, W); gradient that landed on padding aliases is dropped
 
 
 # ------------------------------------------------------------------------------------- average pooling
