@@ -93,13 +93,13 @@ def feature_maps(model: nn.Module, x: np.ndarray) -> list[tuple[str, np.ndarray]
             x = layer(x)
             if isinstance(layer, nn.Conv2d):
                 conv_count += 1
-                pending = f"conv{conv_count} (layer {i}, {layer.out_channels} maps)"
+                pending = f"conv{conv_count}"
                 nxt = layers[i + 1] if i + 1 < len(layers) else None
                 if not isinstance(nxt, (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.BatchNorm2d)):
                     maps.append((pending, x[0].copy()))
                     pending = None
             elif pending is not None and not isinstance(layer, nn.BatchNorm2d):
-                maps.append((pending + f" after {type(layer).__name__}", x[0].copy()))
+                maps.append((f"{pending} + {type(layer).__name__}", x[0].copy()))
                 pending = None
     finally:
         model.train(was_training)
