@@ -94,7 +94,7 @@ def main(argv=None) -> None:
             logits = model(xb)
             masks.append(dropout._mask)  # replayed by the torch twin
             _, grad = cross_entropy(logits, yb)
-            model.backward(grad)
+            model.backward_params(grad)
             opt.step()
         schedule.step()
 

@@ -64,8 +64,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_text, choices = f.metadata.get("help", ""), f.metadata.get("choices")
         kind = hints[f.name]
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        if kind is bool:  # off by default: --flag; on by default: --no-flag turns it off
+            action = argparse.BooleanOptionalAction if f.default else "store_true"
+            parser.add_argument(flag, action=action, default=f.default, help=help_text)
             continue
         if isinstance(kind, types.UnionType):  # `str | None`
             kind = next(t for t in typing.get_args(kind) if t is not type(None))

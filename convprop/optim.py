@@ -211,10 +211,13 @@ class SGD(Optimizer):
 
 def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
     """``start <- start + weight * (end - start)`` in place, evaluated as ATen's ``lerp`` does."""
+    diff = np.subtract(end, start)  # (end - start), one temporary reused below
     if abs(weight) < 0.5:
-        start += weight * (end - start)
+        diff *= weight
+        start += diff
     else:
-        start[...] = end - (end - start) * (1 - weight)
+        diff *= 1 - weight
+        np.subtract(end, diff, out=start)
 
 
 class Adam(Optimizer):
@@ -266,7 +269,9 @@ class Adam(Optimizer):
         m, v = state["exp_avg"], state["exp_avg_sq"]
         _lerp_(m, grad, 1 - beta1)
         v *= beta2
-        v += (1 - beta2) * grad * grad
+        tmp = np.multiply(grad, 1 - beta2)  # in-place steps, same arithmetic order as torch's addcmul_
+        tmp *= grad
+        v += tmp
         step = float(state["step"])
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
@@ -274,8 +279,12 @@ class Adam(Optimizer):
         if self.amsgrad:
             np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
             v = state["max_exp_avg_sq"]
-        denom = np.sqrt(v) / bias_correction2**0.5 + self.eps
-        w += -step_size * m / denom
+        denom = np.sqrt(v, out=tmp)  # sqrt(v) / sqrt(bias_correction2) + eps
+        denom /= bias_correction2**0.5
+        denom += self.eps
+        update = np.multiply(m, -step_size)  # (-step_size * m) / denom
+        update /= denom
+        w += update
 
 
 class AdamW(Adam):

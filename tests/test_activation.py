@@ -118,3 +118,14 @@ BAD_CALLS = [
 def test_bad_arguments_raise_with_the_value(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_relu_backward_edge_values_match_torch():
+    """x = 0, x = NaN and infinite δ take PyTorch's threshold_backward rule (0 where x <= 0, else δ)."""
+    x = np.array([-1.0, 0.0, 1.0, np.nan, -np.inf, np.inf, -2.0, 3.0])
+    g = np.array([5.0, 5.0, 5.0, 5.0, 5.0, 5.0, np.inf, np.nan])
+    xt = torch.tensor(x, requires_grad=True)
+    torch.relu(xt).backward(torch.tensor(g))
+    np.testing.assert_array_equal(relu_backward(g, x), xt.grad.numpy())
+    x2 = np.random.default_rng(0).standard_normal((3, 4, 5))[:, ::2]  # non-contiguous input
+    np.testing.assert_array_equal(relu_backward(np.ones_like(x2), x2), (x2 > 0).astype(float))

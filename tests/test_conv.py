@@ -171,3 +171,22 @@ def test_gradcheck_reports_a_wrong_gradient():
         convprop.gradcheck(lambda x, w: conv2d(x, w), wrong_backward, [x, w], names=["x", "weight"])
     result = convprop.gradcheck(lambda x, w: conv2d(x, w), wrong_backward, [x, w], raise_on_failure=False)
     assert not result.ok and result.max_abs_error[0] < 1e-6 < result.max_abs_error[1]
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+@pytest.mark.parametrize("options", [dict(stride=1, padding=1), dict(stride=2, padding="same", groups=2, padding_mode="reflect"),
+                                     dict(stride=(1, 2), padding=0, dilation=2, groups=4)])
+def test_layer_context_path_equals_the_functional_path(algorithm, options):
+    """nn.Conv2d keeps the padded input (and unfolded columns) from forward: the same results (up to
+    rounding: one product over the whole batch instead of one per chunk)."""
+    from convprop.functional.conv import conv2d_backward_from_context, conv2d_with_context
+
+    rng = np.random.default_rng(8)
+    x, w, b = rng.standard_normal((3, 4, 9, 8)), rng.standard_normal((4, 4 // options.get("groups", 1), 3, 3)), rng.standard_normal(4)
+    y, context = conv2d_with_context(x, w, b, algorithm=algorithm, **options)
+    np.testing.assert_allclose(y, conv2d(x, w, b, algorithm=algorithm, **options), rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    for got, ref in zip(conv2d_backward_from_context(g, context), conv2d_backward(g, x, w, algorithm=algorithm, **options)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="grad_output must have the output's shape"):
+        conv2d_backward_from_context(g[:, :2], context)

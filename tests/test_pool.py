@@ -213,8 +213,16 @@ def test_bad_arguments_raise_with_the_value(call, error, match):
         call()
 
 
+@st.composite
+def plain_2x2_cases(draw):
+    """The unrolled kernel's geometry: 2×2 windows, stride 2, no padding (odd sizes and ceil mode too)."""
+    size = (draw(st.integers(2, 9)), draw(st.integers(2, 9)))
+    x = np.random.default_rng(draw(st.integers(0, 2**16))).standard_normal((N, C, *size))
+    return x, 2, None, 0, 1, draw(st.booleans())
+
+
 @settings(max_examples=60, deadline=None)
-@given(pool_cases(), st.sampled_from(["distinct", "ties", "nan", "inf"]))
+@given(st.one_of(pool_cases(), plain_2x2_cases()), st.sampled_from(["distinct", "ties", "nan", "inf"]))
 def test_compiled_max_pool_equals_the_numpy_reference(case, values):
     """The compiled kernels that run by default give exactly the reference's values and indices."""
     from convprop.functional import pool

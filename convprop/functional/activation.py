@@ -16,6 +16,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
+from . import activation_compiled
 from .conv import as_float_array, check_same_dtype
 
 
@@ -46,11 +47,10 @@ def relu(x) -> np.ndarray:
 
 
 def relu_backward(grad_output, x) -> np.ndarray:
-    """``dx = δ · [x > 0]`` (zero at x = 0, as PyTorch)."""
+    """``dx = δ · [x > 0]``: zero where x <= 0 (including x = 0, as PyTorch), δ elsewhere."""
     grad_output, x = _grad_and_x(grad_output, x)
-    dx = grad_output * (x > 0)  # a multiply is ~10× faster than np.where here
-    if not np.isfinite(grad_output).all():  # inf·0 would be nan: PyTorch gives 0 where x <= 0
-        dx = np.where(x > 0, grad_output, 0).astype(x.dtype, copy=False)
+    dx = np.empty_like(x, order="C")
+    activation_compiled.relu_backward(np.ravel(grad_output), np.ravel(x), dx.reshape(-1))  # (flat views)
     return dx
 
 

@@ -175,8 +175,40 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padd
             rule, the odd extra pixel at the bottom/right).
         groups: divides both C and O; ``groups == C`` is a depthwise convolution.
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"`` (``nn.Conv2d``'s meaning).
-        algorithm: ``"direct"`` (reference loops), ``"scipy"``, ``"im2col"`` or ``"auto"``.
+        algorithm: ``"direct"`` (the reference loops), ``"scipy"`` (seed 000's per-channel correlations),
+            ``"im2col"``, ``"gemm"`` (one large product per chunk of images), ``"depthwise"``
+            (compiled loops for one input channel per group) or ``"auto"`` (see ``_choose``).
     """
+    return _forward(x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, keep=False)[0]
+
+
+@dataclass
+class ConvContext:
+    """What the backward pass needs from a forward pass, kept by ``nn.Conv2d`` between the two:
+    the padded input (no second padding) and, when the algorithm can reuse them, the unfolded
+    columns (no second unfold)."""
+
+    geo: ConvGeometry
+    algo: ModuleType
+    weight: np.ndarray
+    xp: np.ndarray  # (N, C, H + pads, W + pads)
+    cols: np.ndarray | None  # the algorithm's saved columns, or None
+    unbatched: bool
+
+
+KEEP_COLUMNS_BYTES = 256 << 20  # a layer keeps its unfolded input up to this size, else unfolds again
+
+
+def conv2d_with_context(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+                        algorithm="auto") -> tuple[np.ndarray, ConvContext]:
+    """:func:`conv2d`, also returning a :class:`ConvContext` for :func:`conv2d_backward_from_context`.
+
+    Same arguments, same output; for layers that run forward then backward on the same input.
+    """
+    return _forward(x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, keep=True)
+
+
+def _forward(x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, keep: bool):
     x4, weight, geo, algo, unbatched = _resolve(x, weight, stride, padding, dilation, groups, padding_mode, algorithm)
     if bias is not None:
         bias = as_float_array(bias, "bias")
@@ -184,10 +216,24 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padd
             raise ValueError(f"bias must have shape (C_out,) = ({weight.shape[0]},), got {bias.shape}")
     check_same_dtype(x=x4, weight=weight, bias=bias)
     xp = pad(x4, geo.pads, geo.padding_mode)  # (N, C, H + pads, W + pads)
-    y = algo.forward(xp, weight, geo.stride, geo.dilation, geo.groups, geo.out_size)  # (N, O, OH, OW)
+    cols = None
+    if keep and hasattr(algo, "forward_saving"):
+        y, cols = algo.forward_saving(xp, weight, geo.stride, geo.dilation, geo.groups, geo.out_size, KEEP_COLUMNS_BYTES)
+    else:
+        y = algo.forward(xp, weight, geo.stride, geo.dilation, geo.groups, geo.out_size)  # (N, O, OH, OW)
     if bias is not None:
         y += bias[:, None, None]  # one bias per output channel, broadcast over positions
-    return y[0] if unbatched else y
+    context = ConvContext(geo, algo, weight, xp, cols, unbatched) if keep else None
+    return (y[0] if unbatched else y), context
+
+
+def _check_grad_output(grad_output, N: int, weight: np.ndarray, geo: ConvGeometry, unbatched: bool) -> np.ndarray:
+    grad_output = as_float_array(grad_output, "grad_output")
+    expected = (N, weight.shape[0], *geo.out_size)
+    shown = expected[1:] if unbatched else expected
+    if grad_output.shape != shown:
+        raise ValueError(f"grad_output must have the output's shape {shown}, got {grad_output.shape}")
+    return grad_output[None] if unbatched else grad_output  # (N, O, OH, OW)
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
@@ -209,16 +255,39 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         returns (grad_input like x, grad_weight like weight, grad_bias (O,))
     """
     x4, weight, geo, algo, unbatched = _resolve(x, weight, stride, padding, dilation, groups, padding_mode, algorithm)
-    grad_output = as_float_array(grad_output, "grad_output")
-    expected = (x4.shape[0], weight.shape[0], *geo.out_size)
-    if grad_output.shape != (expected[1:] if unbatched else expected):
-        shown = expected[1:] if unbatched else expected
-        raise ValueError(f"grad_output must have the output's shape {shown}, got {grad_output.shape}")
-    check_same_dtype(grad_output=grad_output, x=x4, weight=weight)
-    dy = grad_output[None] if unbatched else grad_output  # (N, O, OH, OW)
+    dy = _check_grad_output(grad_output, x4.shape[0], weight, geo, unbatched)
+    check_same_dtype(grad_output=dy, x=x4, weight=weight)
     xp = pad(x4, geo.pads, geo.padding_mode)  # (N, C, H + pads, W + pads)
-    dxp = algo.grad_input(dy, weight, geo.padded_size, geo.stride, geo.dilation, geo.groups)
+    return _backward(dy, ConvContext(geo, algo, weight, xp, None, unbatched))
+
+
+def conv2d_backward_from_context(grad_output, context: ConvContext):
+    """:func:`conv2d_backward` for the forward pass that :func:`conv2d_with_context` recorded."""
+    dy = _check_grad_output(grad_output, context.xp.shape[0], context.weight, context.geo, context.unbatched)
+    check_same_dtype(grad_output=dy, x=context.xp)
+    return _backward(dy, context)
+
+
+def conv2d_param_grads_from_context(grad_output, context: ConvContext) -> tuple[np.ndarray, np.ndarray]:
+    """(grad_weight, grad_bias) of a recorded forward pass, without the input's gradient (for a
+    first layer, whose input is data)."""
+    dy = _check_grad_output(grad_output, context.xp.shape[0], context.weight, context.geo, context.unbatched)
+    check_same_dtype(grad_output=dy, x=context.xp)
+    return _param_grads(dy, context)
+
+
+def _backward(dy: np.ndarray, ctx: ConvContext):
+    geo, algo = ctx.geo, ctx.algo
+    dxp = algo.grad_input(dy, ctx.weight, geo.padded_size, geo.stride, geo.dilation, geo.groups)
     dx = pad_backward(dxp, geo.in_size, geo.pads, geo.padding_mode)  # (N, C, H, W)
-    dw = algo.grad_weight(dy, xp, geo.kernel, geo.stride, geo.dilation, geo.groups)
-    db = dy.sum(axis=(0, 2, 3))  # (O,)
-    return (dx[0] if unbatched else dx), dw, db
+    dw, db = _param_grads(dy, ctx)
+    return (dx[0] if ctx.unbatched else dx), dw, db
+
+
+def _param_grads(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray]:
+    geo, algo = ctx.geo, ctx.algo
+    if ctx.cols is not None:
+        dw = algo.grad_weight_saved(dy, ctx.cols, geo.kernel, geo.groups)
+    else:
+        dw = algo.grad_weight(dy, ctx.xp, geo.kernel, geo.stride, geo.dilation, geo.groups)
+    return dw, dy.sum(axis=(0, 2, 3))  # (O, C/G, KH, KW), (O,)

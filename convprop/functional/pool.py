@@ -143,7 +143,11 @@ def max_pool2d_with_indices(x, kernel_size, stride=None, padding=0, dilation=1, 
     x4, geo, unbatched = _resolve(x, kernel_size, stride, padding, dilation, ceil_mode)
     shape = (*x4.shape[:2], *geo.out_size)
     y, indices = np.empty(shape, dtype=x4.dtype), np.empty(shape, dtype=np.int64)  # (N, C, OH, OW)
-    pool_compiled.max_pool_forward(np.ascontiguousarray(x4), *geo.kernel, *geo.stride, *geo.padding, *geo.dilation, y, indices)
+    x4 = np.ascontiguousarray(x4)
+    plain_2x2 = geo.kernel == geo.stride == (2, 2) and geo.padding == (0, 0) and geo.dilation == (1, 1)
+    fast = plain_2x2 and geo.out_size == (geo.in_size[0] // 2, geo.in_size[1] // 2)
+    if not fast or pool_compiled.max_pool_2x2(x4, y, indices):  # (returns True if it met a NaN)
+        pool_compiled.max_pool_forward(x4, *geo.kernel, *geo.stride, *geo.padding, *geo.dilation, y, indices)
     return (y[0], indices[0]) if unbatched else (y, indices)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
+from ..functional.conv import ConvContext, conv2d_backward_from_context, conv2d_param_grads_from_context, conv2d_with_context
 from ..functional.geometry import check_padding_mode, output_size, pair, resolve_padding
 from ..init import as_generator, torch_default
 from .module import Module, Parameter
@@ -90,7 +91,7 @@ class Conv2d(Module):
         w, b = torch_default((out_channels, in_channels // groups, *kernel_size), bias_shape, as_generator(rng), dtype)
         self.weight = Parameter(w)
         self.bias = Parameter(b) if b is not None else None
-        self._x: np.ndarray | None = None
+        self._context: ConvContext | None = None
 
     def _options(self) -> dict[str, Any]:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
@@ -98,25 +99,34 @@ class Conv2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         tied = self.bias.data if self.bias is not None and self.bias_kind is True else None
-        y = F.conv2d(x, self.weight.data, tied, **self._options())
+        y, context = conv2d_with_context(x, self.weight.data, tied, **self._options())
         if self.bias_kind == "untied":
             if y.shape[-3:] != self.bias.data.shape:
                 raise ValueError(f"untied bias has shape {self.bias.data.shape} but the output is {y.shape[-3:]}; "
                                  f"this layer was built for input_size={self.input_size}, got x of shape {np.shape(x)}")
             y += self.bias.data  # one bias per output position, broadcast over the batch
-        self._x = x
+        self._context = context  # the padded input (and unfolded columns) for backward
         return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._x is None:
+        if self._context is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        dx, dw, db = F.conv2d_backward(grad_output, self._x, self.weight.data, **self._options())
+        dx, dw, db = conv2d_backward_from_context(grad_output, self._context)
+        self._accumulate(grad_output, dw, db)
+        return dx
+
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        if self._context is None:
+            raise RuntimeError("Conv2d.backward_params called before forward")
+        dw, db = conv2d_param_grads_from_context(grad_output, self._context)
+        self._accumulate(grad_output, dw, db)
+
+    def _accumulate(self, grad_output: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
         self.weight.accumulate(dw)
         if self.bias_kind is True:
             self.bias.accumulate(db)
         elif self.bias_kind == "untied":
             self.bias.accumulate(grad_output.sum(axis=0) if grad_output.ndim == 4 else grad_output)  # (O, OH, OW)
-        return dx
 
     def config(self) -> dict[str, Any]:
         cfg = dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=list(self.kernel_size),

@@ -44,6 +44,14 @@ class Linear(Module):
             self.bias.accumulate(db)
         return dx
 
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        if self._x is None:
+            raise RuntimeError("Linear.backward_params called before forward")
+        dy = np.asarray(grad_output).reshape(-1, self.out_features)  # (B, O)
+        self.weight.accumulate(dy.T @ self._x.reshape(-1, self.in_features))  # (O, I)
+        if self.bias is not None:
+            self.bias.accumulate(dy.sum(axis=0))
+
     def config(self) -> dict[str, Any]:
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None)
 

@@ -86,6 +86,12 @@ class Module:
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        """Accumulate the parameters' gradients only, skipping the input's gradient: for a model's
+        first layer, whose input is data (PyTorch likewise skips inputs that do not require grad).
+        The default runs :meth:`backward` and drops its result; layers override it to save work."""
+        self.backward(grad_output)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
@@ -219,3 +225,11 @@ class Sequential(Module):
         for layer in reversed(list(self)):
             grad_output = layer.backward(grad_output)
         return grad_output
+
+    def backward_params(self, grad_output: np.ndarray) -> None:
+        """Backward through every layer, but the first computes no input gradient (see Module)."""
+        layers = list(self)
+        for layer in reversed(layers[1:]):
+            grad_output = layer.backward(grad_output)
+        if layers:
+            layers[0].backward_params(grad_output)
