@@ -30,6 +30,10 @@ GEOMETRIES = [
     (2, 4, 9, 9, 8, 3, 3, 0, 1, 1, "replicate"),  # stride 3 leaves rows with zero gradient
     (2, 6, 7, 7, 4, 3, 1, "same", 1, 2, "zeros"),  # grouped, not depthwise
     (1, 2, 3, 3, 2, 3, 1, 0, 1, 1, "zeros"),  # a single output pixel
+    (2, 4, 9, 7, 4, 3, 1, 1, 1, 4, "zeros"),  # depthwise 3×3 stride 1: the unrolled kernels
+    (2, 3, 8, 10, 6, 3, 1, 0, 1, 3, "reflect"),  # ... with a ×2 multiplier, no padding
+    (1, 2, 5, 6, 4, 3, 1, "same", 1, 2, "circular"),  # ... 'same', multiplier, circular
+    (2, 3, 3, 3, 3, 3, 1, 0, 1, 3, "zeros"),  # ... a single output pixel
 ]
 
 

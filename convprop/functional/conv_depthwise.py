@@ -97,12 +97,93 @@ def _grad_weight(dy, x, sh, sw, dh, dw, dwt):  # pragma: no cover - compiled
                 dwt[o, 0, kh, kw] = acc[o, kh, kw]
 
 
+# --- 3×3, stride 1, no dilation: the common case, written out so the compiler vectorises along a row.
+# About 10× faster than the general loops above, whose inner loop over one output row is too short to
+# pay for its setup. Each output row reads three input rows at offsets 0, 1, 2.
+
+
+def _is_3x3(weight_shape, stride: Pair, dilation: Pair) -> bool:
+    return tuple(weight_shape[1:]) == (1, 3, 3) and stride == (1, 1) and dilation == (1, 1)
+
+
+@njit(cache=True, fastmath=True)
+def _correlate_3x3(src, w, dst, flip, src_of, accumulate):  # pragma: no cover - compiled
+    """dst[n, k, i, j] (+)= Σ_{a, b} w'[o, a, b] · src[n, s, i + a, j + b] for each channel pair (k, s):
+    forward: k = o (output channel), s = o // Og; input gradient: k = o // Og, s = o, w' = w flipped."""
+    N, O = src.shape[0], w.shape[0]
+    H, W = dst.shape[2], dst.shape[3]
+    for n in range(N):
+        for o in range(O):
+            s = o // src_of if src_of > 0 else o
+            k = o if src_of > 0 else o // (-src_of)
+            if flip:
+                w00, w01, w02 = w[o, 0, 2, 2], w[o, 0, 2, 1], w[o, 0, 2, 0]
+                w10, w11, w12 = w[o, 0, 1, 2], w[o, 0, 1, 1], w[o, 0, 1, 0]
+                w20, w21, w22 = w[o, 0, 0, 2], w[o, 0, 0, 1], w[o, 0, 0, 0]
+            else:
+                w00, w01, w02 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
+                w10, w11, w12 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
+                w20, w21, w22 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
+            for i in range(H):
+                r0, r1, r2 = src[n, s, i], src[n, s, i + 1], src[n, s, i + 2]
+                out = dst[n, k, i]
+                if accumulate:
+                    for j in range(W):
+                        out[j] += (w00 * r0[j] + w01 * r0[j + 1] + w02 * r0[j + 2] + w10 * r1[j] + w11 * r1[j + 1]
+                                   + w12 * r1[j + 2] + w20 * r2[j] + w21 * r2[j + 1] + w22 * r2[j + 2])
+                else:
+                    for j in range(W):
+                        out[j] = (w00 * r0[j] + w01 * r0[j + 1] + w02 * r0[j + 2] + w10 * r1[j] + w11 * r1[j + 1]
+                                  + w12 * r1[j + 2] + w20 * r2[j] + w21 * r2[j + 1] + w22 * r2[j + 2])
+
+
+@njit(cache=True, fastmath=True)
+def _grad_weight_3x3(dy, x, dwt):  # pragma: no cover - compiled
+    """dw[o, 0, a, b] = Σ_{n, i, j} δ[n, o, i, j] · x[n, o // Og, i + a, j + b]: nine running sums per
+    channel, each vectorised along the row, accumulated in float64 per image."""
+    N, O, OH, OW = dy.shape
+    Og = O // x.shape[1]
+    acc = np.zeros((O, 3, 3), dtype=np.float64)
+    for n in range(N):
+        for o in range(O):
+            c = o // Og
+            s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = dy.dtype.type(0)
+            for i in range(OH):
+                d, r0, r1, r2 = dy[n, o, i], x[n, c, i], x[n, c, i + 1], x[n, c, i + 2]
+                for j in range(OW):
+                    s00 += d[j] * r0[j]
+                    s01 += d[j] * r0[j + 1]
+                    s02 += d[j] * r0[j + 2]
+                    s10 += d[j] * r1[j]
+                    s11 += d[j] * r1[j + 1]
+                    s12 += d[j] * r1[j + 2]
+                    s20 += d[j] * r2[j]
+                    s21 += d[j] * r2[j + 1]
+                    s22 += d[j] * r2[j + 2]
+            acc[o, 0, 0] += s00
+            acc[o, 0, 1] += s01
+            acc[o, 0, 2] += s02
+            acc[o, 1, 0] += s10
+            acc[o, 1, 1] += s11
+            acc[o, 1, 2] += s12
+            acc[o, 2, 0] += s20
+            acc[o, 2, 1] += s21
+            acc[o, 2, 2] += s22
+    for o in range(O):
+        for a in range(3):
+            for b in range(3):
+                dwt[o, 0, a, b] = acc[o, a, b]
+
+
 def forward(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, groups: int, out_size: Pair) -> np.ndarray:
     """y[n, o] = Σ_{kh, kw} w[o, 0, kh, kw] · (shifted plane of x[n, c(o)])."""
     if not supports(weight.shape):
         return conv_gemm.forward(x, weight, stride, dilation, groups, out_size)
     y = np.empty((x.shape[0], weight.shape[0], *out_size), dtype=x.dtype)  # (N, O, OH, OW)
-    _forward(x, weight, *stride, *dilation, y)
+    if _is_3x3(weight.shape, stride, dilation):
+        _correlate_3x3(x, weight, y, False, weight.shape[0] // x.shape[1], False)
+    else:
+        _forward(x, weight, *stride, *dilation, y)
     return y
 
 
@@ -111,7 +192,12 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, strid
     if not supports(weight.shape):
         return conv_gemm.grad_input(grad_output, weight, in_size, stride, dilation, groups)
     dx = np.zeros((grad_output.shape[0], groups, *in_size), dtype=grad_output.dtype)  # (N, C, H, W)
-    _grad_input(grad_output, weight, *stride, *dilation, dx)
+    if _is_3x3(weight.shape, stride, dilation) and in_size == tuple(n + 2 for n in grad_output.shape[2:]):
+        # stride 1: dx is the full correlation of δ with the kernel rotated by 180° (docs/convolution.md)
+        dyp = np.pad(grad_output, [(0, 0), (0, 0), (2, 2), (2, 2)])  # (N, O, OH + 4, OW + 4)
+        _correlate_3x3(dyp, weight, dx, True, -(weight.shape[0] // groups), True)
+    else:
+        _grad_input(grad_output, weight, *stride, *dilation, dx)
     return dx
 
 
@@ -121,5 +207,8 @@ def grad_weight(grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pa
     if x.shape[1] // groups != 1:  # more than one input channel per group
         return conv_gemm.grad_weight(grad_output, x, kernel, stride, dilation, groups)
     dw = np.empty((O, 1, *kernel), dtype=grad_output.dtype)  # (O, 1, KH, KW)
-    _grad_weight(grad_output, x, *stride, *dilation, dw)
+    if _is_3x3(dw.shape, stride, dilation):
+        _grad_weight_3x3(grad_output, x, dw)
+    else:
+        _grad_weight(grad_output, x, *stride, *dilation, dw)
     return dw

@@ -130,6 +130,10 @@ def pad_backward(grad_padded: np.ndarray, in_size: Pair, pads: Pads, padding_mod
     """
     (top, bottom), (left, right) = pads
     H, W = in_size
+    if pads == ((0, 0), (0, 0)):
+        return grad_padded
+    if padding_mode == "zeros":  # zero padding copies nothing: its adjoint just crops
+        return grad_padded[..., top : top + H, left : left + W].copy()  # (N, C, H, W)
     g = grad_padded[..., top : top + H, :].copy()  # (N, C, H, Wp)
     if padding_mode != "zeros":
         rows = _source_index(H, top, bottom, padding_mode)
