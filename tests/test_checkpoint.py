@@ -140,3 +140,11 @@ def test_save_rejects_bad_arguments(tmp_path):
         convprop.save(nn.Linear(2, 2), tmp_path / "nowhere" / "m.safetensors")
     with pytest.raises(TypeError, match="metadata must map strings to strings"):
         convprop.save(nn.Linear(2, 2), tmp_path / "m.safetensors", metadata={"epochs": 3})
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    """Atomic writes go through a private temporary file, but the result is readable like any file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path = convprop.save(nn.Sequential(nn.Linear(2, 2, rng=0)), tmp_path / "m.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
