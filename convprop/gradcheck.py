@@ -130,11 +130,11 @@ def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
     names = ["input", *(name for name, _ in module.named_parameters())]
 
     def forward(x, *_):
-        return module.forward(x)
+        return module.forward(x.copy())  # (a copy: in-place layers must not clobber the perturbed input)
 
     def backward(grad_output, x, *_):
         module.zero_grad()
-        module.forward(x)
+        module.forward(x.copy())
         dx = module.backward(grad_output)
         return [dx, *(p.grad for p in params)]
 

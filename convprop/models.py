@@ -25,14 +25,14 @@ def lenet(in_channels: int, image_size: tuple[int, int], num_classes: int, *, rn
     seeds = gen.integers(0, 2**31, size=5)
     return nn.Sequential(
         nn.Conv2d(in_channels, c1, 3, padding=1, algorithm=algorithm, rng=int(seeds[0])),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),  # in place: the layers before keep their own inputs, not their outputs
         nn.MaxPool2d(2),
         nn.Conv2d(c1, c2, 3, padding=1, algorithm=algorithm, rng=int(seeds[1])),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
         nn.Flatten(),
         nn.Linear(c2 * (H // 4) * (W // 4), hidden, rng=int(seeds[2])),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.Dropout(dropout, rng=int(seeds[3])),
         nn.Linear(hidden, num_classes, rng=int(seeds[4])),
     )

@@ -739,3 +739,22 @@ def test_gradcheck_catches_a_wrong_backward():
 
     with pytest.raises(convprop.GradcheckError, match="input"):
         convprop.gradcheck_module(Wrong(), np.ones((2, 2)))
+
+
+def test_inplace_relu_overwrites_its_input_and_keeps_the_gradient():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 4, 4))
+    x[0, 0, 0, :2] = 0.0  # exactly at the kink
+    g = rng.standard_normal(x.shape)
+    plain, inplace = nn.ReLU(), nn.ReLU(inplace=True)
+    expected_y, expected_dx = plain(x.copy()), None
+    expected_dx = plain.backward(g)
+    x_in = x.copy()
+    y = inplace(x_in)
+    assert y is x_in  # no new array
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(inplace.backward(g), expected_dx)
+    assert inplace.config() == {"inplace": True} and plain.config() == {}
+    assert convprop.gradcheck_module(nn.ReLU(inplace=True), np.where(np.abs(x) < 1e-3, 0.5, x)).ok
+    with pytest.raises(TypeError, match="inplace must be True or False, got 1"):
+        nn.ReLU(inplace=1)

@@ -38,7 +38,29 @@ class _Elementwise(Module):
 
 
 class ReLU(_Elementwise):
-    """max(x, 0); gradient 1 where x > 0, else 0 (PyTorch's choice at exactly 0)."""
+    """max(x, 0); gradient 1 where x > 0, else 0 (PyTorch's choice at exactly 0).
+
+    ``inplace=True`` (as ``torch.nn.ReLU``) overwrites its input instead of allocating the output:
+    use it when nothing else needs that input (e.g. right after a convolution, which keeps its own
+    input). The backward pass is unchanged: ``x <= 0`` exactly where ``max(x, 0) <= 0``.
+    """
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        if not isinstance(inplace, bool):
+            raise TypeError(f"inplace must be True or False, got {inplace!r}")
+        self.inplace = inplace
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.inplace:
+            return super().forward(x)
+        x = A.as_float_array(x, "x")
+        np.maximum(x, 0, out=x)
+        self._x = x  # now the output, which gives the same gradient mask
+        return x
+
+    def config(self) -> dict[str, Any]:
+        return {"inplace": True} if self.inplace else {}
 
 
 class LeakyReLU(_Elementwise):
