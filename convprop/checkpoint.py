@@ -109,7 +109,9 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
         tensors = st_load(data)
     except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{str(path)!r} is corrupted or not a safetensors file: {exc}") from None
-    meta = header.get("__metadata__") or {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        meta = {}
     return tensors, meta
 
 
@@ -117,6 +119,12 @@ def load(path: str | os.PathLike, model: Module | None = None) -> Module:
     """Load a checkpoint. Without ``model``, rebuild it from the file's architecture metadata; with
     ``model`` (e.g. for a file written by ``safetensors.torch.save_file``), fill that model's
     parameters and buffers by name (shapes checked). Returns the model in eval mode."""
+    return load_with_metadata(path, model)[0]
+
+
+def load_with_metadata(path: str | os.PathLike, model: Module | None = None) -> tuple[Module, dict[str, str]]:
+    """:func:`load`, also returning the header metadata — both from one read of the file, so they
+    always belong together even if a running training replaces the file meanwhile."""
     tensors, meta = read(path)
     if model is None:
         if meta.get("format") != FORMAT or "architecture" not in meta:
@@ -132,14 +140,15 @@ def load(path: str | os.PathLike, model: Module | None = None) -> Module:
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{str(path)!r}: the architecture metadata is not valid JSON ({exc})") from None
         model = build(spec)
-        dtype = np.dtype(meta.get("dtype", "float32"))
-        if dtype in (np.dtype(np.float32), np.dtype(np.float64)):
-            model.astype(dtype)
+        dtype = meta.get("dtype", "float32")
+        if dtype not in ("float32", "float64"):
+            raise CheckpointError(f"{str(path)!r}: dtype metadata must be 'float32' or 'float64', got {dtype!r:.50}")
+        model.astype(dtype)
     try:
         model.load_state_dict(tensors)
     except ValueError as exc:
         raise CheckpointError(f"{str(path)!r} does not fit the model: {exc}") from None
-    return model.eval()
+    return model.eval(), meta
 
 
 def metadata(path: str | os.PathLike) -> dict[str, str]:

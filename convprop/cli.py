@@ -161,7 +161,7 @@ def cmd_predict(args) -> int:
         results.append({"image": image, "prediction": pred.label,
                         "top": [{"class": c, "probability": round(p, 6)} for c, p in pred.top(predictor.classes, args.top)]})
     if args.json:
-        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+        print(json.dumps(results, indent=2))  # always a list, one entry per image
     else:
         for r in results:
             top = ", ".join(f"{t['class']}: {100 * t['probability']:.1f}%" for t in r["top"])
@@ -170,6 +170,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    import numpy as np
+
     from . import plots
     from .inference import Predictor
 
@@ -177,10 +179,10 @@ def cmd_inspect(args) -> int:
     out = Path(args.out) if args.out else Path(args.image).with_name(Path(args.image).stem + "_feature_maps.png")
     if out.exists() and not args.force:
         raise CLIError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    x = predictor.preprocess(args.image)
-    pred = predictor.predict(x[0])
+    x = predictor.preprocess(args.image)  # (1, H, W), preprocessed once for both uses below
+    label = predictor.classes[int(np.argmax(predictor.probabilities(x)[0]))]
     plots.plot_feature_maps(x[0], predictor.feature_maps(x), out)
-    print(f"{args.image}: predicted {pred.label}; feature maps written to {out}")
+    print(f"{args.image}: predicted {label}; feature maps written to {out}")
     return 0
 
 

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it is to set it and put it back
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_read_umask()  # what open() would give a new file (mkstemp alone gives 0600)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
@@ -23,9 +14,10 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     file is then renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # O_EXCL: a fresh file of our own; mode 0o666 minus the umask, as open() gives (mkstemp would give 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -53,8 +53,8 @@ class Predictor:
 
     def __init__(self, path: str | os.PathLike):
         self.path = resolve_checkpoint(path)
-        self.model: nn.Sequential = checkpoint.load(self.path)
-        meta = checkpoint.metadata(self.path)
+        self.model, meta = checkpoint.load_with_metadata(self.path)
+        self.dtype = self.model.parameters()[0].data.dtype if self.model.parameters() else np.dtype(np.float32)
         try:
             self.classes: tuple[str, ...] = tuple(json.loads(meta.get("classes", "null")) or range(10))
             self.image_size: tuple[int, int] = tuple(json.loads(meta.get("image_size", "[28, 28]")))
@@ -76,7 +76,7 @@ class Predictor:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, 1, H, W) or (1, H, W) images in [0, 1] → (N, K) class probabilities."""
-        x = np.asarray(images, dtype=np.float32)
+        x = np.asarray(images, dtype=self.dtype)  # the checkpoint's own dtype, float32 or float64
         if x.ndim == 3:
             x = x[None]
         if x.shape[1:] != (1, *self.image_size):
@@ -90,7 +90,7 @@ class Predictor:
 
     def feature_maps(self, image01: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """Feature maps of every conv layer for one preprocessed image (1, H, W) in [0, 1]."""
-        return feature_maps(self.model, self.normalization(np.asarray(image01, dtype=np.float32)[None])[0])
+        return feature_maps(self.model, self.normalization(np.asarray(image01, dtype=self.dtype)[None])[0])
 
     def first_layer_filters(self) -> np.ndarray:
         return next(m for m in self.model.modules() if isinstance(m, nn.Conv2d)).weight.data

@@ -11,7 +11,8 @@ from .init import as_generator
 
 
 def lenet(in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto",
-          width: tuple[int, int] = (16, 32), hidden: int = 128, dropout: float = 0.25) -> nn.Sequential:
+          width: tuple[int, int] = (16, 32), hidden: int = 128, dropout: float = 0.25,
+          batch_norm: bool = False) -> nn.Sequential:
     """A LeNet-style convnet: (conv 3×3 → ReLU → max-pool 2×2) twice, then linear → ReLU → dropout → linear.
 
     "same" padding keeps the image size through each convolution, so each pool halves it:
@@ -23,13 +24,16 @@ def lenet(in_channels: int, image_size: tuple[int, int], num_classes: int, *, rn
         raise ValueError(f"lenet needs images of at least 4×4 (two 2×2 poolings), got {image_size}")
     c1, c2 = width
     seeds = gen.integers(0, 2**31, size=5)
+
+    def block(c_in: int, c_out: int, seed) -> list[nn.Module]:
+        conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm, algorithm=algorithm, rng=int(seed))
+        norm = [nn.BatchNorm2d(c_out)] if batch_norm else []
+        # ReLU in place: the layers before it keep their own inputs, never their outputs
+        return [conv, *norm, nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+
     return nn.Sequential(
-        nn.Conv2d(in_channels, c1, 3, padding=1, algorithm=algorithm, rng=int(seeds[0])),
-        nn.ReLU(inplace=True),  # in place: the layers before keep their own inputs, not their outputs
-        nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 3, padding=1, algorithm=algorithm, rng=int(seeds[1])),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
+        *block(in_channels, c1, seeds[0]),
+        *block(c1, c2, seeds[1]),
         nn.Flatten(),
         nn.Linear(c2 * (H // 4) * (W // 4), hidden, rng=int(seeds[2])),
         nn.ReLU(inplace=True),
@@ -44,18 +48,8 @@ def lenet_small(in_channels: int, image_size: tuple[int, int], num_classes: int,
 
 
 def lenet_bn(in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto"):
-    """LeNet with batch normalisation after each convolution."""
-    gen = as_generator(rng)
-    H, W = image_size
-    seeds = gen.integers(0, 2**31, size=5)
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 16, 3, padding=1, bias=False, algorithm=algorithm, rng=int(seeds[0])),
-        nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False, algorithm=algorithm, rng=int(seeds[1])),
-        nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * (H // 4) * (W // 4), 128, rng=int(seeds[2])), nn.ReLU(),
-        nn.Dropout(0.25, rng=int(seeds[3])), nn.Linear(128, num_classes, rng=int(seeds[4])),
-    )
+    """LeNet with batch normalisation after each convolution (whose bias it makes redundant)."""
+    return lenet(in_channels, image_size, num_classes, rng=rng, algorithm=algorithm, batch_norm=True)
 
 
 MODELS: dict[str, Callable[..., nn.Sequential]] = {"lenet": lenet, "lenet-small": lenet_small, "lenet-bn": lenet_bn}

@@ -69,7 +69,7 @@ def decode_image(data: Any) -> np.ndarray:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from .data.images import MAX_SIDE
+    from .data.images import MAX_SIDE, shrink
 
     if not isinstance(data, str):
         raise RequestError(400, f'"png" must be a base64 string, got {type(data).__name__}')
@@ -88,7 +88,7 @@ def decode_image(data: Any) -> np.ndarray:
             if img.width > MAX_SIDE or img.height > MAX_SIDE:  # from the header, before decoding
                 raise RequestError(413, f"image is {img.width} × {img.height} pixels; at most {MAX_SIDE} × {MAX_SIDE} is accepted")
             img.load()
-            return np.asarray(ImageOps.exif_transpose(img).convert("RGBA"))  # (H, W, 4) uint8
+            return np.asarray(shrink(ImageOps.exif_transpose(img)).convert("RGBA"))  # (H, W, 4) uint8, <= 512 px
     except RequestError:
         raise
     except UnidentifiedImageError:  # its message names a BytesIO object: say it plainly instead
@@ -153,6 +153,7 @@ class InferenceService:
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
         self.lock = threading.Lock()
+        self.decoding = threading.BoundedSemaphore(4)  # at most 4 images decoded at once: bounds memory
         self.model_info = self._describe()
 
     def _describe(self) -> dict[str, Any]:
@@ -177,7 +178,8 @@ class InferenceService:
         p = self.predictor
         if "png" in payload:
             try:
-                x = p.preprocess(decode_image(payload["png"]))  # (1, H, W), pure: outside the lock
+                with self.decoding:
+                    x = p.preprocess(decode_image(payload["png"]))  # (1, H, W), pure: outside the lock
             except ValueError as exc:  # to_mnist: blank image
                 raise RequestError(422, str(exc)) from None
         else:

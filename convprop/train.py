@@ -159,7 +159,17 @@ def make_schedule(config: TrainConfig, opt: optim.Optimizer) -> optim.LRSchedule
 
 def prepare_run_dir(config: TrainConfig) -> Path:
     """Create the run directory; refuse to write into one that has files unless ``force``."""
-    run_dir = Path(config.out_dir) if config.out_dir else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if not config.out_dir:  # a new directory per run, even for two runs started in the same second
+        stem = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        for n in range(1, 1000):
+            run_dir = stem if n == 1 else stem.with_name(f"{stem.name}-{n}")
+            try:
+                run_dir.mkdir(parents=True)
+                return run_dir
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"could not create a new run directory next to {stem}")
+    run_dir = Path(config.out_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"output path {str(run_dir)!r} exists and is not a directory")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:

@@ -93,6 +93,8 @@ def test_predict_on_rendered_digits(digits_run, tmp_path):
         assert len(r["top"]) == 3 and r["prediction"] == r["top"][0]["class"]
         probs = [t["probability"] for t in r["top"]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    single = run("predict", digits_run, paths[0], "--json")
+    assert isinstance(json.loads(single.stdout), list) and len(json.loads(single.stdout)) == 1  # always a list
     text = run("predict", digits_run, paths[0])
     assert text.returncode == 0 and text.stdout.startswith(f"{paths[0]}: ") and "%" in text.stdout
 

@@ -206,7 +206,8 @@ def test_partial_download_from_a_crash_is_never_used(tmp_path, files):
     name = "train-images-idx3-ubyte.gz"
     directory = tmp_path / "tiny"
     directory.mkdir()
-    (directory / (name + ".part")).write_bytes(files[name][: len(files[name]) // 2])
+    stale = directory / f".{name}.crashed.part"  # what a killed process leaves behind
+    stale.write_bytes(files[name][: len(files[name]) // 2])
     spec = spec_for(files, dead_url())
     with pytest.raises(OfflineError, match=name):
         download_files(spec, tmp_path)
@@ -216,7 +217,36 @@ def test_partial_download_from_a_crash_is_never_used(tmp_path, files):
         paths = download_files(spec_for(files, srv.url), tmp_path)
     finally:
         srv.close()
-    assert paths[name].read_bytes() == files[name] and not (directory / (name + ".part")).exists()
+    assert paths[name].read_bytes() == files[name]  # the stale partial file was never taken for the file
+    assert list(directory.glob("*.part")) == [stale]  # and this process left no partial file of its own
+
+
+def test_two_processes_downloading_at_once_do_not_corrupt_each_other(tmp_path, files):
+    """Each download streams into its own private partial file, then renames it into place."""
+    import threading
+
+    srv = FileServer(files)
+    try:
+        spec = spec_for(files, srv.url)
+        results, errors = [], []
+
+        def fetch():
+            try:
+                results.append(download_files(spec, tmp_path))
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=fetch) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        srv.close()
+    assert not errors
+    for paths in results:
+        assert all(paths[n].read_bytes() == files[n] for n in files)
+    assert not list((tmp_path / "tiny").glob("*.part"))
 
 
 def test_download_false_never_fetches(tmp_path, files, server):

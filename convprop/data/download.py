@@ -20,6 +20,7 @@ import hashlib
 import http.client
 import os
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -212,7 +213,10 @@ def fetch_file(
     if not spec.mirrors:
         raise DownloadError(f"could not download {remote.name}: dataset {spec.name!r} lists no mirrors")
     directory.mkdir(parents=True, exist_ok=True)
-    part = directory / (remote.name + ".part")
+    # a private partial file per download: two processes filling one cache never share (and truncate) it
+    fd, part_name = tempfile.mkstemp(dir=directory, prefix=f".{remote.name}.", suffix=".part")
+    os.close(fd)
+    part = Path(part_name)
     failures: list[str] = []  # "url: reason" for mirrors that answered without the file or were unreachable
     mismatches: list[str] = []  # "url: expected ..., got ..." for mirrors that served other bytes
     unreachable = 0
@@ -230,7 +234,7 @@ def fetch_file(
                 failures.append(f"{url}: {_reason(exc)}")
             else:
                 if actual == remote.sha256:
-                    os.replace(part, target)
+                    os.replace(part, target)  # atomic: another process's identical file may be replaced, harmlessly
                     return target
                 mismatches.append(f"{url}: expected sha256 {remote.sha256}, got {actual}")
             part.unlink(missing_ok=True)

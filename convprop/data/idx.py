@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import write_atomic
+
 # dtype code (byte 2 of the magic number) -> big-endian dtype
 IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
@@ -115,5 +117,4 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
     payload = np.ascontiguousarray(array, dtype=native.newbyteorder(">")).tobytes()
     path = Path(path)
     data = header + payload
-    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
-    return path
+    return write_atomic(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)

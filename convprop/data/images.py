@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 MAX_SIDE = 4096  # larger images are refused: a digit needs no more, and it bounds memory
+WORK_SIDE = 512  # larger images are shrunk (by Pillow, keeping the aspect ratio) before any float copy
 MIN_CONTRAST = 0.1  # brightest ink minus background below this (of full scale) means a blank image
 INK_LEVEL = 0.1  # after contrast stretching, pixels above this count as ink for the bounding box
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, the weights of Pillow's convert("L")
@@ -47,10 +48,19 @@ def _check_size(height: int, width: int, what: str) -> None:
         raise ValueError(f"{what} is empty ({width} x {height} pixels)")
 
 
+def shrink(img: Any) -> Any:
+    """A Pillow image no larger than WORK_SIDE on its longer side: the 28×28 result needs no more,
+    and a 4096² photo would otherwise cost hundreds of MB as float arrays."""
+    if max(img.size) > WORK_SIDE:
+        img = img.copy()
+        img.thumbnail((WORK_SIDE, WORK_SIDE))
+    return img
+
+
 def _pil_to_gray(img: Any) -> np.ndarray:
     """A Pillow image → (H, W) float32 in [0, 1]; transparency composited on white, EXIF rotation applied."""
     Image, ImageOps = _pil()
-    img = ImageOps.exif_transpose(img)  # phone photos store their rotation in EXIF
+    img = shrink(ImageOps.exif_transpose(img))  # phone photos store their rotation in EXIF
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grayscale PNG: keep its precision
         return (np.asarray(img, dtype=np.float64) / 65535.0).astype(np.float32)
     if img.mode in ("I", "F"):  # 32-bit int / float: scale by the largest plausible full-scale value

@@ -17,7 +17,7 @@ from .activation import (
     tanh_backward,
 )
 from .conv import ALGORITHMS, conv2d, conv2d_backward
-from .linear import linear, linear_backward
+from .linear import linear, linear_backward, linear_param_grads
 from .loss import REDUCTIONS, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, mse_loss
 from .norm import batch_norm, batch_norm_backward, dropout, dropout_backward, dropout_mask
 from .pool import (
@@ -38,6 +38,7 @@ __all__ = [
     "conv2d_backward",
     "linear",
     "linear_backward",
+    "linear_param_grads",
     # pooling
     "max_pool2d",
     "max_pool2d_with_indices",

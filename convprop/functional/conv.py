@@ -1,9 +1,11 @@
 """conv2d and its backward pass: validate the arguments, resolve the geometry, dispatch.
 
-The arithmetic lives in the algorithm modules (``conv_direct``, ``conv_scipy``, ``conv_im2col``),
-each a forward/grad_input/grad_weight triple on an already padded input. This module owns what they
-share: argument checking, ``int | pair | "same" | "valid"`` resolution, the padding modes and
-their adjoint, the bias, and unbatched input.
+The arithmetic lives in the algorithm modules (``conv_direct``, the specification; ``conv_scipy``;
+``conv_im2col``; ``conv_gemm``; ``conv_depthwise``), each a forward/grad_input/grad_weight triple on
+an already padded input. This module owns what they share: argument checking,
+``int | pair | "same" | "valid"`` resolution, the padding modes and their adjoint, the bias,
+unbatched input, the choice for ``algorithm="auto"``, and the context a layer keeps between its
+forward and backward passes.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 With one input channel per group there is no sum over channels, so im2col's matrix products
 degenerate to (Og, KH·KW)·(KH·KW, P) — tiny, and dominated by the unfold. Here the index formulas
-of ``conv_direct`` are written out as ``numba`` loops instead, one thread per independent plane:
+of ``conv_direct`` are written out as ``numba`` loops instead:
 
     y[n, o, i, j]   = Σ_{kh, kw} w[o, 0, kh, kw] · x[n, c(o), i·s_h + kh·d_h, j·s_w + kw·d_w]
     dx[n, c, i·s_h + kh·d_h, j·s_w + kw·d_w] += Σ_{o in group(c)} w[o, 0, kh, kw] · δ[n, o, i, j]
@@ -10,8 +10,9 @@ of ``conv_direct`` are written out as ``numba`` loops instead, one thread per in
 
 with c(o) = o // Og the input channel that output channel o reads (Og = O / groups output
 channels per group, the "depth multiplier"). The innermost loop runs along one output row, over
-a (possibly strided) view of the input row, so it compiles to vector instructions; ``fastmath``
-lets grad_weight's row sums be reordered, and those sums accumulate in float64. The kernels are
+a (possibly strided) view of the input row; the 3×3 stride-1 case is written out tap by tap so that
+it vectorises. Sums may be reordered (``fastmath`` with "reassoc" only: NaN and inf still behave),
+and grad_weight's sums accumulate in float64 across images. The kernels are
 single-threaded: numba's parallel loops measured slower on the 2-core benchmark machine, where
 their spinning OpenMP threads compete with BLAS and PyTorch. Geometries with more than one input
 channel per group fall back to ``conv_gemm``.
@@ -26,13 +27,16 @@ from numba import njit
 from . import conv_gemm
 from .geometry import Pair
 
+# Only let sums be reordered (so they vectorise): no assumptions about NaN or inf, unlike fastmath=True.
+REASSOCIATE = {"reassoc", "contract"}
+
 
 def supports(weight_shape) -> bool:
     """One input channel per group (``weight.shape[1] == 1``): what these kernels compute."""
     return weight_shape[1] == 1
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=REASSOCIATE)
 def _forward(x, w, sh, sw, dh, dw, y):  # pragma: no cover - compiled
     N, O, OH, OW = y.shape
     KH, KW = w.shape[2], w.shape[3]
@@ -52,7 +56,7 @@ def _forward(x, w, sh, sw, dh, dw, y):  # pragma: no cover - compiled
                             yrow[j] += wk * xs[j]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=REASSOCIATE)
 def _grad_input(dy, w, sh, sw, dh, dw, dx):  # pragma: no cover - compiled
     N, O, OH, OW = dy.shape
     C = dx.shape[1]
@@ -72,7 +76,7 @@ def _grad_input(dy, w, sh, sw, dh, dw, dx):  # pragma: no cover - compiled
                             dxs[j] += wk * dyrow[j]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=REASSOCIATE)
 def _grad_weight(dy, x, sh, sw, dh, dw, dwt):  # pragma: no cover - compiled
     N, O, OH, OW = dy.shape
     KH, KW = dwt.shape[2], dwt.shape[3]
@@ -106,7 +110,7 @@ def _is_3x3(weight_shape, stride: Pair, dilation: Pair) -> bool:
     return tuple(weight_shape[1:]) == (1, 3, 3) and stride == (1, 1) and dilation == (1, 1)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def _correlate_3x3(src, w, dst, flip, src_of, accumulate):  # pragma: no cover - compiled
     """dst[n, k, i, j] (+)= Σ_{a, b} w'[o, a, b] · src[n, s, i + a, j + b] for each channel pair (k, s):
     forward: k = o (output channel), s = o // Og; input gradient: k = o // Og, s = o, w' = w flipped."""
@@ -137,7 +141,7 @@ def _correlate_3x3(src, w, dst, flip, src_of, accumulate):  # pragma: no cover -
                                   + w12 * r1[j + 2] + w20 * r2[j] + w21 * r2[j + 1] + w22 * r2[j + 2])
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=REASSOCIATE)
 def _grad_weight_3x3(dy, x, dwt):  # pragma: no cover - compiled
     """dw[o, 0, a, b] = Σ_{n, i, j} δ[n, o, i, j] · x[n, o // Og, i + a, j + b]: nine running sums per
     channel, each vectorised along the row, accumulated in float64 per image."""

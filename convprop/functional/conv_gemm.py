@@ -50,7 +50,7 @@ def _col2im(cols, n0, sh, sw, dh, dw, dx):  # pragma: no cover - compiled
                             dx[n0 + i, c, row, ow * sw + kw * dw] += cols[c, kh, kw, i, oh, ow]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True)
 def _col2im_unit(cols, n0, dx):  # pragma: no cover - compiled
     """:func:`_col2im` for stride 1 and no dilation: the index ``ow + kw`` is contiguous, so the
     inner loop vectorises (about 2.3× faster). Same additions in the same order."""

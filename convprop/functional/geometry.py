@@ -135,15 +135,13 @@ def pad_backward(grad_padded: np.ndarray, in_size: Pair, pads: Pads, padding_mod
     if padding_mode == "zeros":  # zero padding copies nothing: its adjoint just crops
         return grad_padded[..., top : top + H, left : left + W].copy()  # (N, C, H, W)
     g = grad_padded[..., top : top + H, :].copy()  # (N, C, H, Wp)
-    if padding_mode != "zeros":
-        rows = _source_index(H, top, bottom, padding_mode)
-        for i in [*range(top), *range(top + H, top + H + bottom)]:
-            g[..., rows[i], :] += grad_padded[..., i, :]
+    rows = _source_index(H, top, bottom, padding_mode)
+    for i in [*range(top), *range(top + H, top + H + bottom)]:
+        g[..., rows[i], :] += grad_padded[..., i, :]
     out = g[..., left : left + W].copy()  # (N, C, H, W)
-    if padding_mode != "zeros":
-        cols = _source_index(W, left, right, padding_mode)
-        for j in [*range(left), *range(left + W, left + W + right)]:
-            out[..., cols[j]] += g[..., j]
+    cols = _source_index(W, left, right, padding_mode)
+    for j in [*range(left), *range(left + W, left + W + right)]:
+        out[..., cols[j]] += g[..., j]
     return out
 
 

@@ -40,10 +40,26 @@ def linear_backward(grad_output, x, weight):
     Shapes:
         grad_output: (..., O); returns (dx (..., I), dw (O, I), db (O,))
     """
+    grad_output, x, weight = _check_backward(grad_output, x, weight)
+    dw, db = _param_grads(grad_output, x, weight)
+    return grad_output @ weight, dw, db  # (..., O)·(O, I) → (..., I)
+
+
+def linear_param_grads(grad_output, x, weight):
+    """(dw, db) of :func:`linear_backward` without dx, for a first layer whose input is data."""
+    return _param_grads(*_check_backward(grad_output, x, weight))
+
+
+def _check_backward(grad_output, x, weight):
     x, weight, _ = _check(x, weight)
     grad_output = as_float_array(grad_output, "grad_output")
     if grad_output.shape != (*x.shape[:-1], weight.shape[0]):
         raise ValueError(f"grad_output must have shape {(*x.shape[:-1], weight.shape[0])}, got {grad_output.shape}")
+    check_same_dtype(grad_output=grad_output, x=x)
+    return grad_output, x, weight
+
+
+def _param_grads(grad_output, x, weight):
     dy = grad_output.reshape(-1, weight.shape[0])  # (B, O), B = prod of leading axes
     xf = x.reshape(-1, weight.shape[1])  # (B, I)
-    return grad_output @ weight, dy.T @ xf, dy.sum(axis=0)
+    return dy.T @ xf, dy.sum(axis=0)  # (O, B)·(B, I) → (O, I); (O,)

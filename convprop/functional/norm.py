@@ -81,14 +81,15 @@ def batch_norm(x, weight, bias, running_mean, running_var, *, training, momentum
         running_mean, running_var: required when ``training=False``; in training they may both be
             None (PyTorch's ``track_running_stats=False``), and then None is returned for them.
         training: keyword-only, no default: batch statistics (True) or running statistics (False).
-        momentum: in [0, 1]. PyTorch's cumulative average (``momentum=None``) is
-            ``momentum = 1 / num_batches_tracked``, which the layer can pass.
+        momentum: in [0, 1]. PyTorch's cumulative average (its ``momentum=None``) is this function
+            with ``momentum = 1 / num_batches_tracked``; ``nn.BatchNorm2d`` itself takes a number only.
         eps: > 0, added to the variance.
 
     Returns:
         ``(y, new_running_mean, new_running_var)``.
     """
     x, weight, running_mean, running_var, axes, bshape = _resolve_bn(x, weight, running_mean, running_var, training, eps)
+    eps = float(eps)  # a NumPy float64 eps must not promote float32 data
     bias = _channel_vector(bias, "bias", x.shape[1])
     check_same_dtype(x=x, bias=bias)
     momentum = _check_number(momentum, "momentum", 0.0, 1.0)
@@ -131,6 +132,7 @@ def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, tr
         dweight is the gradient a weight of ones would get, and dbias likewise; ignore them.
     """
     x, weight, running_mean, running_var, axes, bshape = _resolve_bn(x, weight, running_mean, running_var, training, eps)
+    eps = float(eps)  # a NumPy float64 eps must not promote float32 data
     grad_output = as_float_array(grad_output, "grad_output")
     if grad_output.shape != x.shape:
         raise ValueError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")

@@ -203,6 +203,10 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0, dil
                 f"indices must be an integer array of grad_output's shape {np.shape(grad_output)}, "
                 f"got {indices.dtype} array of shape {indices.shape}"
             )
+        plane = geo.in_size[0] * geo.in_size[1]
+        if indices.size and (indices.min() < 0 or indices.max() >= plane):
+            raise ValueError(f"indices must lie in [0, H·W) = [0, {plane}) for input of shape {x4.shape[-2:]}, "
+                             f"got values from {indices.min()} to {indices.max()}")
         indices = indices[None] if unbatched else indices  # (N, C, OH, OW)
     N, C = x4.shape[:2]
     dx = np.zeros((N, C, geo.in_size[0] * geo.in_size[1]), dtype=x4.dtype)  # (N, C, H·W)

@@ -53,9 +53,9 @@ class Conv2d(Module):
         dtype=np.float32,
     ):
         super().__init__()
-        check_positive_int(in_channels, "in_channels")
-        check_positive_int(out_channels, "out_channels")
-        check_positive_int(groups, "groups")
+        in_channels = check_positive_int(in_channels, "in_channels")
+        out_channels = check_positive_int(out_channels, "out_channels")
+        groups = check_positive_int(groups, "groups")
         if in_channels % groups:
             raise ValueError(f"in_channels (={in_channels}) must be divisible by groups (={groups})")
         if out_channels % groups:
@@ -75,6 +75,9 @@ class Conv2d(Module):
         self.bias_kind = bias
         self.input_size = None
         resolve_padding(padding, (1, 1), kernel_size, stride, dilation)  # validates the padding argument
+        if not isinstance(padding, str):
+            padding = pair(padding, "padding", minimum=0)  # plain ints, so config() is JSON
+        self.padding = padding
         check_padding_mode(padding_mode)
         bias_shape: tuple[int, ...] | None = (out_channels,) if bias is True else None
         if bias == "untied":
@@ -130,7 +133,7 @@ class Conv2d(Module):
 
     def config(self) -> dict[str, Any]:
         cfg = dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=list(self.kernel_size),
-                   stride=list(self.stride), padding=list(self.padding) if isinstance(self.padding, tuple) else self.padding,
+                   stride=list(self.stride), padding=self.padding if isinstance(self.padding, str) else list(self.padding),
                    dilation=list(self.dilation), groups=self.groups, bias=self.bias_kind, padding_mode=self.padding_mode)
         if self.input_size is not None:
             cfg["input_size"] = list(self.input_size)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..functional.linear import linear, linear_backward
+from ..functional.linear import linear, linear_backward, linear_param_grads
 from ..init import as_generator, torch_default
 from .module import Module, Parameter
 from .validate import check_dtype, check_positive_int
@@ -47,10 +47,10 @@ class Linear(Module):
     def backward_params(self, grad_output: np.ndarray) -> None:
         if self._x is None:
             raise RuntimeError("Linear.backward_params called before forward")
-        dy = np.asarray(grad_output).reshape(-1, self.out_features)  # (B, O)
-        self.weight.accumulate(dy.T @ self._x.reshape(-1, self.in_features))  # (O, I)
+        dw, db = linear_param_grads(grad_output, self._x, self.weight.data)
+        self.weight.accumulate(dw)
         if self.bias is not None:
-            self.bias.accumulate(dy.sum(axis=0))
+            self.bias.accumulate(db)
 
     def config(self) -> dict[str, Any]:
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None)

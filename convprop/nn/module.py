@@ -171,17 +171,20 @@ class Module:
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if strict and (missing or unexpected):
             raise ValueError(f"state_dict does not fit the model: missing keys {missing}, unexpected keys {unexpected}")
-        for name, value in state.items():
+        checked = {}
+        for name, value in state.items():  # check everything first: a bad file leaves the model untouched
             if name not in own:
                 continue
             value = np.asarray(value)
             target = own_params[name].data if name in own_params else own_buffers[name]
             if value.shape != target.shape:
                 raise ValueError(f"state_dict[{name!r}] has shape {value.shape}, the model expects {target.shape}")
+            checked[name] = value
+        for name, value in checked.items():
             if name in own_params:
                 own_params[name].data[...] = value  # cast to the model's dtype, as PyTorch does
             else:
-                target[...] = value
+                own_buffers[name][...] = value
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serialisable) that rebuild this layer; ``{}`` when there are none."""
