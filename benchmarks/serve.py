@@ -5,8 +5,8 @@ builds the default model (``lenet``, untrained: the work per request does not de
 and saves it with the metadata ``convprop train`` writes. It times, over N requests of a 280 × 280
 canvas drawing (what the page sends):
 
-* the pipeline called directly: parse JSON, decode the PNG, MNIST-style preprocessing, probabilities,
-  feature maps, JSON encoding (what the response's ``milliseconds`` measures, plus parsing);
+* the pipeline called directly: parse JSON, decode the PNG, MNIST-style preprocessing, one forward
+  pass for the probabilities and feature maps, JSON encoding (what the response's ``milliseconds`` measures, plus parsing);
 * the same through the ASGI app (Starlette's TestClient: routing, body reading, the thread pool);
 * each stage on its own, to see where the time goes;
 * model forward + feature maps against PyTorch running the same weights (a ratio, measured in this run).
@@ -143,8 +143,7 @@ def main() -> int:
             "parse request JSON": lambda: parse_body(body),
             "decode base64 + PNG": lambda: decode_image(data_url),
             "preprocess (to_mnist)": lambda: predictor.preprocess(rgba),
-            "probabilities (forward)": lambda: predictor.probabilities(x),
-            "feature maps (forward to last conv)": lambda: predictor.feature_maps(x),
+            "forward: probabilities + feature maps": lambda: predictor.analyse(x),
             "round + tolist": lambda: [np.round(m.astype(np.float64), 3).tolist() for _, m in maps],
             "json.dumps": lambda: json.dumps(encoded, separators=(",", ":")),
         }
@@ -164,10 +163,9 @@ def main() -> int:
                     return twin(xt)
 
             np.testing.assert_allclose(torch_pass().numpy(), predictor.model(predictor.normalization(x[None])), rtol=1e-4, atol=1e-5)
-            best = interleaved_min({"convprop": lambda: (predictor.probabilities(x), predictor.feature_maps(x)),
-                                    "torch": torch_pass}, reps=n)
-            print(f"\nforward for probabilities + feature maps: convprop {1000 * best['convprop']:.2f} ms (two passes), "
-                  f"torch {1000 * best['torch']:.2f} ms (one pass); ratio {best['convprop'] / best['torch']:.2f}")
+            best = interleaved_min({"convprop": lambda: predictor.analyse(x), "torch": torch_pass}, reps=n)
+            print(f"\none forward pass with the feature maps: convprop {1000 * best['convprop']:.2f} ms, "
+                  f"torch {1000 * best['torch']:.2f} ms (without them); ratio {best['convprop'] / best['torch']:.2f}")
 
     p95 = float(np.percentile(direct, 95))
     verdict = "within" if p95 <= BUDGET_MS else "OVER"

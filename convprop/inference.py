@@ -17,7 +17,7 @@ import numpy as np
 from . import checkpoint, nn
 from .data import Normalization
 from .functional.activation import softmax
-from .models import feature_maps
+from .models import forward_with_feature_maps
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -66,13 +66,12 @@ class Predictor:
         self.dataset = meta.get("dataset", "unknown")
 
     def preprocess(self, image) -> np.ndarray:
-        """A path or an array → the network's input (1, H, W) float32 in [0, 1], MNIST-style."""
-        from .data.images import load_image, to_mnist
+        """A path, a Pillow image or an array → the network's input (1, H, W) in [0, 1], MNIST-style."""
+        from .data.images import preprocess_image
 
         H, W = self.image_size
-        gray = load_image(image) if isinstance(image, (str, os.PathLike)) else image
         box = max(1, round(min(H, W) * 20 / 28))  # MNIST fits digits into 20 of 28 pixels
-        return to_mnist(gray, size=H, box=box)[None].astype(np.float32)  # (1, H, W)
+        return preprocess_image(image, size=H, box=box)  # (1, H, W)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, 1, H, W) or (1, H, W) images in [0, 1] → (N, K) class probabilities."""
@@ -90,7 +89,13 @@ class Predictor:
 
     def feature_maps(self, image01: np.ndarray) -> list[tuple[str, np.ndarray]]:
         """Feature maps of every conv layer for one preprocessed image (1, H, W) in [0, 1]."""
-        return feature_maps(self.model, self.normalization(np.asarray(image01, dtype=self.dtype)[None])[0])
+        return self.analyse(image01)[1]
+
+    def analyse(self, image01: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+        """One forward pass for one preprocessed image (1, H, W): (class probabilities (K,), feature maps)."""
+        x = self.normalization(np.asarray(image01, dtype=self.dtype)[None])[0]  # (1, H, W)
+        logits, maps = forward_with_feature_maps(self.model, x)
+        return softmax(logits, axis=1)[0], maps
 
     def first_layer_filters(self) -> np.ndarray:
         return next(m for m in self.model.modules() if isinstance(m, nn.Conv2d)).weight.data

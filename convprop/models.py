@@ -69,6 +69,11 @@ def feature_maps(model: nn.Module, x: np.ndarray) -> list[tuple[str, np.ndarray]
     The maps are taken after the activation that follows the convolution, when there is one: what
     the next layer actually sees. Runs in eval mode; ``x`` is (C, H, W) or (1, C, H, W).
     """
+    return forward_with_feature_maps(model, x)[1]
+
+
+def forward_with_feature_maps(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """One eval-mode pass over one image: the model's output (1, ...) and :func:`feature_maps`'s list."""
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"feature_maps needs a Sequential model, got {type(model).__name__}")
     x = np.asarray(x)
@@ -93,8 +98,8 @@ def feature_maps(model: nn.Module, x: np.ndarray) -> list[tuple[str, np.ndarray]
                     maps.append((pending, x[0].copy()))
                     pending = None
             elif pending is not None and not isinstance(layer, nn.BatchNorm2d):
-                maps.append((f"{pending} + {type(layer).__name__}", x[0].copy()))
+                maps.append((f"{pending} + {type(layer).__name__}", x[0].copy()))  # a copy: later layers may work in place
                 pending = None
     finally:
         model.train(was_training)
-    return maps
+    return x, maps

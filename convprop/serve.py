@@ -185,8 +185,7 @@ class InferenceService:
         else:
             x = parse_pixels(payload["pixels"], p.image_size)  # (1, H, W)
         with self.lock:
-            probs = p.probabilities(x)[0]  # (K,)
-            maps = p.feature_maps(x)  # [(label, (C, h, w))]
+            probs, maps = p.analyse(x)  # (K,), [(label, (C, h, w))]: one forward pass
         index = int(np.argmax(probs))
         result = {"prediction": p.classes[index], "index": index, "probabilities": probs.astype(np.float64).tolist(),
                   "classes": list(p.classes), "input": _rounded(x[0]),

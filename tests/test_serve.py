@@ -296,7 +296,7 @@ def test_unexpected_errors_are_a_json_500_without_traceback(ckpt, monkeypatch):
     def broken(images):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(service.predictor, "probabilities", broken)
+    monkeypatch.setattr(service.predictor, "analyse", broken)
     with TestClient(app, raise_server_exceptions=False) as c:
         r = post_json(c, {"png": png_b64(2)})
     assert r.status_code == 500
@@ -311,9 +311,9 @@ def test_concurrent_requests_match_sequential_ones(ckpt):
     app = create_app(Predictor(ckpt))
     predictor = app.state.service.predictor
     active, peak, guard = [0], [0], threading.Lock()
-    original = predictor.probabilities
+    original = predictor.analyse
 
-    def probabilities_counting_overlap(images):
+    def analyse_counting_overlap(images):
         with guard:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
@@ -324,7 +324,7 @@ def test_concurrent_requests_match_sequential_ones(ckpt):
             with guard:
                 active[0] -= 1
 
-    predictor.probabilities = probabilities_counting_overlap
+    predictor.analyse = analyse_counting_overlap
     bodies = [{"png": png_b64(d, size=(100 + 7 * d, 140), offset=(d - 5, 0))} for d in range(10)]
     jobs = [bodies[i % 10] for i in range(24)]
     with TestClient(app) as c:
