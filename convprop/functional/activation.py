@@ -17,7 +17,7 @@ import numpy as np
 from scipy.special import erf
 
 from . import activation_compiled
-from .conv import as_float_array, check_same_dtype
+from .validation import as_float_array, check_same_dtype
 
 
 def _grad_and_x(grad_output, x) -> tuple[np.ndarray, np.ndarray]:

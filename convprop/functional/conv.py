@@ -28,6 +28,7 @@ from .geometry import (
     pair,
     resolve_padding,
 )
+from .validation import as_float_array, check_same_dtype
 
 ALGORITHMS: dict[str, ModuleType] = {
     "direct": conv_direct,
@@ -36,7 +37,6 @@ ALGORITHMS: dict[str, ModuleType] = {
     "gemm": conv_gemm,
     "depthwise": conv_depthwise,
 }
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 @dataclass(frozen=True)
@@ -60,30 +60,6 @@ class ConvGeometry:
         return tuple(
             output_size(self.in_size[a], self.pads[a], self.kernel[a], self.stride[a], self.dilation[a]) for a in range(2)
         )  # type: ignore[return-value]
-
-
-def as_float_array(value, name: str) -> np.ndarray:
-    """``value`` as a float32/float64 ndarray, or a TypeError saying what was received."""
-    if isinstance(value, np.ndarray):
-        array = value
-    else:
-        try:
-            array = np.asarray(value)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}: {exc}") from None
-        if array.dtype.kind in "iub" and array.size:
-            array = array.astype(np.float64)  # plain Python lists of ints are fine
-    if array.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {array.dtype}")
-    return array
-
-
-def check_same_dtype(**arrays: np.ndarray | None) -> np.dtype:
-    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
-    if len(set(dtypes.values())) > 1:
-        listed = ", ".join(f"{name}={dt}" for name, dt in dtypes.items())
-        raise TypeError(f"all arrays must share one dtype (float32 or float64), got {listed}")
-    return next(iter(dtypes.values()))
 
 
 def _resolve(x, weight, stride, padding, dilation, groups, padding_mode, algorithm):

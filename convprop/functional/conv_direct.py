@@ -39,7 +39,7 @@ def forward(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, gro
             for ow in range(out_size[1]):
                 rows, cols = _window(oh, ow, (KH, KW), stride, dilation)
                 patch = xg[:, :, rows, cols]  # (N, Cg, KH, KW)
-                y[:, g * Og : (g + 1) * Og, oh, ow] = np.einsum("nckl,ockl->no", patch, wg)
+                y[:, g * Og : (g + 1) * Og, oh, ow] = np.einsum("nckl,ockl->no", patch, wg)  # (N, Cg, KH, KW)·(Og, Cg, KH, KW) → (N, Og)
     return y
 
 
@@ -60,7 +60,7 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, strid
             for ow in range(OW):
                 rows, cols = _window(oh, ow, (KH, KW), stride, dilation)
                 dy = grad_output[:, g * Og : (g + 1) * Og, oh, ow]  # (N, Og)
-                dx[:, g * Cg : (g + 1) * Cg, rows, cols] += np.einsum("no,ockl->nckl", dy, wg)
+                dx[:, g * Cg : (g + 1) * Cg, rows, cols] += np.einsum("no,ockl->nckl", dy, wg)  # (N, Og)·(Og, Cg, KH, KW) → (N, Cg, KH, KW)
     return dx
 
 
@@ -79,5 +79,5 @@ def grad_weight(grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pa
             for ow in range(OW):
                 rows, cols = _window(oh, ow, kernel, stride, dilation)
                 dy = grad_output[:, g * Og : (g + 1) * Og, oh, ow]  # (N, Og)
-                dw[g * Og : (g + 1) * Og] += np.einsum("no,nckl->ockl", dy, xg[:, :, rows, cols])
+                dw[g * Og : (g + 1) * Og] += np.einsum("no,nckl->ockl", dy, xg[:, :, rows, cols])  # → (Og, Cg, KH, KW)
     return dw

@@ -139,7 +139,7 @@ def forward_saving(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pa
         return forward(x, weight, stride, dilation, groups, out_size), None
     cols = unfold(x, (KH, KW), stride, dilation, out_size)  # (C, KH, KW, N, OH, OW)
     y = np.empty((N, groups, O // groups, out_size[0] * out_size[1]), dtype=x.dtype)  # (N, G, Og, P)
-    _forward_cols(cols, weight.reshape(groups, O // groups, Cg * KH * KW), groups, y, slice(0, N))
+    _forward_cols(cols, weight.reshape(groups, O // groups, Cg * KH * KW), groups, y, slice(0, N))  # w as (G, Og, Kg)
     return y.reshape(N, O, *out_size), cols  # (N, O, OH, OW)
 
 
@@ -189,5 +189,5 @@ def grad_weight_saved(grad_output: np.ndarray, cols: np.ndarray, kernel: Pair, g
     N, O, OH, OW = grad_output.shape
     Kg = cols.shape[0] * kernel[0] * kernel[1] // groups
     dwT = np.zeros((groups, Kg, O // groups), dtype=grad_output.dtype)  # (G, Kg, Og)
-    _grad_weight_cols(grad_output.reshape(N, O, OH * OW), cols, dwT, groups)
+    _grad_weight_cols(grad_output.reshape(N, O, OH * OW), cols, dwT, groups)  # δ as (N, O, P)
     return dwT.transpose(0, 2, 1).reshape(O, Kg // (kernel[0] * kernel[1]), *kernel)  # (O, Cg, KH, KW)

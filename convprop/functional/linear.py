@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conv import as_float_array, check_same_dtype
+from .validation import as_float_array, check_same_dtype
 
 
 def _check(x, weight, bias=None):

@@ -17,7 +17,7 @@ import numbers
 import numpy as np
 
 from .activation import _sigmoid
-from .conv import as_float_array, check_same_dtype
+from .validation import as_float_array, check_same_dtype
 
 REDUCTIONS = ("mean", "sum", "none")
 

@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from .conv import as_float_array, check_same_dtype
+from .validation import as_float_array, check_same_dtype
 
 
 def _channel_vector(value, name: str, C: int) -> np.ndarray | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import pool_compiled
-from .conv import as_float_array, check_same_dtype
+from .validation import as_float_array, check_same_dtype
 from .geometry import Pair, dilated_size, pair, pool_output_size, tap_slices, windows
 
 

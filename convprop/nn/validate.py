@@ -6,7 +6,8 @@ import numbers
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+from ..functional.validation import FLOAT_DTYPES
+
 
 
 def check_positive_int(value, name: str) -> int:
