@@ -12,17 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..functional.validation import check_positive_int
 from ..init import RngLike, as_generator
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
 
 def batch_count(num_samples: int, batch_size: int, *, drop_last: bool = False) -> int:
     """How many batches :func:`iterate_batches` yields for ``num_samples`` samples."""
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     return num_samples // batch_size if drop_last else -(-num_samples // batch_size)
 
 
@@ -60,7 +55,7 @@ def iterate_batches(
         raise ValueError(
             f"images (N, ...) and labels (N,) must have the same N, got shapes {images.shape} and {labels.shape}"
         )
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     count = len(labels)
     order = as_generator(rng).permutation(count) if shuffle else np.arange(count)
     stop = count - count % batch_size if drop_last else count

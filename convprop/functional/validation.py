@@ -3,6 +3,8 @@ arrays of one call must share a dtype (float32 in, float32 out). Errors quote wh
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -30,3 +32,10 @@ def check_same_dtype(**arrays: np.ndarray | None) -> np.dtype:
         listed = ", ".join(f"{name}={dt}" for name, dt in dtypes.items())
         raise TypeError(f"all arrays must share one dtype (float32 or float64), got {listed}")
     return next(iter(dtypes.values()))
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as a Python int >= 1 (bools refused), or a ValueError quoting it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)

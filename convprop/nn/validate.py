@@ -6,14 +6,9 @@ import numbers
 
 import numpy as np
 
-from ..functional.validation import FLOAT_DTYPES
+from ..functional.validation import FLOAT_DTYPES, check_positive_int
 
-
-
-def check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+__all__ = ["check_dtype", "check_positive_int", "check_probability"]
 
 
 def check_probability(value, name: str, *, allow_one: bool = False) -> float:
