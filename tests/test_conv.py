@@ -12,6 +12,7 @@ from convprop.functional import ALGORITHMS, conv2d, conv2d_backward
 from torch_reference import explicit_pads, rel_error, torch_conv2d
 
 ALGOS = [*ALGORITHMS, "auto"]
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel lengths:UserWarning")  # torch's own note
 
 
 @st.composite
