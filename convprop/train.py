@@ -216,7 +216,12 @@ def train_epoch(model, opt, x, y, config: TrainConfig, rng: np.random.Generator,
     return loss_sum / seen, correct / seen, time.perf_counter() - start
 
 
-def fit(config: TrainConfig, *, log: Callable[[str], None] = print) -> RunResult:
+def print_line(line: str) -> None:
+    """Print and flush: progress reaches a pipe (``convprop train | tee``) as it happens, not at exit."""
+    print(line, flush=True)
+
+
+def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunResult:
     """Train ``config.model`` on ``config.dataset``, evaluating on the test split after every epoch."""
     config.validate()
     run_dir = prepare_run_dir(config)
@@ -257,6 +262,9 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print) -> RunResult
                 schedule.step()
     except KeyboardInterrupt:
         interrupted = True
+        saved = int(checkpoint.metadata(ckpt).get("epoch", 0)) if ckpt.exists() else 0
+        if saved == len(history) + 1:  # interrupted between saving an epoch and recording it
+            history.append(record)
         kept = f"the checkpoint from epoch {len(history)}" if history else "no checkpoint (no epoch finished)"
         log(f"\ninterrupted: keeping {kept} in {run_dir}")
         if history:

@@ -130,7 +130,8 @@ def test_user_errors_are_one_line(digits_run, tmp_path):
     assert_clean_error(run("evaluate", digits_run, "--dataset", "cifar"), "unknown dataset 'cifar'")
     assert_clean_error(run("train", "--epochs", "0", "--out-dir", tmp_path / "r"), "epochs must be a positive integer")
     assert_clean_error(run("train", "--lr", "-1", "--out-dir", tmp_path / "r"), "lr must be positive")
-    assert_clean_error(run("train", "--dataset", "mnist", "--data-dir", tmp_path / "empty", "--out-dir", tmp_path / "r"))
+    assert_clean_error(run("train", "--dataset", "mnist", "--data-dir", tmp_path / "empty", "--out-dir", tmp_path / "r"),
+                       str(tmp_path / "empty"))
     bad_choice = run("train", "--dataset", "cifar")
     assert bad_choice.returncode == 2 and "invalid choice: 'cifar'" in bad_choice.stderr  # argparse's own message
     debug = run("--debug", "predict", tmp_path / "missing.safetensors", good)
@@ -138,22 +139,38 @@ def test_user_errors_are_one_line(digits_run, tmp_path):
 
 
 def test_ctrl_c_keeps_the_last_good_checkpoint(tmp_path):
+    import queue
+    import threading
+
+    from convprop.checkpoint import metadata
+
     out = tmp_path / "interrupted"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVPROP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVPROP_") and k != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen([sys.executable, "-m", "convprop", "train", "--dataset", "digits", "--epochs", "50",
                              "--out-dir", str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:  # wait for the first finished epoch
-        if line.startswith("epoch 1/50:") or time.monotonic() > deadline:
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
+    reader.start()
+    seen, deadline = [], time.monotonic() + 120
+    while not any(line.startswith("epoch 1/50:") for line in seen):  # lines arrive as printed (flushed)
+        try:
+            seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
+        except queue.Empty:
             break
+    assert any(line.startswith("epoch 1/50:") for line in seen), f"no epoch line within 120 s: {seen}"
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    while not lines.empty():
+        seen.append(lines.get())
+    stdout = "".join(seen)
+    assert proc.returncode == 130, proc.stderr.read()
     assert "interrupted: keeping the checkpoint from epoch" in stdout
     model = convprop.load(out / "model.safetensors")  # complete and loadable
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True and 1 <= len(metrics["epochs"]) < 50
+    assert metadata(out / "model.safetensors")["epoch"] == str(len(metrics["epochs"]))  # the epochs it records
     assert len(model.parameters()) == 8
 
 

@@ -1,0 +1,97 @@
+"""convprop.train.fit, called directly: every option reaches the run, schedules, and the seed promise."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import convprop
+from convprop import nn
+from convprop.train import TrainConfig, fit
+
+QUIET = dict(dataset="digits", epochs=3, progress=False)
+
+
+def run(tmp_path, name, **overrides):
+    return fit(TrainConfig(**(QUIET | overrides), out_dir=str(tmp_path / name)), log=lambda line: None)
+
+
+def test_options_reach_the_model_optimizer_and_schedule(tmp_path):
+    result = run(tmp_path, "sgd", optimizer="sgd", lr=0.1, schedule="step", weight_decay=1e-4, batch_size=32,
+                 model="lenet-bn", algorithm="im2col", augment=0)
+    assert [h["lr"] for h in result.history] == pytest.approx([0.1, 0.1, 0.01])  # step at 2/3 of the epochs
+    model = convprop.load(result.run_dir / "model.safetensors")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # lenet-bn
+    assert {m.config()["bias"] for m in model.modules() if isinstance(m, nn.Conv2d)} == {False}
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["config"]["optimizer"] == "sgd" and metrics["config"]["weight_decay"] == 1e-4
+    assert metrics["config"]["batch_size"] == 32 and metrics["config"]["algorithm"] == "im2col"
+    assert len(metrics["epochs"]) == 3 and result.test.accuracy > 0.5
+
+
+def test_cosine_schedule_and_algorithm_choice(tmp_path, monkeypatch):
+    seen = []
+    original = nn.Conv2d.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("algorithm"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Conv2d, "__init__", spy)
+    result = run(tmp_path, "cos", lr=1e-3, schedule="cosine", algorithm="gemm")
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 7.5e-4, 2.5e-4])
+    assert seen == ["gemm", "gemm"]
+
+
+def test_same_seed_same_run_bit_for_bit(tmp_path):
+    a, b, c = run(tmp_path, "a", seed=3), run(tmp_path, "b", seed=3), run(tmp_path, "c", seed=4)
+    load = lambda r: convprop.load(r.run_dir / "model.safetensors").state_dict()  # noqa: E731
+    sa, sb, sc = load(a), load(b), load(c)
+    assert all(np.array_equal(sa[k], sb[k]) for k in sa)
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert not all(np.array_equal(sa[k], sc[k]) for k in sa)
+
+
+def test_force_allows_reusing_a_run_directory(tmp_path):
+    first = run(tmp_path, "again", epochs=1)
+    with pytest.raises(FileExistsError, match="already has files"):
+        run(tmp_path, "again", epochs=1)
+    second = run(tmp_path, "again", epochs=1, force=True, seed=9)
+    assert second.run_dir == first.run_dir and len(second.history) == 1
+
+
+def test_augmentation_changes_the_run(tmp_path):
+    plain, shifted = run(tmp_path, "plain", epochs=1, augment=0), run(tmp_path, "shifted", epochs=1, augment=1)
+    assert plain.history[0]["train_loss"] != shifted.history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("epochs", 0, "epochs must be a positive integer, got 0"),
+    ("batch_size", -1, "batch_size must be a positive integer, got -1"),
+    ("optimizer", "rmsprop", "unknown optimizer 'rmsprop'"),
+    ("schedule", "linear", "unknown schedule 'linear'"),
+    ("lr", 0.0, "lr must be positive, got 0.0"),
+    ("weight_decay", -0.1, "weight_decay must be >= 0, got -0.1"),
+    ("augment", 9, "augment must be a shift of 0 to 4 pixels, got 9"),
+    ("algorithm", "fft", "unknown algorithm 'fft'"),
+    ("model", "resnet", "unknown model 'resnet'"),
+    ("dataset", "cifar", "unknown dataset 'cifar'"),
+])
+def test_impossible_values_are_refused_before_anything_is_written(tmp_path, field, value, match):
+    with pytest.raises(ValueError, match=match):
+        run(tmp_path, "bad", **{field: value})
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", "SGD"), ("adam", "Adam"), ("adamw", "AdamW")])
+def test_make_optimizer(name, cls):
+    from convprop import optim
+    from convprop.train import make_optimizer
+
+    params = nn.Linear(2, 2, rng=0).parameters()
+    opt = make_optimizer(TrainConfig(optimizer=name, lr=0.05, weight_decay=0.01), params)
+    assert type(opt) is getattr(optim, cls) and opt.lr == 0.05 and opt.weight_decay == 0.01
+    if name == "sgd":
+        assert opt.momentum == 0.9
