@@ -129,3 +129,13 @@ def test_relu_backward_edge_values_match_torch():
     np.testing.assert_array_equal(relu_backward(g, x), xt.grad.numpy())
     x2 = np.random.default_rng(0).standard_normal((3, 4, 5))[:, ::2]  # non-contiguous input
     np.testing.assert_array_equal(relu_backward(np.ones_like(x2), x2), (x2 > 0).astype(float))
+
+
+def test_relu_backward_edge_values_match_torch_in_float32():
+    x = np.array([-1.0, 0.0, 1.0, np.nan, -np.inf, np.inf, -2.0, 3.0], dtype=np.float32)
+    g = np.array([5.0, 5.0, 5.0, 5.0, 5.0, 5.0, np.inf, np.nan], dtype=np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.relu(xt).backward(torch.tensor(g))
+    got = relu_backward(g, x)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, xt.grad.numpy())

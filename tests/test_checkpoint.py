@@ -106,7 +106,7 @@ def test_truncated_corrupted_and_foreign_files(tmp_path):
     }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(CheckpointError):
+        with pytest.raises(CheckpointError, match=rf"{name}' (is not a safetensors file|is truncated|is corrupted)"):
             convprop.load(tmp_path / name)
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         convprop.load(tmp_path / "missing.safetensors")

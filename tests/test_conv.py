@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even k
 @st.composite
 def conv_cases(draw):
     """A random but valid convolution: geometry, options and float64 data."""
-    groups_kind = draw(st.sampled_from(["one", "some", "depthwise"]))
+    groups_kind = draw(st.sampled_from(["one", "some", "depthwise", "depthwise3x3"]))
     if groups_kind == "one":
         groups, cg, og = 1, draw(st.integers(1, 3)), draw(st.integers(1, 3))
     elif groups_kind == "some":
@@ -27,8 +27,10 @@ def conv_cases(draw):
         groups = draw(st.integers(1, 4))
         cg, og = 1, draw(st.integers(1, 2))  # depthwise (with channel multiplier)
     kernel = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
-    stride = draw(st.sampled_from([1, 2, 3, (1, 2), (3, 1), (2, 3)]))
-    dilation = draw(st.sampled_from([1, 2, 3, (1, 2), (2, 1)]))
+    stride = draw(st.sampled_from([1, 1, 1, 2, 3, (1, 2), (3, 1), (2, 3)]))  # stride 1 weighted: "same" is PyTorch's there
+    dilation = draw(st.sampled_from([1, 1, 1, 2, 3, (1, 2), (2, 1)]))
+    if groups_kind == "depthwise3x3":  # the unrolled 3×3 stride-1 kernels of conv_depthwise
+        kernel, stride, dilation = (3, 3), 1, 1
     padding = draw(
         st.one_of(
             st.integers(0, 3),
@@ -132,8 +134,12 @@ def test_unbatched_input(algorithm):
     y = conv2d(x, w, algorithm=algorithm)
     assert y.shape == (3, 5, 4)
     np.testing.assert_allclose(y, conv2d(x[None], w, algorithm=algorithm)[0], rtol=1e-12)
-    dx, dw, db = conv2d_backward(np.ones_like(y), x, w, algorithm=algorithm)
+    g = rng.standard_normal(y.shape)
+    dx, dw, db = conv2d_backward(g, x, w, algorithm=algorithm)
+    bdx, bdw, bdb = conv2d_backward(g[None], x[None], w, algorithm=algorithm)
     assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (3,)
+    for got, want in ((dx, bdx[0]), (dw, bdw), (db, bdb)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("algorithm", ALGOS)
@@ -191,3 +197,24 @@ def test_layer_context_path_equals_the_functional_path(algorithm, options):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="grad_output must have the output's shape"):
         conv2d_backward_from_context(g[:, :2], context)
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+@pytest.mark.parametrize("options", [dict(padding=1), dict(padding=1, groups=4), dict(stride=2, padding="same")])
+def test_layer_context_path_in_float32_stays_close_to_float64_direct(algorithm, options):
+    """The path training takes (context forward, param-only and full backward) in float32."""
+    from convprop.functional.conv import conv2d_backward_from_context, conv2d_param_grads_from_context, conv2d_with_context
+
+    rng = np.random.default_rng(9)
+    x, w, b = rng.standard_normal((4, 4, 10, 9)), rng.standard_normal((8, 4 // options.get("groups", 1), 3, 3)), rng.standard_normal(8)
+    y64 = conv2d(x, w, b, algorithm="direct", **options)
+    g = rng.standard_normal(y64.shape)
+    ref = conv2d_backward(g, x, w, algorithm="direct", **options)
+    f32 = [a.astype(np.float32) for a in (x, w, b, g)]
+    y, context = conv2d_with_context(*f32[:3], algorithm=algorithm, **options)
+    assert y.dtype == np.float32 and rel_error(y, y64) < 1e-5
+    dx, dw, db = conv2d_backward_from_context(f32[3], context)
+    for got, want in zip((dx, dw, db), ref):
+        assert got.dtype == np.float32 and rel_error(got, want) < 1e-5
+    for got, want in zip(conv2d_param_grads_from_context(f32[3], context), ref[1:]):
+        assert got.dtype == np.float32 and rel_error(got, want) < 1e-5

@@ -41,3 +41,21 @@ def test_api_reference_names_every_public_name():
 def test_seed_errata_section_exists():
     text = (ROOT / "docs" / "convolution.md").read_text(encoding="utf-8")
     assert "## Errata in the seed notes" in text
+
+
+def test_api_reference_signatures_match_the_code():
+    """Every function of convprop.functional is listed in docs/api.md with its parameters, in order."""
+    import inspect
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    stale = []
+    for name in functional.__all__:
+        obj = getattr(functional, name)
+        if not callable(obj):
+            continue
+        found = re.search(rf"`{name}\((.*?)\)`", text)
+        documented = re.findall(r"(?:^|,\s*)\*?\s*(\w+)", found.group(1)) if found else None
+        actual = [p for p in inspect.signature(obj).parameters]
+        if documented != actual:
+            stale.append(f"{name}: code {actual}, docs {documented}")
+    assert not stale, "docs/api.md is out of date:\n" + "\n".join(stale)

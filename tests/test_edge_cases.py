@@ -75,8 +75,33 @@ def test_float64_eps_does_not_promote_float32_batch_norm():
 
 
 def test_default_run_directories_never_collide(tmp_path, monkeypatch):
+    import datetime as real_datetime
+
+    from convprop import train
     from convprop.train import TrainConfig, prepare_run_dir
 
+    class FrozenClock(real_datetime.datetime):  # two runs started within the same second
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 11, 21, 6, 0, 0)
+
+    monkeypatch.setattr(train, "datetime", FrozenClock)
     monkeypatch.chdir(tmp_path)
-    first, second = prepare_run_dir(TrainConfig()), prepare_run_dir(TrainConfig())  # within one second
-    assert first != second and first.is_dir() and second.is_dir()
+    first, second, third = (prepare_run_dir(TrainConfig()) for _ in range(3))
+    assert [p.name for p in (first, second, third)] == ["20261121-060000", "20261121-060000-2", "20261121-060000-3"]
+    assert all(p.is_dir() for p in (first, second, third))
+
+
+def test_latest_run_is_the_most_recently_written(tmp_path):
+    import os
+
+    from convprop.inference import latest_run
+
+    older, newer = tmp_path / "b-older", tmp_path / "a-newer"  # names sort the other way round
+    for run_dir, stamp in ((older, 1_000_000), (newer, 2_000_000)):
+        run_dir.mkdir()
+        (run_dir / "model.safetensors").write_bytes(b"x")
+        os.utime(run_dir / "model.safetensors", (stamp, stamp))
+    (tmp_path / "no-checkpoint").mkdir()
+    assert latest_run(tmp_path) == newer
+    assert latest_run(tmp_path / "missing") is None

@@ -152,7 +152,7 @@ def test_preprocess_image_accepts_paths_pillow_images_and_arrays(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.png"):
         load_image(tmp_path / "nope.png")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
         preprocess_image(tmp_path / "nope.png")
 
 

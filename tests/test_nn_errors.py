@@ -205,7 +205,7 @@ def test_backward_before_forward_raises(make):
 def test_backward_rejects_grad_output_of_the_wrong_shape(make, x_shape, bad_grad_shape):
     layer = make()
     layer(z(*x_shape))
-    with pytest.raises(ValueError, match=re.escape(str(bad_grad_shape))):
+    with pytest.raises(ValueError, match=rf"got {re.escape(str(bad_grad_shape))}"):  # quotes what it was given
         layer.backward(z(*bad_grad_shape))
 
 

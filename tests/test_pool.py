@@ -246,3 +246,21 @@ def test_compiled_max_pool_equals_the_numpy_reference(case, values):
     # overlapping windows sum their gradients in another order: equal up to rounding
     np.testing.assert_allclose(max_pool2d_backward(dy, x, k, s, p, d, ceil, indices=idx),
                                pool._max_pool_backward_taps(dy, idx, x4, geo), rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k, s, p, d, ceil", [(2, None, 0, 1, False), (2, None, 0, 1, True), (3, 2, 1, 1, True), (2, 1, 1, 2, False)])
+@pytest.mark.parametrize("values", ["normal", "ties", "nan"])
+def test_compiled_max_pool_matches_torch_in_both_dtypes(dtype, k, s, p, d, ceil, values):
+    """Values and indices equal torch's exactly, float32 included, on the 2×2 fast path and the general one."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+    if values == "ties":
+        x = np.round(x).astype(dtype)
+    elif values == "nan":
+        x[rng.random(x.shape) < 0.2] = np.nan
+    y, idx = max_pool2d_with_indices(x, k, s, p, d, ceil)
+    ty, tidx = TF.max_pool2d(torch.from_numpy(x), k, s, p, d, ceil, return_indices=True)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    assert y.dtype == dtype

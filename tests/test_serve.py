@@ -401,11 +401,12 @@ def test_serve_subprocess_latest_run_port_0_and_ctrl_c(tmp_path):
     proc, url = start_server(["--port", "0"], cwd=tmp_path)
     try:
         assert url.startswith("http://127.0.0.1:") and url.endswith("/") and not url.endswith(":0/")
-        with urllib.request.urlopen(url + "api/model", timeout=10) as r:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an environment proxy
+        with direct.open(url + "api/model", timeout=10) as r:
             assert json.load(r)["classes"] == CLASSES
         request = urllib.request.Request(url + "api/predict", data=json.dumps({"png": png_b64(5)}).encode(),
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as r:
+        with direct.open(request, timeout=10) as r:
             check_answer(json.load(r))
     finally:
         code, out, err = stop_server(proc)
