@@ -379,3 +379,15 @@ def test_inplace_relu_overwrites_its_input_and_keeps_the_gradient():
     assert convprop.gradcheck_module(nn.ReLU(inplace=True), np.where(np.abs(x) < 1e-3, 0.5, x)).ok
     with pytest.raises(TypeError, match="inplace must be True or False, got 1"):
         nn.ReLU(inplace=1)
+
+
+def test_batchnorm_momentum_none_is_torchs_cumulative_average():
+    rng = np.random.default_rng(4)
+    ours, theirs = nn.BatchNorm2d(3, momentum=None, dtype=np.float64), torch.nn.BatchNorm2d(3, momentum=None).double()
+    for _ in range(4):
+        x = rng.standard_normal((5, 3, 2, 2)) * rng.uniform(0.5, 3)
+        ours(x)
+        theirs(torch.from_numpy(x))
+    for name in ("running_mean", "running_var"):
+        assert rel_error(getattr(ours, name), getattr(theirs, name).numpy()) < TOL
+    assert int(ours.num_batches_tracked) == 4 and ours.config()["momentum"] is None

@@ -82,7 +82,7 @@ def batch_norm(x, weight, bias, running_mean, running_var, *, training, momentum
             None (PyTorch's ``track_running_stats=False``), and then None is returned for them.
         training: keyword-only, no default: batch statistics (True) or running statistics (False).
         momentum: in [0, 1]. PyTorch's cumulative average (its ``momentum=None``) is this function
-            with ``momentum = 1 / num_batches_tracked``; ``nn.BatchNorm2d`` itself takes a number only.
+            with ``momentum = 1 / t`` at the t-th batch, which ``nn.BatchNorm2d(momentum=None)`` passes.
         eps: > 0, added to the variance.
 
     Returns:

@@ -16,21 +16,22 @@ class BatchNorm2d(Module):
     """Batch normalisation over (N, H, W) per channel, ``torch.nn.BatchNorm2d``.
 
     Training: normalise with the batch mean and (biased) variance and update the running statistics
-    (``running = (1 − momentum)·running + momentum·batch``, the variance unbiased). Eval: use the
+    (``running = (1 − momentum)·running + momentum·batch``, the variance unbiased; ``momentum=None``
+    is PyTorch's cumulative average, momentum 1/t at the t-th training batch). Eval: use the
     running statistics. See ``functional.norm.batch_norm`` and ``docs/normalisation.md``.
 
     Shapes:
         x: (N, C, H, W); weight, bias, running_mean, running_var: (C,)
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, *, dtype=np.float32):
         super().__init__()
         self.num_features = check_positive_int(num_features, "num_features")
         if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and eps > 0):
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         self.eps = float(eps)
-        self.momentum = check_probability(momentum, "momentum", allow_one=True)
+        self.momentum = None if momentum is None else check_probability(momentum, "momentum", allow_one=True)
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         dtype = check_dtype(dtype)
         self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
@@ -52,9 +53,12 @@ class BatchNorm2d(Module):
             raise ValueError(f"BatchNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), got shape {np.shape(x)}")
         use_batch = self.training or not self.track_running_stats
         rm, rv = self._stats()
+        momentum = self.momentum
+        if momentum is None:  # cumulative average over the batches seen so far
+            momentum = 1.0 / (int(self.num_batches_tracked) + 1) if self.track_running_stats else 0.0
         y, new_rm, new_rv = Nf.batch_norm(
             x, self.weight.data if self.affine else None, self.bias.data if self.affine else None, rm, rv,
-            training=use_batch, momentum=self.momentum, eps=self.eps)
+            training=use_batch, momentum=momentum, eps=self.eps)
         if self.training and self.track_running_stats:
             self.running_mean[...] = new_rm
             self.running_var[...] = new_rv
