@@ -4,7 +4,6 @@ Each test builds a RemoteDataset whose mirrors point at a threaded ``http.server
 serving small gzipped IDX files generated here; nothing leaves the machine.
 """
 
-import gzip
 import hashlib
 import re
 import socket

@@ -8,8 +8,6 @@ every parameter gradient (matched by name) and every buffer. The tables below on
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -17,7 +15,6 @@ import torch.nn.functional as TF
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import convprop
 from convprop import nn
 from convprop.functional import ALGORITHMS
 from torch_reference import explicit_pads, rel_error

@@ -9,13 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,10 +18,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from convprop import checkpoint
-from convprop.cli import main
 from convprop.inference import Predictor
 from convprop.models import build_model
-from convprop.serve import MAX_BODY_BYTES, create_app, run
+from convprop.serve import MAX_BODY_BYTES, create_app
 from digit_images import render_digit
 
 CLASSES = [str(d) for d in range(10)]
@@ -340,83 +334,3 @@ def test_concurrent_requests_match_sequential_ones(ckpt):
         assert got["probabilities"] == want["probabilities"]
         assert got["input"] == want["input"]
         assert got["feature_maps"] == want["feature_maps"]
-
-
-# --- run() and the command line --------------------------------------------------------------------
-
-def test_run_without_runs_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=r"no trained model found in \./runs; train one first with: convprop train"):
-        run(None)
-
-
-def test_cli_serve_without_runs_prints_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert main(["serve"]) == 2
-    err = capsys.readouterr().err
-    assert err == "convprop: error: no trained model found in ./runs; train one first with: convprop train\n"
-
-
-def test_cli_serve_missing_checkpoint(tmp_path, capsys):
-    assert main(["serve", str(tmp_path / "nope")]) == 2
-    assert "no checkpoint at" in capsys.readouterr().err
-
-
-def test_cli_serve_port_in_use(ckpt, capsys):
-    import socket
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        assert main(["serve", str(ckpt), "--port", str(port)]) == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
-
-
-def start_server(args, cwd=None):
-    """``python -m convprop serve ARGS`` in a subprocess; returns (process, url) once it prints its address."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "convprop", "serve", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    for line in proc.stdout:
-        if line.startswith("open http://"):
-            return proc, line.split()[1]
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise AssertionError(f"the server printed no address; stderr:\n{proc.stderr.read()}")
-
-
-def stop_server(proc) -> tuple[int, str, str]:
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    return proc.returncode, out, err
-
-
-def test_serve_subprocess_latest_run_port_0_and_ctrl_c(tmp_path):
-    """The real server: latest run from ./runs, a free port printed as a clickable URL, a clean Ctrl-C."""
-    (tmp_path / "runs" / "20260101-000000").mkdir(parents=True)
-    save_untrained(tmp_path / "runs" / "20260101-000000")
-    proc, url = start_server(["--port", "0"], cwd=tmp_path)
-    try:
-        assert url.startswith("http://127.0.0.1:") and url.endswith("/") and not url.endswith(":0/")
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an environment proxy
-        with direct.open(url + "api/model", timeout=10) as r:
-            assert json.load(r)["classes"] == CLASSES
-        request = urllib.request.Request(url + "api/predict", data=json.dumps({"png": png_b64(5)}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with direct.open(request, timeout=10) as r:
-            check_answer(json.load(r))
-    finally:
-        code, out, err = stop_server(proc)
-    assert code == 0, err
-    assert "server stopped" in out and "Traceback" not in err
-
-
-def test_serve_on_all_interfaces_warns(ckpt):
-    proc, url = start_server([str(ckpt), "--host", "0.0.0.0", "--port", "0"])
-    code, _, err = stop_server(proc)
-    assert url.startswith("http://127.0.0.1:")  # the wildcard address is shown as a clickable loopback one
-    assert "warning: listening on 0.0.0.0" in err and "reachable from other machines" in err
-    assert code == 0

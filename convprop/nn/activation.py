@@ -11,27 +11,33 @@ from .module import Module
 
 
 class _Elementwise(Module):
-    """An activation whose backward needs only the cached input."""
+    """An activation layer: ``_fn``/``_grad`` from ``functional.activation``, with the options of
+    ``_kwargs()``. It caches its input; with ``_uses_output`` also its output, passed to the backward as
+    ``output=`` (cheaper for sigmoid, tanh and softmax)."""
 
     registered = False
     _fn = staticmethod(A.relu)
     _grad = staticmethod(A.relu_backward)
+    _uses_output = False
 
     def __init__(self) -> None:
         super().__init__()
         self._x: np.ndarray | None = None
+        self._y: np.ndarray | None = None
 
     def _kwargs(self) -> dict[str, Any]:
         return {}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x
-        return self._fn(x, **self._kwargs())
+        y = self._fn(x, **self._kwargs())
+        self._x, self._y = x, (y if self._uses_output else None)
+        return y
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._x is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        return self._grad(grad_output, self._x, **self._kwargs())
+        extra = {"output": self._y} if self._uses_output else {}
+        return self._grad(grad_output, self._x, **self._kwargs(), **extra)
 
     def config(self) -> dict[str, Any]:
         return self._kwargs()
@@ -93,51 +99,28 @@ class GELU(_Elementwise):
         return dict(approximate=self.approximate)
 
 
-class _FromOutput(Module):
-    """An activation whose backward is cheapest from its own output (sigmoid, tanh, softmax)."""
-
-    registered = False
-    _fn = staticmethod(A.sigmoid)
-    _grad = staticmethod(A.sigmoid_backward)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache: tuple[np.ndarray, np.ndarray] | None = None
-
-    def _kwargs(self) -> dict[str, Any]:
-        return {}
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        y = self._fn(x, **self._kwargs())
-        self._cache = (x, y)
-        return y
-
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        x, y = self._cache
-        return self._grad(grad_output, x, **self._kwargs(), output=y)
-
-    def config(self) -> dict[str, Any]:
-        return self._kwargs()
-
-
-class Sigmoid(_FromOutput):
+class Sigmoid(_Elementwise):
     """σ(x) = 1 / (1 + e^{−x}); dσ/dx = σ(1 − σ)."""
 
+    _fn = staticmethod(A.sigmoid)
+    _grad = staticmethod(A.sigmoid_backward)
+    _uses_output = True
 
-class Tanh(_FromOutput):
+
+class Tanh(_Elementwise):
     """tanh(x); d/dx = 1 − tanh²."""
 
     _fn = staticmethod(A.tanh)
     _grad = staticmethod(A.tanh_backward)
+    _uses_output = True
 
 
-class Softmax(_FromOutput):
+class Softmax(_Elementwise):
     """Softmax along ``dim`` (PyTorch's name; the functional form calls it ``axis``)."""
 
     _fn = staticmethod(A.softmax)
     _grad = staticmethod(A.softmax_backward)
+    _uses_output = True
 
     def __init__(self, dim: int = 1):
         super().__init__()
