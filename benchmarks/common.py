@@ -28,12 +28,18 @@ def print_environment(threads: int = THREADS) -> None:
     """Versions, CPU, BLAS libraries and thread counts: enough to tell two runs' machines apart."""
     import torch
 
-    print(f"python {platform.python_version()}  numpy {np.__version__}  scipy {scipy.__version__}  torch {torch.__version__}")
+    print(
+        f"python {platform.python_version()}  numpy {np.__version__}  scipy {scipy.__version__}  "
+        f"torch {torch.__version__}"
+    )
     print(f"machine {platform.machine()} {platform.processor() or platform.platform()}  cpus {cpu_count()}")
     print(f"threads: torch intra-op {torch.get_num_threads()}, BLAS limited to {threads}")
     for lib in threadpool_info():
         extra = f" arch {lib['architecture']}" if "architecture" in lib else ""
-        print(f"  {lib['internal_api']:9s} {lib.get('version')} threads {lib['num_threads']}{extra}  {os.path.basename(lib['filepath'])}")
+        print(
+            f"  {lib['internal_api']:9s} {lib.get('version')} threads {lib['num_threads']}{extra}  "
+            f"{os.path.basename(lib['filepath'])}"
+        )
     sys.stdout.flush()
 
 

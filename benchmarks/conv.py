@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import geomean, interleaved_min, limited_threads, print_environment  # noqa: E402
+from common import geomean, interleaved_min, limited_threads, print_environment
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,10 @@ def main(argv=None) -> None:
     with limited_threads():
         print_environment()
         print(f"fp32, forward + grad input/weight/bias, min of {reps} interleaved repetitions\n")
-        print(f"{'shape':10s} {'N,C,H,W -> O, k, s, p, g':32s} {'convprop ms':>12s} {'torch ms':>10s} {'ratio':>7s}", flush=True)
+        print(
+            f"{'shape':10s} {'N,C,H,W -> O, k, s, p, g':32s} {'convprop ms':>12s} {'torch ms':>10s} {'ratio':>7s}",
+            flush=True,
+        )
         ratios = []
         for s in shapes:
             ours, theirs = make_runners(s, rng)
@@ -94,8 +97,12 @@ def main(argv=None) -> None:
             ratio = t["convprop"] / t["torch"]
             ratios.append(ratio)
             geo = f"{s.N},{s.C},{s.H}x{s.W} -> {s.O}, {s.K}x{s.K}, s{s.stride}, p{s.padding}, g{s.groups}"
-            print(f"{s.name:10s} {geo:32s} {t['convprop'] * 1e3:12.2f} {t['torch'] * 1e3:10.2f} {ratio:7.2f}", flush=True)
-        print(f"\ngeometric-mean ratio {geomean(ratios):.2f}   worst ratio {max(ratios):.2f}  (targets <= 1.25, <= 2.0)")
+            print(
+                f"{s.name:10s} {geo:32s} {t['convprop'] * 1e3:12.2f} {t['torch'] * 1e3:10.2f} {ratio:7.2f}", flush=True
+            )
+        print(
+            f"\ngeometric-mean ratio {geomean(ratios):.2f}   worst ratio {max(ratios):.2f}  (targets <= 1.25, <= 2.0)"
+        )
 
 
 if __name__ == "__main__":

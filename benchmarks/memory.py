@@ -17,8 +17,8 @@ import tracemalloc
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import limited_threads, print_environment  # noqa: E402
-from conv import SHAPES  # noqa: E402
+from common import limited_threads, print_environment
+from conv import SHAPES
 
 
 def main(argv=None) -> None:

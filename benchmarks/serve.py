@@ -6,7 +6,8 @@ and saves it with the metadata ``convprop train`` writes. It times, over N reque
 canvas drawing (what the page sends):
 
 * the pipeline called directly: parse JSON, decode the PNG, MNIST-style preprocessing, one forward
-  pass for the probabilities and feature maps, JSON encoding (what the response's ``milliseconds`` measures, plus parsing);
+  pass for the probabilities and feature maps, JSON encoding (what the response's ``milliseconds`` measures,
+  plus parsing);
 * the same through the ASGI app (Starlette's TestClient: routing, body reading, the thread pool);
 * each stage on its own, to see where the time goes;
 * model forward + feature maps against PyTorch running the same weights (a ratio, measured in this run).
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import interleaved_min, limited_threads, print_environment  # noqa: E402
+from common import interleaved_min, limited_threads, print_environment
 
 BUDGET_MS = 20.0
 
@@ -39,8 +40,13 @@ def default_checkpoint(directory: Path) -> Path:
     from convprop.models import build_model
 
     model = build_model("lenet", 1, (28, 28), 10, rng=0)
-    meta = {"dataset": "mnist-5k", "classes": json.dumps([str(d) for d in range(10)]), "image_size": "[28, 28]",
-            "normalization": json.dumps({"mean": [0.1307], "std": [0.3081]}), "epoch": "0"}
+    meta = {
+        "dataset": "mnist-5k",
+        "classes": json.dumps([str(d) for d in range(10)]),
+        "image_size": "[28, 28]",
+        "normalization": json.dumps({"mean": [0.1307], "std": [0.3081]}),
+        "epoch": "0",
+    }
     return checkpoint.save(model, directory / "model.safetensors", metadata=meta)
 
 
@@ -49,7 +55,9 @@ def canvas_png() -> bytes:
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (280, 280), "black")
-    ImageDraw.Draw(img).line([(60, 60), (220, 60), (200, 110), (170, 170), (140, 240)], fill="white", width=22, joint="curve")
+    ImageDraw.Draw(img).line(
+        [(60, 60), (220, 60), (200, 110), (170, 170), (140, 240)], fill="white", width=22, joint="curve"
+    )
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -80,15 +88,27 @@ def torch_twin(model):
     for m in model:
         if isinstance(m, nn.Conv2d):
             c = m.config()
-            layers.append(torch.nn.Conv2d(c["in_channels"], c["out_channels"], c["kernel_size"], c["stride"], c["padding"],
-                                          c["dilation"], c["groups"], c["bias"]))
+            layers.append(
+                torch.nn.Conv2d(
+                    c["in_channels"],
+                    c["out_channels"],
+                    c["kernel_size"],
+                    c["stride"],
+                    c["padding"],
+                    c["dilation"],
+                    c["groups"],
+                    c["bias"],
+                )
+            )
         elif isinstance(m, nn.Linear):
             c = m.config()
             layers.append(torch.nn.Linear(c["in_features"], c["out_features"], bias=c["bias"]))
         elif isinstance(m, nn.MaxPool2d):
             layers.append(torch.nn.MaxPool2d(m.config()["kernel_size"], m.config()["stride"]))
         else:
-            layers.append({"ReLU": torch.nn.ReLU, "Flatten": torch.nn.Flatten, "Dropout": torch.nn.Dropout}[type(m).__name__]())
+            layers.append(
+                {"ReLU": torch.nn.ReLU, "Flatten": torch.nn.Flatten, "Dropout": torch.nn.Dropout}[type(m).__name__]()
+            )
     twin = torch.nn.Sequential(*layers).eval()
     twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
     return twin
@@ -96,7 +116,9 @@ def torch_twin(model):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", nargs="?", help="a run directory or .safetensors file (default: an untrained lenet)")
+    parser.add_argument(
+        "checkpoint", nargs="?", help="a run directory or .safetensors file (default: an untrained lenet)"
+    )
     parser.add_argument("--requests", type=int, default=300, help="timed requests per measurement (default: 300)")
     parser.add_argument("--quick", action="store_true", help="50 requests")
     args = parser.parse_args()
@@ -120,16 +142,20 @@ def main() -> int:
         png = canvas_png()
         data_url = "data:image/png;base64," + base64.b64encode(png).decode()
         body = json.dumps({"png": data_url}).encode()
-        print(f"model {predictor.path.name}: {sum(p.data.size for p in predictor.model.parameters()):,} parameters; "
-              f"request {len(body):,} bytes; {n} requests per row\n")
+        print(
+            f"model {predictor.path.name}: {sum(p.data.size for p in predictor.model.parameters()):,} parameters; "
+            f"request {len(body):,} bytes; {n} requests per row\n"
+        )
 
         rgba = decode_image(data_url)
         x = predictor.preprocess(rgba)
         answer = service.predict(parse_body(body))
         print(f"response {len(answer):,} bytes, prediction {json.loads(answer)['prediction']!r}\n")
         maps = predictor.feature_maps(x)
-        encoded = {"input": np.round(x[0].astype(np.float64), 3).tolist(),
-                   "feature_maps": [np.round(m.astype(np.float64), 3).tolist() for _, m in maps]}
+        encoded = {
+            "input": np.round(x[0].astype(np.float64), 3).tolist(),
+            "feature_maps": [np.round(m.astype(np.float64), 3).tolist() for _, m in maps],
+        }
 
         print(f"{'milliseconds':<44} {'median':>8} {'p95':>8} {'min':>8}")
         direct = times_ms(lambda: service.predict(parse_body(body)), n)
@@ -162,15 +188,22 @@ def main() -> int:
                 with torch.no_grad():
                     return twin(xt)
 
-            np.testing.assert_allclose(torch_pass().numpy(), predictor.model(predictor.normalization(x[None])), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                torch_pass().numpy(), predictor.model(predictor.normalization(x[None])), rtol=1e-4, atol=1e-5
+            )
             best = interleaved_min({"convprop": lambda: predictor.analyse(x), "torch": torch_pass}, reps=n)
-            print(f"\none forward pass with the feature maps: convprop {1000 * best['convprop']:.2f} ms, "
-                  f"torch {1000 * best['torch']:.2f} ms (without them); ratio {best['convprop'] / best['torch']:.2f}")
+            print(
+                f"\none forward pass with the feature maps: convprop {1000 * best['convprop']:.2f} ms, "
+                f"torch {1000 * best['torch']:.2f} ms (without them); ratio {best['convprop'] / best['torch']:.2f}"
+            )
 
     p95 = float(np.percentile(direct, 95))
     verdict = "within" if p95 <= BUDGET_MS else "OVER"
-    print(f"\nverdict: server-side p95 {p95:.2f} ms (median {np.median(direct):.2f} ms) is {verdict} the {BUDGET_MS:.0f} ms budget"
-          f" on {os.cpu_count()} cpus; with the ASGI round trip p95 {np.percentile(via_app, 95):.2f} ms")
+    print(
+        f"\nverdict: server-side p95 {p95:.2f} ms (median {np.median(direct):.2f} ms) is {verdict} "
+        f"the {BUDGET_MS:.0f} ms budget"
+        f" on {os.cpu_count()} cpus; with the ASGI round trip p95 {np.percentile(via_app, 95):.2f} ms"
+    )
     return 0 if p95 <= BUDGET_MS else 1
 
 

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import limited_threads, print_environment  # noqa: E402
+from common import limited_threads, print_environment
 
 
 def torch_twin(model, masks):
@@ -41,7 +41,9 @@ def torch_twin(model, masks):
     for layer in model:
         name = type(layer).__name__
         if name == "Conv2d":
-            layers.append(torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding=layer.padding))
+            layers.append(
+                torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding=layer.padding)
+            )
         elif name == "Linear":
             layers.append(torch.nn.Linear(layer.in_features, layer.out_features))
         elif name == "MaxPool2d":
@@ -64,8 +66,8 @@ def main(argv=None) -> None:
 
     from convprop import data, optim
     from convprop.functional.loss import cross_entropy
-    from convprop.train import TrainConfig, evaluate
     from convprop.models import build_model
+    from convprop.train import TrainConfig, evaluate
 
     config = TrainConfig(epochs=args.epochs)
     dataset = data.load_dataset(config.dataset, seed=config.seed)
@@ -114,8 +116,10 @@ def main(argv=None) -> None:
 
     with limited_threads():
         print_environment()
-        print(f"\n{config.model} on {config.dataset}: {len(x_train)} train / {len(x_test)} test images, batch "
-              f"{config.batch_size}, Adam lr {config.lr} cosine, {args.epochs} epochs interleaved\n")
+        print(
+            f"\n{config.model} on {config.dataset}: {len(x_train)} train / {len(x_test)} test images, batch "
+            f"{config.batch_size}, Adam lr {config.lr} cosine, {args.epochs} epochs interleaved\n"
+        )
         print(f"{'epoch':>5} {'convprop s':>11} {'torch s':>8} {'ratio':>6} {'convprop acc':>13} {'torch acc':>10}")
         best = {"convprop": float("inf"), "torch": float("inf")}
         for epoch in range(1, args.epochs + 1):
@@ -126,13 +130,20 @@ def main(argv=None) -> None:
                 times[name] = time.perf_counter() - t0
                 best[name] = min(best[name], times[name])
             acc, tacc = evaluate(model, x_test, y_test).accuracy, torch_accuracy()
-            print(f"{epoch:5d} {times['convprop']:11.2f} {times['torch']:8.2f} {times['convprop'] / times['torch']:6.2f} "
-                  f"{100 * acc:12.2f}% {100 * tacc:9.2f}%", flush=True)
+            print(
+                f"{epoch:5d} {times['convprop']:11.2f} {times['torch']:8.2f} {times['convprop'] / times['torch']:6.2f} "
+                f"{100 * acc:12.2f}% {100 * tacc:9.2f}%",
+                flush=True,
+            )
         ratio = best["convprop"] / best["torch"]
-        print(f"\nfastest epoch: convprop {best['convprop']:.2f} s, torch {best['torch']:.2f} s, ratio {ratio:.2f} "
-              f"(target <= 1.3)")
-        print(f"test accuracy after {args.epochs} epochs: convprop {100 * acc:.2f}%, torch {100 * tacc:.2f}%, "
-              f"difference {100 * abs(acc - tacc):.2f} points (target <= 0.5)")
+        print(
+            f"\nfastest epoch: convprop {best['convprop']:.2f} s, torch {best['torch']:.2f} s, ratio {ratio:.2f} "
+            f"(target <= 1.3)"
+        )
+        print(
+            f"test accuracy after {args.epochs} epochs: convprop {100 * acc:.2f}%, torch {100 * tacc:.2f}%, "
+            f"difference {100 * abs(acc - tacc):.2f} points (target <= 0.5)"
+        )
 
 
 if __name__ == "__main__":

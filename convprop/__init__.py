@@ -6,4 +6,17 @@ from . import data, functional, nn, optim
 from .checkpoint import CheckpointError, load, save
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_module
 
-__all__ = ["CheckpointError", "GradcheckError", "GradcheckResult", "data", "load", "nn", "optim", "save", "__version__", "functional", "gradcheck", "gradcheck_module"]
+__all__ = [
+    "CheckpointError",
+    "GradcheckError",
+    "GradcheckResult",
+    "__version__",
+    "data",
+    "functional",
+    "gradcheck",
+    "gradcheck_module",
+    "load",
+    "nn",
+    "optim",
+    "save",
+]

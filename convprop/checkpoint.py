@@ -41,7 +41,9 @@ def architecture(model: Module) -> dict[str, Any]:
     if isinstance(model, Sequential):
         return {"type": "Sequential", "layers": [architecture(layer) for layer in model]}
     if model._modules:
-        raise TypeError(f"cannot describe {type(model).__name__}: only Sequential may contain other modules in a checkpoint")
+        raise TypeError(
+            f"cannot describe {type(model).__name__}: only Sequential may contain other modules in a checkpoint"
+        )
     return {"type": type(model).__name__, "config": model.config()}
 
 
@@ -80,7 +82,9 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, str] | None
     extra = dict(metadata or {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
         raise TypeError("metadata must map strings to strings")
-    tensors = {name: np.array(a, order="C") for name, a in model.state_dict().items()}  # (ascontiguousarray would make 0-d 1-d)
+    tensors = {
+        name: np.array(a, order="C") for name, a in model.state_dict().items()
+    }  # (ascontiguousarray would make 0-d 1-d)
     params = model.parameters()
     header = extra | {
         "format": FORMAT,
@@ -103,7 +107,9 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
         raise CheckpointError(f"{str(path)!r} is not a safetensors file: only {len(data)} bytes")
     header_len = int.from_bytes(data[:8], "little")
     if header_len > len(data) - 8:
-        raise CheckpointError(f"{str(path)!r} is truncated or not a safetensors file (header of {header_len} bytes, file of {len(data)})")
+        raise CheckpointError(
+            f"{str(path)!r} is truncated or not a safetensors file (header of {header_len} bytes, file of {len(data)})"
+        )
     try:
         header = json.loads(data[8 : 8 + header_len])
         tensors = st_load(data)
@@ -133,8 +139,10 @@ def load_with_metadata(path: str | os.PathLike, model: Module | None = None) -> 
                 "build the model yourself and pass it: convprop.load(path, model=...)"
             )
         if meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{str(path)!r} has checkpoint format version {meta.get('format_version')!r}; "
-                                  f"this convprop reads version {FORMAT_VERSION}")
+            raise CheckpointError(
+                f"{str(path)!r} has checkpoint format version {meta.get('format_version')!r}; "
+                f"this convprop reads version {FORMAT_VERSION}"
+            )
         try:
             spec = json.loads(meta["architecture"])
         except json.JSONDecodeError as exc:

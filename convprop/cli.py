@@ -51,8 +51,13 @@ class CLIError(Exception):
 
 
 def _parser_for(name: str, sub, help: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=help, epilog=textwrap.dedent(EXAMPLES.get(name, "")),
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=textwrap.dedent(EXAMPLES.get(name, "")),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -71,8 +76,14 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if isinstance(kind, types.UnionType):  # `str | None`
             kind = next(t for t in typing.get_args(kind) if t is not type(None))
         default = "" if f.default is None else f" (default: {f.default})"
-        parser.add_argument(flag, type=kind, default=f.default, choices=choices, help=help_text + default,
-                            metavar=f.name.upper() if choices is None else None)
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=f.default,
+            choices=choices,
+            help=help_text + default,
+            metavar=f.name.upper() if choices is None else None,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,12 +150,12 @@ def cmd_evaluate(args) -> int:
     print(f"{predictor.path}: {name} test split, {len(dataset.test_labels)} images")
     print(f"test accuracy: {100 * result.accuracy:.2f}%   (loss {result.loss:.4f})")
     print("\nclass  precision  recall")
-    for c, p, r in zip(predictor.classes, precision, recall):
+    for c, p, r in zip(predictor.classes, precision, recall, strict=True):
         print(f"{c:>5}  {100 * p:8.2f}%  {100 * r:6.2f}%")
     print("\nconfusion matrix (rows: true, columns: predicted)")
     width = max(4, len(str(result.confusion.max())) + 1)
-    print(" " * 6 + "".join(f"{c[:width - 1]:>{width}}" for c in predictor.classes))
-    for c, row in zip(predictor.classes, result.confusion):
+    print(" " * 6 + "".join(f"{c[: width - 1]:>{width}}" for c in predictor.classes))
+    for c, row in zip(predictor.classes, result.confusion, strict=True):
         print(f"{c[:5]:>5} " + "".join(f"{v:>{width}}" for v in row))
     return 0
 
@@ -158,8 +169,13 @@ def cmd_predict(args) -> int:
     results = []
     for image in args.images:
         pred = predictor.predict(image)
-        results.append({"image": image, "prediction": pred.label,
-                        "top": [{"class": c, "probability": round(p, 6)} for c, p in pred.top(predictor.classes, args.top)]})
+        results.append(
+            {
+                "image": image,
+                "prediction": pred.label,
+                "top": [{"class": c, "probability": round(p, 6)} for c, p in pred.top(predictor.classes, args.top)],
+            }
+        )
     if args.json:
         print(json.dumps(results, indent=2))  # always a list, one entry per image
     else:
@@ -193,9 +209,14 @@ def cmd_gradcheck(args) -> int:
     width = max(len(r.layer) for r in rows)
     print(f"{'layer':<{width}}  {'tensors':>7}  {'max abs error':>13}  {'max rel error':>13}  result")
     for r in rows:
-        print(f"{r.layer:<{width}}  {r.tensors:>7}  {r.max_abs:>13.2e}  {r.max_rel:>13.2e}  {'ok' if r.ok else 'FAILED'}")
+        print(
+            f"{r.layer:<{width}}  {r.tensors:>7}  {r.max_abs:>13.2e}  {r.max_rel:>13.2e}  {'ok' if r.ok else 'FAILED'}"
+        )
     failed = [r.layer for r in rows if not r.ok]
-    print(f"\n{len(rows) - len(failed)} of {len(rows)} layers agree with finite differences (float64, central differences)")
+    print(
+        f"\n{len(rows) - len(failed)} of {len(rows)} layers agree with finite differences "
+        "(float64, central differences)"
+    )
     return 1 if failed else 0
 
 
@@ -207,8 +228,14 @@ def cmd_serve(args) -> int:
     return run(args.checkpoint, host=args.host, port=args.port)
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "inspect": cmd_inspect,
-            "gradcheck": cmd_gradcheck, "serve": cmd_serve}
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "inspect": cmd_inspect,
+    "gradcheck": cmd_gradcheck,
+    "serve": cmd_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ValueError, TypeError, OSError, CheckpointError, DownloadError) as exc:
         if args.debug:
             raise
-        message = str(exc) if not isinstance(exc, FileNotFoundError) or not exc.filename else f"no such file: {exc.filename}"
+        message = (
+            str(exc) if not isinstance(exc, FileNotFoundError) or not exc.filename else f"no such file: {exc.filename}"
+        )
         print(f"convprop: error: {message}", file=sys.stderr)
         return 2
 

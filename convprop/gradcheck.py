@@ -82,7 +82,9 @@ def gradcheck(
     arrays = [np.ascontiguousarray(a) for a in inputs]
     for i, a in enumerate(arrays):
         if not isinstance(a, np.ndarray) or a.dtype != np.float64:
-            raise TypeError(f"gradcheck needs float64 arrays; input {i} has dtype {getattr(a, 'dtype', type(a).__name__)}")
+            raise TypeError(
+                f"gradcheck needs float64 arrays; input {i} has dtype {getattr(a, 'dtype', type(a).__name__)}"
+            )
     names = list(names) if names is not None else [f"input{i}" for i in range(len(arrays))]
     if len(names) != len(arrays):
         raise ValueError(f"got {len(names)} names for {len(arrays)} inputs")
@@ -95,7 +97,7 @@ def gradcheck(
         return float(np.sum(direction * forward(*arrays)))
 
     abs_errs, rel_errs, failures = [], [], []
-    for name, array, grad in zip(names, arrays, analytic):
+    for name, array, grad in zip(names, arrays, analytic, strict=True):
         if grad is None:
             abs_errs.append(0.0)
             rel_errs.append(0.0)

@@ -79,7 +79,9 @@ class Predictor:
         if x.ndim == 3:
             x = x[None]
         if x.shape[1:] != (1, *self.image_size):
-            raise ValueError(f"expected images of shape (N, 1, {self.image_size[0]}, {self.image_size[1]}), got {x.shape}")
+            raise ValueError(
+                f"expected images of shape (N, 1, {self.image_size[0]}, {self.image_size[1]}), got {x.shape}"
+            )
         return softmax(self.model(self.normalization(x)), axis=1)
 
     def predict(self, image) -> Prediction:

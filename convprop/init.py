@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 
-
 RngLike = np.random.Generator | int | None
 
 

@@ -24,10 +24,16 @@ def _cases() -> list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]]:
     f64 = dict(dtype=np.float64)
     return [
         ("Conv2d", lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=0, **f64), (2, 2, 7, 6)),
-        ("Conv2d (groups, dilation, reflect)", lambda: nn.Conv2d(4, 4, 3, dilation=2, groups=2, padding=2,
-                                                                 padding_mode="reflect", rng=1, **f64), (1, 4, 7, 7)),
-        ("Conv2d (untied bias, seed 000)", lambda: nn.Conv2d(2, 2, 3, bias="untied", input_size=(6, 5), rng=2, **f64),
-         (2, 2, 6, 5)),
+        (
+            "Conv2d (groups, dilation, reflect)",
+            lambda: nn.Conv2d(4, 4, 3, dilation=2, groups=2, padding=2, padding_mode="reflect", rng=1, **f64),
+            (1, 4, 7, 7),
+        ),
+        (
+            "Conv2d (untied bias, seed 000)",
+            lambda: nn.Conv2d(2, 2, 3, bias="untied", input_size=(6, 5), rng=2, **f64),
+            (2, 2, 6, 5),
+        ),
         ("Linear", lambda: nn.Linear(5, 3, rng=3, **f64), (4, 5)),
         ("MaxPool2d", lambda: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (2, 2, 7, 7)),
         ("AvgPool2d", lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (2, 2, 7, 7)),
@@ -66,5 +72,7 @@ def check_all_layers(seed: int = 0) -> list[LayerCheck]:
         if isinstance(layer, (nn.ReLU, nn.LeakyReLU)):
             x = np.where(np.abs(x) < 1e-3, 0.5, x)  # keep away from the kink at 0
         result = gradcheck_module(layer, x, raise_on_failure=False, seed=seed)
-        rows.append(LayerCheck(name, len(result.names), max(result.max_abs_error), max(result.max_rel_error), result.ok))
+        rows.append(
+            LayerCheck(name, len(result.names), max(result.max_abs_error), max(result.max_rel_error), result.ok)
+        )
     return rows

@@ -10,9 +10,18 @@ from . import nn
 from .init import as_generator
 
 
-def lenet(in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto",
-          width: tuple[int, int] = (16, 32), hidden: int = 128, dropout: float = 0.25,
-          batch_norm: bool = False) -> nn.Sequential:
+def lenet(
+    in_channels: int,
+    image_size: tuple[int, int],
+    num_classes: int,
+    *,
+    rng=None,
+    algorithm: str = "auto",
+    width: tuple[int, int] = (16, 32),
+    hidden: int = 128,
+    dropout: float = 0.25,
+    batch_norm: bool = False,
+) -> nn.Sequential:
     """A LeNet-style convnet: (conv 3×3 → ReLU → max-pool 2×2) twice, then linear → ReLU → dropout → linear.
 
     "same" padding keeps the image size through each convolution, so each pool halves it:
@@ -55,8 +64,9 @@ def lenet_bn(in_channels: int, image_size: tuple[int, int], num_classes: int, *,
 MODELS: dict[str, Callable[..., nn.Sequential]] = {"lenet": lenet, "lenet-small": lenet_small, "lenet-bn": lenet_bn}
 
 
-def build_model(name: str, in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None,
-                algorithm: str = "auto") -> nn.Sequential:
+def build_model(
+    name: str, in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto"
+) -> nn.Sequential:
     """The named model for the given input and class count (``MODELS`` lists the names)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
@@ -98,7 +108,9 @@ def forward_with_feature_maps(model: nn.Module, x: np.ndarray) -> tuple[np.ndarr
                     maps.append((pending, x[0].copy()))
                     pending = None
             elif pending is not None and not isinstance(layer, nn.BatchNorm2d):
-                maps.append((f"{pending} + {type(layer).__name__}", x[0].copy()))  # a copy: later layers may work in place
+                maps.append(
+                    (f"{pending} + {type(layer).__name__}", x[0].copy())
+                )  # a copy: later layers may work in place
                 pending = None
     finally:
         model.train(was_training)

@@ -78,9 +78,7 @@ class Optimizer:
         for i, p in enumerate(self.params):
             data = getattr(p, "data", None)
             if not hasattr(p, "grad") or not isinstance(data, np.ndarray):
-                raise TypeError(
-                    f"parameter {i} must have `data` (an ndarray) and `grad`, got {type(p).__name__}"
-                )
+                raise TypeError(f"parameter {i} must have `data` (an ndarray) and `grad`, got {type(p).__name__}")
             if not np.issubdtype(data.dtype, np.floating):
                 raise TypeError(f"parameter {i} data must be floating point, got dtype {data.dtype}")
             if id(p) in seen:

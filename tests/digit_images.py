@@ -36,10 +36,7 @@ def render_digit(
         raise ValueError(f"digit must be 0..9, got {digit}")
     width, height = size
     font = ImageFont.load_default(size=font_size or max(8, int(0.6 * height)))  # needs Pillow >= 10.1
-    if background is None:
-        img = Image.new("RGBA", size, (0, 0, 0, 0))
-    else:
-        img = Image.new("RGB", size, background)
+    img = Image.new("RGBA", size, (0, 0, 0, 0)) if background is None else Image.new("RGB", size, background)
     draw = ImageDraw.Draw(img)
     centre = (width / 2 + offset[0], height / 2 + offset[1])
     draw.text(centre, str(digit), font=font, fill=ink, anchor="mm", stroke_width=thickness, stroke_fill=ink)

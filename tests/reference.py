@@ -57,7 +57,7 @@ def check_against_torch(
     y_ref.backward(torch.tensor(grad_output))
     grads = backward(grad_output, *inputs)
     assert len(grads) == len(inputs), f"backward returned {len(grads)} gradients for {len(inputs)} inputs"
-    for name, tensor, grad in zip(names, tensors, grads):
+    for name, tensor, grad in zip(names, tensors, grads, strict=True):
         if grad is None:
             continue
         ref = tensor.grad.numpy() if tensor.grad is not None else np.zeros(tensor.shape)

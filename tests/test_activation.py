@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import check_against_torch
 
 import convprop
 from convprop.functional import (
@@ -26,17 +27,24 @@ from convprop.functional import (
     tanh,
     tanh_backward,
 )
-from reference import check_against_torch
 
 # name: (ours forward, ours backward (g, x), torch forward)
 ELEMENTWISE = {
     "relu": (relu, relu_backward, TF.relu),
     "leaky_relu": (leaky_relu, leaky_relu_backward, TF.leaky_relu),
-    "leaky_relu(0.3)": (lambda x: leaky_relu(x, 0.3), lambda g, x: leaky_relu_backward(g, x, 0.3), lambda x: TF.leaky_relu(x, 0.3)),
+    "leaky_relu(0.3)": (
+        lambda x: leaky_relu(x, 0.3),
+        lambda g, x: leaky_relu_backward(g, x, 0.3),
+        lambda x: TF.leaky_relu(x, 0.3),
+    ),
     "sigmoid": (sigmoid, sigmoid_backward, torch.sigmoid),
     "tanh": (tanh, tanh_backward, torch.tanh),
     "gelu": (gelu, gelu_backward, TF.gelu),
-    "gelu(tanh)": (lambda x: gelu(x, "tanh"), lambda g, x: gelu_backward(g, x, "tanh"), lambda x: TF.gelu(x, approximate="tanh")),
+    "gelu(tanh)": (
+        lambda x: gelu(x, "tanh"),
+        lambda g, x: gelu_backward(g, x, "tanh"),
+        lambda x: TF.gelu(x, approximate="tanh"),
+    ),
 }
 SOFTMAXES = {
     "softmax": (softmax, softmax_backward, TF.softmax),
@@ -58,7 +66,11 @@ def test_elementwise_matches_torch(name, shape, scale, seed):
 
 @pytest.mark.parametrize("name", SOFTMAXES)
 @settings(max_examples=20, deadline=None)
-@given(shape=st.lists(st.integers(1, 5), min_size=2, max_size=4).map(tuple), axis_pick=st.integers(0, 10), seed=st.integers(0, 2**16))
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=2, max_size=4).map(tuple),
+    axis_pick=st.integers(0, 10),
+    seed=st.integers(0, 2**16),
+)
 def test_softmax_matches_torch(name, shape, axis_pick, seed):
     fwd, bwd, ref = SOFTMAXES[name]
     axis = axis_pick % len(shape) - (len(shape) if axis_pick % 2 else 0)  # negative axes too
@@ -75,7 +87,13 @@ def test_backward_passes_gradcheck(name):
 
 
 @pytest.mark.parametrize(
-    "fwd, bwd", [(sigmoid, sigmoid_backward), (tanh, tanh_backward), (softmax, softmax_backward), (log_softmax, log_softmax_backward)]
+    "fwd, bwd",
+    [
+        (sigmoid, sigmoid_backward),
+        (tanh, tanh_backward),
+        (softmax, softmax_backward),
+        (log_softmax, log_softmax_backward),
+    ],
 )
 def test_cached_output_gives_the_same_gradient(fwd, bwd):
     x = np.random.default_rng(6).standard_normal((4, 5))
@@ -86,7 +104,11 @@ def test_cached_output_gives_the_same_gradient(fwd, bwd):
 def test_extreme_inputs_stay_finite_and_match_torch():
     x = np.array([[-1000.0, -50.0, 0.0, 50.0, 1000.0]])
     with np.errstate(over="raise", divide="raise", invalid="raise"):  # underflow to 0 is fine
-        for fwd, ref in [(sigmoid, torch.sigmoid), (lambda v: softmax(v), lambda v: TF.softmax(v, 1)), (lambda v: log_softmax(v), lambda v: TF.log_softmax(v, 1))]:
+        for fwd, ref in [
+            (sigmoid, torch.sigmoid),
+            (lambda v: softmax(v), lambda v: TF.softmax(v, 1)),
+            (lambda v: log_softmax(v), lambda v: TF.log_softmax(v, 1)),
+        ]:
             y = fwd(x)
             assert np.isfinite(y).all()
             np.testing.assert_allclose(y, ref(torch.tensor(x)).numpy(), rtol=1e-12, atol=0)
@@ -110,7 +132,11 @@ BAD_CALLS = [
     (lambda: gelu(np.ones(3), approximate="erf"), ValueError, r"approximate must be one of .*got 'erf'"),
     (lambda: softmax(np.ones((2, 3)), axis=2), ValueError, r"axis 2 is out of range .*\(2, 3\)"),
     (lambda: log_softmax(np.ones((2, 3)), axis=1.0), TypeError, r"axis must be an int, got 1.0"),
-    (lambda: sigmoid_backward(np.ones(3), np.ones(3), output=np.ones(4)), ValueError, r"output must be the forward result.*\(4,\)"),
+    (
+        lambda: sigmoid_backward(np.ones(3), np.ones(3), output=np.ones(4)),
+        ValueError,
+        r"output must be the forward result.*\(4,\)",
+    ),
 ]
 
 

@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from convprop.data import Normalization, batch_count, iterate_batches, normalize, random_shift
 
-
 # ---------------------------------------------------------------------------------------------
 # Batches
 
@@ -70,7 +69,10 @@ def test_batches_are_copies():
         ((np.zeros((3, 1)), np.zeros(3), 0), {}, ValueError, "batch_size must be a positive int, got 0"),
         ((np.zeros((3, 1)), np.zeros(3), True), {}, ValueError, "batch_size must be a positive int, got True"),
         (([1, 2], np.zeros(2), 1), {}, TypeError, "must be numpy arrays, got list and ndarray"),
-        ((np.zeros((3, 1)), np.zeros(3), 2), {"rng": "seed"}, TypeError, "rng must be None, an int seed or a numpy.random.Generator, got .seed. \\(str\\)"),
+        ((np.zeros((3, 1)), np.zeros(3), 2), {"rng": "seed"}, TypeError, (
+            "rng must be None, an int seed or a numpy.random.Generator, got .seed. \\(str\\)"
+        ),
+    ),
     ],
 )  # fmt: skip
 def test_iterate_batches_rejects_eagerly(args, kwargs, error, match):
@@ -120,7 +122,7 @@ def test_normalize_rejects(images, mean, std, error, match):
 
 def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Reference: out[c, i, j] = image[c, i - dy, j - dx], zero outside. Loops, on purpose."""
-    c, h, w = image.shape
+    _c, h, w = image.shape
     out = np.zeros_like(image)
     for i in range(h):
         for j in range(w):
@@ -135,7 +137,9 @@ def test_random_shift_matches_the_loop_reference():
     assert out.shape == images.shape and out.dtype == images.dtype
     offsets = set()
     for n in range(len(images)):
-        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if np.array_equal(out[n], shifted(images[n], dy, dx))]
+        matches = [
+            (dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if np.array_equal(out[n], shifted(images[n], dy, dx))
+        ]
         assert len(matches) == 1, n
         offsets.add(matches[0])
     assert len(offsets) > 5  # each image draws its own shift

@@ -18,19 +18,28 @@ import time
 from pathlib import Path
 
 import pytest
+from digit_images import render_digit
 
 from convprop import checkpoint
 from convprop.models import build_model
-from digit_images import render_digit
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 if not CHROMIUM.exists():
     pytest.skip(f"Chromium not installed: {CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
+)
 expect = sync_api.expect
 
 SEVEN = [(60, 60), (220, 60), (200, 110), (170, 170), (140, 240)]  # a "7": the bar, then the diagonal (canvas px)
@@ -41,11 +50,20 @@ def server(tmp_path_factory):
     """The real server on 127.0.0.1 and a free port; yields its URL, stops it with Ctrl-C."""
     run_dir = tmp_path_factory.mktemp("run")
     model = build_model("lenet", 1, (28, 28), 10, rng=0)
-    meta = {"dataset": "mnist-5k", "classes": json.dumps([str(d) for d in range(10)]), "image_size": "[28, 28]",
-            "normalization": json.dumps({"mean": [0.1307], "std": [0.3081]})}
+    meta = {
+        "dataset": "mnist-5k",
+        "classes": json.dumps([str(d) for d in range(10)]),
+        "image_size": "[28, 28]",
+        "normalization": json.dumps({"mean": [0.1307], "std": [0.3081]}),
+    }
     ckpt = checkpoint.save(model, run_dir / "model.safetensors", metadata=meta)
-    proc = subprocess.Popen([sys.executable, "-m", "convprop", "serve", str(ckpt), "--port", "0"],
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convprop", "serve", str(ckpt), "--port", "0"],
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = None
     deadline = time.monotonic() + 60
     for line in proc.stdout:
@@ -104,7 +122,9 @@ def draw(page, points) -> None:
 def shown_probabilities(page) -> list[tuple[float, str]]:
     """(data-value, the percentage text) of every bar."""
     return page.eval_on_selector_all(
-        '[data-testid^="prob-"]', "els => els.map(e => [Number(e.dataset.value), e.querySelector('.prob-value').textContent])")
+        '[data-testid^="prob-"]',
+        "els => els.map(e => [Number(e.dataset.value), e.querySelector('.prob-value').textContent])",
+    )
 
 
 PAINTED = """canvas => {  // true when some pixel was drawn (a canvas never drawn on is transparent black)
@@ -170,7 +190,9 @@ def test_blank_upload_shows_the_servers_message(page, problems, tmp_path):
     status = page.get_by_test_id("status")
     expect(status).to_have_attribute("role", "alert")
     expect(status).to_contain_text("blank")
-    expected = "console error: Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
+    expected = (
+        "console error: Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
+    )
     problems.remove(expected)  # Chromium logs every 4xx; this one was the point of the test
 
 

@@ -18,14 +18,28 @@ from convprop.checkpoint import CheckpointError
 
 def model_pair(dtype=np.float32):
     model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding="same", rng=0, dtype=dtype), nn.BatchNorm2d(4, dtype=dtype), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=2, padding_mode="reflect", padding=1, rng=1, dtype=dtype), nn.Tanh(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(16, 10, rng=2, dtype=dtype),
+        nn.Conv2d(1, 4, 3, padding="same", rng=0, dtype=dtype),
+        nn.BatchNorm2d(4, dtype=dtype),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, groups=2, padding_mode="reflect", padding=1, rng=1, dtype=dtype),
+        nn.Tanh(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(16, 10, rng=2, dtype=dtype),
     )
     torch_model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding="same"), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(4, 4, 3, groups=2, padding_mode="reflect", padding=1), torch.nn.Tanh(),
-        torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Dropout(0.25), torch.nn.Linear(16, 10),
+        torch.nn.Conv2d(1, 4, 3, padding="same"),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 4, 3, groups=2, padding_mode="reflect", padding=1),
+        torch.nn.Tanh(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.25),
+        torch.nn.Linear(16, 10),
     )
     return model, torch_model
 
@@ -114,21 +128,29 @@ def test_truncated_corrupted_and_foreign_files(tmp_path):
 
 def test_checkpoints_that_lie_about_their_architecture(tmp_path):
     tensors = {"0.weight": np.zeros((2, 3), np.float32)}
+
     def write(arch, **extra):
         meta = {"format": "convprop", "format_version": "1", "architecture": arch} | extra
         np_save_file(tensors, tmp_path / "x.safetensors", metadata=meta)
         return tmp_path / "x.safetensors"
-    with pytest.raises(CheckpointError, match="unknown layer type 'os.system'"):
+
+    with pytest.raises(CheckpointError, match=r"unknown layer type 'os\.system'"):
         convprop.load(write(json.dumps({"type": "Sequential", "layers": [{"type": "os.system", "config": {}}]})))
     with pytest.raises(CheckpointError, match="not valid JSON"):
         convprop.load(write("{"))
     with pytest.raises(CheckpointError, match="cannot rebuild Linear"):
         convprop.load(write(json.dumps({"type": "Linear", "config": {"in_features": -1, "out_features": 2}})))
     linear = {"type": "Linear", "config": {"in_features": 4, "out_features": 2, "bias": False}}
-    with pytest.raises(CheckpointError, match=r"state_dict\['0.weight'\] has shape \(2, 3\), the model expects \(2, 4\)"):
+    with pytest.raises(
+        CheckpointError, match=r"state_dict\['0.weight'\] has shape \(2, 3\), the model expects \(2, 4\)"
+    ):
         convprop.load(write(json.dumps({"type": "Sequential", "layers": [linear]})))
     with pytest.raises(CheckpointError, match=r"missing keys \['0.bias'\]"):
-        convprop.load(write(json.dumps({"type": "Sequential", "layers": [linear | {"config": linear["config"] | {"bias": True}}]})))
+        convprop.load(
+            write(
+                json.dumps({"type": "Sequential", "layers": [linear | {"config": linear["config"] | {"bias": True}}]})
+            )
+        )
     with pytest.raises(CheckpointError, match="format version '99'"):
         convprop.load(write("{}", format_version="99"))
 

@@ -12,15 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from digit_images import render_digit
 
 import convprop
-from digit_images import render_digit
 
 
 def run(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVPROP_")}
-    return subprocess.run([sys.executable, "-m", "convprop", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "convprop", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -37,8 +43,20 @@ def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> 
 def digits_run(tmp_path_factory) -> Path:
     """One real (short) training run on the 8×8 digits, shared by the tests below."""
     out = tmp_path_factory.mktemp("runs") / "digits"
-    result = run("train", "--dataset", "digits", "--epochs", "2", "--lr", "0.01", "--augment", "0",
-                 "--out-dir", out, "--no-progress")
+    result = run(
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01",
+        "--augment",
+        "0",
+        "--out-dir",
+        out,
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     assert "test accuracy: " in result.stdout
     return out
@@ -54,8 +72,15 @@ def test_version_and_help():
 
 def test_train_writes_the_run_directory(digits_run):
     names = {p.name for p in digits_run.iterdir()}
-    assert {"model.safetensors", "metrics.json", "learning_curves.png", "confusion_matrix.png", "filters.png",
-            "feature_maps.png", "worst.png"} <= names
+    assert {
+        "model.safetensors",
+        "metrics.json",
+        "learning_curves.png",
+        "confusion_matrix.png",
+        "filters.png",
+        "feature_maps.png",
+        "worst.png",
+    } <= names
     metrics = json.loads((digits_run / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert {"train_loss", "test_loss", "train_accuracy", "test_accuracy", "seconds"} <= set(metrics["epochs"][0])
@@ -79,7 +104,9 @@ def test_evaluate(digits_run):
     metrics = json.loads((digits_run / "metrics.json").read_text())
     assert f"test accuracy: {100 * metrics['test']['accuracy']:.2f}%" in result.stdout
     assert "precision" in result.stdout and "confusion matrix" in result.stdout
-    assert len([line for line in result.stdout.splitlines() if line.strip().startswith("9 ")]) == 2  # class row + matrix row
+    assert (
+        len([line for line in result.stdout.splitlines() if line.strip().startswith("9 ")]) == 2
+    )  # class row + matrix row
 
 
 def test_predict_on_rendered_digits(digits_run, tmp_path):
@@ -130,8 +157,10 @@ def test_user_errors_are_one_line(digits_run, tmp_path):
     assert_clean_error(run("evaluate", digits_run, "--dataset", "cifar"), "unknown dataset 'cifar'")
     assert_clean_error(run("train", "--epochs", "0", "--out-dir", tmp_path / "r"), "epochs must be a positive integer")
     assert_clean_error(run("train", "--lr", "-1", "--out-dir", tmp_path / "r"), "lr must be positive")
-    assert_clean_error(run("train", "--dataset", "mnist", "--data-dir", tmp_path / "empty", "--out-dir", tmp_path / "r"),
-                       str(tmp_path / "empty"))
+    assert_clean_error(
+        run("train", "--dataset", "mnist", "--data-dir", tmp_path / "empty", "--out-dir", tmp_path / "r"),
+        str(tmp_path / "empty"),
+    )
     bad_choice = run("train", "--dataset", "cifar")
     assert bad_choice.returncode == 2 and "invalid choice: 'cifar'" in bad_choice.stderr  # argparse's own message
     debug = run("--debug", "predict", tmp_path / "missing.safetensors", good)
@@ -146,9 +175,25 @@ def test_ctrl_c_keeps_the_last_good_checkpoint(tmp_path):
 
     out = tmp_path / "interrupted"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVPROP_") and k != "PYTHONUNBUFFERED"}
-    proc = subprocess.Popen([sys.executable, "-m", "convprop", "train", "--dataset", "digits", "--epochs", "50",
-                             "--out-dir", str(out), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "convprop",
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "50",
+            "--out-dir",
+            str(out),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)
     reader.start()
@@ -188,8 +233,20 @@ def test_download_path_through_the_cli(monkeypatch, tmp_path, capsys):
     try:
         monkeypatch.setitem(download.REMOTE_DATASETS, "mnist", spec_for(files, server.url, name="mnist"))
         monkeypatch.setenv("CONVPROP_DATA", str(tmp_path / "cache"))
-        code = cli.main(["train", "--dataset", "mnist", "--epochs", "1", "--model", "lenet-small",
-                         "--out-dir", str(tmp_path / "run"), "--no-progress"])
+        code = cli.main(
+            [
+                "train",
+                "--dataset",
+                "mnist",
+                "--epochs",
+                "1",
+                "--model",
+                "lenet-small",
+                "--out-dir",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ]
+        )
     finally:
         server.close()
     assert code == 0

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch_reference import explicit_pads, rel_error, torch_conv2d
 
 import convprop
 from convprop.functional import ALGORITHMS, conv2d, conv2d_backward
-from torch_reference import explicit_pads, rel_error, torch_conv2d
 
 ALGOS = [*ALGORITHMS, "auto"]
-pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel lengths:UserWarning")  # torch's own note
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Using padding=.same. with even kernel lengths:UserWarning"
+)  # torch's own note
 
 
 @st.composite
@@ -27,7 +29,9 @@ def conv_cases(draw):
         groups = draw(st.integers(1, 4))
         cg, og = 1, draw(st.integers(1, 2))  # depthwise (with channel multiplier)
     kernel = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
-    stride = draw(st.sampled_from([1, 1, 1, 2, 3, (1, 2), (3, 1), (2, 3)]))  # stride 1 weighted: "same" is PyTorch's there
+    stride = draw(
+        st.sampled_from([1, 1, 1, 2, 3, (1, 2), (3, 1), (2, 3)])
+    )  # stride 1 weighted: "same" is PyTorch's there
     dilation = draw(st.sampled_from([1, 1, 1, 2, 3, (1, 2), (2, 1)]))
     if groups_kind == "depthwise3x3":  # the unrolled 3×3 stride-1 kernels of conv_depthwise
         kernel, stride, dilation = (3, 3), 1, 1
@@ -38,7 +42,10 @@ def conv_cases(draw):
             st.sampled_from(["same", "valid"]),
         )
     )
-    sp, dp = (stride, stride) if isinstance(stride, int) else stride, (dilation, dilation) if isinstance(dilation, int) else dilation
+    sp, dp = (
+        (stride, stride) if isinstance(stride, int) else stride,
+        (dilation, dilation) if isinstance(dilation, int) else dilation,
+    )
     extent = [dp[a] * (kernel[a] - 1) + 1 for a in range(2)]
     size = [draw(st.integers(max(1, extent[a] - 4), extent[a] + 7)) for a in range(2)]
     pads = explicit_pads(padding, size, kernel, sp, dp)
@@ -181,19 +188,31 @@ def test_gradcheck_reports_a_wrong_gradient():
 
 
 @pytest.mark.parametrize("algorithm", ALGOS)
-@pytest.mark.parametrize("options", [dict(stride=1, padding=1), dict(stride=2, padding="same", groups=2, padding_mode="reflect"),
-                                     dict(stride=(1, 2), padding=0, dilation=2, groups=4)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(stride=1, padding=1),
+        dict(stride=2, padding="same", groups=2, padding_mode="reflect"),
+        dict(stride=(1, 2), padding=0, dilation=2, groups=4),
+    ],
+)
 def test_layer_context_path_equals_the_functional_path(algorithm, options):
     """nn.Conv2d keeps the padded input (and unfolded columns) from forward: the same results (up to
     rounding: one product over the whole batch instead of one per chunk)."""
     from convprop.functional.conv import conv2d_backward_from_context, conv2d_with_context
 
     rng = np.random.default_rng(8)
-    x, w, b = rng.standard_normal((3, 4, 9, 8)), rng.standard_normal((4, 4 // options.get("groups", 1), 3, 3)), rng.standard_normal(4)
+    x, w, b = (
+        rng.standard_normal((3, 4, 9, 8)),
+        rng.standard_normal((4, 4 // options.get("groups", 1), 3, 3)),
+        rng.standard_normal(4),
+    )
     y, context = conv2d_with_context(x, w, b, algorithm=algorithm, **options)
     np.testing.assert_allclose(y, conv2d(x, w, b, algorithm=algorithm, **options), rtol=1e-12, atol=1e-12)
     g = rng.standard_normal(y.shape)
-    for got, ref in zip(conv2d_backward_from_context(g, context), conv2d_backward(g, x, w, algorithm=algorithm, **options)):
+    for got, ref in zip(
+        conv2d_backward_from_context(g, context), conv2d_backward(g, x, w, algorithm=algorithm, **options), strict=True
+    ):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="grad_output must have the output's shape"):
         conv2d_backward_from_context(g[:, :2], context)
@@ -203,10 +222,18 @@ def test_layer_context_path_equals_the_functional_path(algorithm, options):
 @pytest.mark.parametrize("options", [dict(padding=1), dict(padding=1, groups=4), dict(stride=2, padding="same")])
 def test_layer_context_path_in_float32_stays_close_to_float64_direct(algorithm, options):
     """The path training takes (context forward, param-only and full backward) in float32."""
-    from convprop.functional.conv import conv2d_backward_from_context, conv2d_param_grads_from_context, conv2d_with_context
+    from convprop.functional.conv import (
+        conv2d_backward_from_context,
+        conv2d_param_grads_from_context,
+        conv2d_with_context,
+    )
 
     rng = np.random.default_rng(9)
-    x, w, b = rng.standard_normal((4, 4, 10, 9)), rng.standard_normal((8, 4 // options.get("groups", 1), 3, 3)), rng.standard_normal(8)
+    x, w, b = (
+        rng.standard_normal((4, 4, 10, 9)),
+        rng.standard_normal((8, 4 // options.get("groups", 1), 3, 3)),
+        rng.standard_normal(8),
+    )
     y64 = conv2d(x, w, b, algorithm="direct", **options)
     g = rng.standard_normal(y64.shape)
     ref = conv2d_backward(g, x, w, algorithm="direct", **options)
@@ -214,7 +241,7 @@ def test_layer_context_path_in_float32_stays_close_to_float64_direct(algorithm, 
     y, context = conv2d_with_context(*f32[:3], algorithm=algorithm, **options)
     assert y.dtype == np.float32 and rel_error(y, y64) < 1e-5
     dx, dw, db = conv2d_backward_from_context(f32[3], context)
-    for got, want in zip((dx, dw, db), ref):
+    for got, want in zip((dx, dw, db), ref, strict=True):
         assert got.dtype == np.float32 and rel_error(got, want) < 1e-5
-    for got, want in zip(conv2d_param_grads_from_context(f32[3], context), ref[1:]):
+    for got, want in zip(conv2d_param_grads_from_context(f32[3], context), ref[1:], strict=True):
         assert got.dtype == np.float32 and rel_error(got, want) < 1e-5

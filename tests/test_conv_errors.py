@@ -15,15 +15,31 @@ W = np.zeros((6, 4, 3, 3))
     "kwargs, error, match",
     [
         (dict(x=np.zeros((2, 3, 8, 8))), ValueError, r"weight.shape\[1\] \(=4\) must be in_channels/groups \(=3/1=3\)"),
-        (dict(weight=np.zeros((6, 2, 3, 3)), groups=3), ValueError, r"in_channels \(=4\) must be divisible by groups \(=3\)"),
-        (dict(weight=np.zeros((5, 2, 3, 3)), groups=2), ValueError, r"out_channels \(=weight.shape\[0\]=5\) must be divisible by groups \(=2\)"),
+        (
+            dict(weight=np.zeros((6, 2, 3, 3)), groups=3),
+            ValueError,
+            r"in_channels \(=4\) must be divisible by groups \(=3\)",
+        ),
+        (
+            dict(weight=np.zeros((5, 2, 3, 3)), groups=2),
+            ValueError,
+            r"out_channels \(=weight.shape\[0\]=5\) must be divisible by groups \(=2\)",
+        ),
         (dict(groups=0), ValueError, r"groups must be a positive int, got 0"),
         (dict(groups=1.5), ValueError, r"groups must be a positive int, got 1.5"),
         (dict(weight=np.zeros((6, 4, 9, 3))), ValueError, r"larger than the padded input \(8 = 8 \+ pads \(0, 0\)\)"),
         (dict(weight=np.zeros((6, 4, 3, 3)), dilation=4), ValueError, r"dilated size 9 along H"),
-        (dict(x=np.zeros((8, 8))), ValueError, r"x must be \(N, C_in, H, W\) or unbatched \(C_in, H, W\), got shape \(8, 8\)"),
+        (
+            dict(x=np.zeros((8, 8))),
+            ValueError,
+            r"x must be \(N, C_in, H, W\) or unbatched \(C_in, H, W\), got shape \(8, 8\)",
+        ),
         (dict(x=np.zeros((1, 2, 4, 8, 8))), ValueError, r"got shape \(1, 2, 4, 8, 8\)"),
-        (dict(weight=np.zeros((6, 4, 3))), ValueError, r"weight must be \(C_out, C_in/groups, kH, kW\), got shape \(6, 4, 3\)"),
+        (
+            dict(weight=np.zeros((6, 4, 3))),
+            ValueError,
+            r"weight must be \(C_out, C_in/groups, kH, kW\), got shape \(6, 4, 3\)",
+        ),
         (dict(bias=np.zeros(5)), ValueError, r"bias must have shape \(C_out,\) = \(6,\), got \(5,\)"),
         (dict(bias=np.zeros((6, 1))), ValueError, r"got \(6, 1\)"),
         (dict(stride=0), ValueError, r"stride must be >= 1, got 0"),
@@ -35,8 +51,16 @@ W = np.zeros((6, 4, 3, 3))
         (dict(padding=(0, -2)), ValueError, r"padding must be >= 0, got \(0, -2\)"),
         (dict(padding="full"), ValueError, r"padding must be an int, a pair of ints, 'same' or 'valid', got 'full'"),
         (dict(padding_mode="mirror"), ValueError, r"padding_mode must be one of .*'zeros'.*got 'mirror'"),
-        (dict(padding=8, padding_mode="reflect"), ValueError, r"padding_mode='reflect' needs each pad smaller than the input size"),
-        (dict(padding=9, padding_mode="circular"), ValueError, r"padding_mode='circular' needs each pad at most the input size"),
+        (
+            dict(padding=8, padding_mode="reflect"),
+            ValueError,
+            r"padding_mode='reflect' needs each pad smaller than the input size",
+        ),
+        (
+            dict(padding=9, padding_mode="circular"),
+            ValueError,
+            r"padding_mode='circular' needs each pad at most the input size",
+        ),
         (dict(algorithm="fft"), ValueError, r"algorithm must be 'auto' or one of .*got 'fft'"),
         (dict(x=np.array([["a"]])), TypeError, r"x must have dtype float32 or float64, got <U1"),
         (dict(x=X.astype(np.complex128)), TypeError, r"x must have dtype float32 or float64, got complex128"),
@@ -52,7 +76,9 @@ def test_conv2d_rejects(kwargs, error, match):
 
 
 def test_backward_rejects_wrong_grad_output_shape():
-    with pytest.raises(ValueError, match=r"grad_output must have the output's shape \(2, 6, 6, 6\), got \(2, 6, 5, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"grad_output must have the output's shape \(2, 6, 6, 6\), got \(2, 6, 5, 6\)"
+    ):
         conv2d_backward(np.zeros((2, 6, 5, 6)), X, W)
     with pytest.raises(ValueError, match=r"grad_output must have the output's shape \(6, 6, 6\), got \(1, 6, 6, 6\)"):
         conv2d_backward(np.zeros((1, 6, 6, 6)), X[0], W)

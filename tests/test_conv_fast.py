@@ -63,7 +63,7 @@ def assert_matches_direct(geometry, algorithm, dtype, tol):
     x, w, b, kwargs = _case(geometry, np.float64)
     reference = _all(x, w, b, kwargs, "direct")
     got = _all(x.astype(dtype), w.astype(dtype), b.astype(dtype), kwargs, algorithm)
-    for name, g, r in zip(("y", "dx", "dw", "db"), got, reference):
+    for name, g, r in zip(("y", "dx", "dw", "db"), got, reference, strict=True):
         assert g.dtype == dtype, f"{name} has dtype {g.dtype}, expected {dtype}"
         assert g.shape == r.shape, f"{name} has shape {g.shape}, expected {r.shape}"
         assert _rel(g, r) < tol, f"{algorithm} {name} rel. error {_rel(g, r):.2e} >= {tol} on {geometry}"
@@ -90,7 +90,7 @@ def test_batch_split_into_chunks(algorithm, monkeypatch):
     monkeypatch.setattr(conv_im2col, "CHUNK_BYTES", 1)
     assert len(list(conv_im2col.batch_chunks(5, 100))) == 5  # conv_gemm shares this chunking
     split = _all(x, w, b, kwargs, algorithm)
-    for g, r in zip(split, whole):
+    for g, r in zip(split, whole, strict=True):
         assert _rel(g, r) < 1e-12
 
 

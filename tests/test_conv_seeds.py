@@ -81,7 +81,9 @@ def test_seed002_input_gradient_is_full_convolution_with_rotated_filter(algorith
 def seed000_corrected(x, K, b, dy):
     """Seed 000's per-channel-pair scipy layer with its two bugs fixed (bias once, grad_input summed)."""
     C_out, C_in = K.shape[:2]
-    y = np.stack([sum(signal.correlate2d(x[m], K[n, m], mode="valid") for m in range(C_in)) + b[n] for n in range(C_out)])
+    y = np.stack(
+        [sum(signal.correlate2d(x[m], K[n, m], mode="valid") for m in range(C_in)) + b[n] for n in range(C_out)]
+    )
     dK = np.array([[signal.correlate2d(x[m], dy[n], mode="valid") for m in range(C_in)] for n in range(C_out)])
     dx = np.stack([sum(signal.convolve2d(dy[n], K[n, m], mode="full") for n in range(C_out)) for m in range(C_in)])
     return y, dx, dK, dy.sum(axis=(1, 2))

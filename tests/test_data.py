@@ -55,7 +55,7 @@ def test_mnist_5k_is_stratified_400_100(mnist5k):
 def test_mnist_5k_split_is_a_partition_of_the_5000_rows(mnist5k):
     images, labels = datasets_module._mnist_5k_arrays()
     assert images.shape == (5000, 1, 28, 28) and np.bincount(labels).tolist() == [500] * 10
-    rows = lambda x, y: sorted(a.tobytes() + bytes([b]) for a, b in zip(x, y))  # noqa: E731
+    rows = lambda x, y: sorted(a.tobytes() + bytes([b]) for a, b in zip(x, y, strict=True))  # noqa: E731
     split = rows(np.concatenate([mnist5k.train_images, mnist5k.test_images]),
                  np.concatenate([mnist5k.train_labels, mnist5k.test_labels]))  # fmt: skip
     assert split == rows(images, labels)
@@ -130,7 +130,7 @@ def test_stratified_split_partitions_each_class():
     train, test = stratified_split(labels, 0.2, 0)
     assert sorted(np.concatenate([train, test]).tolist()) == list(range(35))
     assert np.bincount(labels[test]).tolist() == [2, 4, 1]
-    with pytest.raises(ValueError, match="test_fraction must be strictly between 0 and 1, got 1.0"):
+    with pytest.raises(ValueError, match=r"test_fraction must be strictly between 0 and 1, got 1\.0"):
         stratified_split(labels, 1.0, 0)
 
 
@@ -167,8 +167,10 @@ def idx_bytes(code: int, shape: tuple[int, ...], payload: int) -> bytes:
         (idx_bytes(0x08, (), 0), None, r"IDX header declares 0 dimensions"),
         (idx_bytes(0x08, (2, 3), 6), 3, r"IDX file has 2 dimensions, expected 3"),
         (idx_bytes(0x08, (2, 3, 4), 0)[:10], None, r"truncated IDX file: 10 bytes, the header of a 3-D file needs 16"),
-        (idx_bytes(0x08, (2, 3), 5), None, r"truncated IDX file: header says shape \(2, 3\) of uint8 = 6 payload bytes, file has 5"),
-        (idx_bytes(0x0B, (2, 3), 13), None, r"IDX size mismatch: header says shape \(2, 3\) of int16 = 12 payload bytes, file has 13"),
+        (idx_bytes(0x08, (2, 3), 5), None, r"truncated IDX file: header says shape \(2, 3\) of uint8 = 6 "
+        r"payload bytes, file has 5"),
+        (idx_bytes(0x0B, (2, 3), 13), None, r"IDX size mismatch: header says shape \(2, 3\) of int16 = 12 "
+        r"payload bytes, file has 13"),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("compress", [False, True])
@@ -237,7 +239,8 @@ def test_data_dir_missing_files(tmp_path):
 @pytest.mark.parametrize(
     "change, match",
     [
-        (("test_labels", np.zeros(4, np.uint8)), r"test split of mnist: 5 images in t10k-images-idx3-ubyte.gz but 4 labels"),
+        (("test_labels", np.zeros(4, np.uint8)), r"test split of mnist: 5 images in t10k-images-idx3-ubyte.gz "
+        r"but 4 labels"),
         (("train_labels", np.full(12, 10, np.uint8)), r"label 10 out of range: mnist has 10 classes"),
         (("train_images", np.zeros((12, 6, 5), np.int16)), r"expected uint8 images, got int16"),
         (("train_labels", np.zeros((12, 1), np.uint8)), r"IDX file has 2 dimensions, expected 1"),

@@ -38,9 +38,15 @@ def test_numpy_integer_arguments_still_make_a_savable_model(tmp_path):
 
 
 def test_checkpoint_with_a_bad_dtype_is_a_checkpoint_error(tmp_path):
-    arch = json.dumps({"type": "Sequential", "layers": [{"type": "Linear", "config": {"in_features": 2, "out_features": 2}}]})
+    arch = json.dumps(
+        {"type": "Sequential", "layers": [{"type": "Linear", "config": {"in_features": 2, "out_features": 2}}]}
+    )
     meta = {"format": "convprop", "format_version": "1", "architecture": arch, "dtype": "nonsense"}
-    save_file({"0.weight": np.zeros((2, 2), np.float32), "0.bias": np.zeros(2, np.float32)}, tmp_path / "x.safetensors", metadata=meta)
+    save_file(
+        {"0.weight": np.zeros((2, 2), np.float32), "0.bias": np.zeros(2, np.float32)},
+        tmp_path / "x.safetensors",
+        metadata=meta,
+    )
     with pytest.raises(CheckpointError, match="dtype metadata must be 'float32' or 'float64', got 'nonsense'"):
         convprop.load(tmp_path / "x.safetensors")
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 from scipy import signal
+from torch_reference import rel_error
 
 from convprop import nn, optim
 from convprop.functional.loss import cross_entropy
-from torch_reference import rel_error
 
 
 def lenet(rng: int = 0) -> nn.Sequential:
@@ -30,9 +30,16 @@ def lenet(rng: int = 0) -> nn.Sequential:
 
 def torch_lenet(model: nn.Sequential) -> torch.nn.Sequential:
     t = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(4, 6, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-        torch.nn.Linear(24, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10),
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 6, 3),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(24, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 10),
     ).double()
     t.load_state_dict({k: torch.tensor(v) for k, v in model.state_dict().items()})
     return t
@@ -73,12 +80,18 @@ def test_same_loss_and_gradients_as_torch():
 @pytest.mark.parametrize(
     "make, make_torch",
     [
-        (lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
-         lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3)),
-        (lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
-         lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True)),
-        (lambda ps: optim.AdamW(ps, lr=3e-3, weight_decay=0.05),
-         lambda ps: torch.optim.AdamW(ps, lr=3e-3, weight_decay=0.05, foreach=False)),
+        (
+            lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
+            lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3),
+        ),
+        (
+            lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
+            lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
+        ),
+        (
+            lambda ps: optim.AdamW(ps, lr=3e-3, weight_decay=0.05),
+            lambda ps: torch.optim.AdamW(ps, lr=3e-3, weight_decay=0.05, foreach=False),
+        ),
         (lambda ps: optim.Adam(ps, lr=3e-3), lambda ps: torch.optim.Adam(ps, lr=3e-3, foreach=False)),
     ],
     ids=["sgd-momentum", "sgd-nesterov", "adamw", "adam"],
@@ -116,10 +129,16 @@ def test_seed000_untied_layer_trained_with_sgd_matches_corrected_update():
         x = rng.standard_normal((C_in, H, W))  # one unbatched image, as in the seed
         dy = rng.standard_normal((C_out, H - K + 1, W - K + 1))
         # the seed's forward and backward, with its bugs corrected (bias once, grad_input summed)
-        y_ref = np.stack([sum(signal.correlate2d(x[m], kernels[n, m], "valid") for m in range(C_in)) + biases[n]
-                          for n in range(C_out)])
+        y_ref = np.stack(
+            [
+                sum(signal.correlate2d(x[m], kernels[n, m], "valid") for m in range(C_in)) + biases[n]
+                for n in range(C_out)
+            ]
+        )
         dK = np.array([[signal.correlate2d(x[m], dy[n], "valid") for m in range(C_in)] for n in range(C_out)])
-        dx_ref = np.stack([sum(signal.convolve2d(dy[n], kernels[n, m], "full") for n in range(C_out)) for m in range(C_in)])
+        dx_ref = np.stack(
+            [sum(signal.convolve2d(dy[n], kernels[n, m], "full") for n in range(C_out)) for m in range(C_in)]
+        )
         kernels, biases = kernels - dt * dK, biases - dt * dy
 
         opt.zero_grad()
@@ -131,8 +150,13 @@ def test_seed000_untied_layer_trained_with_sgd_matches_corrected_update():
 
 
 def train_briefly(seed: int) -> list[np.ndarray]:
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, rng=seed), nn.ReLU(), nn.Flatten(), nn.Dropout(0.3, rng=seed + 1),
-                          nn.Linear(4 * 10 * 10, 10, rng=seed + 2))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, rng=seed),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.3, rng=seed + 1),
+        nn.Linear(4 * 10 * 10, 10, rng=seed + 2),
+    )
     opt = optim.Adam(model.parameters(), lr=1e-2)
     data = np.random.default_rng(seed + 3)
     x = data.standard_normal((64, 1, 12, 12)).astype(np.float32)
@@ -141,7 +165,7 @@ def train_briefly(seed: int) -> list[np.ndarray]:
     for _ in range(3):
         for idx in np.array_split(order.permutation(64), 4):
             opt.zero_grad()
-            loss, grad = cross_entropy(model(x[idx]), y[idx])
+            _loss, grad = cross_entropy(model(x[idx]), y[idx])
             model.backward(grad)
             opt.step()
     return [p.data.copy() for p in model.parameters()]
@@ -149,8 +173,8 @@ def train_briefly(seed: int) -> list[np.ndarray]:
 
 def test_same_seed_gives_a_bit_identical_run():
     a, b, c = train_briefly(0), train_briefly(0), train_briefly(1)
-    assert all(np.array_equal(p, q) for p, q in zip(a, b))
-    assert not all(np.array_equal(p, q) for p, q in zip(a, c))
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
+    assert not all(np.array_equal(p, q) for p, q in zip(a, c, strict=True))
 
 
 def test_backward_params_gives_the_same_parameter_gradients():
@@ -160,7 +184,7 @@ def test_backward_params_gives_the_same_parameter_gradients():
     convprop_step(full, x, y)
     _, grad = cross_entropy(params_only(x), y)
     assert params_only.backward_params(grad) is None
-    for (name, p), (_, q) in zip(full.named_parameters(), params_only.named_parameters()):
+    for (name, p), (_, q) in zip(full.named_parameters(), params_only.named_parameters(), strict=True):
         np.testing.assert_allclose(q.grad, p.grad, rtol=1e-12, atol=1e-15, err_msg=name)
     for layer in (nn.Linear(3, 2, rng=0), nn.Conv2d(1, 2, 3, rng=0), nn.ReLU()):
         with pytest.raises(RuntimeError, match="before forward"):

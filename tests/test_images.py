@@ -28,9 +28,7 @@ def ink_box(x: np.ndarray, level: float = 0.1) -> tuple[int, int]:
 
 def distance_up_to_one_pixel(a: np.ndarray, b: np.ndarray) -> float:
     """Mean |a - b| after the best shift by at most one pixel (centring rounds to whole pixels)."""
-    return min(
-        float(np.abs(np.roll(a, (dy, dx), axis=(0, 1)) - b).mean()) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-    )
+    return min(float(np.abs(np.roll(a, (dy, dx), axis=(0, 1)) - b).mean()) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -150,9 +148,9 @@ def test_preprocess_image_accepts_paths_pillow_images_and_arrays(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.png"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.png"):
         load_image(tmp_path / "nope.png")
-    with pytest.raises(FileNotFoundError, match="nope.png"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.png"):
         preprocess_image(tmp_path / "nope.png")
 
 

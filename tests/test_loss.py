@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import assert_close, check_against_torch
 
 import convprop
 from convprop.functional import binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, mse_loss
-from reference import assert_close, check_against_torch
 
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -83,8 +83,8 @@ def test_losses_pass_gradcheck(reduction):
     for name, (ours, _, sample) in ELEMENTWISE.items():
         x, t = sample(rng, (3, 4))
         convprop.gradcheck(
-            lambda x: ours(x, t, reduction=reduction)[0],
-            lambda g, x: (_scale(g, ours(x, t, reduction=reduction)[1]),),
+            lambda x, ours=ours, t=t: ours(x, t, reduction=reduction)[0],
+            lambda g, x, ours=ours, t=t: (_scale(g, ours(x, t, reduction=reduction)[1]),),
             [x],
             names=[name],
         )
@@ -129,13 +129,21 @@ BAD_CALLS = [
     (lambda: cross_entropy(Z, np.array([0.0, 1.0, 2.0])), TypeError, r"integer class indices, got dtype float64"),
     (lambda: cross_entropy(Z, np.array([0, 1])), ValueError, r"shape \(N,\) = \(3,\), got \(2,\)"),
     (lambda: cross_entropy(np.zeros(4), np.array([0])), ValueError, r"\(N, K\).*got shape \(4,\)"),
-    (lambda: cross_entropy(Z, np.array([0, 1, 2]), reduction="avg"), ValueError, r"reduction must be one of .*got 'avg'"),
+    (
+        lambda: cross_entropy(Z, np.array([0, 1, 2]), reduction="avg"),
+        ValueError,
+        r"reduction must be one of .*got 'avg'",
+    ),
     (lambda: cross_entropy(Z, np.array([0, 1, 2]), label_smoothing=1.5), ValueError, r"label_smoothing .* got 1.5"),
     (lambda: mse_loss(Z, np.zeros((4, 3))), ValueError, r"target must have input's shape \(3, 4\), got \(4, 3\)"),
     (lambda: mse_loss(Z, np.zeros((3, 4), np.float32)), TypeError, r"input=float64, target=float32"),
     (lambda: binary_cross_entropy(Z + 1.5, Z), ValueError, r"probs must all be in \[0, 1\], got 1.5"),
     (lambda: binary_cross_entropy(Z, Z, reduction=None), ValueError, r"reduction must be one of .*got None"),
-    (lambda: binary_cross_entropy_with_logits(Z, "x"), TypeError, r"target must have dtype float32 or float64, got <U1"),
+    (
+        lambda: binary_cross_entropy_with_logits(Z, "x"),
+        TypeError,
+        r"target must have dtype float32 or float64, got <U1",
+    ),
 ]
 
 

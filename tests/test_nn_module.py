@@ -12,11 +12,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_nn_layers import TOL, check_layer, distinct_values, random_bn_state
+from torch_reference import rel_error
 
 import convprop
 from convprop import nn
-from test_nn_layers import TOL, check_layer, distinct_values, random_bn_state
-from torch_reference import rel_error
 
 C, T = nn, torch.nn  # ours, theirs
 
@@ -33,8 +33,10 @@ def make_pair():
         nn.BatchNorm2d(4, dtype=np.float64),
         nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Sequential(nn.Conv2d(4, 4, 3, padding="same", groups=2, padding_mode="reflect", bias=False, dtype=np.float64),
-                      nn.GELU("tanh")),
+        nn.Sequential(
+            nn.Conv2d(4, 4, 3, padding="same", groups=2, padding_mode="reflect", bias=False, dtype=np.float64),
+            nn.GELU("tanh"),
+        ),
         nn.AvgPool2d(2, 1, 1),
         nn.Conv2d(4, 4, 1, groups=4, dtype=np.float64),
         nn.Tanh(),
@@ -121,7 +123,9 @@ ACCUMULATING = [
     pytest.param(lambda: nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64), (2, 2, 5, 5), id="conv"),
     pytest.param(lambda: nn.Linear(4, 3, dtype=np.float64), (5, 4), id="linear"),
     pytest.param(lambda: nn.BatchNorm2d(3, dtype=np.float64), (4, 3, 2, 2), id="batchnorm"),
-    pytest.param(lambda: nn.Conv2d(2, 2, 3, bias="untied", input_size=(4, 5), dtype=np.float64), (3, 2, 4, 5), id="untied"),
+    pytest.param(
+        lambda: nn.Conv2d(2, 2, 3, bias="untied", input_size=(4, 5), dtype=np.float64), (3, 2, 4, 5), id="untied"
+    ),
     pytest.param(lambda: make_pair()[0].eval(), (2, 3, 8, 9), id="sequential"),
 ]
 
@@ -145,7 +149,9 @@ def test_gradients_accumulate_over_two_backward_passes_and_zero_grad_clears(make
     layer.backward(g1)
     layer(x2)
     layer.backward(g2)
-    for name, a, b, total in zip([n for n, _ in layer.named_parameters()], first, second, [p.grad for p in layer.parameters()]):
+    for name, a, b, total in zip(
+        [n for n, _ in layer.named_parameters()], first, second, [p.grad for p in layer.parameters()], strict=True
+    ):
         np.testing.assert_allclose(total, a + b, rtol=1e-12, atol=1e-12, err_msg=name)
     layer.zero_grad()
     assert all(p.grad is None for p in layer.parameters())
@@ -165,13 +171,16 @@ def test_accumulated_grad_is_a_copy_not_an_alias_of_the_gradient():
 # ---------------------------------------------------------------------------------------------- untied bias
 
 
-@pytest.mark.parametrize("options, input_size", [
-    (dict(kernel_size=3), (6, 7)),
-    (dict(kernel_size=3, padding="same"), (5, 5)),
-    (dict(kernel_size=(2, 3), stride=2, padding=1), (7, 6)),
-    (dict(kernel_size=3, stride=2, padding="same"), (7, 8)),
-    (dict(kernel_size=1, groups=2), (3, 4)),
-])
+@pytest.mark.parametrize(
+    "options, input_size",
+    [
+        (dict(kernel_size=3), (6, 7)),
+        (dict(kernel_size=3, padding="same"), (5, 5)),
+        (dict(kernel_size=(2, 3), stride=2, padding=1), (7, 6)),
+        (dict(kernel_size=3, stride=2, padding="same"), (7, 8)),
+        (dict(kernel_size=1, groups=2), (3, 4)),
+    ],
+)
 def test_untied_bias_shape_forward_and_gradient(options, input_size):
     layer = nn.Conv2d(2, 4, bias="untied", input_size=input_size, rng=3, dtype=np.float64, **options)
     rng = np.random.default_rng(8)
@@ -227,7 +236,7 @@ def test_default_init_is_pytorchs_uniform_and_seeded(make, fan_in):
             assert abs(values.var() / (bound**2 / 3) - 1) < 0.05, name
             assert np.abs(values).max() > 0.99 * bound, name
     same, other = make(0), make(1)
-    for (name, p), q, r in zip(layer.named_parameters(), same.parameters(), other.parameters()):
+    for (name, p), q, r in zip(layer.named_parameters(), same.parameters(), other.parameters(), strict=True):
         np.testing.assert_array_equal(p.data, q.data, err_msg=name)
         assert not np.array_equal(p.data, r.data), name
     gen = make(np.random.default_rng(0))
@@ -301,18 +310,36 @@ def away_from_zero(shape, rng):
 
 GRADCHECK = [
     pytest.param(lambda: nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64), (2, 2, 4, 5), None, id="conv"),
-    pytest.param(lambda: nn.Conv2d(2, 2, (2, 3), stride=2, padding="same", dilation=1, padding_mode="reflect", dtype=np.float64),
-                 (1, 2, 5, 6), None, id="conv-same-stride-reflect"),
-    pytest.param(lambda: nn.Conv2d(4, 4, 3, groups=4, dilation=2, padding=2, padding_mode="circular", bias=False, dtype=np.float64),
-                 (1, 4, 5, 5), None, id="conv-depthwise-circular"),
-    pytest.param(lambda: nn.Conv2d(2, 2, 3, padding=1, padding_mode="replicate", algorithm="direct", dtype=np.float64),
-                 (1, 2, 4, 4), None, id="conv-direct-replicate"),
+    pytest.param(
+        lambda: nn.Conv2d(2, 2, (2, 3), stride=2, padding="same", dilation=1, padding_mode="reflect", dtype=np.float64),
+        (1, 2, 5, 6),
+        None,
+        id="conv-same-stride-reflect",
+    ),
+    pytest.param(
+        lambda: nn.Conv2d(
+            4, 4, 3, groups=4, dilation=2, padding=2, padding_mode="circular", bias=False, dtype=np.float64
+        ),
+        (1, 4, 5, 5),
+        None,
+        id="conv-depthwise-circular",
+    ),
+    pytest.param(
+        lambda: nn.Conv2d(2, 2, 3, padding=1, padding_mode="replicate", algorithm="direct", dtype=np.float64),
+        (1, 2, 4, 4),
+        None,
+        id="conv-direct-replicate",
+    ),
     pytest.param(lambda: nn.Linear(5, 3, dtype=np.float64), (4, 5), None, id="linear"),
     pytest.param(lambda: nn.Linear(5, 3, bias=False, dtype=np.float64), (2, 3, 5), None, id="linear-no-bias"),
     pytest.param(lambda: nn.Flatten(), (2, 3, 2, 2), None, id="flatten"),
-    pytest.param(lambda: nn.MaxPool2d(3, 2, 1, dilation=1, ceil_mode=True), (2, 2, 6, 7), distinct_values, id="maxpool"),
+    pytest.param(
+        lambda: nn.MaxPool2d(3, 2, 1, dilation=1, ceil_mode=True), (2, 2, 6, 7), distinct_values, id="maxpool"
+    ),
     pytest.param(lambda: nn.MaxPool2d(2, 1, 1, dilation=2), (1, 2, 5, 5), distinct_values, id="maxpool-dilated"),
-    pytest.param(lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), (2, 2, 6, 7), None, id="avgpool"),
+    pytest.param(
+        lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), (2, 2, 6, 7), None, id="avgpool"
+    ),
     pytest.param(lambda: nn.AvgPool2d(2, divisor_override=3), (1, 2, 4, 4), None, id="avgpool-divisor"),
     pytest.param(lambda: nn.AdaptiveAvgPool2d((3, 2)), (2, 2, 5, 7), None, id="adaptive"),
     pytest.param(lambda: nn.ReLU(), (3, 7), away_from_zero, id="relu"),
@@ -325,14 +352,27 @@ GRADCHECK = [
     pytest.param(lambda: nn.Softmax(-1), (2, 2, 4), None, id="softmax-last"),
     pytest.param(lambda: nn.LogSoftmax(0), (4, 3), None, id="log-softmax"),
     pytest.param(lambda: nn.BatchNorm2d(3, dtype=np.float64), (3, 3, 2, 2), None, id="batchnorm-train"),
-    pytest.param(lambda: nn.BatchNorm2d(3, affine=False, dtype=np.float64), (3, 3, 2, 2), None, id="batchnorm-train-no-affine"),
+    pytest.param(
+        lambda: nn.BatchNorm2d(3, affine=False, dtype=np.float64), (3, 3, 2, 2), None, id="batchnorm-train-no-affine"
+    ),
     pytest.param(lambda: nn.BatchNorm2d(3, dtype=np.float64).eval(), (2, 3, 2, 2), None, id="batchnorm-eval"),
     pytest.param(lambda: nn.Dropout(0.0), (3, 4), None, id="dropout-p0"),
     pytest.param(lambda: nn.Dropout(0.5).eval(), (3, 4), None, id="dropout-eval"),
     pytest.param(lambda: Reseeded(0.4, seed=3), (3, 4, 2), None, id="dropout-train-reseeded"),
-    pytest.param(lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64), nn.BatchNorm2d(3, dtype=np.float64),
-                                       nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(12, 3, dtype=np.float64),
-                                       nn.LogSoftmax(1)), (2, 2, 4, 4), None, id="sequential"),
+    pytest.param(
+        lambda: nn.Sequential(
+            nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64),
+            nn.BatchNorm2d(3, dtype=np.float64),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(12, 3, dtype=np.float64),
+            nn.LogSoftmax(1),
+        ),
+        (2, 2, 4, 4),
+        None,
+        id="sequential",
+    ),
 ]
 
 

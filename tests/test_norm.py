@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import assert_close, check_against_torch
 
 import convprop
 from convprop.functional import batch_norm, batch_norm_backward, dropout, dropout_backward, dropout_mask
-from reference import assert_close, check_against_torch
 
 bn_shapes = st.sampled_from([(4, 3), (2, 3, 4, 5), (3, 2, 1, 1), (1, 4, 2, 3), (2, 3, 7), (5, 1, 2, 2)])
 
@@ -84,8 +84,8 @@ def test_batch_norm_is_pure_and_eval_returns_running_stats_unchanged():
     rng = np.random.default_rng(10)
     x, rm, rv = rng.standard_normal((4, 2, 3, 3)), np.zeros(2), np.ones(2)
     before = x.copy(), rm.copy(), rv.copy()
-    _, new_rm, new_rv = batch_norm(x, None, None, rm, rv, training=True)
-    for a, b in zip((x, rm, rv), before):
+    _, new_rm, _new_rv = batch_norm(x, None, None, rm, rv, training=True)
+    for a, b in zip((x, rm, rv), before, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(new_rm, rm)
     _, same_rm, same_rv = batch_norm(x, None, None, rm, rv, training=False)
@@ -117,7 +117,12 @@ def test_dropout_matches_torch_given_its_mask(p):
     assert_close(dropout(x, p, mask), y_ref.detach().numpy(), "dropout")
     assert_close(dropout_backward(g, p, mask), xt.grad.numpy(), "dropout_backward")
     small, small_mask = x[0, 0], mask[0, 0]
-    convprop.gradcheck(lambda v: dropout(v, p, small_mask), lambda g, v: (dropout_backward(g, p, small_mask),), [small.copy()], names=["x"])
+    convprop.gradcheck(
+        lambda v: dropout(v, p, small_mask),
+        lambda g, v: (dropout_backward(g, p, small_mask),),
+        [small.copy()],
+        names=["x"],
+    )
 
 
 def test_dropout_mask_is_reproducible_and_keeps_1_minus_p():
@@ -143,19 +148,55 @@ def test_dropout_p1_gives_zeros_and_dtype_is_preserved(dtype):
 
 X = np.ones((4, 3, 2, 2))
 BAD_CALLS = [
-    (lambda: batch_norm(X, np.ones(2), None, None, None, training=True), ValueError, r"weight must have shape \(C,\) = \(3,\), got \(2,\)"),
-    (lambda: batch_norm(X, None, None, None, None, training=False), ValueError, r"evaluation mode .* needs running_mean"),
-    (lambda: batch_norm(X, None, None, np.zeros(3), None, training=True), ValueError, r"both be arrays or both be None"),
-    (lambda: batch_norm(np.ones((1, 3)), None, None, None, None, training=True), ValueError, r"more than 1 value per channel.*\(1, 3\)"),
+    (
+        lambda: batch_norm(X, np.ones(2), None, None, None, training=True),
+        ValueError,
+        r"weight must have shape \(C,\) = \(3,\), got \(2,\)",
+    ),
+    (
+        lambda: batch_norm(X, None, None, None, None, training=False),
+        ValueError,
+        r"evaluation mode .* needs running_mean",
+    ),
+    (
+        lambda: batch_norm(X, None, None, np.zeros(3), None, training=True),
+        ValueError,
+        r"both be arrays or both be None",
+    ),
+    (
+        lambda: batch_norm(np.ones((1, 3)), None, None, None, None, training=True),
+        ValueError,
+        r"more than 1 value per channel.*\(1, 3\)",
+    ),
     (lambda: batch_norm(np.ones(3), None, None, None, None, training=True), ValueError, r"\(N, C\).*got shape \(3,\)"),
     (lambda: batch_norm(X, None, None, None, None, training=1), TypeError, r"training must be a bool, got 1"),
-    (lambda: batch_norm(X, None, None, None, None, training=True, momentum=1.5), ValueError, r"momentum must be in \[0.0, 1.0\], got 1.5"),
-    (lambda: batch_norm(X, None, None, None, None, training=True, eps=0), ValueError, r"eps must be in \(0.0, inf\], got 0.0"),
-    (lambda: batch_norm(X, np.ones(3, np.float32), None, None, None, training=True), TypeError, r"x=float64, weight=float32"),
-    (lambda: batch_norm_backward(np.ones((4, 3)), X, None, None, None, training=True), ValueError, r"x's shape \(4, 3, 2, 2\), got \(4, 3\)"),
+    (
+        lambda: batch_norm(X, None, None, None, None, training=True, momentum=1.5),
+        ValueError,
+        r"momentum must be in \[0.0, 1.0\], got 1.5",
+    ),
+    (
+        lambda: batch_norm(X, None, None, None, None, training=True, eps=0),
+        ValueError,
+        r"eps must be in \(0.0, inf\], got 0.0",
+    ),
+    (
+        lambda: batch_norm(X, np.ones(3, np.float32), None, None, None, training=True),
+        TypeError,
+        r"x=float64, weight=float32",
+    ),
+    (
+        lambda: batch_norm_backward(np.ones((4, 3)), X, None, None, None, training=True),
+        ValueError,
+        r"x's shape \(4, 3, 2, 2\), got \(4, 3\)",
+    ),
     (lambda: dropout_mask((2, 2), 1.5, np.random.default_rng(0)), ValueError, r"p must be in \[0.0, 1.0\], got 1.5"),
     (lambda: dropout_mask((2, 2), 0.5, 0), TypeError, r"numpy.random.Generator.*got int"),
-    (lambda: dropout(np.ones((2, 2)), 0.5, np.ones((2, 3), bool)), ValueError, r"x's shape \(2, 2\), got bool array of shape \(2, 3\)"),
+    (
+        lambda: dropout(np.ones((2, 2)), 0.5, np.ones((2, 3), bool)),
+        ValueError,
+        r"x's shape \(2, 2\), got bool array of shape \(2, 3\)",
+    ),
     (lambda: dropout(np.ones((2, 2)), 0.5, np.ones((2, 2))), ValueError, r"mask must be a bool array .* got float64"),
     (lambda: dropout_backward(np.ones((2, 2)), -0.1, np.ones((2, 2), bool)), ValueError, r"p must be in .* got -0.1"),
 ]

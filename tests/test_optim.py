@@ -28,14 +28,13 @@ def problem(seed=0):
     rng = np.random.default_rng(seed)
     init = [rng.standard_normal(s) for s in SHAPES]
     grads = [
-        [None if (t, i) in NONE_GRADS else rng.standard_normal(s) for i, s in enumerate(SHAPES)]
-        for t in range(STEPS)
+        [None if (t, i) in NONE_GRADS else rng.standard_normal(s) for i, s in enumerate(SHAPES)] for t in range(STEPS)
     ]
     return init, grads
 
 
 def set_grads(params, grads, to_tensor=False):
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads, strict=True):
         p.grad = None if g is None else (torch.tensor(g) if to_tensor else g.copy())
 
 
@@ -52,7 +51,7 @@ def assert_matches_torch(name, kwargs, seed=0):
         set_grads(theirs, grads[t], to_tensor=True)
         opt.step()
         topt.step()
-        for i, (p, tp) in enumerate(zip(ours, theirs)):
+        for i, (p, tp) in enumerate(zip(ours, theirs, strict=True)):
             assert p.data is arrays[i], "data must be updated in place"
             np.testing.assert_allclose(
                 p.data, tp.detach().numpy(), rtol=1e-9, atol=1e-15, err_msg=f"{name} {kwargs} step {t} param {i}"
@@ -157,7 +156,7 @@ def test_state_dict_round_trip_continues_identically(name, kwargs):
         set_grads(restored, grads[t])
         opt.step()
         opt2.step()
-    for p, q in zip(ours, restored):
+    for p, q in zip(ours, restored, strict=True):
         np.testing.assert_array_equal(p.data, q.data)
     assert opt.state_dict()["lr"] == opt2.state_dict()["lr"]
 
@@ -251,7 +250,7 @@ def test_schedule_drives_training_like_torch():
         topt.step()
         sched.step()
         tsched.step()
-    for p, tp in zip(ours, theirs):
+    for p, tp in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-9, atol=1e-15)
 
 
@@ -304,8 +303,11 @@ def params():
         (lambda: optim.AdamW(params(), weight_decay=-0.1), ValueError, r"weight_decay \(=-0\.1\) must be >= 0"),
         (lambda: optim.SGD([], lr=0.1), ValueError, r"params is empty"),
         (lambda: optim.SGD(iter([]), lr=0.1), ValueError, r"params is empty"),
-        (lambda: (lambda p: optim.SGD([p, P(np.zeros(1)), p], lr=0.1))(P(np.zeros(1))), ValueError,
-         r"parameter 2 is the same object as parameter 0"),
+        (
+            lambda: (lambda p: optim.SGD([p, P(np.zeros(1)), p], lr=0.1))(P(np.zeros(1))),
+            ValueError,
+            r"parameter 2 is the same object as parameter 0",
+        ),
         (lambda: optim.SGD(P(np.zeros(1)), lr=0.1), TypeError, r"params must be an iterable of parameters, got P"),
         (lambda: optim.SGD([np.zeros(2)], lr=0.1), TypeError, r"parameter 0 must have `data` .* got ndarray"),
         (lambda: optim.SGD([P(np.zeros(2, dtype=int))], lr=0.1), TypeError, r"parameter 0 data must be floating"),
@@ -337,7 +339,11 @@ def sgd():
         (lambda: optim.StepLR(sgd(), step_size=1.5), TypeError, r"step_size must be an int, got 1\.5 of type float"),
         (lambda: optim.StepLR(sgd(), step_size=2, gamma=0), ValueError, r"gamma \(=0\) must be > 0"),
         (lambda: optim.CosineAnnealingLR(sgd(), T_max=0), ValueError, r"T_max \(=0\) must be >= 1"),
-        (lambda: optim.CosineAnnealingLR(sgd(), T_max=5, eta_min=-1e-3), ValueError, r"eta_min \(=-0\.001\) must be >="),
+        (
+            lambda: optim.CosineAnnealingLR(sgd(), T_max=5, eta_min=-1e-3),
+            ValueError,
+            r"eta_min \(=-0\.001\) must be >=",
+        ),
         (lambda: optim.LinearLR(sgd(), start_factor=0), ValueError, r"start_factor \(=0\) must be in \(0, 1\]"),
         (lambda: optim.LinearLR(sgd(), start_factor=1.5), ValueError, r"start_factor \(=1\.5\) must be in \(0, 1\]"),
         (lambda: optim.LinearLR(sgd(), end_factor=-0.5), ValueError, r"end_factor \(=-0\.5\) must be in \[0, 1\]"),

@@ -54,8 +54,13 @@ FIGURES = {
         RNG.uniform(size=(1, 28, 28)), [("conv1", RNG.normal(size=(1, 3, 24, 24)))], p
     ),
     "worst": lambda p: plots.plot_worst(
-        RNG.uniform(size=(12, 1, 28, 28)), np.arange(12) % 10, (np.arange(12) + 3) % 10, RNG.uniform(size=12),
-        CLASSES, p),  # fmt: skip
+        RNG.uniform(size=(12, 1, 28, 28)),
+        np.arange(12) % 10,
+        (np.arange(12) + 3) % 10,
+        RNG.uniform(size=12),
+        CLASSES,
+        p,
+    ),
     "worst_one": lambda p: plots.plot_worst(RNG.uniform(size=(1, 8, 8)), [4], [9], [0.97], CLASSES, p),
 }
 
@@ -103,14 +108,34 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         (lambda p: plots.plot_feature_maps(np.zeros((28, 28)), [("conv1", np.zeros((4, 4)))], p), r"conv1.*\(4, 4\)"),
         (lambda p: plots.plot_feature_maps(np.zeros((28, 28)), [np.zeros((1, 4, 4))], p), "pair"),
         (lambda p: plots.plot_feature_maps(np.zeros((28, 28)), [], p), "empty"),
-        (lambda p: plots.plot_worst(np.zeros((3, 2, 8, 8)), [0] * 3, [1] * 3, [0.5] * 3, CLASSES, p), r"\(3, 2, 8, 8\)"),
-        (lambda p: plots.plot_worst(np.zeros((3, 8, 8)), [0] * 2, [1] * 3, [0.5] * 3, CLASSES, p), r"true_labels.*\(2,\)"),
+        (
+            lambda p: plots.plot_worst(np.zeros((3, 2, 8, 8)), [0] * 3, [1] * 3, [0.5] * 3, CLASSES, p),
+            r"\(3, 2, 8, 8\)",
+        ),
+        (
+            lambda p: plots.plot_worst(np.zeros((3, 8, 8)), [0] * 2, [1] * 3, [0.5] * 3, CLASSES, p),
+            r"true_labels.*\(2,\)",
+        ),
         (lambda p: plots.plot_worst(np.zeros((3, 8, 8)), [0] * 3, [10] * 3, [0.5] * 3, CLASSES, p), r"\[0, 10\)"),
         (lambda p: plots.plot_worst(np.zeros((0, 8, 8)), [], [], [], CLASSES, p), "empty"),
     ],
-    ids=["history-empty", "history-keys", "cm-not-square", "cm-classes", "cm-negative", "filters-3d",
-         "filters-empty", "fm-image", "fm-map", "fm-pair", "fm-empty", "worst-channels", "worst-labels",
-         "worst-range", "worst-empty"],  # fmt: skip
+    ids=[
+        "history-empty",
+        "history-keys",
+        "cm-not-square",
+        "cm-classes",
+        "cm-negative",
+        "filters-3d",
+        "filters-empty",
+        "fm-image",
+        "fm-map",
+        "fm-pair",
+        "fm-empty",
+        "worst-channels",
+        "worst-labels",
+        "worst-range",
+        "worst-empty",
+    ],
 )
 def test_bad_inputs_raise_before_writing(tmp_path, call, message):
     with pytest.raises(ValueError, match=message):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import assert_close, check_against_torch
 
 import convprop
 from convprop.functional import (
@@ -21,7 +22,6 @@ from convprop.functional import (
     max_pool2d_backward,
     max_pool2d_with_indices,
 )
-from reference import assert_close, check_against_torch
 
 N, C = 2, 3
 
@@ -72,7 +72,9 @@ def test_max_pool2d_matches_torch(case):
         [x],
     )
     g = np.ones_like(y)
-    np.testing.assert_array_equal(max_pool2d_backward(g, x, k, s, p, d, ceil), max_pool2d_backward(g, x, k, s, p, d, ceil, indices=idx))
+    np.testing.assert_array_equal(
+        max_pool2d_backward(g, x, k, s, p, d, ceil), max_pool2d_backward(g, x, k, s, p, d, ceil, indices=idx)
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -95,7 +97,9 @@ def test_avg_pool2d_matches_torch(case, count_include_pad, divisor_override):
 @settings(max_examples=40, deadline=None)
 @given(
     st.tuples(st.integers(1, 13), st.integers(1, 13)),
-    st.one_of(st.integers(1, 7), st.tuples(st.integers(1, 7), st.integers(1, 7)), st.tuples(st.none(), st.integers(1, 5))),
+    st.one_of(
+        st.integers(1, 7), st.tuples(st.integers(1, 7), st.integers(1, 7)), st.tuples(st.none(), st.integers(1, 5))
+    ),
     st.integers(0, 2**16),
 )
 def test_adaptive_avg_pool2d_matches_torch(size, output_size, seed):
@@ -144,10 +148,22 @@ CEIL_REMAINDER_CASES = [  # (input size, kernel, stride, padding, dilation, ceil
 @pytest.mark.parametrize("size, k, s, p, d, ceil, cip", CEIL_REMAINDER_CASES)
 def test_pool_backward_passes_gradcheck(size, k, s, p, d, ceil, cip):
     x = np.random.default_rng(2).permutation(size[0] * size[1] * 4).reshape(2, 2, *size) / 10.0  # distinct: no ties
-    convprop.gradcheck(lambda x: max_pool2d(x, k, s, p, d, ceil), lambda g, x: (max_pool2d_backward(g, x, k, s, p, d, ceil),), [x], names=["x"])
-    convprop.gradcheck(lambda x: avg_pool2d(x, k, s, p, ceil, cip), lambda g, x: (avg_pool2d_backward(g, x, k, s, p, ceil, cip),), [x], names=["x"])
+    convprop.gradcheck(
+        lambda x: max_pool2d(x, k, s, p, d, ceil),
+        lambda g, x: (max_pool2d_backward(g, x, k, s, p, d, ceil),),
+        [x],
+        names=["x"],
+    )
+    convprop.gradcheck(
+        lambda x: avg_pool2d(x, k, s, p, ceil, cip),
+        lambda g, x: (avg_pool2d_backward(g, x, k, s, p, ceil, cip),),
+        [x],
+        names=["x"],
+    )
     out = (3, 2)
-    convprop.gradcheck(lambda x: adaptive_avg_pool2d(x, out), lambda g, x: (adaptive_avg_pool2d_backward(g, x, out),), [x], names=["x"])
+    convprop.gradcheck(
+        lambda x: adaptive_avg_pool2d(x, out), lambda g, x: (adaptive_avg_pool2d_backward(g, x, out),), [x], names=["x"]
+    )
 
 
 def test_unbatched_input_gives_unbatched_output():
@@ -163,7 +179,9 @@ def test_unbatched_input_gives_unbatched_output():
         np.testing.assert_array_equal(bwd(g, x, *args), bwd(g[None], x[None], *args)[0])
     y, idx = max_pool2d_with_indices(x, 2)
     assert y.shape == idx.shape == (C, 3, 2)
-    np.testing.assert_array_equal(max_pool2d_backward(np.ones_like(y), x, 2, indices=idx), max_pool2d_backward(np.ones_like(y), x, 2))
+    np.testing.assert_array_equal(
+        max_pool2d_backward(np.ones_like(y), x, 2, indices=idx), max_pool2d_backward(np.ones_like(y), x, 2)
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -181,7 +199,11 @@ def test_dtype_is_preserved(dtype):
 
 
 BAD_CALLS = [
-    (lambda: max_pool2d(np.zeros((2, 2, 4, 4)), 2, padding=2), ValueError, r"at most half of kernel_size.*padding=\(2, 2\)"),
+    (
+        lambda: max_pool2d(np.zeros((2, 2, 4, 4)), 2, padding=2),
+        ValueError,
+        r"at most half of kernel_size.*padding=\(2, 2\)",
+    ),
     (lambda: max_pool2d(np.zeros((2, 2, 4, 4)), 0), ValueError, r"kernel_size must be >= 1, got 0"),
     (lambda: max_pool2d(np.zeros((2, 2, 4, 4)), 2.5), TypeError, r"kernel_size must be an int.*2.5"),
     (lambda: max_pool2d(np.zeros((2, 2, 4, 4)), 2, dilation=0), ValueError, r"dilation must be >= 1, got 0"),
@@ -193,7 +215,11 @@ BAD_CALLS = [
     (lambda: avg_pool2d(np.zeros((1, 1, 4, 4)), 2, count_include_pad="yes"), TypeError, r"count_include_pad .* 'yes'"),
     (lambda: adaptive_avg_pool2d(np.zeros((1, 1, 4, 4)), 0), ValueError, r"output_size must be >= 1, got 0"),
     (lambda: adaptive_avg_pool2d(np.zeros((1, 1, 4, 4)), (1, 2, 3)), TypeError, r"output_size .* \(1, 2, 3\)"),
-    (lambda: max_pool2d_backward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 4, 4)), 2), ValueError, r"shape \(1, 1, 2, 2\), got \(1, 1, 3, 3\)"),
+    (
+        lambda: max_pool2d_backward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 4, 4)), 2),
+        ValueError,
+        r"shape \(1, 1, 2, 2\), got \(1, 1, 3, 3\)",
+    ),
     (
         lambda: max_pool2d_backward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 4, 4)), 2, indices=np.zeros((1, 1, 2, 2))),
         ValueError,
@@ -244,12 +270,18 @@ def test_compiled_max_pool_equals_the_numpy_reference(case, values):
     np.testing.assert_array_equal(idx, idx_ref)
     dy = rng.standard_normal(y.shape)
     # overlapping windows sum their gradients in another order: equal up to rounding
-    np.testing.assert_allclose(max_pool2d_backward(dy, x, k, s, p, d, ceil, indices=idx),
-                               pool._max_pool_backward_taps(dy, idx, x4, geo), rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(
+        max_pool2d_backward(dy, x, k, s, p, d, ceil, indices=idx),
+        pool._max_pool_backward_taps(dy, idx, x4, geo),
+        rtol=1e-14,
+        atol=1e-14,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("k, s, p, d, ceil", [(2, None, 0, 1, False), (2, None, 0, 1, True), (3, 2, 1, 1, True), (2, 1, 1, 2, False)])
+@pytest.mark.parametrize(
+    "k, s, p, d, ceil", [(2, None, 0, 1, False), (2, None, 0, 1, True), (3, 2, 1, 1, True), (2, 1, 1, 2, False)]
+)
 @pytest.mark.parametrize("values", ["normal", "ties", "nan"])
 def test_compiled_max_pool_matches_torch_in_both_dtypes(dtype, k, s, p, d, ceil, values):
     """Values and indices equal torch's exactly, float32 included, on the 2×2 fast path and the general one."""

@@ -15,13 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from digit_images import render_digit
 from starlette.testclient import TestClient
 
 from convprop import checkpoint
 from convprop.inference import Predictor
 from convprop.models import build_model
 from convprop.serve import MAX_BODY_BYTES, create_app
-from digit_images import render_digit
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -29,8 +29,13 @@ CLASSES = [str(d) for d in range(10)]
 def save_untrained(directory, image_size=(28, 28)):
     """A lenet checkpoint with the metadata ``Predictor`` reads, as ``convprop train`` writes it."""
     model = build_model("lenet", 1, image_size, 10, rng=0)
-    meta = {"dataset": "mnist-5k", "classes": json.dumps(CLASSES), "image_size": json.dumps(list(image_size)),
-            "normalization": json.dumps({"mean": [0.1307], "std": [0.3081]}), "epoch": "1"}
+    meta = {
+        "dataset": "mnist-5k",
+        "classes": json.dumps(CLASSES),
+        "image_size": json.dumps(list(image_size)),
+        "normalization": json.dumps({"mean": [0.1307], "std": [0.3081]}),
+        "epoch": "1",
+    }
     return checkpoint.save(model, directory / "model.safetensors", metadata=meta)
 
 
@@ -59,11 +64,15 @@ def client(app):
 
 
 def post_json(client, body, **headers):
-    return client.post("/api/predict", content=body if isinstance(body, (str, bytes)) else json.dumps(body),
-                       headers={"content-type": "application/json", **headers})
+    return client.post(
+        "/api/predict",
+        content=body if isinstance(body, (str, bytes)) else json.dumps(body),
+        headers={"content-type": "application/json", **headers},
+    )
 
 
 # --- good requests -----------------------------------------------------------------------------
+
 
 def check_answer(answer: dict) -> None:
     assert answer["classes"] == CLASSES
@@ -71,7 +80,7 @@ def check_answer(answer: dict) -> None:
     assert probs.shape == (10,) and np.all(probs >= 0) and abs(probs.sum() - 1) < 1e-5
     assert answer["prediction"] == CLASSES[int(np.argmax(probs))] == CLASSES[answer["index"]]
     x = np.array(answer["input"])
-    assert x.shape == (28, 28) and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (28, 28) and x.min() >= 0 and x.max() <= 1
     shapes = [tuple(np.array(layer["maps"]).shape) for layer in answer["feature_maps"]]
     assert shapes == [(16, 28, 28), (32, 14, 14)]
     assert [tuple(layer["shape"]) for layer in answer["feature_maps"]] == shapes
@@ -132,11 +141,14 @@ def test_model_description(client):
     assert np.array(model["filters"]["values"]).shape == (16, 1, 3, 3)
 
 
-@pytest.mark.parametrize("path, content_type, needle", [
-    ("/", "text/html", 'id="draw"'),
-    ("/static/app.js", "text/javascript", "/api/predict"),
-    ("/static/style.css", "text/css", "#prediction"),
-])
+@pytest.mark.parametrize(
+    "path, content_type, needle",
+    [
+        ("/", "text/html", 'id="draw"'),
+        ("/static/app.js", "text/javascript", "/api/predict"),
+        ("/static/style.css", "text/css", "#prediction"),
+    ],
+)
 def test_static_files(client, path, content_type, needle):
     r = client.get(path)
     assert r.status_code == 200
@@ -150,10 +162,16 @@ def test_page_loads_nothing_from_other_hosts(client):
     assert "http://" not in page and "https://" not in page and "//cdn" not in page
 
 
-@pytest.mark.parametrize("method, path, status", [
-    ("GET", "/static/../serve.py", 404), ("GET", "/static/nothing.js", 404), ("GET", "/nothing", 404),
-    ("GET", "/api/predict", 405), ("POST", "/api/model", 405),
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/static/../serve.py", 404),
+        ("GET", "/static/nothing.js", 404),
+        ("GET", "/nothing", 404),
+        ("GET", "/api/predict", 405),
+        ("POST", "/api/model", 405),
+    ],
+)
 def test_unknown_routes_answer_json(client, method, path, status):
     r = client.request(method, path)
     assert r.status_code == status
@@ -161,6 +179,7 @@ def test_unknown_routes_answer_json(client, method, path, status):
 
 
 # --- bad requests: 4xx with a clear message, never a 500 ---------------------------------------
+
 
 def pixels_with(value, row: int = 3, col: int = 5) -> str:
     rows = [["0"] * 28 for _ in range(28)]
@@ -230,7 +249,9 @@ def test_wrong_content_type(client, content_type):
 
 
 def test_content_type_with_charset_is_fine(client):
-    assert post_json(client, {"png": png_b64(1)}, **{"content-type": "application/json; charset=utf-8"}).status_code == 200
+    assert (
+        post_json(client, {"png": png_b64(1)}, **{"content-type": "application/json; charset=utf-8"}).status_code == 200
+    )
 
 
 def test_body_over_1_mb_is_413(client):
@@ -242,6 +263,7 @@ def test_body_over_1_mb_is_413(client):
 
 def test_body_over_1_mb_without_content_length_is_413(client):
     """A chunked upload declares no length: the server counts what actually arrives."""
+
     def chunks():
         yield b'{"png": "'
         for _ in range(20):
@@ -258,8 +280,10 @@ def test_lying_content_length_is_caught(app):
     import asyncio
 
     body = json.dumps({"png": "A" * (MAX_BODY_BYTES + 10)}).encode()
-    messages = [{"type": "http.request", "body": body[i:i + 65536], "more_body": i + 65536 < len(body)}
-                for i in range(0, len(body), 65536)]
+    messages = [
+        {"type": "http.request", "body": body[i : i + 65536], "more_body": i + 65536 < len(body)}
+        for i in range(0, len(body), 65536)
+    ]
     sent = []
 
     async def receive():
@@ -268,9 +292,19 @@ def test_lying_content_length_is_caught(app):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/api/predict", "raw_path": b"/api/predict", "query_string": b"",
-             "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
-             "http_version": "1.1", "scheme": "http", "server": ("test", 80), "client": ("test", 1), "root_path": ""}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/predict",
+        "raw_path": b"/api/predict",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "root_path": "",
+    }
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert "over the limit" in json.loads(sent[1]["body"])["error"]
@@ -279,7 +313,9 @@ def test_lying_content_length_is_caught(app):
 @pytest.mark.parametrize("length", ["abc", "-5"])
 def test_invalid_content_length(app, length):
     with TestClient(app) as c:
-        r = c.post("/api/predict", content=b"{}", headers={"content-type": "application/json", "content-length": length})
+        r = c.post(
+            "/api/predict", content=b"{}", headers={"content-type": "application/json", "content-length": length}
+        )
     assert r.status_code == 400 and "Content-Length" in r.json()["error"]
 
 
@@ -300,8 +336,10 @@ def test_unexpected_errors_are_a_json_500_without_traceback(ckpt, monkeypatch):
 
 # --- concurrency ---------------------------------------------------------------------------------
 
+
 def test_concurrent_requests_match_sequential_ones(ckpt):
-    """24 requests from 8 threads, 10 different digits: the same answers as one at a time, never two inferences at once."""
+    """24 requests from 8 threads, 10 different digits: the same answers as one at a time, never two inferences
+    at once."""
     app = create_app(Predictor(ckpt))
     predictor = app.state.service.predictor
     active, peak, guard = [0], [0], threading.Lock()

@@ -13,13 +13,14 @@ import time
 import urllib.request
 
 import pytest
+from test_serve import CLASSES, check_answer, png_b64, save_untrained
+from test_serve import ckpt as ckpt  # a fixture, used by name below
 
 from convprop.cli import main
 from convprop.serve import run
-from test_serve import CLASSES, check_answer, ckpt, png_b64, save_untrained  # noqa: F401  (ckpt is a fixture)
-
 
 # --- run() and the command line --------------------------------------------------------------------
+
 
 def test_run_without_runs_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -53,8 +54,14 @@ def test_cli_serve_port_in_use(ckpt, capsys):
 def start_server(args, cwd=None):
     """``python -m convprop serve ARGS`` in a subprocess; returns (process, url) once it prints its address."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "convprop", "serve", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convprop", "serve", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     for line in proc.stdout:
         if line.startswith("open http://"):
@@ -81,8 +88,11 @@ def test_serve_subprocess_latest_run_port_0_and_ctrl_c(tmp_path):
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an environment proxy
         with direct.open(url + "api/model", timeout=10) as r:
             assert json.load(r)["classes"] == CLASSES
-        request = urllib.request.Request(url + "api/predict", data=json.dumps({"png": png_b64(5)}).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url + "api/predict",
+            data=json.dumps({"png": png_b64(5)}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with direct.open(request, timeout=10) as r:
             check_answer(json.load(r))
     finally:

@@ -19,8 +19,18 @@ def run(tmp_path, name, **overrides):
 
 
 def test_options_reach_the_model_optimizer_and_schedule(tmp_path):
-    result = run(tmp_path, "sgd", optimizer="sgd", lr=0.1, schedule="step", weight_decay=1e-4, batch_size=32,
-                 model="lenet-bn", algorithm="im2col", augment=0)
+    result = run(
+        tmp_path,
+        "sgd",
+        optimizer="sgd",
+        lr=0.1,
+        schedule="step",
+        weight_decay=1e-4,
+        batch_size=32,
+        model="lenet-bn",
+        algorithm="im2col",
+        augment=0,
+    )
     assert [h["lr"] for h in result.history] == pytest.approx([0.1, 0.1, 0.01])  # step at 2/3 of the epochs
     model = convprop.load(result.run_dir / "model.safetensors")
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # lenet-bn
@@ -67,18 +77,21 @@ def test_augmentation_changes_the_run(tmp_path):
     assert plain.history[0]["train_loss"] != shifted.history[0]["train_loss"]
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("epochs", 0, "epochs must be a positive integer, got 0"),
-    ("batch_size", -1, "batch_size must be a positive integer, got -1"),
-    ("optimizer", "rmsprop", "unknown optimizer 'rmsprop'"),
-    ("schedule", "linear", "unknown schedule 'linear'"),
-    ("lr", 0.0, "lr must be positive, got 0.0"),
-    ("weight_decay", -0.1, "weight_decay must be >= 0, got -0.1"),
-    ("augment", 9, "augment must be a shift of 0 to 4 pixels, got 9"),
-    ("algorithm", "fft", "unknown algorithm 'fft'"),
-    ("model", "resnet", "unknown model 'resnet'"),
-    ("dataset", "cifar", "unknown dataset 'cifar'"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("epochs", 0, "epochs must be a positive integer, got 0"),
+        ("batch_size", -1, "batch_size must be a positive integer, got -1"),
+        ("optimizer", "rmsprop", "unknown optimizer 'rmsprop'"),
+        ("schedule", "linear", "unknown schedule 'linear'"),
+        ("lr", 0.0, "lr must be positive, got 0.0"),
+        ("weight_decay", -0.1, "weight_decay must be >= 0, got -0.1"),
+        ("augment", 9, "augment must be a shift of 0 to 4 pixels, got 9"),
+        ("algorithm", "fft", "unknown algorithm 'fft'"),
+        ("model", "resnet", "unknown model 'resnet'"),
+        ("dataset", "cifar", "unknown dataset 'cifar'"),
+    ],
+)
 def test_impossible_values_are_refused_before_anything_is_written(tmp_path, field, value, match):
     with pytest.raises(ValueError, match=match):
         run(tmp_path, "bad", **{field: value})

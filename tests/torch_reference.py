@@ -24,12 +24,10 @@ def explicit_pads(padding, in_size, kernel, stride, dilation):
         return (0, 0), (0, 0)
     if padding == "same":
         pads = []
-        for size, k, s, d in zip(in_size, kernel, stride, dilation):
+        for size, k, s, d in zip(in_size, kernel, stride, dilation, strict=True):
             extent = d * (k - 1) + 1
-            if s == 1:
-                total = d * (k - 1)  # PyTorch: total padding d*(k-1), odd pixel after
-            else:
-                total = max((math.ceil(size / s) - 1) * s + extent - size, 0)  # TensorFlow's rule
+            # PyTorch (stride 1): total padding d*(k-1), odd pixel after; TensorFlow's rule otherwise
+            total = d * (k - 1) if s == 1 else max((math.ceil(size / s) - 1) * s + extent - size, 0)
             pads.append((total // 2, total - total // 2))
         return tuple(pads)
     ph, pw = as_pair(padding)

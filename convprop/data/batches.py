@@ -15,6 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..functional.validation import check_positive_int
 from ..init import RngLike, as_generator
 
+
 def batch_count(num_samples: int, batch_size: int, *, drop_last: bool = False) -> int:
     """How many batches :func:`iterate_batches` yields for ``num_samples`` samples."""
     batch_size = check_positive_int(batch_size, "batch_size")

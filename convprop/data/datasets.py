@@ -155,7 +155,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, rng: RngLike) -> 
     train, test = [], []
     for label in np.unique(labels):
         members = generator.permutation(np.flatnonzero(labels == label))  # (count,)
-        n_test = int(round(test_fraction * len(members)))
+        n_test = round(test_fraction * len(members))
         test.append(members[:n_test])
         train.append(members[n_test:])
     return generator.permutation(np.concatenate(train)), generator.permutation(np.concatenate(test))

@@ -265,7 +265,7 @@ def _stream(url: str, part: Path, *, timeout: float, progress: ProgressCallback 
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         try:
-            out = open(part, "wb")
+            out = open(part, "wb")  # noqa: SIM115  (closed by the `with out:` below, after the error is mapped)
         except OSError as exc:  # a local problem, not the mirror's: do not try the next one
             raise DownloadError(f"cannot write {part}: {exc}") from exc
         with out:

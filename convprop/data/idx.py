@@ -92,8 +92,7 @@ def parse_idx(data: bytes, *, ndim: int | None = None, source: str = "<bytes>") 
     if got != expected:
         kind = "truncated IDX file" if got < expected else "IDX size mismatch"
         raise ValueError(
-            f"{source}: {kind}: header says shape {shape} of {dtype.name} = {expected} payload bytes, "
-            f"file has {got}"
+            f"{source}: {kind}: header says shape {shape} of {dtype.name} = {expected} payload bytes, file has {got}"
         )
     flat = np.frombuffer(data, dtype=dtype, offset=header)  # (prod(shape),) big-endian
     return flat.reshape(shape).astype(dtype.newbyteorder("="))  # shape, native-endian copy

@@ -36,7 +36,9 @@ def _cached(output, x: np.ndarray, forward) -> np.ndarray:
         return forward(x)
     output = as_float_array(output, "output")
     if output.shape != x.shape or output.dtype != x.dtype:
-        raise ValueError(f"output must be the forward result, shape {x.shape} dtype {x.dtype}; got {output.shape} {output.dtype}")
+        raise ValueError(
+            f"output must be the forward result, shape {x.shape} dtype {x.dtype}; got {output.shape} {output.dtype}"
+        )
     return output
 
 

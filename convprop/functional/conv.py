@@ -58,7 +58,8 @@ class ConvGeometry:
     @property
     def out_size(self) -> Pair:
         return tuple(
-            output_size(self.in_size[a], self.pads[a], self.kernel[a], self.stride[a], self.dilation[a]) for a in range(2)
+            output_size(self.in_size[a], self.pads[a], self.kernel[a], self.stride[a], self.dilation[a])
+            for a in range(2)
         )  # type: ignore[return-value]
 
 
@@ -136,7 +137,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padd
 
     Forward, with x already padded (pads resolved from ``padding`` and filled per ``padding_mode``)::
 
-        y[n, o, i, j] = b[o] + Σ_{c in group(o)} Σ_{kh, kw} w[o, c, kh, kw] · x[n, g·Cg + c, i·s_h + kh·d_h, j·s_w + kw·d_w]
+        y[n, o, i, j] = b[o] + Σ_{c in group(o)} Σ_{kh, kw} w[o, c, kh, kw]
+                                · x[n, g·Cg + c, i·s_h + kh·d_h, j·s_w + kw·d_w]
 
     See :func:`conv2d_backward` for the gradients and ``docs/convolution.md`` for the derivation.
 
@@ -177,8 +179,9 @@ class ConvContext:
 KEEP_COLUMNS_BYTES = 256 << 20  # a layer keeps its unfolded input up to this size, else unfolds again
 
 
-def conv2d_with_context(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
-                        algorithm="auto") -> tuple[np.ndarray, ConvContext]:
+def conv2d_with_context(
+    x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"
+) -> tuple[np.ndarray, ConvContext]:
     """:func:`conv2d`, also returning a :class:`ConvContext` for :func:`conv2d_backward_from_context`.
 
     Same arguments, same output; for layers that run forward then backward on the same input.
@@ -196,7 +199,9 @@ def _forward(x, weight, bias, stride, padding, dilation, groups, padding_mode, a
     xp = pad(x4, geo.pads, geo.padding_mode)  # (N, C, H + pads, W + pads)
     cols = None
     if keep and hasattr(algo, "forward_saving"):
-        y, cols = algo.forward_saving(xp, weight, geo.stride, geo.dilation, geo.groups, geo.out_size, KEEP_COLUMNS_BYTES)
+        y, cols = algo.forward_saving(
+            xp, weight, geo.stride, geo.dilation, geo.groups, geo.out_size, KEEP_COLUMNS_BYTES
+        )
     else:
         y = algo.forward(xp, weight, geo.stride, geo.dilation, geo.groups, geo.out_size)  # (N, O, OH, OW)
     if bias is not None:
@@ -214,7 +219,9 @@ def _check_grad_output(grad_output, N: int, weight: np.ndarray, geo: ConvGeometr
     return grad_output[None] if unbatched else grad_output  # (N, O, OH, OW)
 
 
-def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
+def conv2d_backward(
+    grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"
+):
     """Gradients of :func:`conv2d` with respect to x, weight and bias.
 
     With δ = grad_output and x padded as in the forward pass::

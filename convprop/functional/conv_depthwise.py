@@ -133,12 +133,30 @@ def _correlate_3x3(src, w, dst, flip, src_of, accumulate):  # pragma: no cover -
                 out = dst[n, k, i]
                 if accumulate:
                     for j in range(W):
-                        out[j] += (w00 * r0[j] + w01 * r0[j + 1] + w02 * r0[j + 2] + w10 * r1[j] + w11 * r1[j + 1]
-                                   + w12 * r1[j + 2] + w20 * r2[j] + w21 * r2[j + 1] + w22 * r2[j + 2])
+                        out[j] += (
+                            w00 * r0[j]
+                            + w01 * r0[j + 1]
+                            + w02 * r0[j + 2]
+                            + w10 * r1[j]
+                            + w11 * r1[j + 1]
+                            + w12 * r1[j + 2]
+                            + w20 * r2[j]
+                            + w21 * r2[j + 1]
+                            + w22 * r2[j + 2]
+                        )
                 else:
                     for j in range(W):
-                        out[j] = (w00 * r0[j] + w01 * r0[j + 1] + w02 * r0[j + 2] + w10 * r1[j] + w11 * r1[j + 1]
-                                  + w12 * r1[j + 2] + w20 * r2[j] + w21 * r2[j + 1] + w22 * r2[j + 2])
+                        out[j] = (
+                            w00 * r0[j]
+                            + w01 * r0[j + 1]
+                            + w02 * r0[j + 2]
+                            + w10 * r1[j]
+                            + w11 * r1[j + 1]
+                            + w12 * r1[j + 2]
+                            + w20 * r2[j]
+                            + w21 * r2[j + 1]
+                            + w22 * r2[j + 2]
+                        )
 
 
 @njit(cache=True, fastmath=REASSOCIATE)
@@ -191,7 +209,9 @@ def forward(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, gro
     return y
 
 
-def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
+def grad_input(
+    grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int
+) -> np.ndarray:
     """Each (n, c) plane gathers w-weighted δ planes of its Og output channels at every kernel offset."""
     if not supports(weight.shape):
         return conv_gemm.grad_input(grad_output, weight, in_size, stride, dilation, groups)
@@ -205,7 +225,9 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, strid
     return dx
 
 
-def grad_weight(grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
+def grad_weight(
+    grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int
+) -> np.ndarray:
     """dw[o, 0, kh, kw] = Σ_{n, i, j} δ[n, o, i, j] · (shifted plane of x[n, c(o)])."""
     O = grad_output.shape[1]
     if x.shape[1] // groups != 1:  # more than one input channel per group

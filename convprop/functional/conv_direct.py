@@ -28,7 +28,7 @@ def _window(oh: int, ow: int, kernel: Pair, stride: Pair, dilation: Pair) -> tup
 
 def forward(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, groups: int, out_size: Pair) -> np.ndarray:
     """y[n, o, oh, ow] = Σ_{c in group(o)} Σ_{kh, kw} w[o, c, kh, kw] · x[n, c, oh·s_h + kh·d_h, ow·s_w + kw·d_w]."""
-    N, C = x.shape[:2]
+    N, _C = x.shape[:2]
     O, Cg, KH, KW = weight.shape
     Og = O // groups
     y = np.zeros((N, O, *out_size), dtype=x.dtype)
@@ -39,11 +39,15 @@ def forward(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, gro
             for ow in range(out_size[1]):
                 rows, cols = _window(oh, ow, (KH, KW), stride, dilation)
                 patch = xg[:, :, rows, cols]  # (N, Cg, KH, KW)
-                y[:, g * Og : (g + 1) * Og, oh, ow] = np.einsum("nckl,ockl->no", patch, wg)  # (N, Cg, KH, KW)·(Og, Cg, KH, KW) → (N, Og)
+                y[:, g * Og : (g + 1) * Og, oh, ow] = np.einsum(
+                    "nckl,ockl->no", patch, wg
+                )  # (N, Cg, KH, KW)·(Og, Cg, KH, KW) → (N, Og)
     return y
 
 
-def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
+def grad_input(
+    grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int
+) -> np.ndarray:
     """dx[n, c, oh·s_h + kh·d_h, ow·s_w + kw·d_w] += Σ_{o in group(c)} w[o, c, kh, kw] · dy[n, o, oh, ow].
 
     Every output pixel scatters its gradient back over the window it read (seed 002's
@@ -60,16 +64,20 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, strid
             for ow in range(OW):
                 rows, cols = _window(oh, ow, (KH, KW), stride, dilation)
                 dy = grad_output[:, g * Og : (g + 1) * Og, oh, ow]  # (N, Og)
-                dx[:, g * Cg : (g + 1) * Cg, rows, cols] += np.einsum("no,ockl->nckl", dy, wg)  # (N, Og)·(Og, Cg, KH, KW) → (N, Cg, KH, KW)
+                dx[:, g * Cg : (g + 1) * Cg, rows, cols] += np.einsum(
+                    "no,ockl->nckl", dy, wg
+                )  # (N, Og)·(Og, Cg, KH, KW) → (N, Cg, KH, KW)
     return dx
 
 
-def grad_weight(grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
+def grad_weight(
+    grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int
+) -> np.ndarray:
     """dw[o, c, kh, kw] = Σ_{n, oh, ow} dy[n, o, oh, ow] · x[n, g·Cg + c, oh·s_h + kh·d_h, ow·s_w + kw·d_w].
 
     Seed 002's ``dW += X[window] * dH[h, w]``, summed over the batch as well.
     """
-    N, O, OH, OW = grad_output.shape
+    _N, O, OH, OW = grad_output.shape
     Cg = x.shape[1] // groups
     Og = O // groups
     dw = np.zeros((O, Cg, *kernel), dtype=grad_output.dtype)

@@ -73,7 +73,9 @@ def _budget(N: int, C: int, in_size: Pair, O: int, out_size: Pair, itemsize: int
     return min(conv_im2col.CHUNK_BYTES, in_out)
 
 
-def unfold(x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_size: Pair, out: np.ndarray | None = None) -> np.ndarray:
+def unfold(
+    x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_size: Pair, out: np.ndarray | None = None
+) -> np.ndarray:
     """K-major columns of x: (n, C, H, W) → (C, KH, KW, n, OH, OW), one strided NumPy copy.
 
     (NumPy's copy of the transposed window view measured 2× faster than a compiled loop here.)
@@ -129,13 +131,17 @@ def forward(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, gro
     return y.reshape(N, O, *out_size)  # (N, O, OH, OW)
 
 
-def forward_saving(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, groups: int, out_size: Pair,
-                   max_bytes: int) -> tuple[np.ndarray, np.ndarray | None]:
+def forward_saving(
+    x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, groups: int, out_size: Pair, max_bytes: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`forward`, also returning the whole batch's columns for :func:`grad_weight_saved` when
     they fit in ``max_bytes`` (a layer keeps them between forward and backward: one unfold, not two)."""
     O, Cg, KH, KW = weight.shape
     N = x.shape[0]
-    if conv_im2col.is_pointwise((KH, KW), stride) or N * Cg * groups * KH * KW * out_size[0] * out_size[1] * x.itemsize > max_bytes:
+    if (
+        conv_im2col.is_pointwise((KH, KW), stride)
+        or N * Cg * groups * KH * KW * out_size[0] * out_size[1] * x.itemsize > max_bytes
+    ):
         return forward(x, weight, stride, dilation, groups, out_size), None
     cols = unfold(x, (KH, KW), stride, dilation, out_size)  # (C, KH, KW, N, OH, OW)
     y = np.empty((N, groups, O // groups, out_size[0] * out_size[1]), dtype=x.dtype)  # (N, G, Og, P)
@@ -143,7 +149,9 @@ def forward_saving(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pa
     return y.reshape(N, O, *out_size), cols  # (N, O, OH, OW)
 
 
-def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
+def grad_input(
+    grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int
+) -> np.ndarray:
     """dX̃ = W̃ᵀ · δ per group, one (Kg, Og)·(Og, n·P) product per chunk, then col2im."""
     N, O, OH, OW = grad_output.shape
     _, Cg, KH, KW = weight.shape
@@ -155,7 +163,9 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, strid
     dy = grad_output.reshape(N, groups, Og, P)  # (N, G, Og, P)
     dx = np.zeros((N, C, *in_size), dtype=grad_output.dtype)
     buffer = None
-    for chunk in batch_chunks(N, C * KH * KW * P * grad_output.itemsize, _budget(N, C, in_size, O, (OH, OW), grad_output.itemsize)):
+    for chunk in batch_chunks(
+        N, C * KH * KW * P * grad_output.itemsize, _budget(N, C, in_size, O, (OH, OW), grad_output.itemsize)
+    ):
         n = chunk.stop - chunk.start
         if buffer is None:
             buffer = np.empty(groups * Kg * n * P, dtype=grad_output.dtype)
@@ -171,7 +181,9 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, strid
     return dx
 
 
-def grad_weight(grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
+def grad_weight(
+    grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int
+) -> np.ndarray:
     """dW̃ᵀ = Σ_chunks X̃ · δᵀ per group, one (Kg, n·P)·(n·P, Og) product per chunk."""
     N, O, OH, OW = grad_output.shape
     if conv_im2col.is_pointwise(kernel, stride) and x.shape[2:] == (OH, OW):

@@ -69,7 +69,9 @@ def col2im(cols: np.ndarray, out: np.ndarray, stride: Pair, dilation: Pair) -> N
             out[:, :, rows, w0 : w0 + stride[1] * (OW - 1) + 1 : stride[1]] += cols[:, :, kh, kw]
 
 
-def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
+def grad_input(
+    grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int
+) -> np.ndarray:
     """dX̃[n] = W̃ᵀ · δ[n] per group, then col2im, a chunk of images at a time."""
     N, O, OH, OW = grad_output.shape
     _, Cg, KH, KW = weight.shape
@@ -92,7 +94,9 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, strid
     return dx
 
 
-def grad_weight(grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
+def grad_weight(
+    grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int
+) -> np.ndarray:
     """dW̃ = Σ_n δ[n] · X̃[n]ᵀ per group, one (Og, P)·(P, K) product per image."""
     N, O, OH, OW = grad_output.shape
     C = x.shape[1]

@@ -56,7 +56,9 @@ def forward(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, gro
     return y
 
 
-def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
+def grad_input(
+    grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int
+) -> np.ndarray:
     """dx[n, c] = Σ_o convolve2d(upsample(dy[n, o]), dilate(w[o, c]), "full") — summed, not overwritten."""
     N, O = grad_output.shape[:2]
     _, Cg, KH, KW = weight.shape
@@ -71,7 +73,9 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, strid
     return dx
 
 
-def grad_weight(grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int) -> np.ndarray:
+def grad_weight(
+    grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int
+) -> np.ndarray:
     """dw[o, c] = Σ_n correlate2d(x[n, c], upsample(dy[n, o]), "valid")[::d_h, ::d_w]."""
     N, O = grad_output.shape[:2]
     Cg = x.shape[1] // groups

@@ -30,8 +30,11 @@ def pair(value, name: str, minimum: int = 1) -> Pair:
     """Turn ``value`` (an int or a pair of ints) into a pair of ints, each ``>= minimum``."""
     if _is_int(value):
         items = (int(value), int(value))
-    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 and all(
-        _is_int(v) for v in value
+    elif (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) == 2
+        and all(_is_int(v) for v in value)
     ):
         items = (int(value[0]), int(value[1]))
     else:
@@ -75,9 +78,7 @@ def resolve_padding(padding, in_size: Pair, kernel: Pair, stride: Pair, dilation
         if padding == "valid":
             return (0, 0), (0, 0)
         if padding == "same":
-            return tuple(
-                same_pads(in_size[a], kernel[a], stride[a], dilation[a]) for a in range(2)
-            )  # type: ignore[return-value]
+            return tuple(same_pads(in_size[a], kernel[a], stride[a], dilation[a]) for a in range(2))  # type: ignore[return-value]
         raise ValueError(f"padding must be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
     ph, pw = pair(padding, "padding", minimum=0)
     return (ph, ph), (pw, pw)

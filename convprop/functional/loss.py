@@ -77,7 +77,11 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0) -> t
         bad = target[(target < 0) | (target >= K)][0]
         raise ValueError(f"target class indices must be in [0, {K}), got {bad}")
     reduction = _check_reduction(reduction)
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real) or not 0 <= label_smoothing <= 1:
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, numbers.Real)
+        or not 0 <= label_smoothing <= 1
+    ):
         raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     eps = float(label_smoothing)
     shifted = logits - logits.max(axis=1, keepdims=True)  # (N, K), max 0

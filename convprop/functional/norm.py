@@ -88,7 +88,9 @@ def batch_norm(x, weight, bias, running_mean, running_var, *, training, momentum
     Returns:
         ``(y, new_running_mean, new_running_var)``.
     """
-    x, weight, running_mean, running_var, axes, bshape = _resolve_bn(x, weight, running_mean, running_var, training, eps)
+    x, weight, running_mean, running_var, axes, bshape = _resolve_bn(
+        x, weight, running_mean, running_var, training, eps
+    )
     eps = float(eps)  # a NumPy float64 eps must not promote float32 data
     bias = _channel_vector(bias, "bias", x.shape[1])
     check_same_dtype(x=x, bias=bias)
@@ -131,7 +133,9 @@ def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, tr
         ``(dx, dweight, dbias)``, always three arrays: when the forward had no weight (None),
         dweight is the gradient a weight of ones would get, and dbias likewise; ignore them.
     """
-    x, weight, running_mean, running_var, axes, bshape = _resolve_bn(x, weight, running_mean, running_var, training, eps)
+    x, weight, running_mean, running_var, axes, bshape = _resolve_bn(
+        x, weight, running_mean, running_var, training, eps
+    )
     eps = float(eps)  # a NumPy float64 eps must not promote float32 data
     grad_output = as_float_array(grad_output, "grad_output")
     if grad_output.shape != x.shape:
@@ -173,14 +177,18 @@ def dropout_mask(shape, p, rng) -> np.ndarray:
     """
     p = _check_p(p)
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got {type(rng).__name__}")
+        raise TypeError(
+            f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got {type(rng).__name__}"
+        )
     return rng.random(shape) >= p  # uniform in [0, 1): p = 0 keeps all, p = 1 drops all
 
 
 def _apply_mask(values: np.ndarray, p: float, mask, name: str) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.dtype != np.bool_ or mask.shape != values.shape:
-        raise ValueError(f"mask must be a bool array of {name}'s shape {values.shape}, got {mask.dtype} array of shape {mask.shape}")
+        raise ValueError(
+            f"mask must be a bool array of {name}'s shape {values.shape}, got {mask.dtype} array of shape {mask.shape}"
+        )
     if p == 1.0:
         return np.zeros_like(values)  # everything dropped, as PyTorch
     return np.where(mask, values * (1 / (1 - p)), 0).astype(values.dtype, copy=False)

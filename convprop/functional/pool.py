@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import pool_compiled
-from .validation import as_float_array, check_same_dtype
 from .geometry import Pair, dilated_size, pair, pool_output_size, tap_slices, windows
+from .validation import as_float_array, check_same_dtype
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ class PoolGeometry:
     @property
     def padded_size(self) -> Pair:
         """(Hp, Wp): every window fits, including a ceil-mode window hanging over the right pad."""
-        last_window_end = [(self.out_size[a] - 1) * self.stride[a] + dilated_size(self.kernel[a], self.dilation[a]) for a in range(2)]
+        last_window_end = [
+            (self.out_size[a] - 1) * self.stride[a] + dilated_size(self.kernel[a], self.dilation[a]) for a in range(2)
+        ]
         return tuple(max(self.in_size[a] + 2 * self.padding[a], last_window_end[a]) for a in range(2))  # type: ignore[return-value]
 
     def pad_widths(self, ndim: int) -> list[Pair]:
@@ -52,7 +54,9 @@ class PoolGeometry:
 def _as_batched(x, name: str = "x") -> tuple[np.ndarray, bool]:
     x = as_float_array(x, name)
     if x.ndim not in (3, 4) or min(x.shape[-3:]) < 1:
-        raise ValueError(f"{name} must be (N, C, H, W) or unbatched (C, H, W) with non-empty C, H, W, got shape {x.shape}")
+        raise ValueError(
+            f"{name} must be (N, C, H, W) or unbatched (C, H, W) with non-empty C, H, W, got shape {x.shape}"
+        )
     return (x[None], True) if x.ndim == 3 else (x, False)  # (N, C, H, W)
 
 
@@ -66,12 +70,17 @@ def _resolve(x, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[np.n
     if not isinstance(ceil_mode, (bool, np.bool_)):
         raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"padding should be at most half of kernel_size, got padding={padding} for kernel_size={kernel}")
+        raise ValueError(
+            f"padding should be at most half of kernel_size, got padding={padding} for kernel_size={kernel}"
+        )
     in_size = x4.shape[2:]
-    out_size = tuple(pool_output_size(in_size[a], padding[a], kernel[a], stride[a], dilation[a], bool(ceil_mode)) for a in range(2))
+    out_size = tuple(
+        pool_output_size(in_size[a], padding[a], kernel[a], stride[a], dilation[a], bool(ceil_mode)) for a in range(2)
+    )
     if min(out_size) < 1:
         raise ValueError(
-            f"input of spatial size {in_size} is too small for kernel_size={kernel}, stride={stride}, padding={padding}, "
+            f"input of spatial size {in_size} is too small for kernel_size={kernel}, stride={stride}, "
+            f"padding={padding}, "
             f"dilation={dilation}: calculated output size {out_size}"
         )
     for a, axis in enumerate("HW"):
@@ -79,7 +88,8 @@ def _resolve(x, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[np.n
         taps = starts[:, None] + np.arange(kernel[a]) * dilation[a]  # (OH, KH)
         if not ((taps >= 0) & (taps < in_size[a])).any(axis=1).all():
             raise ValueError(
-                f"a pooling window lies entirely in the padding along {axis} (input size {in_size}, kernel_size={kernel}, "
+                f"a pooling window lies entirely in the padding along {axis} (input size {in_size}, "
+                f"kernel_size={kernel}, "
                 f"stride={stride}, padding={padding}, dilation={dilation}); use less padding or dilation"
             )
     return x4, PoolGeometry(in_size, kernel, stride, padding, dilation, out_size), unbatched  # type: ignore[arg-type]
@@ -118,7 +128,9 @@ def _first_valid_index(geo: PoolGeometry) -> np.ndarray:
     return starts[0][:, None] * geo.in_size[1] + starts[1][None, :]  # (OH, OW)
 
 
-def max_pool2d_with_indices(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> tuple[np.ndarray, np.ndarray]:
+def max_pool2d_with_indices(
+    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
+) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling that also returns where each maximum came from, as ``F.max_pool2d(..., return_indices=True)``.
 
     Forward, with x padded by -inf (so padding never wins)::
@@ -175,7 +187,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)[0]
 
 
-def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, indices=None) -> np.ndarray:
+def max_pool2d_backward(
+    grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, indices=None
+) -> np.ndarray:
     """Gradient of :func:`max_pool2d` with respect to x.
 
     Each output's gradient goes to the one input it copied, summed where windows overlap::
@@ -205,8 +219,10 @@ def max_pool2d_backward(grad_output, x, kernel_size, stride=None, padding=0, dil
             )
         plane = geo.in_size[0] * geo.in_size[1]
         if indices.size and (indices.min() < 0 or indices.max() >= plane):
-            raise ValueError(f"indices must lie in [0, H·W) = [0, {plane}) for input of shape {x4.shape[-2:]}, "
-                             f"got values from {indices.min()} to {indices.max()}")
+            raise ValueError(
+                f"indices must lie in [0, H·W) = [0, {plane}) for input of shape {x4.shape[-2:]}, "
+                f"got values from {indices.min()} to {indices.max()}"
+            )
         indices = indices[None] if unbatched else indices  # (N, C, OH, OW)
     N, C = x4.shape[:2]
     dx = np.zeros((N, C, geo.in_size[0] * geo.in_size[1]), dtype=x4.dtype)  # (N, C, H·W)
@@ -239,7 +255,9 @@ def _avg_divisor(geo: PoolGeometry, count_include_pad: bool, divisor_override, d
     """The (OH, OW) divisors, PyTorch's rule (see :func:`avg_pool2d`)."""
     if divisor_override is not None:
         return np.full(geo.out_size, divisor_override, dtype=dtype)
-    (ph, ih), (pw, iw) = (_avg_counts(geo.in_size[a], geo.padding[a], geo.kernel[a], geo.stride[a], geo.out_size[a]) for a in range(2))
+    (ph, ih), (pw, iw) = (
+        _avg_counts(geo.in_size[a], geo.padding[a], geo.kernel[a], geo.stride[a], geo.out_size[a]) for a in range(2)
+    )
     counts = ph[:, None] * pw[None, :] if count_include_pad else ih[:, None] * iw[None, :]  # (OH, OW)
     return np.maximum(counts, 1).astype(dtype)
 
@@ -249,13 +267,17 @@ def _resolve_avg(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 
     if not isinstance(count_include_pad, (bool, np.bool_)):
         raise TypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
     if divisor_override is not None and (
-        isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer)) or divisor_override == 0
+        isinstance(divisor_override, bool)
+        or not isinstance(divisor_override, (int, np.integer))
+        or divisor_override == 0
     ):
         raise ValueError(f"divisor_override must be None or a non-zero int, got {divisor_override!r}")
     return x4, geo, unbatched, _avg_divisor(geo, bool(count_include_pad), divisor_override, x4.dtype)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None) -> np.ndarray:
+def avg_pool2d(
+    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+) -> np.ndarray:
     """Average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Forward, with x zero-padded::
@@ -275,7 +297,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
         kernel_size, stride (``None`` = kernel_size), padding (<= kernel_size // 2), ceil_mode: as max pooling.
         count_include_pad: count zero padding in the divisor. divisor_override: a fixed non-zero divisor.
     """
-    x4, geo, unbatched, divisor = _resolve_avg(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    x4, geo, unbatched, divisor = _resolve_avg(
+        x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )
     xp = np.pad(x4, geo.pad_widths(4))  # (N, C, Hp, Wp), zeros
     view = windows(xp, geo.kernel, geo.stride, geo.dilation, geo.out_size)  # (N, C, KH, KW, OH, OW) view
     y = view.sum(axis=(2, 3)) / divisor  # (N, C, OH, OW)
@@ -297,7 +321,9 @@ def avg_pool2d_backward(
     Shapes:
         grad_output: (N, C, OH, OW) (unbatched: (C, OH, OW)); returns dx like x
     """
-    x4, geo, unbatched, divisor = _resolve_avg(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    x4, geo, unbatched, divisor = _resolve_avg(
+        x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )
     dy = _check_grad_output(grad_output, (*x4.shape[:2], *geo.out_size), unbatched, x=x4)
     share = dy / divisor  # (N, C, OH, OW)
     dxp = np.zeros((*x4.shape[:2], *geo.padded_size), dtype=x4.dtype)  # (N, C, Hp, Wp)
@@ -313,7 +339,9 @@ def avg_pool2d_backward(
 def _adaptive_size(output_size, in_size: Pair) -> Pair:
     """``int | (int | None, int | None)`` → (OH, OW); ``None`` keeps the input's size on that axis."""
     items = (output_size, output_size) if not isinstance(output_size, (tuple, list)) else tuple(output_size)
-    if len(items) != 2 or not all(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in items):
+    if len(items) != 2 or not all(
+        v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in items
+    ):
         raise TypeError(f"output_size must be an int or a pair of ints (or None), got {output_size!r}")
     size = tuple(in_size[a] if v is None else int(v) for a, v in enumerate(items))
     if min(size) < 1:

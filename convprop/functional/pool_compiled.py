@@ -57,7 +57,7 @@ def max_pool_2x2(x, y, indices):  # pragma: no cover - compiled
     NaN is not handled here (testing every tap for NaN inside the comparisons costs 3×); instead
     the kernel reports whether it saw one, and the caller then reruns the general kernel.
     """
-    N, C, H, W = x.shape
+    N, C, _H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
     saw_nan = False
     for n in range(N):

@@ -9,7 +9,24 @@ from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .summary import summary
 
 __all__ = [
-    "LAYERS", "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Conv2d", "Dropout", "Flatten", "GELU", "LeakyReLU",
-    "Linear", "LogSoftmax", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh",
+    "GELU",
+    "LAYERS",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
+    "BatchNorm2d",
+    "Conv2d",
+    "Dropout",
+    "Flatten",
+    "LeakyReLU",
+    "Linear",
+    "LogSoftmax",
+    "MaxPool2d",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
     "summary",
 ]

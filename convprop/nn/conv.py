@@ -7,7 +7,12 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from ..functional.conv import ConvContext, conv2d_backward_from_context, conv2d_param_grads_from_context, conv2d_with_context
+from ..functional.conv import (
+    ConvContext,
+    conv2d_backward_from_context,
+    conv2d_param_grads_from_context,
+    conv2d_with_context,
+)
 from ..functional.geometry import check_padding_mode, output_size, pair, resolve_padding
 from ..init import as_generator, torch_default
 from .module import Module, Parameter
@@ -85,9 +90,13 @@ class Conv2d(Module):
                 raise ValueError("bias='untied' (one bias per output position) needs input_size=(H, W)")
             self.input_size = pair(input_size, "input_size")
             pads = resolve_padding(padding, self.input_size, kernel_size, stride, dilation)
-            out = tuple(output_size(self.input_size[a], pads[a], kernel_size[a], stride[a], dilation[a]) for a in range(2))
+            out = tuple(
+                output_size(self.input_size[a], pads[a], kernel_size[a], stride[a], dilation[a]) for a in range(2)
+            )
             if min(out) < 1:
-                raise ValueError(f"input_size {self.input_size} is too small for kernel {kernel_size} with padding {padding!r}")
+                raise ValueError(
+                    f"input_size {self.input_size} is too small for kernel {kernel_size} with padding {padding!r}"
+                )
             bias_shape = (out_channels, *out)
         elif input_size is not None:
             self.input_size = pair(input_size, "input_size")
@@ -97,16 +106,24 @@ class Conv2d(Module):
         self._context: ConvContext | None = None
 
     def _options(self) -> dict[str, Any]:
-        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
-                    padding_mode=self.padding_mode, algorithm=self.algorithm)
+        return dict(
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            padding_mode=self.padding_mode,
+            algorithm=self.algorithm,
+        )
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         tied = self.bias.data if self.bias is not None and self.bias_kind is True else None
         y, context = conv2d_with_context(x, self.weight.data, tied, **self._options())
         if self.bias_kind == "untied":
             if y.shape[-3:] != self.bias.data.shape:
-                raise ValueError(f"untied bias has shape {self.bias.data.shape} but the output is {y.shape[-3:]}; "
-                                 f"this layer was built for input_size={self.input_size}, got x of shape {np.shape(x)}")
+                raise ValueError(
+                    f"untied bias has shape {self.bias.data.shape} but the output is {y.shape[-3:]}; "
+                    f"this layer was built for input_size={self.input_size}, got x of shape {np.shape(x)}"
+                )
             y += self.bias.data  # one bias per output position, broadcast over the batch
         self._context = context  # the padded input (and unfolded columns) for backward
         return y
@@ -132,9 +149,17 @@ class Conv2d(Module):
             self.bias.accumulate(grad_output.sum(axis=0) if grad_output.ndim == 4 else grad_output)  # (O, OH, OW)
 
     def config(self) -> dict[str, Any]:
-        cfg = dict(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=list(self.kernel_size),
-                   stride=list(self.stride), padding=self.padding if isinstance(self.padding, str) else list(self.padding),
-                   dilation=list(self.dilation), groups=self.groups, bias=self.bias_kind, padding_mode=self.padding_mode)
+        cfg = dict(
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            kernel_size=list(self.kernel_size),
+            stride=list(self.stride),
+            padding=self.padding if isinstance(self.padding, str) else list(self.padding),
+            dilation=list(self.dilation),
+            groups=self.groups,
+            bias=self.bias_kind,
+            padding_mode=self.padding_mode,
+        )
         if self.input_size is not None:
             cfg["input_size"] = list(self.input_size)
         return cfg

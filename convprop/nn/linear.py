@@ -25,7 +25,9 @@ class Linear(Module):
         self.out_features = check_positive_int(out_features, "out_features")
         if not isinstance(bias, bool):
             raise TypeError(f"bias must be True or False, got {bias!r}")
-        w, b = torch_default((out_features, in_features), (out_features,) if bias else None, as_generator(rng), check_dtype(dtype))
+        w, b = torch_default(
+            (out_features, in_features), (out_features,) if bias else None, as_generator(rng), check_dtype(dtype)
+        )
         self.weight = Parameter(w)
         self.bias = Parameter(b) if bias else None
         self._x: np.ndarray | None = None
@@ -71,7 +73,9 @@ class Flatten(Module):
         x = np.asarray(x)
         start, end = self.start_dim % x.ndim, self.end_dim % x.ndim
         if start > end:
-            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) is empty for input of shape {x.shape}")
+            raise ValueError(
+                f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) is empty for input of shape {x.shape}"
+            )
         self._shape = x.shape
         return x.reshape(*x.shape[:start], -1, *x.shape[end + 1 :])  # (..., prod(shape[start:end+1]), ...)
 

@@ -24,8 +24,16 @@ class BatchNorm2d(Module):
         x: (N, C, H, W); weight, bias, running_mean, running_var: (C,)
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True, *, dtype=np.float32):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        dtype=np.float32,
+    ):
         super().__init__()
         self.num_features = check_positive_int(num_features, "num_features")
         if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and eps > 0):
@@ -50,15 +58,24 @@ class BatchNorm2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if np.ndim(x) != 4 or np.shape(x)[1] != self.num_features:
-            raise ValueError(f"BatchNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), got shape {np.shape(x)}")
+            raise ValueError(
+                f"BatchNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), got shape {np.shape(x)}"
+            )
         use_batch = self.training or not self.track_running_stats
         rm, rv = self._stats()
         momentum = self.momentum
         if momentum is None:  # cumulative average over the batches seen so far
             momentum = 1.0 / (int(self.num_batches_tracked) + 1) if self.track_running_stats else 0.0
         y, new_rm, new_rv = Nf.batch_norm(
-            x, self.weight.data if self.affine else None, self.bias.data if self.affine else None, rm, rv,
-            training=use_batch, momentum=momentum, eps=self.eps)
+            x,
+            self.weight.data if self.affine else None,
+            self.bias.data if self.affine else None,
+            rm,
+            rv,
+            training=use_batch,
+            momentum=momentum,
+            eps=self.eps,
+        )
         if self.training and self.track_running_stats:
             self.running_mean[...] = new_rm
             self.running_var[...] = new_rv
@@ -70,16 +87,28 @@ class BatchNorm2d(Module):
         if self._x is None:
             raise RuntimeError("BatchNorm2d.backward called before forward")
         rm, rv = self._stats()
-        dx, dw, db = Nf.batch_norm_backward(grad_output, self._x, self.weight.data if self.affine else None, rm, rv,
-                                            training=self._used_batch_stats, eps=self.eps)
+        dx, dw, db = Nf.batch_norm_backward(
+            grad_output,
+            self._x,
+            self.weight.data if self.affine else None,
+            rm,
+            rv,
+            training=self._used_batch_stats,
+            eps=self.eps,
+        )
         if self.affine:
             self.weight.accumulate(dw)
             self.bias.accumulate(db)
         return dx
 
     def config(self) -> dict[str, Any]:
-        return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
-                    track_running_stats=self.track_running_stats)
+        return dict(
+            num_features=self.num_features,
+            eps=self.eps,
+            momentum=self.momentum,
+            affine=self.affine,
+            track_running_stats=self.track_running_stats,
+        )
 
 
 class Dropout(Module):

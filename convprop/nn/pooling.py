@@ -17,7 +17,7 @@ def _listed(v):
 
 def _check_half_kernel(padding, kernel_size) -> None:
     """PyTorch's rule: padding at most half the kernel, so no window lies wholly in the padding."""
-    if any(p > k // 2 for p, k in zip(padding, kernel_size)):
+    if any(p > k // 2 for p, k in zip(padding, kernel_size, strict=True)):
         raise ValueError(f"padding (={padding}) must be at most half of kernel_size (={kernel_size})")
 
 
@@ -38,8 +38,13 @@ class MaxPool2d(Module):
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
 
     def _options(self) -> dict[str, Any]:
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, dilation=self.dilation,
-                    ceil_mode=self.ceil_mode)
+        return dict(
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+        )
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         y, indices = P.max_pool2d_with_indices(x, **self._options())
@@ -59,8 +64,15 @@ class MaxPool2d(Module):
 class AvgPool2d(Module):
     """Average pooling, ``torch.nn.AvgPool2d``: y = mean over each window; each input gets δ/divisor."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
-                 divisor_override: int | None = None):
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+    ):
         super().__init__()
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride") if stride is not None else self.kernel_size
@@ -69,13 +81,20 @@ class AvgPool2d(Module):
         self.divisor_override = divisor_override
         self._x: np.ndarray | None = None
         _check_half_kernel(self.padding, self.kernel_size)
-        if divisor_override is not None and (isinstance(divisor_override, bool) or not isinstance(divisor_override, int)
-                                             or divisor_override < 1):
+        if divisor_override is not None and (
+            isinstance(divisor_override, bool) or not isinstance(divisor_override, int) or divisor_override < 1
+        ):
             raise ValueError(f"divisor_override must be None or a positive int, got {divisor_override!r}")
 
     def _options(self) -> dict[str, Any]:
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, ceil_mode=self.ceil_mode,
-                    count_include_pad=self.count_include_pad, divisor_override=self.divisor_override)
+        return dict(
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            ceil_mode=self.ceil_mode,
+            count_include_pad=self.count_include_pad,
+            divisor_override=self.divisor_override,
+        )
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x

@@ -12,7 +12,9 @@ def _rows(model: Module, x: np.ndarray, prefix: str, depth: int, rows: list[tupl
         for name, layer in model.named_children():
             label = f"{prefix}{name}"
             if isinstance(layer, Sequential):
-                rows.append(("  " * depth + label, type(layer).__name__, "", sum(p.data.size for p in layer.parameters())))
+                rows.append(
+                    ("  " * depth + label, type(layer).__name__, "", sum(p.data.size for p in layer.parameters()))
+                )
                 x = _rows(layer, x, label + ".", depth + 1, rows)
             else:
                 x = layer(x)
@@ -20,7 +22,9 @@ def _rows(model: Module, x: np.ndarray, prefix: str, depth: int, rows: list[tupl
                 rows.append(("  " * depth + label, type(layer).__name__, str(tuple(x.shape)), count))
         return x
     y = model(x)
-    rows.append((prefix or "-", type(model).__name__, str(tuple(y.shape)), sum(p.data.size for p in model.parameters())))
+    rows.append(
+        (prefix or "-", type(model).__name__, str(tuple(y.shape)), sum(p.data.size for p in model.parameters()))
+    )
     return y
 
 
@@ -49,5 +53,11 @@ def summary(model: Module, input_shape: tuple[int, ...], dtype=None) -> str:
     line = "-" * (sum(widths) + 6)
     fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"  # noqa: E731
     total = sum(p.data.size for p in params)
-    out = [fmt(header), line, *(fmt(r) for r in table[1:]), line, f"total parameters: {total:,}  (input {tuple(input_shape)})"]
+    out = [
+        fmt(header),
+        line,
+        *(fmt(r) for r in table[1:]),
+        line,
+        f"total parameters: {total:,}  (input {tuple(input_shape)})",
+    ]
     return "\n".join(out)

@@ -12,7 +12,12 @@ __all__ = ["check_dtype", "check_positive_int", "check_probability"]
 
 
 def check_probability(value, name: str, *, allow_one: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value and (value <= 1 if allow_one else value < 1)
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and value >= 0
+        and (value <= 1 if allow_one else value < 1)
+    )
     if not ok:
         raise ValueError(f"{name} must be a number in [0, {'1]' if allow_one else '1)'}, got {value!r}")
     return float(value)
