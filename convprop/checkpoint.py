@@ -25,15 +25,12 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from . import __version__
+from .errors import CheckpointError
 from .fileio import write_atomic
 from .nn.module import LAYERS, Module, Sequential
 
 FORMAT = "convprop"
 FORMAT_VERSION = "1"
-
-
-class CheckpointError(ValueError):
-    """A file that is not a readable convprop checkpoint (missing, truncated, corrupted or foreign)."""
 
 
 def architecture(model: Module) -> dict[str, Any]:

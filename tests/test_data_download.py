@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+import convprop.errors
 from convprop.data import (
     REMOTE_DATASETS,
     ChecksumError,
@@ -182,7 +183,7 @@ def test_server_down_gives_offline_message(tmp_path, files):
     url = dead_url()
     with pytest.raises(OfflineError) as info:
         download_files(spec_for(files, url, url), tmp_path)
-    assert isinstance(info.value, ConnectionError) and isinstance(info.value, RuntimeError)
+    assert isinstance(info.value, ConnectionError) and isinstance(info.value, convprop.errors.ConvpropError)
     message = str(info.value)
     first = next(iter(files))
     assert message.startswith(f"could not download {first} from any mirror ({url}{first}: ")

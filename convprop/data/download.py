@@ -27,15 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import DownloadError
+
 CHUNK_BYTES = 1 << 16  # read/write granularity while streaming
 TIMEOUT_SECONDS = 30.0  # per socket operation, not per file
 
 # (file name, bytes so far, total bytes or None when the server does not say)
 ProgressCallback = Callable[[str, int, "int | None"], None]
-
-
-class DownloadError(RuntimeError):
-    """A dataset file could not be fetched or verified."""
 
 
 class ChecksumError(DownloadError):
