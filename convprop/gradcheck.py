@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import ArgumentError, ArgumentTypeError
+
 
 class GradcheckError(AssertionError):
     """An analytic gradient disagrees with its finite-difference estimate."""
@@ -39,7 +41,7 @@ def numerical_gradient(loss: Callable[[], float], array: np.ndarray, eps: float 
     grad = np.zeros_like(array)
     flat, gflat = array.reshape(-1), grad.reshape(-1)
     if not np.shares_memory(flat, array):
-        raise ValueError("array must be contiguous so it can be perturbed in place")
+        raise ArgumentError("array must be contiguous so it can be perturbed in place")
     for k in range(flat.size):
         orig = flat[k]
         flat[k] = orig + eps
@@ -82,16 +84,16 @@ def gradcheck(
     arrays = [np.ascontiguousarray(a) for a in inputs]
     for i, a in enumerate(arrays):
         if not isinstance(a, np.ndarray) or a.dtype != np.float64:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"gradcheck needs float64 arrays; input {i} has dtype {getattr(a, 'dtype', type(a).__name__)}"
             )
     names = list(names) if names is not None else [f"input{i}" for i in range(len(arrays))]
     if len(names) != len(arrays):
-        raise ValueError(f"got {len(names)} names for {len(arrays)} inputs")
+        raise ArgumentError(f"got {len(names)} names for {len(arrays)} inputs")
     direction = np.random.default_rng(seed).standard_normal(np.shape(forward(*arrays)))
     analytic = list(backward(direction, *arrays))
     if len(analytic) != len(arrays):
-        raise ValueError(f"backward returned {len(analytic)} gradients for {len(arrays)} inputs")
+        raise ArgumentError(f"backward returned {len(analytic)} gradients for {len(arrays)} inputs")
 
     def loss() -> float:
         return float(np.sum(direction * forward(*arrays)))
@@ -103,7 +105,7 @@ def gradcheck(
             rel_errs.append(0.0)
             continue
         if np.shape(grad) != array.shape:
-            raise ValueError(f"gradient for {name} has shape {np.shape(grad)}, expected {array.shape}")
+            raise ArgumentError(f"gradient for {name} has shape {np.shape(grad)}, expected {array.shape}")
         numeric = numerical_gradient(loss, array, eps)
         diff = np.abs(np.asarray(grad) - numeric)
         abs_errs.append(float(diff.max(initial=0.0)))

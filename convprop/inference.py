@@ -16,6 +16,7 @@ import numpy as np
 
 from . import checkpoint, nn
 from .data import Normalization
+from .errors import ArgumentError
 from .functional.activation import softmax
 from .models import forward_with_feature_maps
 
@@ -26,7 +27,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r} (pass a .safetensors file or a run directory)")
+        raise checkpoint.CheckpointError(
+            f"no checkpoint at {str(path)!r} (pass a .safetensors file or a run directory)"
+        )
     return path
 
 
@@ -79,7 +82,7 @@ class Predictor:
         if x.ndim == 3:
             x = x[None]
         if x.shape[1:] != (1, *self.image_size):
-            raise ValueError(
+            raise ArgumentError(
                 f"expected images of shape (N, 1, {self.image_size[0]}, {self.image_size[1]}), got {x.shape}"
             )
         return softmax(self.model(self.normalization(x)), axis=1)

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from .errors import ArgumentTypeError
+
 RngLike = np.random.Generator | int | None
 
 
@@ -20,7 +22,9 @@ def as_generator(rng: RngLike, name: str = "rng") -> np.random.Generator:
         return rng
     if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
         return np.random.default_rng(rng)
-    raise TypeError(f"{name} must be None, an int seed or a numpy.random.Generator, got {rng!r} ({type(rng).__name__})")
+    raise ArgumentTypeError(
+        f"{name} must be None, an int seed or a numpy.random.Generator, got {rng!r} ({type(rng).__name__})"
+    )
 
 
 def fan_in(shape: tuple[int, ...]) -> int:

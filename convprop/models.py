@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import nn
+from .errors import ArgumentError, ArgumentTypeError
 from .init import as_generator
 
 
@@ -30,7 +31,7 @@ def lenet(
     gen = as_generator(rng)
     H, W = image_size
     if H < 4 or W < 4:
-        raise ValueError(f"lenet needs images of at least 4×4 (two 2×2 poolings), got {image_size}")
+        raise ArgumentError(f"lenet needs images of at least 4×4 (two 2×2 poolings), got {image_size}")
     c1, c2 = width
     seeds = gen.integers(0, 2**31, size=5)
 
@@ -69,7 +70,7 @@ def build_model(
 ) -> nn.Sequential:
     """The named model for the given input and class count (``MODELS`` lists the names)."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        raise ArgumentError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](in_channels, image_size, num_classes, rng=rng, algorithm=algorithm)
 
 
@@ -85,12 +86,12 @@ def feature_maps(model: nn.Module, x: np.ndarray) -> list[tuple[str, np.ndarray]
 def forward_with_feature_maps(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
     """One eval-mode pass over one image: the model's output (1, ...) and :func:`feature_maps`'s list."""
     if not isinstance(model, nn.Sequential):
-        raise TypeError(f"feature_maps needs a Sequential model, got {type(model).__name__}")
+        raise ArgumentTypeError(f"feature_maps needs a Sequential model, got {type(model).__name__}")
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[None]  # (1, C, H, W)
     if x.ndim != 4 or x.shape[0] != 1:
-        raise ValueError(f"feature_maps takes one image (C, H, W) or (1, C, H, W), got shape {x.shape}")
+        raise ArgumentError(f"feature_maps takes one image (C, H, W) or (1, C, H, W), got shape {x.shape}")
     was_training = model.training
     model.eval()
     maps: list[tuple[str, np.ndarray]] = []

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import CheckpointError, ConfigError
 from .inference import Predictor, latest_run
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MB: a 280×280 drawing is ~10 kB as PNG, a phone photo must be shrunk first
@@ -324,20 +325,20 @@ def create_app(predictor: Predictor):
 def _bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port); port 0 lets the OS choose a free one."""
     if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be in 0..65535, got {port}")
+        raise ConfigError(f"--port must be in 0..65535, got {port}")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except socket.gaierror as exc:
-        raise OSError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+        raise ConfigError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise OSError(
+        raise ConfigError(
             f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port (0 picks a free one)"
         ) from None
     return sock
@@ -359,7 +360,7 @@ def run(checkpoint: str | os.PathLike | None = None, *, host: str = "127.0.0.1",
     if checkpoint is None:
         checkpoint = latest_run("runs")
         if checkpoint is None:
-            raise ValueError("no trained model found in ./runs; train one first with: convprop train")
+            raise CheckpointError("no trained model found in ./runs; train one first with: convprop train")
     predictor = Predictor(checkpoint)
     app = create_app(predictor)
     sock = _bind(host, port)

@@ -27,10 +27,12 @@ from typing import Any
 import numpy as np
 
 from . import __version__, checkpoint, data, nn, optim
+from .errors import ArgumentError, ConfigError
 from .fileio import write_text_atomic
 from .functional import ALGORITHMS
 from .functional.activation import softmax
 from .functional.loss import cross_entropy
+from .functional.validation import check_at_least, check_positive_int
 from .metrics import confusion_matrix, precision_recall
 from .models import MODELS, build_model, feature_maps
 
@@ -75,31 +77,26 @@ class TrainConfig:
     progress: bool = option(True, "show a progress bar per epoch")
 
     def validate(self) -> None:
-        """Raise ValueError naming the first impossible value."""
-
-        def positive_int(name):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-        positive_int("epochs")
-        positive_int("batch_size")
+        """Raise ConfigError naming the first impossible value."""
+        try:
+            check_positive_int(self.epochs, "epochs")
+            check_positive_int(self.batch_size, "batch_size")
+            check_at_least(self.lr, "lr", 0.0, strict=True)
+            check_at_least(self.weight_decay, "weight_decay", 0.0)
+        except ArgumentError as exc:  # the shared check's message, as an option error
+            raise ConfigError(str(exc)) from None
         if self.dataset not in data.DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if isinstance(self.augment, bool) or not isinstance(self.augment, int) or not 0 <= self.augment <= 4:
-            raise ValueError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
+            raise ConfigError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
         if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose auto or one of {', '.join(ALGORITHMS)}")
+            raise ConfigError(f"unknown algorithm {self.algorithm!r}; choose auto or one of {', '.join(ALGORITHMS)}")
 
 
 @dataclass
@@ -176,14 +173,12 @@ def prepare_run_dir(config: TrainConfig) -> Path:
                 return run_dir
             except FileExistsError:
                 continue
-        raise FileExistsError(f"could not create a new run directory next to {stem}")
+        raise ConfigError(f"could not create a new run directory next to {stem}")
     run_dir = Path(config.out_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"output path {str(run_dir)!r} exists and is not a directory")
+        raise ConfigError(f"output path {str(run_dir)!r} exists and is not a directory")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
-        raise FileExistsError(
-            f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force"
-        )
+        raise ConfigError(f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 

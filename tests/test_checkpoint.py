@@ -122,7 +122,7 @@ def test_truncated_corrupted_and_foreign_files(tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(CheckpointError, match=rf"{name}' (is not a safetensors file|is truncated|is corrupted)"):
             convprop.load(tmp_path / name)
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
         convprop.load(tmp_path / "missing.safetensors")
 
 
@@ -158,7 +158,7 @@ def test_checkpoints_that_lie_about_their_architecture(tmp_path):
 def test_save_rejects_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="needs a convprop Module, got dict"):
         convprop.save({}, tmp_path / "m.safetensors")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         convprop.save(nn.Linear(2, 2), tmp_path / "nowhere" / "m.safetensors")
     with pytest.raises(TypeError, match="metadata must map strings to strings"):
         convprop.save(nn.Linear(2, 2), tmp_path / "m.safetensors", metadata={"epochs": 3})

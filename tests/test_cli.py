@@ -155,8 +155,8 @@ def test_user_errors_are_one_line(digits_run, tmp_path):
     assert_clean_error(run("predict", digits_run, tmp_path / "nothing.png"), "nothing.png")
     assert_clean_error(run("predict", digits_run, good, "--top", "0"), "--top must be at least 1")
     assert_clean_error(run("evaluate", digits_run, "--dataset", "cifar"), "unknown dataset 'cifar'")
-    assert_clean_error(run("train", "--epochs", "0", "--out-dir", tmp_path / "r"), "epochs must be a positive integer")
-    assert_clean_error(run("train", "--lr", "-1", "--out-dir", tmp_path / "r"), "lr must be positive")
+    assert_clean_error(run("train", "--epochs", "0", "--out-dir", tmp_path / "r"), "epochs must be >= 1, got 0")
+    assert_clean_error(run("train", "--lr", "-1", "--out-dir", tmp_path / "r"), "lr must be > 0.0, got -1.0")
     assert_clean_error(
         run("train", "--dataset", "mnist", "--data-dir", tmp_path / "empty", "--out-dir", tmp_path / "r"),
         str(tmp_path / "empty"),

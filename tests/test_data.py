@@ -25,6 +25,7 @@ from convprop.data import (
 )
 from convprop.data import datasets as datasets_module
 from convprop.data.datasets import load_idx_dataset
+from convprop.errors import DataError
 
 # ---------------------------------------------------------------------------------------------
 # Offline datasets
@@ -230,9 +231,9 @@ def test_data_dir_accepts_dotted_names(tmp_path):
 def test_data_dir_missing_files(tmp_path):
     write_idx_set(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(FileNotFoundError, match=r"lacks t10k-labels-idx1-ubyte\[.gz\]"):
+    with pytest.raises(DataError, match=r"lacks t10k-labels-idx1-ubyte\[.gz\]"):
         load_dataset("mnist", data_dir=tmp_path)
-    with pytest.raises(FileNotFoundError, match="is not a directory"):
+    with pytest.raises(DataError, match="is not a directory"):
         load_dataset("mnist", data_dir=tmp_path / "nowhere")
 
 

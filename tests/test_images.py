@@ -9,6 +9,7 @@ from PIL import Image
 
 from convprop.data import load_dataset
 from convprop.data.images import MAX_SIDE, load_image, preprocess_image, to_mnist
+from convprop.errors import DataError
 
 
 def as_array(img: Image.Image) -> np.ndarray:
@@ -148,9 +149,9 @@ def test_preprocess_image_accepts_paths_pillow_images_and_arrays(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nope\.png"):
+    with pytest.raises(DataError, match=r"nope\.png"):
         load_image(tmp_path / "nope.png")
-    with pytest.raises(FileNotFoundError, match=r"nope\.png"):
+    with pytest.raises(DataError, match=r"nope\.png"):
         preprocess_image(tmp_path / "nope.png")
 
 

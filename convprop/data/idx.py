@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError, DataError
 from ..fileio import write_atomic
 
 # dtype code (byte 2 of the magic number) -> big-endian dtype
@@ -59,30 +60,30 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-            raise ValueError(f"{path}: corrupt or truncated gzip stream ({exc})") from None
+            raise DataError(f"{path}: corrupt or truncated gzip stream ({exc})") from None
     return parse_idx(raw, ndim=ndim, source=str(path))
 
 
 def parse_idx(data: bytes, *, ndim: int | None = None, source: str = "<bytes>") -> np.ndarray:
     """Decode the bytes of an uncompressed IDX file; see :func:`read_idx`. ``source`` names it in errors."""
     if len(data) < 4:
-        raise ValueError(f"{source}: truncated IDX file: {len(data)} bytes, expected at least a 4-byte magic number")
+        raise DataError(f"{source}: truncated IDX file: {len(data)} bytes, expected at least a 4-byte magic number")
     zero, code, dims = int.from_bytes(data[:2], "big"), data[2], data[3]
     if zero != 0:
-        raise ValueError(
+        raise DataError(
             f"{source}: bad IDX magic number 0x{data[:4].hex()}: expected 0x0000TTDD "
             f"(TT a dtype code, DD the dimension count), e.g. 0x00000803 for MNIST images"
         )
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
-        raise ValueError(f"{source}: unsupported IDX dtype code 0x{code:02X}: expected one of {known}")
+        raise DataError(f"{source}: unsupported IDX dtype code 0x{code:02X}: expected one of {known}")
     if dims == 0:
-        raise ValueError(f"{source}: IDX header declares 0 dimensions: expected at least 1")
+        raise DataError(f"{source}: IDX header declares 0 dimensions: expected at least 1")
     if ndim is not None and dims != ndim:
-        raise ValueError(f"{source}: IDX file has {dims} dimensions, expected {ndim}")
+        raise DataError(f"{source}: IDX file has {dims} dimensions, expected {ndim}")
     header = 4 + 4 * dims
     if len(data) < header:
-        raise ValueError(
+        raise DataError(
             f"{source}: truncated IDX file: {len(data)} bytes, the header of a {dims}-D file needs {header}"
         )
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=dims, offset=4))
@@ -91,7 +92,7 @@ def parse_idx(data: bytes, *, ndim: int | None = None, source: str = "<bytes>") 
     got = len(data) - header
     if got != expected:
         kind = "truncated IDX file" if got < expected else "IDX size mismatch"
-        raise ValueError(
+        raise DataError(
             f"{source}: {kind}: header says shape {shape} of {dtype.name} = {expected} payload bytes, file has {got}"
         )
     flat = np.frombuffer(data, dtype=dtype, offset=header)  # (prod(shape),) big-endian
@@ -109,9 +110,9 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
     native = array.dtype.newbyteorder("=")
     if native not in codes:
         names = ", ".join(dt.name for dt in codes)
-        raise TypeError(f"cannot write dtype {array.dtype} as IDX: expected one of {names}")
+        raise ArgumentTypeError(f"cannot write dtype {array.dtype} as IDX: expected one of {names}")
     if array.ndim == 0 or array.ndim > 255:
-        raise ValueError(f"IDX arrays need 1 to 255 dimensions, got shape {array.shape}")
+        raise ArgumentError(f"IDX arrays need 1 to 255 dimensions, got shape {array.shape}")
     header = bytes([0, 0, codes[native], array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     payload = np.ascontiguousarray(array, dtype=native.newbyteorder(">")).tobytes()
     path = Path(path)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
+
 MAX_SIDE = 4096  # larger images are refused: a digit needs no more, and it bounds memory
 WORK_SIDE = 512  # larger images are shrunk (by Pillow, keeping the aspect ratio) before any float copy
 MIN_CONTRAST = 0.1  # brightest ink minus background below this (of full scale) means a blank image
@@ -43,9 +45,9 @@ def _pil() -> Any:
 
 def _check_size(height: int, width: int, what: str) -> None:
     if height > MAX_SIDE or width > MAX_SIDE:
-        raise ValueError(f"{what} is {width} x {height} pixels; at most {MAX_SIDE} x {MAX_SIDE} is accepted")
+        raise DataError(f"{what} is {width} x {height} pixels; at most {MAX_SIDE} x {MAX_SIDE} is accepted")
     if height == 0 or width == 0:
-        raise ValueError(f"{what} is empty ({width} x {height} pixels)")
+        raise DataError(f"{what} is empty ({width} x {height} pixels)")
 
 
 def shrink(img: Any) -> Any:
@@ -91,16 +93,16 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     Image, _ = _pil()
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no such image file: {path}")
+        raise DataError(f"no such image file: {path}")
     if os.path.isdir(path):
-        raise ValueError(f"cannot read image {path}: it is a directory")
+        raise DataError(f"cannot read image {path}: it is a directory")
     try:
         with Image.open(path) as img:
             _check_size(img.height, img.width, f"image {path}")  # from the header, before decoding
             img.load()
             return _pil_to_gray(img)
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
+        raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
 def _as_gray(image: Any) -> np.ndarray:
@@ -113,22 +115,22 @@ def _as_gray(image: Any) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]  # (H, W)
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-        raise ValueError(f"image must have shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+        raise DataError(f"image must have shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
     _check_size(arr.shape[0], arr.shape[1], "image")
     if arr.dtype == np.bool_:
         arr = arr.astype(np.float64)
     elif np.issubdtype(arr.dtype, np.integer):
         if arr.min() < 0 or arr.max() > 255:
-            raise ValueError(f"integer images must lie in 0..255, got range [{arr.min()}, {arr.max()}]")
+            raise DataError(f"integer images must lie in 0..255, got range [{arr.min()}, {arr.max()}]")
         arr = arr.astype(np.float64) / 255.0
     elif np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float64)
         if not np.all(np.isfinite(arr)):
-            raise ValueError("image contains NaN or infinite values")
+            raise DataError("image contains NaN or infinite values")
         if arr.min() < 0.0 or arr.max() > 1.0:
-            raise ValueError(f"float images must lie in [0, 1], got range [{arr.min():.4g}, {arr.max():.4g}]")
+            raise DataError(f"float images must lie in [0, 1], got range [{arr.min():.4g}, {arr.max():.4g}]")
     else:
-        raise ValueError(f"image dtype must be integer, bool or float, got {arr.dtype}")
+        raise DataError(f"image dtype must be integer, bool or float, got {arr.dtype}")
     if arr.ndim == 3:
         rgb = arr[:, :, :3]  # (H, W, 3)
         if arr.shape[2] == 4:
@@ -157,7 +159,7 @@ def to_mnist(image: Any, *, size: int = 28, box: int = 20) -> np.ndarray:
         ValueError: a bad shape, dtype or range; ``box`` not in [1, size]; or a blank image (no ink).
     """
     if not (isinstance(size, (int, np.integer)) and isinstance(box, (int, np.integer)) and 1 <= box <= size):
-        raise ValueError(f"need integers 1 <= box <= size, got box={box!r}, size={size!r}")
+        raise DataError(f"need integers 1 <= box <= size, got box={box!r}, size={size!r}")
     gray = _as_gray(image)
 
     # 2. ink is bright: invert when the paper (border median) is nearer the light end of the image's range
@@ -168,7 +170,7 @@ def to_mnist(image: Any, *, size: int = 28, box: int = 20) -> np.ndarray:
     background = float(np.median(_border(ink)))
     peak = float(ink.max())
     if peak - background < MIN_CONTRAST:
-        raise ValueError(
+        raise DataError(
             f"image is blank: no ink found (brightest ink {peak:.3f} vs background {background:.3f}; "
             f"need a difference of at least {MIN_CONTRAST})"
         )

@@ -12,12 +12,14 @@ Shapes: any shape; the output and every gradient have the shape of x.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy.special import erf
 
+from ..errors import ArgumentError, ArgumentTypeError
 from . import activation_compiled
-from .validation import as_float_array, check_same_dtype
+from .validation import as_float_array, check_real, check_same_dtype
 
 
 def _grad_and_x(grad_output, x) -> tuple[np.ndarray, np.ndarray]:
@@ -25,7 +27,7 @@ def _grad_and_x(grad_output, x) -> tuple[np.ndarray, np.ndarray]:
     x = as_float_array(x, "x")
     grad_output = as_float_array(grad_output, "grad_output")
     if grad_output.shape != x.shape:
-        raise ValueError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")
+        raise ArgumentError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")
     check_same_dtype(grad_output=grad_output, x=x)
     return grad_output, x
 
@@ -36,7 +38,7 @@ def _cached(output, x: np.ndarray, forward) -> np.ndarray:
         return forward(x)
     output = as_float_array(output, "output")
     if output.shape != x.shape or output.dtype != x.dtype:
-        raise ValueError(
+        raise ArgumentError(
             f"output must be the forward result, shape {x.shape} dtype {x.dtype}; got {output.shape} {output.dtype}"
         )
     return output
@@ -56,10 +58,8 @@ def relu_backward(grad_output, x) -> np.ndarray:
     return dx
 
 
-def _check_slope(negative_slope) -> float:
-    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float, np.integer, np.floating)):
-        raise TypeError(f"negative_slope must be a number, got {negative_slope!r}")
-    return float(negative_slope)
+def _check_slope(negative_slope: Any) -> float:
+    return check_real(negative_slope, "negative_slope")
 
 
 def leaky_relu(x, negative_slope=0.01) -> np.ndarray:
@@ -117,7 +117,7 @@ _GELU_CUBIC = 0.044715
 
 def _check_approximate(approximate) -> str:
     if approximate not in _GELU_APPROXIMATIONS:
-        raise ValueError(f"approximate must be one of {_GELU_APPROXIMATIONS}, got {approximate!r}")
+        raise ArgumentError(f"approximate must be one of {_GELU_APPROXIMATIONS}, got {approximate!r}")
     return approximate
 
 
@@ -151,9 +151,9 @@ def gelu_backward(grad_output, x, approximate="none") -> np.ndarray:
 
 def _check_axis(x: np.ndarray, axis) -> int:
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"axis must be an int, got {axis!r}")
+        raise ArgumentTypeError(f"axis must be an int, got {axis!r}")
     if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis {axis} is out of range for x with shape {x.shape} ({x.ndim} axes)")
+        raise ArgumentError(f"axis {axis} is out of range for x with shape {x.shape} ({x.ndim} axes)")
     return int(axis)
 
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ArgumentError
 from .validation import as_float_array, check_same_dtype
 
 
 def _check(x, weight, bias=None):
     x, weight = as_float_array(x, "x"), as_float_array(weight, "weight")
     if weight.ndim != 2:
-        raise ValueError(f"weight must be (out_features, in_features), got shape {weight.shape}")
+        raise ArgumentError(f"weight must be (out_features, in_features), got shape {weight.shape}")
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"x must end with in_features={weight.shape[1]}, got shape {x.shape}")
+        raise ArgumentError(f"x must end with in_features={weight.shape[1]}, got shape {x.shape}")
     if bias is not None:
         bias = as_float_array(bias, "bias")
         if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape (out_features,) = ({weight.shape[0]},), got {bias.shape}")
+            raise ArgumentError(f"bias must have shape (out_features,) = ({weight.shape[0]},), got {bias.shape}")
     check_same_dtype(x=x, weight=weight, bias=bias)
     return x, weight, bias
 
@@ -54,7 +55,7 @@ def _check_backward(grad_output, x, weight):
     x, weight, _ = _check(x, weight)
     grad_output = as_float_array(grad_output, "grad_output")
     if grad_output.shape != (*x.shape[:-1], weight.shape[0]):
-        raise ValueError(f"grad_output must have shape {(*x.shape[:-1], weight.shape[0])}, got {grad_output.shape}")
+        raise ArgumentError(f"grad_output must have shape {(*x.shape[:-1], weight.shape[0])}, got {grad_output.shape}")
     check_same_dtype(grad_output=grad_output, x=x)
     return grad_output, x, weight
 

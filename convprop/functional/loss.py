@@ -16,6 +16,7 @@ import numbers
 
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError
 from .activation import _sigmoid
 from .validation import as_float_array, check_same_dtype
 
@@ -24,7 +25,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def _check_reduction(reduction) -> str:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise ArgumentError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
 
 
@@ -43,7 +44,7 @@ def _input_and_target(input, target, name: str) -> tuple[np.ndarray, np.ndarray]
     input = as_float_array(input, name)
     target = as_float_array(target, "target")
     if target.shape != input.shape:
-        raise ValueError(f"target must have {name}'s shape {input.shape}, got {target.shape}")
+        raise ArgumentError(f"target must have {name}'s shape {input.shape}, got {target.shape}")
     check_same_dtype(**{name: input, "target": target})
     return input, target
 
@@ -66,23 +67,23 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0) -> t
     """
     logits = as_float_array(logits, "logits")
     if logits.ndim != 2 or logits.shape[1] < 1:
-        raise ValueError(f"logits must be (N, K) with K >= 1 classes, got shape {logits.shape}")
+        raise ArgumentError(f"logits must be (N, K) with K >= 1 classes, got shape {logits.shape}")
     N, K = logits.shape
     target = np.asarray(target)
     if target.dtype.kind not in "iu":
-        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+        raise ArgumentTypeError(f"target must hold integer class indices, got dtype {target.dtype}")
     if target.shape != (N,):
-        raise ValueError(f"target must have shape (N,) = ({N},), got {target.shape}")
+        raise ArgumentError(f"target must have shape (N,) = ({N},), got {target.shape}")
     if target.size and (target.min() < 0 or target.max() >= K):
         bad = target[(target < 0) | (target >= K)][0]
-        raise ValueError(f"target class indices must be in [0, {K}), got {bad}")
+        raise ArgumentError(f"target class indices must be in [0, {K}), got {bad}")
     reduction = _check_reduction(reduction)
     if (
         isinstance(label_smoothing, bool)
         or not isinstance(label_smoothing, numbers.Real)
         or not 0 <= label_smoothing <= 1
     ):
-        raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+        raise ArgumentError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     eps = float(label_smoothing)
     shifted = logits - logits.max(axis=1, keepdims=True)  # (N, K), max 0
     exp = np.exp(shifted)  # (N, K)
@@ -145,7 +146,7 @@ def binary_cross_entropy(probs, target, *, reduction="mean") -> tuple[np.ndarray
     reduction = _check_reduction(reduction)
     if probs.size and not ((probs >= 0) & (probs <= 1)).all():
         bad = float(probs[~((probs >= 0) & (probs <= 1))].flat[0])
-        raise ValueError(f"probs must all be in [0, 1], got {bad!r}")
+        raise ArgumentError(f"probs must all be in [0, 1], got {bad!r}")
     with np.errstate(divide="ignore"):  # log(0) = -inf, clamped just below
         log_p = np.maximum(np.log(probs), _LOG_FLOOR)
         log_1mp = np.maximum(np.log1p(-probs), _LOG_FLOOR)

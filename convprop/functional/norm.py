@@ -7,11 +7,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from .validation import as_float_array, check_same_dtype
+from ..errors import ArgumentError, ArgumentTypeError
+from .validation import as_float_array, check_at_least, check_probability, check_same_dtype
 
 
 def _channel_vector(value, name: str, C: int) -> np.ndarray | None:
@@ -19,16 +18,7 @@ def _channel_vector(value, name: str, C: int) -> np.ndarray | None:
         return None
     value = as_float_array(value, name)
     if value.shape != (C,):
-        raise ValueError(f"{name} must have shape (C,) = ({C},), got {value.shape}")
-    return value
-
-
-def _check_number(value, name: str, low: float, high: float, *, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not ((low < value) if low_open else (low <= value)) or not value <= high:
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value!r}")
+        raise ArgumentError(f"{name} must have shape (C,) = ({C},), got {value.shape}")
     return value
 
 
@@ -36,23 +26,23 @@ def _resolve_bn(x, weight, running_mean, running_var, training, eps):
     """Validate; return (x, weight, running_mean, running_var, reduce axes, per-channel broadcast shape)."""
     x = as_float_array(x, "x")
     if x.ndim < 2 or x.shape[1] < 1:
-        raise ValueError(f"x must be (N, C) or (N, C, H, W) with C >= 1, got shape {x.shape}")
+        raise ArgumentError(f"x must be (N, C) or (N, C, H, W) with C >= 1, got shape {x.shape}")
     C = x.shape[1]
     weight = _channel_vector(weight, "weight", C)
     running_mean = _channel_vector(running_mean, "running_mean", C)
     running_var = _channel_vector(running_var, "running_var", C)
     check_same_dtype(x=x, weight=weight, running_mean=running_mean, running_var=running_var)
     if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"training must be a bool, got {training!r}")
+        raise ArgumentTypeError(f"training must be a bool, got {training!r}")
     if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must both be arrays or both be None")
+        raise ArgumentError("running_mean and running_var must both be arrays or both be None")
     if not training and running_mean is None:
-        raise ValueError("evaluation mode (training=False) needs running_mean and running_var, got None")
-    _check_number(eps, "eps", 0.0, float("inf"), low_open=True)
+        raise ArgumentError("evaluation mode (training=False) needs running_mean and running_var, got None")
+    check_at_least(eps, "eps", 0.0, strict=True)
     axes = (0, *range(2, x.ndim))  # every axis but the channel axis
     count = x.size // C  # values per channel: N·H·W
     if training and count <= 1:
-        raise ValueError(f"expected more than 1 value per channel when training, got x of shape {x.shape}")
+        raise ArgumentError(f"expected more than 1 value per channel when training, got x of shape {x.shape}")
     return x, weight, running_mean, running_var, axes, (1, C) + (1,) * (x.ndim - 2)
 
 
@@ -94,7 +84,7 @@ def batch_norm(x, weight, bias, running_mean, running_var, *, training, momentum
     eps = float(eps)  # a NumPy float64 eps must not promote float32 data
     bias = _channel_vector(bias, "bias", x.shape[1])
     check_same_dtype(x=x, bias=bias)
-    momentum = _check_number(momentum, "momentum", 0.0, 1.0)
+    momentum = check_probability(momentum, "momentum", allow_one=True)
     if training:
         mean, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), (C,) biased
     else:
@@ -139,7 +129,7 @@ def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, tr
     eps = float(eps)  # a NumPy float64 eps must not promote float32 data
     grad_output = as_float_array(grad_output, "grad_output")
     if grad_output.shape != x.shape:
-        raise ValueError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")
+        raise ArgumentError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")
     check_same_dtype(grad_output=grad_output, x=x)
     if training:
         mean, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), (C,)
@@ -165,7 +155,7 @@ def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, tr
 
 
 def _check_p(p) -> float:
-    return _check_number(p, "p", 0.0, 1.0)
+    return check_probability(p, "p", allow_one=True)
 
 
 def dropout_mask(shape, p, rng) -> np.ndarray:
@@ -177,7 +167,7 @@ def dropout_mask(shape, p, rng) -> np.ndarray:
     """
     p = _check_p(p)
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got {type(rng).__name__}"
         )
     return rng.random(shape) >= p  # uniform in [0, 1): p = 0 keeps all, p = 1 drops all
@@ -186,7 +176,7 @@ def dropout_mask(shape, p, rng) -> np.ndarray:
 def _apply_mask(values: np.ndarray, p: float, mask, name: str) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.dtype != np.bool_ or mask.shape != values.shape:
-        raise ValueError(
+        raise ArgumentError(
             f"mask must be a bool array of {name}'s shape {values.shape}, got {mask.dtype} array of shape {mask.shape}"
         )
     if p == 1.0:
