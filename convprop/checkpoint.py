@@ -37,7 +37,7 @@ def architecture(model: Module) -> dict[str, Any]:
     """The JSON-serialisable description of ``model`` that :func:`build` turns back into a model."""
     if isinstance(model, Sequential):
         return {"type": "Sequential", "layers": [architecture(layer) for layer in model]}
-    if model._modules:
+    if model._modules:  # type: ignore[attr-defined]  # Module sets it via object.__setattr__ (nn/module.py)
         raise ArgumentTypeError(
             f"cannot describe {type(model).__name__}: only Sequential may contain other modules in a checkpoint"
         )

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ArgumentError, ArgumentTypeError
+
+if TYPE_CHECKING:  # gradcheck itself needs no layers; only gradcheck_module is handed one
+    from .nn.module import Module
 
 
 class GradcheckError(AssertionError):
@@ -123,7 +127,7 @@ def gradcheck(
     return result
 
 
-def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
+def gradcheck_module(module: Module, x: np.ndarray, **options: Any) -> GradcheckResult:
     """:func:`gradcheck` for a layer: its input and every parameter, through ``forward``/``backward``.
 
     The parameters' arrays are perturbed in place (and restored). The layer must be deterministic
@@ -133,10 +137,10 @@ def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
     params = module.parameters()
     names = ["input", *(name for name, _ in module.named_parameters())]
 
-    def forward(x, *_):
+    def forward(x: np.ndarray, *_: np.ndarray) -> np.ndarray:
         return module.forward(x.copy())  # (a copy: in-place layers must not clobber the perturbed input)
 
-    def backward(grad_output, x, *_):
+    def backward(grad_output: np.ndarray, x: np.ndarray, *_: np.ndarray) -> list[np.ndarray | None]:
         module.zero_grad()
         module.forward(x.copy())
         dx = module.backward(grad_output)

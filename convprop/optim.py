@@ -35,7 +35,7 @@ class Optimizer:
 
     _COUNTERS: tuple[str, ...] = ()  # state entries that are numbers; all others are arrays like ``data``
 
-    def __init__(self, params: Iterable[Any], lr: float):
+    def __init__(self, params: Iterable[Any], lr: float) -> None:
         if isinstance(params, np.ndarray) or not isinstance(params, Iterable):
             raise ArgumentTypeError(f"params must be an iterable of parameters, got {type(params).__name__}")
         self.params = list(params)
@@ -148,7 +148,15 @@ class SGD(Optimizer):
         nesterov: needs momentum > 0 and dampening == 0.
     """
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         super().__init__(params, lr)
         self.momentum = check_at_least(momentum, "momentum", 0.0)
         self.dampening = check_probability(dampening, "dampening", allow_one=True)
@@ -160,10 +168,10 @@ class SGD(Optimizer):
                 f"got momentum={momentum} and dampening={dampening}"
             )
 
-    def _state_keys(self):
+    def _state_keys(self) -> tuple[str, ...]:
         return ("momentum_buffer",) if self.momentum != 0 else ()
 
-    def _update(self, w, grad, state):
+    def _update(self, w: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> None:
         g = grad + self.weight_decay * w if self.weight_decay != 0 else grad
         if self.momentum != 0:
             buf = state.get("momentum_buffer")
@@ -209,7 +217,15 @@ class Adam(Optimizer):
     _COUNTERS = ("step",)
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ) -> None:
         super().__init__(params, lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ArgumentTypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
@@ -218,10 +234,10 @@ class Adam(Optimizer):
         self.weight_decay = check_at_least(weight_decay, "weight_decay", 0.0)
         self.amsgrad = bool(amsgrad)
 
-    def _state_keys(self):
+    def _state_keys(self) -> tuple[str, ...]:
         return ("step", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
 
-    def _update(self, w, grad, state):
+    def _update(self, w: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> None:
         beta1, beta2 = self.betas
         if not state:
             state.update(step=0, exp_avg=np.zeros_like(w), exp_avg_sq=np.zeros_like(w))
@@ -262,7 +278,15 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
 
 
@@ -277,7 +301,7 @@ class LRScheduler:
     PyTorch's recursive ones to rounding, but a change to ``optimizer.lr`` from elsewhere is overwritten.
     """
 
-    def __init__(self, optimizer: Optimizer):
+    def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
             raise ArgumentTypeError(f"optimizer must be a convprop.optim.Optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
@@ -314,12 +338,12 @@ class LRScheduler:
 class StepLR(LRScheduler):
     """``lr = base_lr * gamma ** (epoch // step_size)``.  step_size: int >= 1; gamma: > 0."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         self.step_size = check_positive_int(step_size, "step_size")
         self.gamma = check_at_least(gamma, "gamma", 0.0, strict=True)
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
 
@@ -329,12 +353,12 @@ class CosineAnnealingLR(LRScheduler):
     Past ``T_max`` the cosine rises again, as in PyTorch.  T_max: int >= 1; eta_min: >= 0.
     """
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
         self.T_max = check_positive_int(T_max, "T_max")
         self.eta_min = check_at_least(eta_min, "eta_min", 0.0)
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
 
 
@@ -347,7 +371,9 @@ class LinearLR(LRScheduler):
         start_factor: in (0, 1].  end_factor: in [0, 1].  total_iters: int >= 1.
     """
 
-    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
+    def __init__(
+        self, optimizer: Optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5
+    ) -> None:
         self.start_factor = check_real(start_factor, "start_factor")
         if not 0 < self.start_factor <= 1:
             raise ArgumentError(f"start_factor must be in (0, 1], got {start_factor!r}")
@@ -355,6 +381,6 @@ class LinearLR(LRScheduler):
         self.total_iters = check_positive_int(total_iters, "total_iters")
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         rise = (self.end_factor - self.start_factor) * min(self.total_iters, epoch) / self.total_iters
         return self.base_lr * (self.start_factor + rise)

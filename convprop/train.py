@@ -18,7 +18,7 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +42,7 @@ CHECKPOINT_NAME = "model.safetensors"
 PLOT_NAMES = ("learning_curves.png", "confusion_matrix.png", "filters.png", "feature_maps.png", "worst.png")
 
 
-def option(default, help: str, choices=None):
+def option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
     """A config field whose help text (and choices) the CLI reads: one place documents each default."""
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -124,7 +124,7 @@ class RunResult:
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> Evaluation:
     """Run ``model`` in eval mode over ``images`` (N, C, H, W) already normalised, labels (N,)."""
-    was_training = model.training
+    was_training = model.training  # type: ignore[attr-defined]  # Module sets it via object.__setattr__ (nn/module.py)
     model.eval()
     total_loss, probs = 0.0, []
     try:
@@ -195,7 +195,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool) -> Any:  # a tqdm bar (tqdm ships no types)
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -211,7 +211,13 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def train_epoch(
-    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str
+    model: nn.Module,
+    opt: optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    desc: str,
 ) -> tuple[float, float, float]:
     """One pass over the training set; returns (mean loss, accuracy, seconds)."""
     model.train()
@@ -254,7 +260,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     norm = data.Normalization.fit(dataset.train_images)
     x_train, x_test = norm(dataset.train_images), norm(dataset.test_images)
     y_train, y_test = dataset.train_labels, dataset.test_labels
-    model = build_model(
+    model: nn.Module = build_model(
         config.model,
         dataset.in_channels,
         dataset.image_size,
@@ -317,6 +323,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
             test = evaluate(model, x_test, y_test)
     files = [ckpt] if history else []
     if history:
+        assert test is not None  # every recorded epoch evaluated the test split
         files.append(_write_metrics(run_dir, config, history, test, dataset.classes, interrupted))
         files += write_plots(run_dir, model, history, test, x_test, dataset.test_images, y_test, dataset.classes)
         log(f"test accuracy: {100 * test.accuracy:.2f}%")
@@ -324,7 +331,14 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     return RunResult(run_dir, history, test, interrupted, files)
 
 
-def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation, classes, interrupted: bool) -> Path:
+def _write_metrics(
+    run_dir: Path,
+    config: TrainConfig,
+    history: list[dict[str, Any]],
+    test: Evaluation,
+    classes: Sequence[str],
+    interrupted: bool,
+) -> Path:
     precision, recall = test.per_class()
     report = {
         "config": dataclasses.asdict(config),
@@ -346,7 +360,14 @@ def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation
 
 
 def write_plots(
-    run_dir: Path, model, history, test: Evaluation, x_test, raw_test_images, y_test, classes
+    run_dir: Path,
+    model: nn.Module,
+    history: list[dict[str, Any]],
+    test: Evaluation,
+    x_test: np.ndarray,
+    raw_test_images: np.ndarray,
+    y_test: np.ndarray,
+    classes: Sequence[str],
 ) -> list[Path]:
     """The five pictures of a run (see the module docstring)."""
     from . import plots

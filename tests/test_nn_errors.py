@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pytest
 
+from convprop import functional as F
 from convprop import nn
 
 
@@ -386,3 +387,12 @@ def test_summary_rejects_bad_arguments():
         nn.summary(3, (3, 8, 8))
     with pytest.raises(ValueError, match=re.escape("got (3, 0, 8)")):
         nn.summary(model(), (3, 0, 8))
+
+
+def test_linear_param_grads_check_grad_output():
+    layer = nn.Linear(4, 2, rng=0, dtype=np.float64)
+    layer(np.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 2\), got \(3, 2\)"):
+        layer.backward_params(np.ones((3, 2)))
+    with pytest.raises(TypeError, match="grad_output=float32, x=float64"):
+        F.linear_backward(np.ones((2, 2), np.float32), np.ones((2, 4)), np.ones((2, 4)))

@@ -206,3 +206,9 @@ BAD_CALLS = [
 def test_bad_arguments_raise_with_the_value(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_float64_eps_does_not_promote_float32_batch_norm():
+    x = np.random.default_rng(0).standard_normal((4, 3, 2, 2)).astype(np.float32)
+    y, _, _ = batch_norm(x, None, None, None, None, training=True, eps=np.float64(1e-5))
+    assert y.dtype == np.float32

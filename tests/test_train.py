@@ -109,3 +109,21 @@ def test_make_optimizer(name, cls):
     assert type(opt) is getattr(optim, cls) and opt.lr == 0.05 and opt.weight_decay == 0.01
     if name == "sgd":
         assert opt.momentum == 0.9
+
+
+def test_default_run_directories_never_collide(tmp_path, monkeypatch):
+    import datetime as real_datetime
+
+    from convprop import train
+    from convprop.train import TrainConfig, prepare_run_dir
+
+    class FrozenClock(real_datetime.datetime):  # two runs started within the same second
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 11, 21, 6, 0, 0)
+
+    monkeypatch.setattr(train, "datetime", FrozenClock)
+    monkeypatch.chdir(tmp_path)
+    first, second, third = (prepare_run_dir(TrainConfig()) for _ in range(3))
+    assert [p.name for p in (first, second, third)] == ["20261121-060000", "20261121-060000-2", "20261121-060000-3"]
+    assert all(p.is_dir() for p in (first, second, third))

@@ -22,11 +22,17 @@ Pillow is imported lazily, as matplotlib is in :mod:`convprop.plots`.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
 from ..errors import DataError
+
+if TYPE_CHECKING:  # Pillow is imported lazily at run time
+    from PIL import Image
+
+ImageInput: TypeAlias = "str | os.PathLike[str] | np.ndarray | Image.Image"
+"""What :func:`preprocess_image` accepts: a file path, a Pillow image or an array."""
 
 MAX_SIDE = 4096  # larger images are refused: a digit needs no more, and it bounds memory
 WORK_SIDE = 512  # larger images are shrunk (by Pillow, keeping the aspect ratio) before any float copy
@@ -207,7 +213,7 @@ def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(img.resize((width, height), Image.Resampling.LANCZOS), dtype=np.float64)
 
 
-def preprocess_image(image: Any, *, size: int = 28, box: int = 20) -> np.ndarray:
+def preprocess_image(image: ImageInput, *, size: int = 28, box: int = 20) -> np.ndarray:
     """A file path, Pillow image or array → one MNIST-style input for a model.
 
     Shapes:
@@ -220,5 +226,5 @@ def preprocess_image(image: Any, *, size: int = 28, box: int = 20) -> np.ndarray
         _check_size(image.height, image.width, "image")
         gray = _pil_to_gray(image)
     else:
-        gray = image
+        gray = np.asarray(image)
     return to_mnist(gray, size=size, box=box)[None]  # (1, size, size)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
 from .validation import as_float_array, check_same_dtype
 
 
-def _check(x, weight, bias=None):
+def _check(x: Any, weight: Any, bias: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     x, weight = as_float_array(x, "x"), as_float_array(weight, "weight")
     if weight.ndim != 2:
         raise ArgumentError(f"weight must be (out_features, in_features), got shape {weight.shape}")
@@ -22,7 +25,7 @@ def _check(x, weight, bias=None):
     return x, weight, bias
 
 
-def linear(x, weight, bias=None) -> np.ndarray:
+def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> np.ndarray:
     """y[..., o] = Σ_i x[..., i] · w[o, i] + b[o].
 
     Shapes:
@@ -35,7 +38,9 @@ def linear(x, weight, bias=None) -> np.ndarray:
     return y
 
 
-def linear_backward(grad_output, x, weight):
+def linear_backward(
+    grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dx = δ W, dW = Σ_batch δᵀ x, db = Σ_batch δ (δ = grad_output).
 
     Shapes:
@@ -46,12 +51,12 @@ def linear_backward(grad_output, x, weight):
     return grad_output @ weight, dw, db  # (..., O)·(O, I) → (..., I)
 
 
-def linear_param_grads(grad_output, x, weight):
+def linear_param_grads(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(dw, db) of :func:`linear_backward` without dx, for a first layer whose input is data."""
     return _param_grads(*_check_backward(grad_output, x, weight))
 
 
-def _check_backward(grad_output, x, weight):
+def _check_backward(grad_output: Any, x: Any, weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, weight, _ = _check(x, weight)
     grad_output = as_float_array(grad_output, "grad_output")
     if grad_output.shape != (*x.shape[:-1], weight.shape[0]):
@@ -60,7 +65,7 @@ def _check_backward(grad_output, x, weight):
     return grad_output, x, weight
 
 
-def _param_grads(grad_output, x, weight):
+def _param_grads(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dy = grad_output.reshape(-1, weight.shape[0])  # (B, O), B = prod of leading axes
     xf = x.reshape(-1, weight.shape[1])  # (B, I)
     return dy.T @ xf, dy.sum(axis=0)  # (O, B)·(B, I) → (O, I); (O,)

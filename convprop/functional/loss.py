@@ -13,8 +13,10 @@ float32 in, float32 out.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError, ArgumentTypeError
 from .activation import _sigmoid
@@ -23,7 +25,7 @@ from .validation import as_float_array, check_same_dtype
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_reduction(reduction) -> str:
+def _check_reduction(reduction: str) -> str:
     if reduction not in REDUCTIONS:
         raise ArgumentError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
@@ -39,7 +41,7 @@ def _reduce(losses: np.ndarray, grad: np.ndarray, reduction: str, count: int) ->
     return np.asarray(total / count, dtype=losses.dtype), grad / count
 
 
-def _input_and_target(input, target, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _input_and_target(input: Any, target: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate an element-wise loss's (input, target): float arrays of one shape and dtype."""
     input = as_float_array(input, name)
     target = as_float_array(target, "target")
@@ -49,7 +51,9 @@ def _input_and_target(input, target, name: str) -> tuple[np.ndarray, np.ndarray]
     return input, target
 
 
-def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0) -> tuple[np.ndarray, np.ndarray]:
+def cross_entropy(
+    logits: ArrayLike, target: ArrayLike, *, reduction: str = "mean", label_smoothing: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Softmax cross-entropy from logits and class indices, as ``F.cross_entropy``.
 
     With log-probabilities ``ℓ = log_softmax(z)`` (log-sum-exp, stable), ε = label_smoothing and
@@ -96,7 +100,7 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0) -> t
     return _reduce(losses, grad, reduction, N)
 
 
-def mse_loss(input, target, *, reduction="mean") -> tuple[np.ndarray, np.ndarray]:
+def mse_loss(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> tuple[np.ndarray, np.ndarray]:
     """Mean squared error, as ``F.mse_loss``: ``loss_i = (x_i - t_i)²``, ``d/dx_i = 2·(x_i - t_i)``.
 
     Shapes:
@@ -108,7 +112,9 @@ def mse_loss(input, target, *, reduction="mean") -> tuple[np.ndarray, np.ndarray
     return _reduce(diff * diff, 2 * diff, reduction, input.size)
 
 
-def binary_cross_entropy_with_logits(logits, target, *, reduction="mean") -> tuple[np.ndarray, np.ndarray]:
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid + binary cross-entropy in one stable step, as ``F.binary_cross_entropy_with_logits``.
 
     ``-(t·log σ(z) + (1 - t)·log(1 - σ(z)))`` simplifies to the overflow-free::
@@ -129,7 +135,9 @@ _LOG_FLOOR = -100.0  # PyTorch clamps each log at -100, so p = 0 or 1 gives a fi
 _GRAD_EPS = float(np.float32(1e-12))
 
 
-def binary_cross_entropy(probs, target, *, reduction="mean") -> tuple[np.ndarray, np.ndarray]:
+def binary_cross_entropy(
+    probs: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
     """Binary cross-entropy from probabilities, as ``F.binary_cross_entropy`` (values included)::
 
         loss_i = -(t_i · max(log p_i, -100) + (1 - t_i) · max(log(1 - p_i), -100))

@@ -7,13 +7,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError, ArgumentTypeError
 from .validation import as_float_array, check_at_least, check_probability, check_same_dtype
 
 
-def _channel_vector(value, name: str, C: int) -> np.ndarray | None:
+def _channel_vector(value: Any, name: str, C: int) -> np.ndarray | None:
     if value is None:
         return None
     value = as_float_array(value, name)
@@ -22,7 +25,9 @@ def _channel_vector(value, name: str, C: int) -> np.ndarray | None:
     return value
 
 
-def _resolve_bn(x, weight, running_mean, running_var, training, eps):
+def _resolve_bn(
+    x: Any, weight: Any, running_mean: Any, running_var: Any, training: bool, eps: float
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, tuple[int, ...], tuple[int, ...]]:
     """Validate; return (x, weight, running_mean, running_var, reduce axes, per-channel broadcast shape)."""
     x = as_float_array(x, "x")
     if x.ndim < 2 or x.shape[1] < 1:
@@ -46,7 +51,17 @@ def _resolve_bn(x, weight, running_mean, running_var, training, eps):
     return x, weight, running_mean, running_var, axes, (1, C) + (1,) * (x.ndim - 2)
 
 
-def batch_norm(x, weight, bias, running_mean, running_var, *, training, momentum=0.1, eps=1e-5):
+def batch_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    bias: ArrayLike | None,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
+    *,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Batch normalisation, as ``torch.nn.functional.batch_norm`` but pure.
 
     Per channel c, over the N·H·W values M of that channel::
@@ -88,20 +103,31 @@ def batch_norm(x, weight, bias, running_mean, running_var, *, training, momentum
     if training:
         mean, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), (C,) biased
     else:
+        assert running_mean is not None and running_var is not None  # _resolve_bn refused eval mode without them
         mean, var = running_mean, running_var
     y = (x - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + eps)  # x̂, (N, C, H, W)
     if weight is not None:
         y *= weight.reshape(bshape)  # (1, C, 1, 1)
     if bias is not None:
         y += bias.reshape(bshape)  # (1, C, 1, 1)
-    if training and running_mean is not None:
+    if training and running_mean is not None and running_var is not None:
         count = x.size // x.shape[1]
-        running_mean = (1 - momentum) * running_mean + momentum * mean
-        running_var = (1 - momentum) * running_var + momentum * (var * (count / (count - 1)))
-    return y, running_mean, running_var
+        new_mean = (1 - momentum) * running_mean + momentum * mean
+        new_var = (1 - momentum) * running_var + momentum * (var * (count / (count - 1)))
+        return y, new_mean, new_var
+    return y, running_mean, running_var  # eval mode: the same arrays; None when not tracked
 
 
-def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, training, eps=1e-5):
+def batch_norm_backward(
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
+    *,
+    training: bool,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`batch_norm` with respect to x, weight and bias.
 
     With δ = grad_output, per channel over its M values, and ĝ = weight · δ::
@@ -134,6 +160,7 @@ def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, tr
     if training:
         mean, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), (C,)
     else:
+        assert running_mean is not None and running_var is not None  # _resolve_bn refused eval mode without them
         mean, var = running_mean, running_var
     invstd = 1 / np.sqrt(var + eps)  # (C,)
     xhat = (x - mean.reshape(bshape)) * invstd.reshape(bshape)  # (N, C, H, W)
@@ -154,11 +181,11 @@ def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, tr
 # ---------------------------------------------------------------------------------------------- dropout
 
 
-def _check_p(p) -> float:
+def _check_p(p: float) -> float:
     return check_probability(p, "p", allow_one=True)
 
 
-def dropout_mask(shape, p, rng) -> np.ndarray:
+def dropout_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator) -> np.ndarray:
     """A boolean keep-mask: each entry True (kept) with probability ``1 - p``.
 
     Args:
@@ -173,7 +200,7 @@ def dropout_mask(shape, p, rng) -> np.ndarray:
     return rng.random(shape) >= p  # uniform in [0, 1): p = 0 keeps all, p = 1 drops all
 
 
-def _apply_mask(values: np.ndarray, p: float, mask, name: str) -> np.ndarray:
+def _apply_mask(values: np.ndarray, p: float, mask: Any, name: str) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.dtype != np.bool_ or mask.shape != values.shape:
         raise ArgumentError(
@@ -184,7 +211,7 @@ def _apply_mask(values: np.ndarray, p: float, mask, name: str) -> np.ndarray:
     return np.where(mask, values * (1 / (1 - p)), 0).astype(values.dtype, copy=False)
 
 
-def dropout(x, p, mask) -> np.ndarray:
+def dropout(x: ArrayLike, p: float, mask: ArrayLike) -> np.ndarray:
     """Inverted dropout (training mode): ``y = x · mask / (1 - p)``, so E[y] = x.
 
     At evaluation time dropout is the identity: the layer simply does not call this.
@@ -197,7 +224,7 @@ def dropout(x, p, mask) -> np.ndarray:
     return _apply_mask(x, _check_p(p), mask, "x")
 
 
-def dropout_backward(grad_output, p, mask) -> np.ndarray:
+def dropout_backward(grad_output: ArrayLike, p: float, mask: ArrayLike) -> np.ndarray:
     """``dx = δ · mask / (1 - p)``: the same linear map as the forward.
 
     Shapes:
