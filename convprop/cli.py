@@ -194,6 +194,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.image).with_name(Path(args.image).stem + "_feature_maps.png")
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist (choose another --out)")
     x = predictor.preprocess(args.image)  # (1, H, W), preprocessed once for both uses below
     label = predictor.classes[int(np.argmax(predictor.probabilities(x)[0]))]
     plots.plot_feature_maps(x[0], predictor.feature_maps(x), out)

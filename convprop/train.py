@@ -179,7 +179,10 @@ def prepare_run_dir(config: TrainConfig) -> Path:
         raise ConfigError(f"output path {str(run_dir)!r} exists and is not a directory")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
         raise ConfigError(f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # permission denied, read-only file system, a file in the way, ...
+        raise ConfigError(f"cannot create run directory {str(run_dir)!r}: {exc.strerror}") from None
     return run_dir
 
 

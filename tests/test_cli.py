@@ -136,6 +136,7 @@ def test_inspect_writes_feature_maps(digits_run, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert_clean_error(run("inspect", digits_run, image), "exists", "--force")
     assert run("inspect", digits_run, image, "--force").returncode == 0
+    assert_clean_error(run("inspect", digits_run, image, "--out", tmp_path / "nowhere" / "m.png"), "does not exist")
 
 
 def test_gradcheck_command():

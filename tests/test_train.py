@@ -127,3 +127,11 @@ def test_default_run_directories_never_collide(tmp_path, monkeypatch):
     first, second, third = (prepare_run_dir(TrainConfig()) for _ in range(3))
     assert [p.name for p in (first, second, third)] == ["20261121-060000", "20261121-060000-2", "20261121-060000-3"]
     assert all(p.is_dir() for p in (first, second, third))
+
+
+def test_a_run_directory_that_cannot_be_created_is_a_config_error(tmp_path):
+    from convprop.train import prepare_run_dir
+
+    (tmp_path / "a-file").write_text("in the way")
+    with pytest.raises(ConfigError, match=r"cannot create run directory .*a-file/run"):
+        prepare_run_dir(TrainConfig(out_dir=str(tmp_path / "a-file" / "run")))
