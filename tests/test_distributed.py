@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from convprop import distributed
 from convprop.cli import main
@@ -44,9 +45,23 @@ def mpi_env() -> dict[str, str]:
     return env
 
 
+def launch() -> list[str]:
+    """MPICH's mpiexec, 2 ranks on 127.0.0.1 over the loopback interface (its own control port is
+    Hydra's, which listens on every interface while the job runs)."""
+    assert MPIEXEC is not None
+    return [MPIEXEC, "-hosts", "127.0.0.1", "-iface", "lo", "-n", "2", sys.executable]
+
+
 def mpirun(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    command = [MPIEXEC, "-n", "2", sys.executable, *args]
-    return subprocess.run(command, cwd=cwd, env=mpi_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*launch(), *args],
+        cwd=cwd,
+        env=mpi_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # --- one process: no MPI at all ---------------------------------------------------------------------
@@ -117,7 +132,8 @@ def one_and_two(tmp_path_factory):
     assert two.returncode == 0, two.stderr[-3000:]
     runs = list((root / "two" / "runs").iterdir())
     config = TrainConfig(epochs=1, batch_size=63, optimizer="sgd", lr=0.01, progress=False, out_dir=str(root / "one"))
-    one = fit(config, log=lambda line: None)
+    with threadpool_limits(limits=1):  # one BLAS thread, as each rank has
+        one = fit(config, log=lambda line: None)
     return one, runs, two.stdout
 
 
@@ -175,10 +191,10 @@ def wait_for(predicate, seconds: float) -> None:
 def start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     """2-rank training that would take minutes; returns once rank 0 has started its first epoch."""
     log = tmp_path / "stdout"
-    command = [MPIEXEC, "-n", "2", sys.executable, str(WORKER), "pid", str(tmp_path)]
+    command = [*launch(), str(WORKER), "pid", str(tmp_path)]
     command += ["train", "--epochs", "20", "--no-progress", "--out-dir", str(tmp_path / "run")]
     with log.open("w") as out, (tmp_path / "stderr").open("w") as err:
-        job = subprocess.Popen(command, cwd=tmp_path, env=mpi_env(), stdout=out, stderr=err)
+        job = subprocess.Popen(command, cwd=tmp_path, env=mpi_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=err)
     wait_for(lambda: (tmp_path / "pid.1").exists() and "run directory:" in log.read_text(), 120)
     time.sleep(2)  # inside the first epoch
     return job, log
