@@ -244,12 +244,12 @@ def train_epoch(
             seen += len(yb)
             correct += int((logits.argmax(axis=1) == yb).sum())
             loss_sum += float(loss) * len(yb)
-            bar.update(len(yb))
+            bar.update(len(yb_global))  # on rank 0 under MPI: every rank's images; loss and acc: rank 0's shard
             elapsed = time.perf_counter() - start
             bar.set_postfix(
                 loss=f"{loss_sum / seen:.4f}",
                 acc=f"{100 * correct / seen:.2f}%",
-                speed=f"{seen / max(elapsed, 1e-9):.0f} img/s",
+                speed=f"{bar.n / max(elapsed, 1e-9):.0f} img/s",
                 refresh=False,
             )
     if world.size > 1:  # every rank's images: (loss sum, correct, seen) summed over the ranks
