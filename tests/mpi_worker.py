@@ -3,12 +3,16 @@
 Modes:
     exact     float64: every rank trains through ``convprop.distributed``; rank 0 also trains the same
               model alone (a world of one) and writes the largest weight difference to OUT/exact.json.
+    buffers   lenet-bn built with a different seed on each rank: rank 0's parameters and buffers after the
+              broadcast, per-rank batch-norm statistics while training, rank 0's again after evaluate;
+              each rank writes digests of its state to OUT/state.<rank>.json.
     pid       write OUT/pid.<rank>, then run ``convprop train`` with the remaining arguments.
     desert    rank 1 leaves after two steps without a word; rank 0 must abort by its watchdog (timeout 3 s).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -49,6 +53,31 @@ def exact(out: Path) -> None:
         (out / "exact.json").write_text(json.dumps({"max_abs_diff": diff, "max_abs_weight": scale}))
 
 
+def digest(arrays: list[np.ndarray]) -> str:
+    return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+
+def buffers(out: Path) -> None:
+    world = distributed.init()
+    model = build_model("lenet-bn", 1, (8, 8), 10, rng=world.rank)  # different weights on each rank
+    params = lambda: digest([p.data for p in model.parameters()])  # noqa: E731
+    stats = lambda: digest([b for _, b in model.named_buffers()])  # noqa: E731
+    state = {"built": params()}
+    world.broadcast_parameters(model)
+    state |= {"broadcast": params(), "broadcast_buffers": stats()}
+    x = np.random.default_rng(0).standard_normal((40, 1, 8, 8)).astype(np.float32)  # (N, C, H, W)
+    y = np.arange(40) % 10
+    opt = optim.SGD(model.parameters(), lr=0.05)
+    train_epoch(model, opt, x, y, TrainConfig(batch_size=10, augment=0, progress=False), np.random.default_rng(0), "")
+    state |= {"trained": params(), "trained_buffers": stats()}
+    rank0_buffers = [b.copy() for _, b in model.named_buffers()]
+    world.broadcast(rank0_buffers[0])  # (C,) rank 0's first running mean, for the check below
+    test = world.evaluate(model, x, y)
+    state |= {"evaluated_buffers": stats(), "rank0_first_buffer": digest(rank0_buffers[:1])}
+    state |= {"first_buffer": digest([next(model.named_buffers())[1]]), "accuracy": test.accuracy}
+    (out / f"state.{world.rank}.json").write_text(json.dumps(state))
+
+
 def desert() -> None:
     world = distributed.init(timeout=3.0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, rng=0))
@@ -74,6 +103,8 @@ def main() -> None:
         from convprop.cli import main as cli_main
 
         raise SystemExit(cli_main(sys.argv[3:]))
+    elif mode == "buffers":
+        buffers(out)
     elif mode == "desert":
         desert()
 

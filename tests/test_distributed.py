@@ -182,6 +182,21 @@ def test_float64_two_ranks_equal_one_exactly(tmp_path):
     assert report["max_abs_diff"] <= 1e-12 * report["max_abs_weight"]
 
 
+@needs_mpi
+def test_batch_norm_statistics_are_per_rank_and_rank_zeros_are_evaluated(tmp_path):
+    result = mpirun(str(WORKER), "buffers", str(tmp_path), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / f"state.{r}.json").read_text()) for r in (0, 1))
+    assert rank0["built"] != rank1["built"]  # built from different seeds...
+    assert rank0["broadcast"] == rank1["broadcast"]  # ...rank 0's parameters and buffers everywhere
+    assert rank0["broadcast_buffers"] == rank1["broadcast_buffers"]
+    assert rank0["trained"] == rank1["trained"]  # the same allreduced gradients, the same steps
+    assert rank0["trained_buffers"] != rank1["trained_buffers"]  # statistics of each rank's own shards
+    assert rank0["evaluated_buffers"] == rank1["evaluated_buffers"]  # rank 0's, as DDP's broadcast_buffers
+    assert rank1["first_buffer"] == rank1["rank0_first_buffer"] == rank0["first_buffer"]
+    assert rank0["accuracy"] == rank1["accuracy"]
+
+
 def wait_for(predicate, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while not predicate():
