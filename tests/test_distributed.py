@@ -172,21 +172,28 @@ def test_rank_zero_alone_writes_files_and_logs(one_and_two):
     assert stdout.count("run directory:") == 1 and stdout.count("epoch 1/1:") == 1
 
 
+@pytest.fixture(scope="module")
+def library_run(tmp_path_factory) -> Path:
+    """tests/mpi_worker.py's library checks on 2 ranks; their reports in the returned folder."""
+    if importlib.util.find_spec("mpi4py") is None or MPIEXEC is None:
+        pytest.skip('mpi4py/mpiexec not installed: pip install ".[mpi]"')
+    out = tmp_path_factory.mktemp("library")
+    result = mpirun(str(WORKER), "library", str(out), cwd=out, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
 @needs_mpi
-def test_float64_two_ranks_equal_one_exactly(tmp_path):
+def test_float64_two_ranks_equal_one_exactly(library_run):
     """float64, uneven shards (batches of 5 → 2 + 3), one empty shard (a last batch of 1), dropout and
     augmentation: 42 SGD steps agree to float64 rounding (1e-12 of the weights' scale)."""
-    result = mpirun(str(WORKER), "exact", str(tmp_path), cwd=tmp_path, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "exact.json").read_text())
+    report = json.loads((library_run / "exact.json").read_text())
     assert report["max_abs_diff"] <= 1e-12 * report["max_abs_weight"]
 
 
 @needs_mpi
-def test_batch_norm_statistics_are_per_rank_and_rank_zeros_are_evaluated(tmp_path):
-    result = mpirun(str(WORKER), "buffers", str(tmp_path), cwd=tmp_path, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (json.loads((tmp_path / f"state.{r}.json").read_text()) for r in (0, 1))
+def test_batch_norm_statistics_are_per_rank_and_rank_zeros_are_evaluated(library_run):
+    rank0, rank1 = (json.loads((library_run / f"state.{r}.json").read_text()) for r in (0, 1))
     assert rank0["built"] != rank1["built"]  # built from different seeds...
     assert rank0["broadcast"] == rank1["broadcast"]  # ...rank 0's parameters and buffers everywhere
     assert rank0["broadcast_buffers"] == rank1["broadcast_buffers"]
