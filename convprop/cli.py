@@ -125,10 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .train import TrainConfig, fit
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    result = fit(config)
+    # `mpiexec -n N convprop train ...` trains data-parallel (docs/distributed.md); a DistributedError is a
+    # ConvpropError, so a missing mpi4py is the usual one-line error
+    world = distributed.init()
+    with world.guard():  # under MPI an error on one rank ends every rank, never a hang
+        result = fit(config)
     return 130 if result.interrupted else 0
 
 
