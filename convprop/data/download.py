@@ -165,21 +165,24 @@ REMOTE_DATASETS: dict[str, RemoteDataset] = {
 }
 
 
+def _pooch() -> Any:
+    """The pooch module, imported only when downloading (it pulls in requests)."""
+    import pooch  # type: ignore[import-untyped]  # pooch ships no py.typed marker
+
+    return pooch
+
+
 def default_cache_dir() -> Path:
     """The cache root: ``$CONVPROP_DATA`` if set, else the platform's user cache dir for convprop."""
     env = os.environ.get("CONVPROP_DATA")
     if env:
         return Path(env).expanduser()
-    import pooch  # only needed when downloading
-
-    return Path(pooch.os_cache("convprop"))  # platformdirs.user_cache_dir("convprop")
+    return Path(_pooch().os_cache("convprop"))  # platformdirs.user_cache_dir("convprop")
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file, read in chunks."""
-    import pooch
-
-    return str(pooch.file_hash(os.fspath(path), alg="sha256"))
+    return str(_pooch().file_hash(os.fspath(path), alg="sha256"))
 
 
 def download_files(
@@ -294,9 +297,9 @@ def _from_mirrors(
     progress: ProgressCallback | bool,
     set_aside: str | None,
 ) -> Path:
-    import pooch
     import requests
 
+    pooch = _pooch()
     _quiet_pooch_about_partials()
     failures: list[str] = []  # "url: reason" for mirrors that answered without the file or were unreachable
     mismatches: list[str] = []  # "url: expected ..., got ..." for mirrors that served other bytes
@@ -435,9 +438,7 @@ class _Transfer:
         self._bar: Any = None
 
     def downloader(self, timeout: float) -> Callable[[str, str, Any], None]:
-        import pooch
-
-        http = pooch.HTTPDownloader(
+        http = _pooch().HTTPDownloader(
             progressbar=self,
             chunk_size=CHUNK_BYTES,
             timeout=timeout,
@@ -545,8 +546,6 @@ class _PartialPathFilter(logging.Filter):
 
 
 def _quiet_pooch_about_partials() -> None:
-    import pooch
-
-    logger = pooch.get_logger()
+    logger = _pooch().get_logger()
     if not any(isinstance(f, _PartialPathFilter) for f in logger.filters):
         logger.addFilter(_PartialPathFilter())

@@ -24,11 +24,12 @@ expands without bound is refused, not expanded.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import zlib
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -175,7 +176,7 @@ def _size_message(source: str, header: IdxHeader, actual: str) -> str:
     )
 
 
-def _read_exact(stream: IO[bytes], n: int) -> bytes:
+def _read_exact(stream: io.BufferedIOBase, n: int) -> bytes:
     """Up to ``n`` bytes (fewer only at the end of the stream)."""
     parts, left = [], n
     while left > 0:
@@ -188,7 +189,7 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
 
 
 def _read_stream(
-    stream: IO[bytes],
+    stream: io.BufferedIOBase,
     ndim: int | None,
     max_bytes: int,
     source: str,
@@ -210,7 +211,7 @@ def _read_stream(
             )
         )
     buffer = np.empty(header.payload_bytes, dtype=np.uint8)  # (payload_bytes,), the only large allocation
-    view = memoryview(buffer)
+    view = buffer.data  # a writable memoryview of the buffer
     got = 0
     while got < header.payload_bytes:
         chunk = stream.read(min(READ_CHUNK, header.payload_bytes - got))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from typing import Any
 
 import numpy as np
@@ -118,20 +117,21 @@ def decode_image(data: bytes, *, source: str = "image", formats: tuple[str, ...]
     """
     Image, _ = _pil()
     if not data:
-        raise DataError(f"{source} is empty (0 bytes): expected an image ({', '.join(formats)})")
+        raise DataError(f"cannot read {source}: it is empty (0 bytes), expected an image ({', '.join(formats)})")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # above MAX_IMAGE_PIXELS: refuse
-            with Image.open(io.BytesIO(data), formats=list(formats)) as img:
-                _check_size(img.height, img.width, source)  # from the header, before decoding
-                img.load()  # the first frame only
-                _check_size(img.height, img.width, source)  # some formats settle their size on load
-                return _pil_to_gray(img, source)
+        # no warnings.catch_warnings() here: it is not thread-safe, and the server decodes in threads.
+        # Pillow's DecompressionBombWarning (above MAX_IMAGE_PIXELS) needs no escalation: MAX_SIDE is smaller.
+        with Image.open(io.BytesIO(data), formats=list(formats)) as img:
+            _check_size(img.height, img.width, source)  # from the header, before decoding
+            img.load()  # the first frame only
+            _check_size(img.height, img.width, source)  # some formats settle their size on load
+            return _pil_to_gray(img, source)
     except DataError:
         raise
     except Image.UnidentifiedImageError:  # its message names a BytesIO object: say it plainly instead
-        raise DataError(f"{source} is not an image Pillow can read: expected one of {', '.join(formats)}") from None
-    except Exception as exc:  # DecompressionBombWarning (made an error above) is an Exception too
+        expected = ", ".join(formats)
+        raise DataError(f"cannot read {source}: not an image Pillow can read, expected one of {expected}") from None
+    except Exception as exc:
         # Pillow's decoders raise many types for malformed input (OSError, SyntaxError, ValueError,
         # EOFError, struct.error, IndexError, DecompressionBombError, ...): every one is about the file.
         raise DataError(f"cannot read {source}: {type(exc).__name__}: {exc}") from None
