@@ -14,7 +14,7 @@ import time
 import pytest
 from file_server import FileServer, dead_url, make_idx_files, spec_for
 
-from convprop.data import NotCachedError, OfflineError, download_files
+from convprop.data import DownloadError, NotCachedError, OfflineError, download_files
 from convprop.data.download import PARTIAL_PREFIX, STALE_PARTIAL_SECONDS, remove_stale_partials
 
 NAME = "train-labels-idx1-ubyte.gz"
@@ -149,3 +149,22 @@ def test_partial_files_of_a_killed_download_are_cleaned_up_by_the_next(tmp_path)
     finally:
         srv.close()
     assert sorted(p.name for p in directory.iterdir()) == ["big.gz"]  # the stale partial folder is gone
+
+
+def test_disk_full_is_a_download_error_naming_the_folder_and_no_other_mirror_is_tried(tmp_path, files, monkeypatch):
+    import errno
+    import tempfile
+
+    empty = FileServer({})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", full)  # where pooch makes its temporary file
+    try:
+        with pytest.raises(DownloadError, match=r"cannot write .* into .*tiny: No space left on device") as info:
+            fetch(spec_for(files, empty.url), tmp_path)
+    finally:
+        empty.close()
+    assert not isinstance(info.value, OfflineError) and empty.requests == []
+    assert PARTIAL_PREFIX not in str(info.value)

@@ -331,12 +331,19 @@ def _from_mirrors(
         except requests.RequestException as exc:  # answered, then broke off (e.g. a short body)
             failures.append(f"{url}: the transfer broke off after {transfer.done} bytes ({type(exc).__name__})")
         except ValueError:  # pooch: the downloaded file's hash is not the registered one
+            if transfer.sha256 == remote.sha256:
+                raise  # the bytes were right: not a mismatch, so not ours to explain away
             mismatches.append(f"{url}: expected sha256 {remote.sha256}, got {transfer.sha256}")
+        except OSError as exc:  # pooch's temporary file or its move (requests' errors are OSErrors, caught above)
+            raise DownloadError(f"cannot write {remote.name} into {directory}: {exc.strerror or exc}") from None
         else:
             target = directory / remote.name
             if target.is_file() and sha256_of(target) != remote.sha256:  # appeared meanwhile, and is wrong
                 _set_aside(target)
-            os.replace(fetched, target)  # atomic: another process's identical file may be replaced, harmlessly
+            try:
+                os.replace(fetched, target)  # atomic: another process's identical file may be replaced, harmlessly
+            except OSError as exc:
+                raise DownloadError(f"cannot move {remote.name} into {directory}: {exc.strerror or exc}") from None
             return target
         finally:
             transfer.close()
