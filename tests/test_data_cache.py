@@ -15,7 +15,7 @@ import pytest
 from file_server import FileServer, dead_url, make_idx_files, spec_for
 
 from convprop.data import DownloadError, NotCachedError, OfflineError, download_files
-from convprop.data.download import PARTIAL_PREFIX, STALE_PARTIAL_SECONDS, remove_stale_partials
+from convprop.data.cache import PARTIAL_PREFIX, STALE_PARTIAL_SECONDS, remove_stale_partials
 
 NAME = "train-labels-idx1-ubyte.gz"
 

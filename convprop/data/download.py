@@ -1,8 +1,9 @@
 """Fetching dataset files from public mirrors into a cache, verified by SHA-256, with pooch.
 
 Each downloadable dataset is a :class:`RemoteDataset`: mirror base URLs and the files, each a
-:class:`RemoteFile` with its published SHA-256 and size. ``REMOTE_DATASETS`` is the registry; tests
-(and anyone with a private mirror) build their own ``RemoteDataset`` and pass it in.
+:class:`RemoteFile` with its published SHA-256 and size (:mod:`convprop.data.registry`).
+``REMOTE_DATASETS`` is the registry; tests (and anyone with a private mirror) build their own
+``RemoteDataset`` and pass it in.
 
 `pooch <https://www.fatiando.org/pooch/>`_ (the download-and-cache library SciPy and scikit-image use)
 does the transfer: its registry of SHA-256 hashes, retries, a private temporary file per attempt and
@@ -18,11 +19,8 @@ the move into place once the hash matches, and the progress bar (tqdm). convprop
 - **private partial files**: each download works in its own ``.convprop-partial-*`` folder beside the
   cache, removed when it ends however it ends; one left by a killed process is removed by the next
   download once it is older than ``STALE_PARTIAL_SECONDS`` (a live download writes far more often), and
-  is never read;
+  is never read (:mod:`convprop.data.cache`);
 - **an offline message** that says what is missing, where to put it, and names ``--data-dir``.
-
-The checksums and sizes are the ones TensorFlow Datasets publishes for these exact files
-(``tensorflow_datasets/url_checksums/mnist.txt`` and ``fashion_mnist.txt``: URL, size, SHA-256).
 """
 
 from __future__ import annotations
@@ -34,21 +32,38 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import ArgumentError, ArgumentTypeError, DownloadError
+from .cache import PARTIAL_PREFIX, STALE_PARTIAL_SECONDS, remove_stale_partials, set_aside
+from .registry import REMOTE_DATASETS, UNKNOWN_SIZE_CAP, RemoteDataset, RemoteFile
+
+__all__ = [  # the registry and the cache helpers are re-exported: convprop 0.1 imported them from here
+    "PARTIAL_PREFIX",
+    "REMOTE_DATASETS",
+    "STALE_PARTIAL_SECONDS",
+    "UNKNOWN_SIZE_CAP",
+    "ChecksumError",
+    "DownloadError",
+    "NotCachedError",
+    "OfflineError",
+    "ProgressCallback",
+    "RemoteDataset",
+    "RemoteFile",
+    "default_cache_dir",
+    "download_files",
+    "fetch_file",
+    "remove_stale_partials",
+    "set_aside",
+    "sha256_of",
+]
 
 CHUNK_BYTES = 1 << 16  # read/write granularity while streaming
 TIMEOUT_SECONDS = 30.0  # per socket operation (connect, each read), not per file
 RETRIES = 1  # further attempts per mirror after a failed one (pooch waits 1 s, 2 s, ... between them)
-STALE_PARTIAL_SECONDS = 3600.0  # a partial-download folder untouched this long belongs to a dead process
-UNKNOWN_SIZE_CAP = 1 << 30  # bytes accepted for a RemoteFile published without a size
-PARTIAL_PREFIX = ".convprop-partial-"  # the private working folder of one download
 
 # (file name, bytes so far, total bytes or None when the server does not say)
 ProgressCallback = Callable[[str, int, "int | None"], None]
@@ -64,105 +79,6 @@ class OfflineError(DownloadError, ConnectionError):
 
 class NotCachedError(DownloadError, FileNotFoundError):
     """``download=False`` and a file is missing from the cache or does not have its published SHA-256."""
-
-
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of a dataset: its name on every mirror, its SHA-256 (lower-case hex) and its size in bytes."""
-
-    name: str  # e.g. "train-images-idx3-ubyte.gz"
-    sha256: str
-    size: int | None = None  # bytes, as published: the most a mirror may send (UNKNOWN_SIZE_CAP when None)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name in (".", ".."):
-            raise ArgumentError(f"RemoteFile name must be a plain file name, got {self.name!r}")
-        if not isinstance(self.sha256, str) or not _SHA256.fullmatch(self.sha256):
-            raise ArgumentError(f"RemoteFile {self.name}: sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
-        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1):
-            raise ArgumentError(
-                f"RemoteFile {self.name}: size must be a positive int of bytes or None, got {self.size!r}"
-            )
-
-    @property
-    def cap(self) -> int:
-        """The largest body accepted for this file, in bytes."""
-        return self.size if self.size is not None else UNKNOWN_SIZE_CAP
-
-
-@dataclass(frozen=True)
-class RemoteDataset:
-    """Where a dataset's files live: mirror base URLs and the files with their hashes and sizes."""
-
-    name: str  # also the cache subdirectory: files of different datasets share names
-    mirrors: tuple[str, ...]  # base URLs; a file's URL is mirror.rstrip("/") + "/" + file.name
-    files: tuple[RemoteFile, ...]
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name in (".", ".."):
-            raise ArgumentError(f"RemoteDataset name must be a plain folder name, got {self.name!r}")
-        if isinstance(self.mirrors, str) or not isinstance(self.mirrors, Sequence):
-            raise ArgumentTypeError(f"RemoteDataset {self.name}: mirrors must be a tuple of URLs, got {self.mirrors!r}")
-        for mirror in self.mirrors:
-            if not isinstance(mirror, str) or not mirror.startswith(("https://", "http://")):
-                raise ArgumentError(f"RemoteDataset {self.name}: a mirror must be an http(s):// URL, got {mirror!r}")
-        if isinstance(self.files, RemoteFile) or not all(isinstance(f, RemoteFile) for f in self.files):
-            raise ArgumentTypeError(
-                f"RemoteDataset {self.name}: files must be a tuple of RemoteFile, got {self.files!r}"
-            )
-
-    def file(self, name: str) -> RemoteFile:
-        for remote in self.files:
-            if remote.name == name:
-                return remote
-        raise KeyError(f"{self.name} has no file {name!r}; it has {[f.name for f in self.files]}")
-
-    def ordered_mirrors(self) -> tuple[str, ...]:
-        """The mirrors in the order they are tried: HTTPS ones first, otherwise as listed."""
-        return tuple(sorted(self.mirrors, key=lambda url: not url.startswith("https://")))
-
-
-def _files(table: str) -> tuple[RemoteFile, ...]:
-    """Rows of ``name  published size in bytes  SHA-256`` → RemoteFiles."""
-    rows = (line.split() for line in table.strip().splitlines())
-    return tuple(RemoteFile(name, sha256, int(size)) for name, size, sha256 in rows)
-
-
-REMOTE_DATASETS: dict[str, RemoteDataset] = {
-    "mnist": RemoteDataset(
-        name="mnist",
-        mirrors=(
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",  # torchvision's mirror
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",  # CVDF, used by TensorFlow
-        ),
-        files=_files(
-            """
-            train-images-idx3-ubyte.gz  9_912_422  440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609
-            train-labels-idx1-ubyte.gz     28_881  3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c
-            t10k-images-idx3-ubyte.gz   1_648_877  8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6
-            t10k-labels-idx1-ubyte.gz       4_542  f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6
-            """
-        ),
-    ),
-    "fashion-mnist": RemoteDataset(
-        name="fashion-mnist",
-        mirrors=(
-            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # Zalando's bucket (HTTP only)
-        ),
-        files=_files(
-            """
-            train-images-idx3-ubyte.gz  26_421_880  3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84
-            train-labels-idx1-ubyte.gz      29_515  a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845
-            t10k-images-idx3-ubyte.gz    4_422_102  346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073
-            t10k-labels-idx1-ubyte.gz        5_148  67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5
-            """
-        ),
-    ),
-}
 
 
 def _pooch() -> Any:
@@ -248,7 +164,7 @@ def fetch_file(
 ) -> Path:
     """``directory / remote.name``, downloaded from the first mirror that serves the right bytes."""
     target = directory / remote.name
-    set_aside: str | None = None  # what happened to a damaged cached copy, for the messages
+    aside_note: str | None = None  # what happened to a damaged cached copy, for the messages
     if target.is_file():
         actual = sha256_of(target)
         if actual == remote.sha256:
@@ -258,12 +174,12 @@ def fetch_file(
                 f"cached {target} does not have the published SHA-256 (expected {remote.sha256}, got {actual}) "
                 f"and download=False; it was left as it is: replace it by hand or allow the download"
             )
-        aside = _set_aside(target)
-        set_aside = (
+        aside = set_aside(target)
+        aside_note = (
             f"the cached {target} did not have the published SHA-256 (expected {remote.sha256}, got {actual}) "
             f"and was set aside as {aside.name}"
         )
-        warnings.warn(f"{set_aside}; downloading it again", stacklevel=3)
+        warnings.warn(f"{aside_note}; downloading it again", stacklevel=3)
     elif target.exists():
         raise DownloadError(f"{target} exists but is not a regular file: expected {remote.name} or nothing there")
     if not download:
@@ -282,7 +198,7 @@ def fetch_file(
             f"set $CONVPROP_DATA to a writable folder or pass --data-dir"
         ) from None
     try:
-        return _from_mirrors(spec, remote, directory, partial, timeout, retries, progress, set_aside)
+        return _from_mirrors(spec, remote, directory, partial, timeout, retries, progress, aside_note)
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # whatever happened (even Ctrl-C), no partial file stays
 
@@ -295,7 +211,7 @@ def _from_mirrors(
     timeout: float,
     retries: int,
     progress: ProgressCallback | bool,
-    set_aside: str | None,
+    aside_note: str | None,
 ) -> Path:
     import requests
 
@@ -339,7 +255,7 @@ def _from_mirrors(
         else:
             target = directory / remote.name
             if target.is_file() and sha256_of(target) != remote.sha256:  # appeared meanwhile, and is wrong
-                _set_aside(target)
+                set_aside(target)
             try:
                 os.replace(fetched, target)  # atomic: another process's identical file may be replaced, harmlessly
             except OSError as exc:
@@ -347,8 +263,8 @@ def _from_mirrors(
             return target
         finally:
             transfer.close()
-    if set_aside is not None:
-        failures.append(set_aside)
+    if aside_note is not None:
+        failures.append(aside_note)
     if mismatches:
         others = f" (other mirrors: {'; '.join(failures)})" if failures else ""
         raise ChecksumError(
@@ -365,57 +281,6 @@ def _from_mirrors(
             f"you are probably offline: {hint}"
         )
     raise DownloadError(f"could not download {remote.name} from any mirror ({'; '.join(failures)}): {hint}")
-
-
-def remove_stale_partials(directory: Path, *, older_than: float = STALE_PARTIAL_SECONDS) -> list[Path]:
-    """Remove what killed downloads left in ``directory``; return what was removed.
-
-    Only convprop's own leftovers are touched: ``.convprop-partial-*`` folders holding nothing but
-    regular files (pooch's temporary files), and convprop 0.1's ``.<name>.<random>.part`` files, and only
-    once nothing in them changed for ``older_than`` seconds (a live download writes every chunk, and
-    gives up after ``TIMEOUT_SECONDS`` without one). Everything else is left alone.
-    """
-    removed: list[Path] = []
-    now = time.time()
-    for entry in directory.iterdir():
-        try:
-            if entry.name.startswith(PARTIAL_PREFIX) and entry.is_dir() and not entry.is_symlink():
-                inside = list(entry.iterdir())
-                if any(not p.is_file() or p.is_symlink() for p in inside):
-                    continue  # not what a download leaves: not ours to judge
-                if max((p.stat().st_mtime for p in [entry, *inside]), default=now) > now - older_than:
-                    continue  # maybe a download still running in another process
-                for p in inside:
-                    p.unlink()
-                entry.rmdir()
-                removed.append(entry)
-            elif (
-                re.fullmatch(r"\..+\.[^.]+\.part", entry.name)
-                and entry.is_file()
-                and not entry.is_symlink()
-                and entry.stat().st_mtime <= now - older_than
-            ):
-                entry.unlink()
-                removed.append(entry)
-        except OSError:  # raced with another process, or not ours to remove: leave it
-            continue
-    return removed
-
-
-def _set_aside(target: Path) -> Path:
-    """Rename a damaged ``target`` to ``<name>.corrupt`` (or ``.corrupt-2``, ...), never over an earlier one."""
-    for n in range(1, 10_000):
-        aside = target.with_name(f"{target.name}.corrupt" + (f"-{n}" if n > 1 else ""))
-        if not aside.exists():
-            try:
-                os.rename(target, aside)
-            except OSError as exc:
-                raise DownloadError(
-                    f"{target} does not have its published SHA-256 and cannot be set aside as {aside.name} "
-                    f"({exc.strerror or exc}): move it away by hand"
-                ) from None
-            return aside
-    raise DownloadError(f"{target} is damaged and {target.name}.corrupt-1..9999 all exist: clean up the folder")
 
 
 class _TooLarge(DownloadError):
