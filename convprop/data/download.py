@@ -319,6 +319,8 @@ class _Transfer:
 
         def download(url: str, output_file: str, store: Any) -> None:
             self._total, self.done, self.started, self._digest = 0, 0, False, hashlib.sha256()  # a new attempt
+            if self._bar is not None:
+                self._bar.reset()
             try:
                 out = open(output_file, "wb")  # noqa: SIM115  (closed in the finally below)
             except OSError as exc:
