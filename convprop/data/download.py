@@ -244,8 +244,11 @@ def _from_mirrors(
             else:  # refused, DNS, no route, timeout before any byte
                 unreachable += 1
                 failures.append(f"{url}: {_reason(exc)}")
-        except requests.RequestException as exc:  # answered, then broke off (e.g. a short body)
-            failures.append(f"{url}: the transfer broke off after {transfer.done} bytes ({type(exc).__name__})")
+        except requests.RequestException as exc:  # answered, then broke off (e.g. a short body); or a bad URL
+            if transfer.started:
+                failures.append(f"{url}: the transfer broke off after {transfer.done} bytes ({type(exc).__name__})")
+            else:
+                failures.append(f"{url}: {type(exc).__name__}: {exc}")
         except ValueError:  # pooch: the downloaded file's hash is not the registered one
             if transfer.sha256 == remote.sha256:
                 raise  # the bytes were right: not a mismatch, so not ours to explain away
