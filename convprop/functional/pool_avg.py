@@ -40,6 +40,11 @@ def _avg_divisor(geo: PoolGeometry, count_include_pad: bool, divisor_override, d
 
 def _resolve_avg(x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     x, geo, unbatched = resolve(x, ndim, kernel_size, stride, padding, 1, ceil_mode)
+    if ndim == 3 and any(n < k for n, k in zip(geo.in_size, geo.kernel, strict=True)):
+        raise ArgumentError(  # PyTorch's avg_pool3d (only) checks the unpadded input against the kernel
+            f"input of spatial size {geo.in_size} is too small for kernel_size={geo.kernel}: avg_pool3d needs "
+            f"every input axis at least as long as the kernel, padding not counted (PyTorch's rule)"
+        )
     if not isinstance(count_include_pad, (bool, np.bool_)):
         raise ArgumentTypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
     if divisor_override is not None and (
