@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ArgumentError
 from . import pool_compiled
-from .geometry import pad, windows
+from .geometry import AXIS_NAMES, pad, windows
 from .pool_avg import (
     adaptive_avg_pool1d,
     adaptive_avg_pool1d_backward,
@@ -171,7 +171,8 @@ def _max_pool_backward(grad_output, x, ndim: int, kernel_size, stride, padding, 
         plane = math.prod(geo.in_size)
         if indices.size and (indices.min() < 0 or indices.max() >= plane):
             raise ArgumentError(
-                f"indices must lie in [0, {plane}) (one input plane, flat) for input of spatial size {geo.in_size}, "
+                f"indices must lie in [0, {'·'.join(AXIS_NAMES[ndim])}) = [0, {plane}) (one input plane, flat) "
+                f"for input of spatial size {geo.in_size}, "
                 f"got values from {indices.min()} to {indices.max()}"
             )
         indices = indices[None] if unbatched else indices  # (N, C, *Q)
