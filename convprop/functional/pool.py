@@ -18,6 +18,7 @@ KH, KW, OH, OW).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,8 @@ def _max_pool_taps(x: np.ndarray, geo: PoolGeometry) -> tuple[np.ndarray, np.nda
     indices = np.empty(shape, dtype=np.int64)
     indices[...] = _first_valid_index(geo)  # the answer when every tap is -inf
     for tap, _ in geo.window.taps():
-        values = view[(slice(None), slice(None), *tap)]  # (N, C, *Q)
+        index: tuple[Any, ...] = (slice(None), slice(None), *tap)
+        values = view[index]  # (N, C, *Q)
         wins = (values > y) | np.isnan(values)
         np.copyto(y, values, where=wins)
         np.copyto(indices, _tap_index(geo, tap), where=wins)

@@ -47,6 +47,9 @@ class _ConvNd(Module):
     registered = False
     ndim: ClassVar[int]
     transposed: ClassVar[bool] = False
+    padding: Any  # as given: a word, one int per axis, or one (before, after) pair per axis
+    weight: Parameter
+    bias: Parameter | None
 
     def _setup(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
                algorithm) -> None:  # fmt: skip
@@ -162,7 +165,7 @@ class _Conv(_ConvNd):
         )
 
     def _add_untied_bias(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        if self.bias_kind == "untied":
+        if self.bias_kind == "untied" and self.bias is not None:
             if y.shape[-self.ndim - 1 :] != self.bias.data.shape:
                 raise ArgumentError(
                     f"untied bias has shape {self.bias.data.shape} but the output is {y.shape[-self.ndim - 1 :]}; "
@@ -199,6 +202,8 @@ class _Conv(_ConvNd):
 
     def _accumulate(self, grad_output: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
         self.weight.accumulate(dw)
+        if self.bias is None:
+            return
         if self.bias_kind is True:
             self.bias.accumulate(db)
         elif self.bias_kind == "untied":

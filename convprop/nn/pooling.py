@@ -25,8 +25,12 @@ def _pool_padding(padding: Any, kernel_size: tuple[int, ...]) -> Any:
     """One int per axis, or one (before, after) pair per axis; each at most half the kernel (PyTorch's
     rule, so no window lies wholly in the padding)."""
     n = len(kernel_size)
-    pads = per_side_pads(padding, n) if is_per_side(padding) else ntuple(padding, n, "padding", minimum=0)
-    sides = pads if is_per_side(padding) else tuple((p, p) for p in pads)
+    if is_per_side(padding):
+        pads: Any = per_side_pads(padding, n)
+        sides = pads
+    else:
+        pads = ntuple(padding, n, "padding", minimum=0)
+        sides = tuple((p, p) for p in pads)
     if any(p > k // 2 for pair, k in zip(sides, kernel_size, strict=True) for p in pair):
         raise ArgumentError(f"padding (={pads}) must be at most half of kernel_size (={kernel_size})")
     return pads
