@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ArgumentError, ArgumentTypeError
 
 if TYPE_CHECKING:  # gradcheck itself needs no layers; only gradcheck_module is handed one
-    from .nn.module import Module
+    pass
 
 
 class GradcheckError(AssertionError):
@@ -127,8 +127,9 @@ def gradcheck(
     return result
 
 
-def gradcheck_module(module: Module, x: np.ndarray, **options: Any) -> GradcheckResult:
-    """:func:`gradcheck` for a layer: its input and every parameter, through ``forward``/``backward``.
+def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
+    """:func:`gradcheck` for a layer: its input and every parameter, through ``forward_with_context``
+    and ``backward_with_context`` (so it works in eval mode too).
 
     The parameters' arrays are perturbed in place (and restored). The layer must be deterministic
     from call to call (for ``Dropout``, reseed its generator in a wrapper). ``options`` are
@@ -137,13 +138,13 @@ def gradcheck_module(module: Module, x: np.ndarray, **options: Any) -> Gradcheck
     params = module.parameters()
     names = ["input", *(name for name, _ in module.named_parameters())]
 
-    def forward(x: np.ndarray, *_: np.ndarray) -> np.ndarray:
-        return module.forward(x.copy())  # (a copy: in-place layers must not clobber the perturbed input)
+    def forward(x, *_):
+        return module.forward_with_context(x.copy())[0]  # (a copy: in-place layers must not clobber the input)
 
     def backward(grad_output: np.ndarray, x: np.ndarray, *_: np.ndarray) -> list[np.ndarray | None]:
         module.zero_grad()
-        module.forward(x.copy())
-        dx = module.backward(grad_output)
+        _, context = module.forward_with_context(x.copy())
+        dx = module.backward_with_context(context, grad_output)
         return [dx, *(p.grad for p in params)]
 
     for p in params:

@@ -14,6 +14,7 @@ import pytest
 
 from convprop import functional as F
 from convprop import nn
+from convprop.errors import ContextError
 
 
 def z(*shape, dtype=np.float32):
@@ -303,7 +304,7 @@ BEFORE_FORWARD = [
 @pytest.mark.parametrize("make", BEFORE_FORWARD)
 def test_backward_before_forward_raises(make):
     layer = make()
-    with pytest.raises(RuntimeError, match=r"backward called before forward"):
+    with pytest.raises(ContextError, match=r"backward called before forward: no context is kept"):
         layer.backward(z(2, 4, 4, 4))
 
 

@@ -1,8 +1,8 @@
-"""BatchNorm2d and Dropout: the layers own the running statistics and the random stream."""
+"""BatchNorm1d/2d/3d and Dropout: the layers own the running statistics and the random stream."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -12,8 +12,8 @@ from .module import Module, Parameter
 from .validate import check_at_least, check_dtype, check_positive_int, check_probability
 
 
-class BatchNorm2d(Module):
-    """Batch normalisation over (N, H, W) per channel, ``torch.nn.BatchNorm2d``.
+class _BatchNorm(Module):
+    """Batch normalisation per channel over every other axis, ``torch.nn.BatchNorm{1,2,3}d``.
 
     Training: normalise with the batch mean and (biased) variance and update the running statistics
     (``running = (1 − momentum)·running + momentum·batch``, the variance unbiased; ``momentum=None``
@@ -21,8 +21,11 @@ class BatchNorm2d(Module):
     running statistics. See ``functional.norm.batch_norm`` and ``docs/normalisation.md``.
 
     Shapes:
-        x: (N, C, H, W); weight, bias, running_mean, running_var: (C,)
+        x: (N, C, *S), the ranks ``shapes`` lists; weight, bias, running_mean, running_var: (C,)
     """
+
+    registered = False
+    shapes: ClassVar[dict[int, str]]  # accepted x.ndim → the shape shown in an error
 
     def __init__(
         self,
@@ -46,19 +49,23 @@ class BatchNorm2d(Module):
             self.register_buffer("running_mean", np.zeros(num_features, dtype))
             self.register_buffer("running_var", np.ones(num_features, dtype))
             self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
-        self._x: np.ndarray | None = None
-        self._used_batch_stats = True
 
-    def _stats(self):
+    def _stats(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         if self.track_running_stats:
             return self.running_mean, self.running_var
         return None, None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        if np.ndim(x) != 4 or np.shape(x)[1] != self.num_features:
-            raise ValueError(
-                f"BatchNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), got shape {np.shape(x)}"
-            )
+        return self.forward_with_context(x)[0]
+
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, tuple[Any, ...]]:
+        """Context: ``(x, used_batch_statistics, mean, var)``. With batch statistics (training, or no
+        running statistics) the backward recomputes them from x and mean/var are None; otherwise they
+        are copies of the running statistics this call used, so a later training step cannot change
+        the gradient of this call. In training mode the running statistics are updated, as PyTorch."""
+        if np.ndim(x) not in self.shapes or np.shape(x)[1] != self.num_features:
+            expected = " or ".join(shape.replace("C", str(self.num_features)) for shape in self.shapes.values())
+            raise ValueError(f"{type(self).__name__}({self.num_features}) expects {expected}, got shape {np.shape(x)}")
         use_batch = self.training or not self.track_running_stats
         rm, rv = self._stats()
         momentum = self.momentum
@@ -78,26 +85,26 @@ class BatchNorm2d(Module):
             self.running_mean[...] = new_rm
             self.running_var[...] = new_rv
             self.num_batches_tracked[...] += 1
-        self._x, self._used_batch_stats = x, use_batch
-        return y
+        used = (None, None) if use_batch else (rm.copy(), rv.copy())  # type: ignore[union-attr]  # eval: tracked
+        return y, (x, use_batch, *used)
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._x is None:
-            raise RuntimeError("BatchNorm2d.backward called before forward")
-        rm, rv = self._stats()
+    def backward_with_context(
+        self, context: tuple[Any, ...], grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        x, use_batch, rm, rv = context
         dx, dw, db = Nf.batch_norm_backward(
             grad_output,
-            self._x,
+            x,
             self.weight.data if self.affine else None,
             rm,
             rv,
-            training=self._used_batch_stats,
+            training=use_batch,
             eps=self.eps,
         )
         if self.affine:
             self.weight.accumulate(dw)
             self.bias.accumulate(db)
-        return dx
+        return dx if input_grad else None
 
     def config(self) -> dict[str, Any]:
         return dict(
@@ -109,6 +116,24 @@ class BatchNorm2d(Module):
         )
 
 
+class BatchNorm1d(_BatchNorm):
+    """``torch.nn.BatchNorm1d``: statistics per channel over N (for (N, C)) or over (N, L) (for (N, C, L))."""
+
+    shapes: ClassVar[dict[int, str]] = {2: "(N, C)", 3: "(N, C, L)"}
+
+
+class BatchNorm2d(_BatchNorm):
+    """``torch.nn.BatchNorm2d``: statistics per channel over (N, H, W). See ``_BatchNorm``."""
+
+    shapes: ClassVar[dict[int, str]] = {4: "(N, C, H, W)"}
+
+
+class BatchNorm3d(_BatchNorm):
+    """``torch.nn.BatchNorm3d``: statistics per channel over (N, D, H, W). See ``_BatchNorm``."""
+
+    shapes: ClassVar[dict[int, str]] = {5: "(N, C, D, H, W)"}
+
+
 class Dropout(Module):
     """Inverted dropout, ``torch.nn.Dropout``: in training, zero each value with probability p and
     scale the rest by 1/(1 − p); in eval, the identity. The mask comes from the layer's own
@@ -118,23 +143,23 @@ class Dropout(Module):
         super().__init__()
         self.p = check_probability(p, "p", allow_one=True)
         self.rng = as_generator(rng)
-        self._mask: np.ndarray | None = None  # None after an identity forward (eval mode or p = 0)
-        self._ran = False
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._ran = True
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Context: the keep-mask drawn from the layer's generator, or None for the identity (eval
+        mode or p = 0)."""
         if not self.training or self.p == 0:
-            self._mask = None
-            return x
-        self._mask = Nf.dropout_mask(np.shape(x), self.p, self.rng)
-        return Nf.dropout(x, self.p, self._mask)
+            return x, None
+        mask = Nf.dropout_mask(np.shape(x), self.p, self.rng)
+        return Nf.dropout(x, self.p, mask), mask
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if not self._ran:
-            raise RuntimeError("Dropout.backward called before forward")
-        if self._mask is None:
+    def backward_with_context(
+        self, context: np.ndarray | None, grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        if not input_grad:
+            return None
+        if context is None:
             return grad_output
-        return Nf.dropout_backward(grad_output, self.p, self._mask)
+        return Nf.dropout_backward(grad_output, self.p, context)
 
     def config(self) -> dict[str, Any]:
         return dict(p=self.p)
