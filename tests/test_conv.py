@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from algorithm_cases import GENERAL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import assert_close, rel_error
@@ -11,9 +12,9 @@ from torch_reference import explicit_pads, torch_conv2d
 
 import convprop
 from convprop.errors import ArgumentError
-from convprop.functional import ALGORITHMS, conv2d, conv2d_backward
+from convprop.functional import conv2d, conv2d_backward
 
-ALGOS = [*ALGORITHMS, "auto"]
+ALGOS = [*GENERAL, "auto"]  # the specialised ones: tests/algorithm_cases.py
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Using padding=.same. with even kernel lengths:UserWarning"
 )  # torch's own note

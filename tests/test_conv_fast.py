@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from algorithm_cases import GENERAL
 from reference import assert_close, rel_error
 
 from convprop.errors import ArgumentError
@@ -152,7 +153,7 @@ def test_auto_rules_in_1d_and_3d(weight_shape, groups, expected):
     assert _choose("auto", geo) is expected
 
 
-@pytest.mark.parametrize("name", list(ALGORITHMS))
+@pytest.mark.parametrize("name", GENERAL)  # the specialised ones: tests/algorithm_cases.py
 def test_explicit_algorithm_is_used(name):
     depthwise = _geometry((4, 1, 3, 3), groups=4)  # every algorithm computes this one
     assert _choose(name, depthwise) is ALGORITHMS[name]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
+from algorithm_cases import GENERAL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import assert_close, check_against_torch
@@ -17,7 +18,6 @@ from reference import assert_close, check_against_torch
 import convprop
 from convprop.errors import ArgumentError
 from convprop.functional import (
-    ALGORITHMS,
     conv1d,
     conv1d_backward,
     conv2d,
@@ -28,7 +28,7 @@ from convprop.functional import (
 
 FUNCTIONS = {1: (conv1d, conv1d_backward, TF.conv1d), 2: (conv2d, conv2d_backward, TF.conv2d),
              3: (conv3d, conv3d_backward, TF.conv3d)}  # fmt: skip
-ALGOS = [*ALGORITHMS, "auto"]
+ALGOS = [*GENERAL, "auto"]  # the specialised ones: tests/algorithm_cases.py
 TORCH_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
 

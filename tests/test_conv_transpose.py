@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
+from algorithm_cases import GENERAL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import assert_close, check_against_torch
@@ -16,7 +17,6 @@ from scipy import signal
 import convprop
 from convprop.errors import ArgumentError
 from convprop.functional import (
-    ALGORITHMS,
     conv1d,
     conv2d,
     conv3d,
@@ -34,7 +34,7 @@ FUNCTIONS = {
     2: (conv_transpose2d, conv_transpose2d_backward, TF.conv_transpose2d, conv2d),
     3: (conv_transpose3d, conv_transpose3d_backward, TF.conv_transpose3d, conv3d),
 }
-ALGOS = [*ALGORITHMS, "auto"]
+ALGOS = [*GENERAL, "auto"]  # the specialised ones: tests/algorithm_cases.py
 
 
 @st.composite

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ArgumentError
-from . import conv_depthwise, conv_direct, conv_gemm, conv_im2col, conv_memory, conv_scipy
+from . import conv_depthwise, conv_direct, conv_direct_compiled, conv_gemm, conv_im2col, conv_memory, conv_scipy
 from .conv_algorithm import ConvAlgorithm, ConvGeometry, SavesColumns
+from .conv_winograd import F2 as WINOGRAD_F2
+from .conv_winograd import F4 as WINOGRAD_F4
 from .geometry import (
     AXIS_NAMES,
     Window,
@@ -38,6 +40,9 @@ ALGORITHMS: dict[str, ConvAlgorithm] = {
     "im2col": conv_im2col,
     "gemm": conv_gemm,
     "depthwise": conv_depthwise,
+    "direct_compiled": conv_direct_compiled,  # issue 15: compiled loops, 2-D dense (not chosen by auto: unmeasured)
+    "winograd2": WINOGRAD_F2,  # issue 15: F(2x2, 3x3), 3x3 stride 1 dense (not chosen by auto: unmeasured)
+    "winograd4": WINOGRAD_F4,  # issue 15: F(4x4, 3x3)
 }
 KEEP_COLUMNS_BYTES = conv_memory.KEEP_COLUMNS_BYTES
 _KERNEL_LETTERS = {1: "kL", 2: "kH, kW", 3: "kD, kH, kW"}
