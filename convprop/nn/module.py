@@ -283,9 +283,10 @@ class Sequential(Module):
         return x, contexts
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self:
-            x = layer.forward(x)
-        return x
+        """Each layer's ``forward`` in turn, runs of conv → (eval BN) → ReLU → (max-pool) fused (``nn/fused.py``)."""
+        from .fused import forward_fused  # here, not at the top: fused.py imports the layers, which import this module
+
+        return forward_fused(list(self), x)
 
     def backward_with_context(
         self, context: list[Any], grad_output: np.ndarray, *, input_grad: bool = True

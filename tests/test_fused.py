@@ -1,0 +1,139 @@
+"""The fused inference path equals the unfused eval path: conv + bias (+ folded BN) + ReLU (+ max-pool).
+
+float64 to rel. 1e-12 and float32 to rel. 1e-5 for whole models (the folded batch norm rounds
+differently); exactly equal without a batch norm (ReLU and max commute exactly). The unfused
+reference runs each layer's own ``forward`` in turn (``forward_fused`` replaced by the plain loop).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import assert_close
+
+import convprop
+from convprop import models, nn
+from convprop.functional import batch_norm, conv2d, max_pool2d, relu
+from convprop.functional.fused import conv2d_relu_pool, fold_batch_norm
+from convprop.nn import fused
+
+
+def _plain(layers, x):
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
+
+def unfused(model, x, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(fused, "forward_fused", _plain)
+        return model.forward(x)
+
+
+def _randomise_statistics(model, rng):
+    """Running statistics and affine parameters away from their initial 0/1, as after training."""
+    for layer in model.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.running_mean[...] = rng.standard_normal(layer.num_features)
+            layer.running_var[...] = rng.uniform(0.5, 2.0, layer.num_features)
+            layer.weight.data[...] = rng.uniform(0.5, 1.5, layer.num_features)
+            layer.bias.data[...] = rng.standard_normal(layer.num_features) * 0.1
+
+
+MODELS = {
+    "lenet": lambda: models.lenet(1, (28, 28), 10, rng=0),
+    "lenet_bn": lambda: models.lenet_bn(1, (28, 28), 10, rng=1),
+    "resnet": lambda: models.resnet(1, (28, 28), 10, rng=2),
+}
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_models_equal_the_unfused_eval_path(name, dtype, tolerance, monkeypatch):
+    rng = np.random.default_rng(3)
+    model = MODELS[name]().astype(dtype).eval()
+    _randomise_statistics(model, rng)
+    x = rng.standard_normal((6, 1, 28, 28)).astype(dtype)
+    state = {k: v.copy() for k, v in model.state_dict().items()}
+    got = model.forward(x)
+    reference = unfused(model, x, monkeypatch)
+    assert got.dtype == dtype and got.shape == reference.shape
+    assert_close(got, reference, f"{name} fused vs unfused", tolerance)
+    for key, value in model.state_dict().items():  # nothing written to the model
+        np.testing.assert_array_equal(value, state[key], err_msg=key)
+
+
+def test_lenet_without_batch_norm_is_exactly_equal(monkeypatch):
+    model = models.lenet(1, (28, 28), 10, rng=4).eval()
+    x = np.random.default_rng(5).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(model.forward(x), unfused(model, x, monkeypatch))
+
+
+def test_training_mode_batch_norm_is_not_folded(monkeypatch):
+    """Under no_grad in training mode a BatchNorm uses the batch and updates its statistics: the fused
+    path must do exactly what its own forward does."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 1, 28, 28))
+    a, b = models.lenet_bn(1, (28, 28), 10, rng=7).astype(np.float64), models.lenet_bn(1, (28, 28), 10, rng=7)
+    b = b.astype(np.float64)
+    for model in (a, b):
+        model.train()
+        for layer in model.modules():
+            if isinstance(layer, nn.Dropout):
+                layer.p = 0.0  # the random stream aside
+    with convprop.no_grad():
+        got = a(x)
+        reference = unfused(b, x, monkeypatch)
+    np.testing.assert_array_equal(got, reference)
+    for (key, value), other in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        np.testing.assert_array_equal(value, other, err_msg=key)
+
+
+# max_pool2d options: tiling windows take the compiled pass, the rest the in-place ReLU + max_pool2d
+POOLS = [
+    dict(kernel_size=(2, 2), stride=(2, 2), padding=0, dilation=1, ceil_mode=False),
+    dict(kernel_size=(3, 3), stride=(3, 3), padding=0, dilation=1, ceil_mode=False),  # 10 → 3: a remainder
+    dict(kernel_size=(2, 3), stride=(2, 3), padding=0, dilation=1, ceil_mode=True),  # ceil mode: fallback
+    dict(kernel_size=(3, 3), stride=(2, 2), padding=1, dilation=1, ceil_mode=False),  # overlapping, padded
+    dict(kernel_size=(2, 2), stride=(2, 2), padding=0, dilation=2, ceil_mode=False),  # dilated
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("pool", POOLS)
+@pytest.mark.parametrize("conv", [dict(padding=1), dict(stride=2, padding=(0, 1), groups=2), dict(padding="same")])
+def test_block_equals_conv_relu_pool_exactly(conv, pool, dtype):
+    rng = np.random.default_rng(8)
+    x, w, b = rng.standard_normal((3, 4, 10, 11)), rng.standard_normal((6, 4 // conv.get("groups", 1), 3, 3)), None
+    b = rng.standard_normal(6)
+    x, w, b = x.astype(dtype), w.astype(dtype), b.astype(dtype)
+    x[0, 0, 4, 4] = np.nan  # a NaN wins its window in both
+    options = dict(stride=1, dilation=1, groups=1, padding_mode="zeros", algorithm="auto") | conv
+    reference = max_pool2d(relu(conv2d(x, w, b, **options)), **pool)
+    got = conv2d_relu_pool(x, w, b, options, relu=True, pool=pool)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, reference)
+    assert np.isnan(got).any()
+
+
+def test_unbatched_and_without_pool():
+    rng = np.random.default_rng(9)
+    x, w, b = rng.standard_normal((2, 7, 7)), rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    options = dict(stride=1, padding=1, dilation=1, groups=1, padding_mode="reflect", algorithm="auto")
+    np.testing.assert_array_equal(conv2d_relu_pool(x, w, b, options, relu=True), relu(conv2d(x, w, b, **options)))
+    pool = POOLS[0]
+    np.testing.assert_array_equal(
+        conv2d_relu_pool(x, w, b, options, relu=True, pool=pool), max_pool2d(relu(conv2d(x, w, b, **options)), **pool)
+    )
+
+
+@pytest.mark.parametrize("affine, with_bias", [(True, True), (True, False), (False, True)])
+def test_folded_batch_norm_equals_batch_norm_after_the_convolution(affine, with_bias):
+    rng = np.random.default_rng(10)
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4) if with_bias else None
+    mean, var = rng.standard_normal(4), rng.uniform(0.1, 2, 4)
+    gamma, beta = (rng.standard_normal(4), rng.standard_normal(4)) if affine else (None, None)
+    reference, _, _ = batch_norm(conv2d(x, w, b), gamma, beta, mean, var, training=False, eps=1e-3)
+    folded_w, folded_b = fold_batch_norm(w, b, mean, var, gamma, beta, 1e-3)
+    assert_close(conv2d(x, folded_w, folded_b), reference, "folded", 1e-12)
