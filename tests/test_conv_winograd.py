@@ -166,3 +166,24 @@ def test_refuses_other_dimensions(algorithm):
         conv1d(np.zeros((1, 2, 8)), np.zeros((2, 2, 3)), algorithm=algorithm)
     with pytest.raises(ArgumentError, match="2-D only, this convolution has 3 spatial axes"):
         conv3d(np.zeros((1, 2, 5, 5, 5)), np.zeros((2, 2, 3, 3, 3)), algorithm=algorithm)
+
+
+POINTS = {2: [0, 1, -1], 4: [0, 1, -1, 2, -2]}  # and ∞
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_transforms_follow_from_the_interpolation_points(m):
+    """docs/convolution.md 8.1: G's rows (1, p, p²), Aᵀ's columns (1, p, .., p^(m-1)), Bᵀ = V⁻¹, with
+    ∞ as the last point; Lavin's matrices are these up to a scaling a_k of Aᵀ's column k and b_k of
+    G's row k, undone by dividing Bᵀ's row k by a_k·b_k."""
+    BT, G, AT = TRANSFORMS[m]
+    points, a = POINTS[m], m + 2
+    G0 = np.array([[1, p, p * p] for p in points] + [[0, 0, 1]], dtype=float)
+    AT0 = np.array([[p**i for p in points] + [1 if i == m - 1 else 0] for i in range(m)], dtype=float)
+    V = np.array([[p**row for p in points] + [1 if row == a - 1 else 0] for row in range(a)], dtype=float)
+    BT0 = np.linalg.inv(V)
+    b = np.array([G[k] @ G0[k] / (G0[k] @ G0[k]) for k in range(a)])  # row scalings of G
+    scale_a = np.array([AT[:, k] @ AT0[:, k] / (AT0[:, k] @ AT0[:, k]) for k in range(a)])  # column scalings of Aᵀ
+    np.testing.assert_allclose(G, b[:, None] * G0, atol=1e-15)
+    np.testing.assert_allclose(AT, AT0 * scale_a, atol=1e-15)
+    np.testing.assert_allclose(BT, BT0 / (scale_a * b)[:, None], atol=1e-12)
