@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 import sys
 import time
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, checkpoint, data, nn, optim
+from .errors import ConfigError
 from .fileio import write_text_atomic
 from .functional import ALGORITHMS
 from .functional.activation import softmax
@@ -43,6 +45,11 @@ PLOT_NAMES = ("learning_curves.png", "confusion_matrix.png", "filters.png", "fea
 def option(default, help: str, choices=None):
     """A config field whose help text (and choices) the CLI reads: one place documents each default."""
     return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def _finite(value: Any) -> bool:
+    """A real, finite number (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 @dataclass
@@ -65,6 +72,14 @@ class TrainConfig:
     )
     weight_decay: float = option(0.0, "weight decay (L2 for adam/sgd, decoupled for adamw)")
     augment: int = option(1, "random shifts of up to this many pixels while training (0: off)")
+    # distortions of the training digits (Simard et al. 2003), see convprop.data.augment; all 0: none
+    rotation: float = option(0.0, "random rotation of up to ± this many degrees while training (0: off)")
+    scale: float = option(0.0, "random scaling by a factor in [1 − scale, 1 + scale] while training (0: off)")
+    shear: float = option(0.0, "random slant of up to ± this many degrees while training (0: off)")
+    elastic_alpha: float = option(
+        0.0, "elastic distortion strength α in pixels while training (Simard: 34; 0: off); scaled to the image size"
+    )
+    elastic_sigma: float = option(4.0, "smoothness σ of the elastic field in pixels of a 28×28 image (Simard: 4)")
     seed: int = option(0, "seeds weights, shuffling, dropout and augmentation: same seed, same run")
     out_dir: str | None = option(None, "run directory (default: runs/<timestamp>)")
     algorithm: str = option(
@@ -98,6 +113,13 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if isinstance(self.augment, bool) or not isinstance(self.augment, int) or not 0 <= self.augment <= 4:
             raise ValueError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
+        for name, high in (("rotation", 180.0), ("scale", 0.9), ("shear", 60.0), ("elastic_alpha", None)):
+            value = getattr(self, name)
+            if not _finite(value) or not 0 <= value <= (math.inf if high is None else high):
+                expected = "a number >= 0" if high is None else f"between 0 and {high:g}"
+                raise ConfigError(f"{name} must be {expected}, got {value!r}")
+        if not _finite(self.elastic_sigma) or not self.elastic_sigma > 0:
+            raise ConfigError(f"elastic_sigma must be a positive number, got {self.elastic_sigma!r}")
         if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {self.algorithm!r}; choose auto or one of {', '.join(ALGORITHMS)}")
 
@@ -215,17 +237,38 @@ def _progress(total: int, desc: str, enabled: bool):
     )
 
 
+def distort(xb: np.ndarray, config: TrainConfig, rng: np.random.Generator, fill: float = 0.0) -> np.ndarray:
+    """The training distortions of ``config`` applied to one batch (N, C, H, W); ``fill`` is the background.
+
+    Elastic α and σ are given for 28×28 digits and scaled with the image's size (8×8 digits get 8/28 of them).
+    """
+    if config.augment:
+        xb = data.random_shift(xb, config.augment, rng)  # an exact integer shift: no blur
+    if not (config.rotation or config.scale or config.shear or config.elastic_alpha):
+        return xb
+    size = min(xb.shape[2:]) / 28
+    return data.random_distortion(
+        xb,
+        rng,
+        rotation=config.rotation,
+        scale=config.scale,
+        shear=config.shear,
+        alpha=config.elastic_alpha * size,
+        sigma=config.elastic_sigma * size,
+        fill=fill,
+    )
+
+
 def train_epoch(
-    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str
+    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str, fill: float = 0.0
 ) -> tuple[float, float, float]:
-    """One pass over the training set; returns (mean loss, accuracy, seconds)."""
+    """One pass over the training set; returns (mean loss, accuracy, seconds). ``fill``: x's background value."""
     model.train()
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
     with _progress(len(x), desc, config.progress) as bar:
         for xb, yb in data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng):
-            if config.augment:
-                xb = data.random_shift(xb, config.augment, rng)
+            xb = distort(xb, config, rng, fill)
             opt.zero_grad()
             logits = model(xb)
             loss, grad = cross_entropy(logits, yb)
@@ -258,6 +301,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     dataset = data.load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed)
     norm = data.Normalization.fit(dataset.train_images)
     x_train, x_test = norm(dataset.train_images), norm(dataset.test_images)
+    background = -norm.mean[0] / norm.std[0]  # raw 0 (no ink), normalised: what distortions move in
     y_train, y_test = dataset.train_labels, dataset.test_labels
     model = build_model(
         config.model,
@@ -288,7 +332,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     try:
         for epoch in range(1, config.epochs + 1):
             desc = f"epoch {epoch}/{config.epochs}"
-            train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc)
+            train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc, background)
             test = evaluate(model, x_test, y_test)
             record = {
                 "epoch": epoch,
