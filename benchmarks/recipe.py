@@ -4,7 +4,8 @@ The 4,000 training digits of mnist-5k (split seed 0, as `convprop train` uses) a
 stratified, into 3,200 for training and 800 for validation (split seed 2024, the same for every
 candidate). Each candidate is a set of TrainConfig overrides (plus, optionally, options of lenet itself);
 it is trained on the 3,200 with the same code `convprop train` runs (`train.train_epoch`, the
-optimizer and schedule factories) and scored by its validation accuracy after the last epoch.
+optimizer and schedule factories) and scored by its validation accuracy after the last epoch (and,
+since the stroke candidate, also on the validation digits thickened and thinned by one pixel).
 
 Run one candidate at a time (the machine is shared; a candidate is one training run):
 
@@ -25,8 +26,10 @@ import sys
 import time
 
 import numpy as np
+from scipy import ndimage
 
 from convprop import data
+from convprop.data.augment import CROSS
 from convprop.models import lenet
 from convprop.train import TrainConfig, evaluate, make_optimizer, make_schedule, train_epoch
 
@@ -44,6 +47,7 @@ CANDIDATES: dict[str, dict] = {
     "affine+elastic-30-lr3e-3": dict(epochs=30, lr=3e-3, **AFFINE, **ELASTIC),
     "affine+elastic-20-lr5e-3": dict(epochs=20, lr=5e-3, **AFFINE, **ELASTIC),
     "affine+elastic-20-lr3e-3-w24": dict(epochs=20, lr=3e-3, lenet=dict(width=(24, 48)), **AFFINE, **ELASTIC),
+    "affine+elastic-20-lr3e-3-stroke": dict(epochs=20, lr=3e-3, stroke=0.5, **AFFINE, **ELASTIC),
 }
 
 
@@ -56,7 +60,8 @@ def run(name: str, seed: int) -> dict:
     dataset = data.load_dataset(config.dataset, seed=config.seed)
     train, val = data.stratified_split(dataset.train_labels, VALIDATION_FRACTION, VALIDATION_SEED)
     norm = data.Normalization.fit(dataset.train_images[train])
-    x_train, x_val = norm(dataset.train_images[train]), norm(dataset.train_images[val])
+    raw_val = dataset.train_images[val]
+    x_train, x_val = norm(dataset.train_images[train]), norm(raw_val)
     y_train, y_val = dataset.train_labels[train], dataset.train_labels[val]
     background = -norm.mean[0] / norm.std[0]
     model = lenet(1, dataset.image_size, dataset.num_classes, rng=int(rng.integers(2**31)), **options)
@@ -69,10 +74,15 @@ def run(name: str, seed: int) -> dict:
         curve.append(round(evaluate(model, x_val, y_val).accuracy, 4))
         if schedule is not None:
             schedule.step()
+    pen = {  # the validation digits drawn with a pen one pixel wider / finer (robustness's "cross" rows)
+        f"validation_{kind}": round(evaluate(model, norm(change(raw_val, footprint=CROSS)), y_val).accuracy, 4)
+        for kind, change in (("thickened", ndimage.grey_dilation), ("thinned", ndimage.grey_erosion))
+    }
     return {
         "candidate": name,
         "seed": seed,
         "validation_accuracy": curve[-1],
+        **pen,
         "validation_curve": curve,
         "train_seconds": round(seconds, 1),
         "config": {k: v for k, v in dataclasses.asdict(config).items() if k in overrides} | {"lenet": options},

@@ -8,9 +8,10 @@ group              variants
 original           the test digits as they are (the reference row)
 rotation           turned by ±10° and ±20° about the image centre (bilinear, counter-clockwise
                    for positive angles; :func:`convprop.data.warp_affine`)
-stroke             thickened / thinned by one pixel: grey-scale dilation / erosion with a 3 × 3
-                   square (``scipy.ndimage.grey_dilation`` / ``grey_erosion``), so every stroke
-                   grows or shrinks by one pixel on each side
+stroke             thickened / thinned by one pixel: grey-scale dilation / erosion
+                   (``scipy.ndimage.grey_dilation`` / ``grey_erosion``) with the disk of radius
+                   one pixel (the cross: a pixel and its four neighbours), and with the 3 × 3
+                   square, which also reaches the diagonal neighbours (√2 px away)
 shift              moved by 2 pixels up, down, left or right (exact integer shifts, zeros fill in)
 font               the digits 0–9 typeset in a font (the bundled fonts of Pillow and matplotlib),
                    drawn black on white at three ink weights like ``tests/digit_images.py``, and
@@ -35,6 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from .data import DIGIT_CLASSES, warp_affine
+from .data.augment import CROSS
 from .errors import ArgumentError
 from .fileio import write_text_atomic
 from .inference import Predictor
@@ -43,7 +45,7 @@ from .train import evaluate
 REPORT_NAME = "robustness.json"
 ROTATIONS = (-20.0, -10.0, 10.0, 20.0)  # degrees
 SHIFT = 2  # pixels
-SQUARE = (1, 1, 3, 3)  # the structuring element of dilation/erosion: 3 × 3 within each image, nothing across
+SQUARE = np.ones((1, 1, 3, 3), dtype=bool)  # the centre and all 8 neighbours; CROSS: the radius-1 disk
 INK_WEIGHTS = (0, 3, 6)  # Pillow stroke widths (pixels on a 160-pixel-high canvas): thin, regular, bold
 CANVAS = (120, 160)  # (width, height) of the drawing, as in tests/digit_images.py
 # (label, file in matplotlib's mpl-data/fonts/ttf); None is Pillow's own bundled font (load_default)
@@ -81,8 +83,10 @@ def image_variants() -> list[tuple[str, str, Transform]]:
     variants: list[tuple[str, str, Transform]] = [("original", "test digits", lambda x: x)]
     for angle in ROTATIONS:
         variants.append(("rotation", f"rotated {angle:+.0f}°", lambda x, a=angle: warp_affine(x, rotation=a)))
-    variants.append(("stroke", "thickened 1 px", lambda x: ndimage.grey_dilation(x, size=SQUARE)))
-    variants.append(("stroke", "thinned 1 px", lambda x: ndimage.grey_erosion(x, size=SQUARE)))
+    for shape, footprint in (("cross", CROSS), ("3×3", SQUARE)):
+        dilate = lambda x, f=footprint: ndimage.grey_dilation(x, footprint=f)  # noqa: E731
+        erode = lambda x, f=footprint: ndimage.grey_erosion(x, footprint=f)  # noqa: E731
+        variants += [("stroke", f"thickened 1 px ({shape})", dilate), ("stroke", f"thinned 1 px ({shape})", erode)]
     for name, move in (("up", (-SHIFT, 0)), ("down", (SHIFT, 0)), ("left", (0, -SHIFT)), ("right", (0, SHIFT))):
         variants.append(("shift", f"shifted {SHIFT} px {name}", lambda x, t=move: warp_affine(x, translation=t)))
     return variants

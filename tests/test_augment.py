@@ -7,7 +7,14 @@ import pytest
 from scipy import ndimage
 
 from convprop import cli
-from convprop.data import elastic_distortion, random_affine, random_distortion, sample_bilinear, warp_affine
+from convprop.data import (
+    elastic_distortion,
+    random_affine,
+    random_distortion,
+    random_stroke,
+    sample_bilinear,
+    warp_affine,
+)
 from convprop.data.augment import gaussian_matrix
 from convprop.errors import ArgumentError, ArgumentTypeError, ConfigError
 from convprop.train import TrainConfig, distort
@@ -22,11 +29,13 @@ RANDOM = [
     ("affine", lambda x, rng: random_affine(x, rng, **STRONG)),
     ("elastic", lambda x, rng: elastic_distortion(x, rng, alpha=34.0, sigma=4.0)),
     ("both", lambda x, rng: random_distortion(x, rng, **STRONG, alpha=34.0, sigma=4.0)),
+    ("stroke", lambda x, rng: random_stroke(x, rng, probability=1.0)),
 ]
 ZERO = [
     ("random_affine", lambda x: random_affine(x, 0)),
     ("elastic alpha=0", lambda x: elastic_distortion(x, 0, alpha=0.0)),
     ("random_distortion", lambda x: random_distortion(x, 0, sigma=2.0)),
+    ("random_stroke p=0", lambda x: random_stroke(x, 0, probability=0.0)),
     ("warp_affine", lambda x: warp_affine(x)),
 ]
 
@@ -161,6 +170,18 @@ def test_sample_bilinear_at_integer_points_gathers_pixels():
     assert np.array_equal(out, x[n, :, rows.astype(int), cols.astype(int)].transpose(0, 3, 1, 2))
 
 
+def test_random_stroke_dilates_or_erodes_each_image_with_the_radius_one_disk():
+    x = np.zeros((200, 1, 7, 7), dtype=np.float32)
+    x[:, 0, 2:5, 2:5] = 1.0  # a 3 × 3 square: dilated 21 pixels (5 × 5 minus corners), eroded 1
+    out = random_stroke(x, 0, probability=0.5)
+    ink = out.sum(axis=(1, 2, 3))
+    assert set(ink.tolist()) == {21.0, 9.0, 1.0}
+    assert 0.35 < (ink == 9).mean() < 0.65  # about half unchanged, a quarter each way
+    assert np.array_equal(out[ink == 1][0, 0, 3, 3], 1.0)
+    thin_only = random_stroke(x, 1, probability=1.0)
+    assert set(thin_only.sum(axis=(1, 2, 3)).tolist()) == {21.0, 1.0}
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
@@ -174,6 +195,7 @@ def test_sample_bilinear_at_integer_points_gathers_pixels():
         (lambda x: elastic_distortion(x, 0, sigma=0.0), ArgumentError, "sigma must be > 0.0, got 0.0"),
         (lambda x: random_distortion(x, 0, sigma=-2), ArgumentError, "sigma must be > 0.0, got -2"),
         (lambda x: warp_affine(x, scale=0.0), ArgumentError, "scale must be positive, got 0.0"),
+        (lambda x: random_stroke(x, 0, probability=1.5), ArgumentError, "probability must be in [0.0, 1.0], got 1.5"),
         (lambda x: warp_affine(x, rotation=[1.0, 2.0]), ArgumentError, "rotation must be a number or an array of"),
         (lambda x: warp_affine(x, translation=np.zeros((4, 3))), ArgumentError, "shape (4, 2) (one per image)"),
         (lambda x: random_affine(x[0], 0), ArgumentError, "images must have shape (N, C, H, W), got 3-D"),
@@ -210,6 +232,7 @@ def test_each_image_alone_or_in_a_batch_gives_the_same_result():
         ("elastic_alpha", -3.0, "elastic_alpha must be a number >= 0, got -3.0"),
         ("elastic_alpha", float("inf"), "elastic_alpha must be a number >= 0, got inf"),
         ("elastic_sigma", 0.0, "elastic_sigma must be a positive number, got 0.0"),
+        ("stroke", -0.1, "stroke must be a probability between 0 and 1, got -0.1"),
         ("rotation", True, "rotation must be between 0 and 180, got True"),
     ],
 )
@@ -236,7 +259,7 @@ def test_distort_applies_the_configured_distortions_with_the_background_fill():
 def test_elastic_strength_is_scaled_to_small_images():
     """α and σ are given for 28×28 digits: 8×8 digits get 8/28 of both."""
     x = batch((4, 1, 8, 8), np.float64)
-    config = TrainConfig(augment=0, elastic_alpha=34.0, elastic_sigma=4.0)
+    config = TrainConfig(augment=0, rotation=0.0, scale=0.0, shear=0.0, elastic_alpha=34.0, elastic_sigma=4.0)
     expected = random_distortion(x, np.random.default_rng(1), alpha=34.0 * 8 / 28, sigma=4.0 * 8 / 28)
     np.testing.assert_array_equal(distort(x, config, np.random.default_rng(1)), expected)
 

@@ -65,8 +65,10 @@ EXPECTED_ROWS = [
     ("rotation", "rotated -10°", 200),
     ("rotation", "rotated +10°", 200),
     ("rotation", "rotated +20°", 200),
-    ("stroke", "thickened 1 px", 200),
-    ("stroke", "thinned 1 px", 200),
+    ("stroke", "thickened 1 px (cross)", 200),
+    ("stroke", "thinned 1 px (cross)", 200),
+    ("stroke", "thickened 1 px (3×3)", 200),
+    ("stroke", "thinned 1 px (3×3)", 200),
     ("shift", "shifted 2 px up", 200),
     ("shift", "shifted 2 px down", 200),
     ("shift", "shifted 2 px left", 200),
@@ -105,15 +107,21 @@ def test_variants_are_what_their_names_say(name, expected):
     np.testing.assert_allclose(transform(x), expected(x), atol=1e-6)
 
 
-def test_thickening_and_thinning_move_each_stroke_edge_by_one_pixel():
+@pytest.mark.parametrize(
+    ("name", "lit", "ink"),
+    [
+        ("thickened 1 px (cross)", [(1, 3), (1, 5), (2, 2), (6, 6), (7, 4)], 7 * 5 - 4),  # edges out, corners not
+        ("thickened 1 px (3×3)", [(1, 2), (1, 6), (7, 2), (7, 6)], 7 * 5),  # the diagonal corners too
+        ("thinned 1 px (cross)", [(3, 4), (4, 4), (5, 4)], 3),
+        ("thinned 1 px (3×3)", [(3, 4), (4, 4), (5, 4)], 3),
+    ],
+)
+def test_thickening_and_thinning_move_each_stroke_edge_by_one_pixel(name, lit, ink):
     x = np.zeros((1, 1, 9, 9), dtype=np.float32)
-    x[0, 0, 2:7, 3:6] = 1.0  # a 5 × 3 bar
-    transform = {n: t for _, n, t in robustness.image_variants()}
-    thick, thin = transform["thickened 1 px"](x)[0, 0], transform["thinned 1 px"](x)[0, 0]
-    assert np.array_equal(np.argwhere(thick == 1).min(0), [1, 2]) and np.array_equal(
-        np.argwhere(thick == 1).max(0), [7, 6]
-    )
-    assert np.array_equal(np.argwhere(thin == 1), [[3, 4], [4, 4], [5, 4]])  # 7 × 5 and 3 × 1
+    x[0, 0, 2:7, 3:6] = 1.0  # a 5 × 3 bar, rows 2..6, columns 3..5
+    out = {n: t for _, n, t in robustness.image_variants()}[name](x)[0, 0]
+    assert all(out[p] == 1 for p in lit)
+    assert out.sum() == ink and set(np.unique(out)) <= {0.0, 1.0}
 
 
 def test_font_digits_are_prepared_like_a_users_image(predictor):
@@ -162,7 +170,7 @@ def test_evaluate_robustness_prints_the_table_and_writes_json(tiny_run, capsys, 
     monkeypatch.setattr(robustness, "robustness_report", lambda p, x, y: full_report(p, x, y, fonts=TWO_FONTS))
     assert cli.main(["evaluate", str(tiny_run), "--robustness"]) == 0
     out = capsys.readouterr().out
-    assert "test accuracy:" in out and "rotated +10°" in out and "thinned 1 px" in out and "DejaVu Sans" in out
+    assert "test accuracy:" in out and "rotated +10°" in out and "thinned 1 px (cross)" in out and "DejaVu Sans" in out
     report = json.loads((tiny_run / "robustness.json").read_text())
     assert report["dataset"] == "mnist-5k" and report["checkpoint"].endswith("model.safetensors")
     names = [v["name"] for v in report["variants"]]

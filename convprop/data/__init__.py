@@ -6,7 +6,7 @@ bundled 8 x 8 set; ``"mnist"`` and ``"fashion-mnist"`` are downloaded once into 
 from ``data_dir``). Images are always float32 (N, 1, H, W) in [0, 1], labels int64 (N,).
 """
 
-from .augment import elastic_distortion, random_affine, random_distortion, sample_bilinear, warp_affine
+from .augment import elastic_distortion, random_affine, random_distortion, random_stroke, sample_bilinear, warp_affine
 from .batches import Normalization, as_generator, batch_count, iterate_batches, normalize, random_shift
 from .datasets import (
     DATASETS,
@@ -56,6 +56,7 @@ __all__ = [
     "random_affine",
     "random_distortion",
     "random_shift",
+    "random_stroke",
     "read_idx",
     "sample_bilinear",
     "sha256_of",

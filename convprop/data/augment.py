@@ -18,7 +18,10 @@ than any change of architecture. Two families of distortion:
   deviation σ pixels. Simard's values for 28 × 28 digits are α = 34, σ = 4 (about ±1.5 px of
   wobble that varies smoothly over the digit, like a hand's tremor).
 
-Both build one sampling grid per image (all at once, (N, H, W) arrays) and read the images with one
+A third, for the width of the pen: **stroke** thickens or thins a digit by one pixel, a grey-scale
+dilation or erosion with the disk of radius one pixel (the centre and its four neighbours).
+
+The first two build one sampling grid per image (all at once, (N, H, W) arrays) and read the images with one
 batched bilinear interpolation (:func:`sample_bilinear`, NumPy indexing, no loop over images). Points
 that fall outside the image read ``fill`` (the background). :func:`random_distortion` composes both
 and interpolates once, which blurs less than interpolating twice.
@@ -34,9 +37,14 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import ArgumentError, ArgumentTypeError
 from ..init import RngLike, as_generator
+
+# the digital disk of radius one pixel, per image and channel (nothing across them): centre and 4 neighbours
+CROSS = np.zeros((1, 1, 3, 3), dtype=bool)
+CROSS[0, 0, 1, :] = CROSS[0, 0, :, 1] = True
 
 __all__ = [
     "affine_grid",
@@ -311,3 +319,28 @@ def random_distortion(
     rows = rows + inv[:, 0, 0, None, None] * d_row + inv[:, 0, 1, None, None] * d_col  # A⁻¹ is linear: add A⁻¹Δ
     cols = cols + inv[:, 1, 0, None, None] * d_row + inv[:, 1, 1, None, None] * d_col
     return sample_bilinear(images, rows, cols, fill=fill)
+
+
+def random_stroke(images: np.ndarray, rng: RngLike, probability: float = 0.5) -> np.ndarray:
+    """Thicken or thin each image's strokes by one pixel at random, as a wider or finer pen would.
+
+    Image n is dilated (``max`` over the radius-1 disk: every stroke grows by a pixel on each side) with
+    probability p/2, eroded (``min``: shrinks by a pixel) with probability p/2, and left alone otherwise.
+    Both commute with an increasing affine map, so normalised images can be given as they are.
+    One grey-scale dilation and one erosion of the whole batch; a per-image choice picks among them.
+
+    Shapes:
+        images: (N, C, H, W) -> (N, C, H, W), same dtype.
+
+    Args:
+        rng: Generator or int seed.
+        probability: p in [0, 1]; 0 returns an exact copy.
+    """
+    images = _check_images(images)
+    p = _real("probability", probability, 0.0, 1.0)
+    draw = as_generator(rng).random(len(images))[:, None, None, None]  # (N, 1, 1, 1)
+    if p == 0:
+        return images.copy()
+    thick = ndimage.grey_dilation(images, footprint=CROSS)  # (N, C, H, W)
+    thin = ndimage.grey_erosion(images, footprint=CROSS)
+    return np.where(draw < p / 2, thick, np.where(draw < p, thin, images))  # (N, C, H, W)
