@@ -149,7 +149,8 @@ def cmd_evaluate(args) -> int:
     name = args.dataset or predictor.dataset
     if name not in data.DATASETS:
         raise CLIError(f"unknown dataset {name!r}; choose one of {', '.join(data.DATASETS)} with --dataset")
-    dataset = data.load_dataset(name, data_dir=args.data_dir)
+    seed = predictor.split_seed if name == predictor.dataset else 0  # the test split the model was trained beside
+    dataset = data.load_dataset(name, data_dir=args.data_dir, seed=seed)
     if dataset.image_size != predictor.image_size:
         raise CLIError(f"the model takes {predictor.image_size} images but {name} has {dataset.image_size}")
     result = evaluate(predictor.model, predictor.normalization(dataset.test_images), dataset.test_labels)

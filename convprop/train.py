@@ -327,6 +327,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     log(f"run directory: {run_dir}")
     meta = {
         "dataset": config.dataset,
+        "split_seed": str(config.seed),  # mnist-5k and digits are split by the seed: evaluate must use the same split
         "classes": json.dumps(list(dataset.classes)),
         "image_size": json.dumps(list(dataset.image_size)),
         "normalization": json.dumps({"mean": norm.mean, "std": norm.std}),

@@ -14,7 +14,7 @@ from convprop.errors import ArgumentError
 from convprop.inference import Predictor
 from convprop.models import build_model
 from convprop.robustness import FONTS, VariantResult, format_table, render_font_digits, robustness_report
-from convprop.train import TrainConfig, evaluate, make_optimizer, train_epoch
+from convprop.train import TrainConfig, evaluate, fit, make_optimizer, train_epoch
 
 TWO_FONTS = FONTS[:2]  # Pillow's own and DejaVu Sans: enough to exercise the font rows quickly
 
@@ -178,3 +178,11 @@ def test_evaluate_robustness_prints_the_table_and_writes_json(tiny_run, capsys, 
     assert report["variants"][0]["images"] == 1000
     assert all(v["accuracy"] == v["correct"] / v["images"] for v in report["variants"])
     assert not list(tiny_run.glob(".*.tmp"))  # written atomically: no temporary file left behind
+
+
+def test_evaluate_uses_the_test_split_the_model_was_trained_beside(tmp_path, capsys):
+    """mnist-5k and digits are split by the training seed: with another split, "test" digits would be training ones."""
+    config = TrainConfig(dataset="digits", epochs=1, seed=3, out_dir=str(tmp_path / "run"), progress=False)
+    result = fit(config, log=lambda line: None)
+    assert cli.main(["evaluate", str(tmp_path / "run")]) == 0
+    assert f"test accuracy: {100 * result.test.accuracy:.2f}%" in capsys.readouterr().out
