@@ -81,7 +81,8 @@ class TrainConfig:
         34.0, "elastic distortion strength α in pixels while training (Simard's 34; 0: off); scaled to the image size"
     )
     elastic_sigma: float = option(4.0, "smoothness σ of the elastic field in pixels of a 28×28 image (Simard's 4)")
-    stroke: float = option(0.0, "probability of thickening or thinning each training digit by one pixel (0: off)")
+    # a pen one pixel wider or finer: on validation, thinned digits 96% instead of ~74% at no cost in accuracy
+    stroke: float = option(0.5, "probability of thickening or thinning each training digit by one pixel (0: off)")
     seed: int = option(0, "seeds weights, shuffling, dropout and augmentation: same seed, same run")
     out_dir: str | None = option(None, "run directory (default: runs/<timestamp>)")
     algorithm: str = option(

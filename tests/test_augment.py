@@ -15,7 +15,7 @@ from convprop.data import (
     sample_bilinear,
     warp_affine,
 )
-from convprop.data.augment import gaussian_matrix
+from convprop.data.augment import CROSS, cross_extremes, gaussian_matrix
 from convprop.errors import ArgumentError, ArgumentTypeError, ConfigError
 from convprop.train import TrainConfig, distort
 
@@ -182,6 +182,15 @@ def test_random_stroke_dilates_or_erodes_each_image_with_the_radius_one_disk():
     assert set(thin_only.sum(axis=(1, 2, 3)).tolist()) == {21.0, 1.0}
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_extremes_are_scipys_grey_dilation_and_erosion(dtype):
+    x = batch((6, 2, 9, 7), dtype)
+    high, low = cross_extremes(x)
+    assert high.dtype == low.dtype == dtype
+    assert np.array_equal(high, ndimage.grey_dilation(x, footprint=CROSS))
+    assert np.array_equal(low, ndimage.grey_erosion(x, footprint=CROSS))
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
@@ -244,22 +253,30 @@ def test_train_config_rejects_impossible_distortions(field, value, message):
 
 def test_distort_applies_the_configured_distortions_with_the_background_fill():
     x = batch((8, 1, 28, 28), np.float32)
-    off = TrainConfig(augment=0, rotation=0.0, scale=0.0, shear=0.0, elastic_alpha=0.0)
+    off = TrainConfig(augment=0, rotation=0.0, scale=0.0, shear=0.0, elastic_alpha=0.0, stroke=0.0)
     assert np.array_equal(distort(x, off, np.random.default_rng(0), fill=-0.4), x)
-    on = TrainConfig(augment=0, rotation=10.0, scale=0.1, shear=10.0, elastic_alpha=34.0)
+    on = TrainConfig(augment=0, rotation=10.0, scale=0.1, shear=10.0, elastic_alpha=34.0, stroke=0.0)
     out = distort(x, on, np.random.default_rng(0), fill=-0.4)
     assert out.shape == x.shape and out.dtype == np.float32 and not np.allclose(out, x)
     expected = random_distortion(
         x, np.random.default_rng(0), rotation=10, scale=0.1, shear=10, alpha=34, sigma=4, fill=-0.4
     )
-    assert np.array_equal(out, expected)  # no shift first (augment=0), the same draws in the same order
+    assert np.array_equal(out, expected)  # no shift or stroke first, so the same draws in the same order
     assert out.min() >= -0.4 - 1e-6  # the background the image moves in is the fill, not 0
+
+
+def test_stroke_comes_before_the_resampling():
+    x = batch((8, 1, 28, 28), np.float32)
+    config = TrainConfig(augment=0, rotation=10.0, scale=0.0, shear=0.0, elastic_alpha=0.0, stroke=0.5)
+    rng = np.random.default_rng(2)
+    expected = random_distortion(random_stroke(x, rng, 0.5), rng, rotation=10.0, sigma=4.0)
+    assert np.array_equal(distort(x, config, np.random.default_rng(2)), expected)
 
 
 def test_elastic_strength_is_scaled_to_small_images():
     """α and σ are given for 28×28 digits: 8×8 digits get 8/28 of both."""
     x = batch((4, 1, 8, 8), np.float64)
-    config = TrainConfig(augment=0, rotation=0.0, scale=0.0, shear=0.0, elastic_alpha=34.0, elastic_sigma=4.0)
+    config = TrainConfig(augment=0, rotation=0.0, scale=0.0, shear=0.0, elastic_alpha=34.0, stroke=0.0)
     expected = random_distortion(x, np.random.default_rng(1), alpha=34.0 * 8 / 28, sigma=4.0 * 8 / 28)
     np.testing.assert_array_equal(distort(x, config, np.random.default_rng(1)), expected)
 

@@ -37,7 +37,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import ArgumentError, ArgumentTypeError
 from ..init import RngLike, as_generator
@@ -341,6 +340,31 @@ def random_stroke(images: np.ndarray, rng: RngLike, probability: float = 0.5) ->
     draw = as_generator(rng).random(len(images))[:, None, None, None]  # (N, 1, 1, 1)
     if p == 0:
         return images.copy()
-    thick = ndimage.grey_dilation(images, footprint=CROSS)  # (N, C, H, W)
-    thin = ndimage.grey_erosion(images, footprint=CROSS)
+    thick, thin = cross_extremes(images)  # (N, C, H, W) each
     return np.where(draw < p / 2, thick, np.where(draw < p, thin, images))  # (N, C, H, W)
+
+
+def cross_extremes(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grey-scale dilation and erosion with the radius-1 disk (:data:`CROSS`): max and min of five pixels.
+
+    The same as ``scipy.ndimage.grey_dilation(images, footprint=CROSS)`` (and ``grey_erosion``) with
+    their default ``mode="reflect"``, which for a radius of one repeats the edge pixel; written as five
+    shifted slices of one edge-padded array, several times faster than the general filter on small batches.
+
+    Shapes:
+        images: (N, C, H, W) -> two arrays (N, C, H, W), same dtype.
+    """
+    h, w = images.shape[2:]
+    padded = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")  # (N, C, H+2, W+2)
+    centre = padded[:, :, 1 : h + 1, 1 : w + 1]
+    neighbours = [
+        padded[:, :, 0:h, 1 : w + 1],  # above
+        padded[:, :, 2 : h + 2, 1 : w + 1],  # below
+        padded[:, :, 1 : h + 1, 0:w],  # left
+        padded[:, :, 1 : h + 1, 2 : w + 2],  # right
+    ]
+    high, low = centre.copy(), centre.copy()
+    for view in neighbours:
+        np.maximum(high, view, out=high)
+        np.minimum(low, view, out=low)
+    return high, low
