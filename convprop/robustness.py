@@ -29,6 +29,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,24 +79,25 @@ class VariantResult:
         return self.correct / self.images if self.images else float("nan")
 
 
+def _identity(x: np.ndarray) -> np.ndarray:
+    return x
+
+
 def image_variants() -> list[tuple[str, str, Transform]]:
     """The (group, name, transform) of every variant computed from the test images."""
-    variants: list[tuple[str, str, Transform]] = [("original", "test digits", lambda x: x)]
+    variants: list[tuple[str, str, Transform]] = [("original", "test digits", _identity)]
     for angle in ROTATIONS:
-        variants.append(("rotation", f"rotated {angle:+.0f}°", lambda x, a=angle: warp_affine(x, rotation=a)))
+        variants.append(("rotation", f"rotated {angle:+.0f}°", partial(warp_affine, rotation=angle)))
     for shape, footprint in (("cross", CROSS), ("3×3", SQUARE)):
-        dilate = lambda x, f=footprint: ndimage.grey_dilation(x, footprint=f)  # noqa: E731
-        erode = lambda x, f=footprint: ndimage.grey_erosion(x, footprint=f)  # noqa: E731
-        variants += [("stroke", f"thickened 1 px ({shape})", dilate), ("stroke", f"thinned 1 px ({shape})", erode)]
+        variants.append(("stroke", f"thickened 1 px ({shape})", partial(ndimage.grey_dilation, footprint=footprint)))
+        variants.append(("stroke", f"thinned 1 px ({shape})", partial(ndimage.grey_erosion, footprint=footprint)))
     for name, move in (("up", (-SHIFT, 0)), ("down", (SHIFT, 0)), ("left", (0, -SHIFT)), ("right", (0, SHIFT))):
-        variants.append(("shift", f"shifted {SHIFT} px {name}", lambda x, t=move: warp_affine(x, translation=t)))
+        variants.append(("shift", f"shifted {SHIFT} px {name}", partial(warp_affine, translation=move)))
     return variants
 
 
-def font_path(file: str | None) -> str | None:
-    """The full path of one of matplotlib's bundled fonts (None stays None: Pillow's own font)."""
-    if file is None:
-        return None
+def font_path(file: str) -> str:
+    """The full path of one of matplotlib's bundled fonts (``mpl-data/fonts/ttf/<file>``)."""
     import matplotlib
 
     return os.path.join(matplotlib.get_data_path(), "fonts", "ttf", file)
@@ -162,7 +164,7 @@ def robustness_report(
         for group, name, transform in image_variants()
     ]
     if predictor.classes == DIGIT_CLASSES:
-        found = [(name, file) for name, file in fonts if file is None or os.path.isfile(font_path(file) or "")]
+        found = [(name, file) for name, file in fonts if file is None or os.path.isfile(font_path(file))]
         font_rows = []
         for name, file in found:
             x, y = render_font_digits(predictor, file)

@@ -216,8 +216,8 @@ def _elastic_field(
     along_w = noise.reshape(2 * n * h, w) @ gaussian_matrix(w, sigma).T.astype(np.float32)  # (2N*H, W)
     along_w = along_w.reshape(2 * n, h, w).transpose(0, 2, 1).reshape(2 * n * w, h)  # (2N*W, H)
     smooth = (along_w @ gaussian_matrix(h, sigma).T.astype(np.float32)).reshape(2 * n, w, h)  # (2N, W, H)
-    smooth = alpha * smooth.transpose(0, 2, 1).astype(np.float64)  # (2N, H, W)
-    return smooth[:n], smooth[n:]
+    fields = alpha * smooth.transpose(0, 2, 1).astype(np.float64)  # (2N, H, W)
+    return fields[:n], fields[n:]
 
 
 def gaussian_matrix(size: int, sigma: float, truncate: float = 4.0) -> np.ndarray:
