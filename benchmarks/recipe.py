@@ -69,7 +69,7 @@ def run(name: str, seed: int) -> dict:
     schedule = make_schedule(config, opt)
     seconds, curve = 0.0, []
     for epoch in range(config.epochs):
-        _, _, s = train_epoch(model, opt, x_train, y_train, config, rng, f"epoch {epoch + 1}", background)
+        _, _, s = train_epoch(model, opt, x_train, y_train, config, rng, f"epoch {epoch + 1}", fill=background)
         seconds += s
         curve.append(round(evaluate(model, x_val, y_val).accuracy, 4))
         if schedule is not None:
