@@ -81,8 +81,10 @@ class TrainConfig:
         34.0, "elastic distortion strength α in pixels while training (Simard's 34; 0: off); scaled to the image size"
     )
     elastic_sigma: float = option(4.0, "smoothness σ of the elastic field in pixels of a 28×28 image (Simard's 4)")
-    # a pen one pixel wider or finer: on validation, thinned digits 96% instead of ~74% at no cost in accuracy
-    stroke: float = option(0.5, "probability of thickening or thinning each training digit by one pixel (0: off)")
+    # a pen one pixel wider or finer: thinned validation digits 96% right (~74% without), accuracy unchanged
+    stroke: float = option(
+        0.5, "probability of thickening or thinning each training digit by one pixel (0: off; images of 28×28 or more)"
+    )
     seed: int = option(0, "seeds weights, shuffling, dropout and augmentation: same seed, same run")
     out_dir: str | None = option(None, "run directory (default: runs/<timestamp>)")
     algorithm: str = option(
@@ -245,11 +247,13 @@ def _progress(total: int, desc: str, enabled: bool):
 def distort(xb: np.ndarray, config: TrainConfig, rng: np.random.Generator, fill: float = 0.0) -> np.ndarray:
     """The training distortions of ``config`` applied to one batch (N, C, H, W); ``fill`` is the background.
 
-    Elastic α and σ are given for 28×28 digits and scaled with the image's size (8×8 digits get 8/28 of them).
+    Elastic α and σ are given for 28×28 digits and scaled with the image's size k = size/28: σ by k and α by k²,
+    because the smoothed noise's amplitude goes as 1/σ, so displacements then shrink by k with the image.
+    The one-pixel stroke change cannot be scaled, so images smaller than 28×28 do not get it.
     """
     if config.augment:
         xb = data.random_shift(xb, config.augment, rng)  # an exact integer shift: no blur
-    if config.stroke:
+    if config.stroke and min(xb.shape[2:]) >= 28:  # a pixel of an 8×8 digit is a third of its stroke: not there
         xb = data.random_stroke(xb, rng, config.stroke)  # before resampling: a pixel of pen width, exactly
     if not (config.rotation or config.scale or config.shear or config.elastic_alpha):
         return xb
@@ -260,7 +264,7 @@ def distort(xb: np.ndarray, config: TrainConfig, rng: np.random.Generator, fill:
         rotation=config.rotation,
         scale=config.scale,
         shear=config.shear,
-        alpha=config.elastic_alpha * size,
+        alpha=config.elastic_alpha * size**2,  # displacement ∝ α/σ: k²/k = k
         sigma=config.elastic_sigma * size,
         fill=fill,
     )

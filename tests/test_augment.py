@@ -274,10 +274,10 @@ def test_stroke_comes_before_the_resampling():
 
 
 def test_elastic_strength_is_scaled_to_small_images():
-    """α and σ are given for 28×28 digits: 8×8 digits get 8/28 of both."""
+    """α and σ are given for 28×28 digits: 8×8 digits get σ × 8/28 and α × (8/28)², so displacements × 8/28."""
     x = batch((4, 1, 8, 8), np.float64)
     config = TrainConfig(augment=0, rotation=0.0, scale=0.0, shear=0.0, elastic_alpha=34.0, stroke=0.0)
-    expected = random_distortion(x, np.random.default_rng(1), alpha=34.0 * 8 / 28, sigma=4.0 * 8 / 28)
+    expected = random_distortion(x, np.random.default_rng(1), alpha=34.0 * (8 / 28) ** 2, sigma=4.0 * 8 / 28)
     np.testing.assert_array_equal(distort(x, config, np.random.default_rng(1)), expected)
 
 

@@ -46,11 +46,14 @@ CROSS = np.zeros((1, 1, 3, 3), dtype=bool)
 CROSS[0, 0, 1, :] = CROSS[0, 0, :, 1] = True
 
 __all__ = [
+    "CROSS",
     "affine_grid",
+    "cross_extremes",
     "elastic_distortion",
     "gaussian_matrix",
     "random_affine",
     "random_distortion",
+    "random_stroke",
     "sample_bilinear",
     "warp_affine",
 ]
