@@ -55,7 +55,7 @@ class TrainConfig:
         "digits (8×8), mnist or fashion-mnist (downloaded once)",
         data.DATASETS,
     )
-    model: str = option("lenet", "network: lenet, lenet-small (4× faster) or lenet-bn (batch norm)", tuple(MODELS))
+    model: str = option("lenet", "network: lenet, lenet-small (4× faster), lenet-bn or resnet", tuple(MODELS))
     epochs: int = option(10, "passes over the training set")
     batch_size: int = option(64, "images per optimizer step")
     optimizer: str = option("adam", "adam, adamw or sgd (momentum 0.9)", OPTIMIZERS)
