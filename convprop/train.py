@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, checkpoint, data, nn, optim
+from . import __version__, checkpoint, data, distributed, nn, optim
 from .fileio import write_text_atomic
 from .functional import ALGORITHMS
 from .functional.activation import softmax
@@ -216,32 +216,44 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def train_epoch(
-    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str
+    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str, world: distributed.World | None = None
 ) -> tuple[float, float, float]:
-    """One pass over the training set; returns (mean loss, accuracy, seconds)."""
+    """One pass over the training set; returns (mean loss, accuracy, seconds).
+
+    Under MPI (``world.size > 1``) each rank trains on its shard of every global batch (augmented whole,
+    so the run does not depend on the number of ranks) and the gradients are allreduced before the step.
+    """
+    world = world or distributed.world()
     model.train()
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
-    with _progress(len(x), desc, config.progress) as bar:
-        for xb, yb in data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng):
+    with _progress(len(x), desc, config.progress and world.rank == 0) as bar:
+        for xb_global, yb_global in data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng):
             if config.augment:
-                xb = data.random_shift(xb, config.augment, rng)
+                xb_global = data.random_shift(xb_global, config.augment, rng)
+            xb, yb = world.shard_batch(xb_global, yb_global)  # the whole batch on one process
             opt.zero_grad()
-            logits = model(xb)
-            loss, grad = cross_entropy(logits, yb)
-            model.backward(grad, input_grad=False)  # the images need no gradient: the first layer skips it
+            if len(yb):  # a rank whose shard of a short last batch is empty contributes zero gradient
+                logits = model(xb)
+                loss, grad = cross_entropy(logits, yb)
+                model.backward(grad, input_grad=False)  # the images need no gradient: the first layer skips it
+            world.allreduce_grads(model, weight=len(yb) / len(yb_global))  # b_r/B: 1 rank's mean-loss gradient
             opt.step()
+            if not len(yb):
+                continue
             seen += len(yb)
             correct += int((logits.argmax(axis=1) == yb).sum())
             loss_sum += float(loss) * len(yb)
-            bar.update(len(yb))
+            bar.update(len(yb_global))  # on rank 0 under MPI: every rank's images; loss and acc: rank 0's shard
             elapsed = time.perf_counter() - start
             bar.set_postfix(
                 loss=f"{loss_sum / seen:.4f}",
                 acc=f"{100 * correct / seen:.2f}%",
-                speed=f"{seen / max(elapsed, 1e-9):.0f} img/s",
+                speed=f"{bar.n / max(elapsed, 1e-9):.0f} img/s",
                 refresh=False,
             )
+    if world.size > 1:  # every rank's images: (loss sum, correct, seen) summed over the ranks
+        loss_sum, correct, seen = world.allreduce_sum(np.array([loss_sum, correct, seen], dtype=np.float64))
     return loss_sum / seen, correct / seen, time.perf_counter() - start
 
 
@@ -253,7 +265,9 @@ def print_line(line: str) -> None:
 def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunResult:
     """Train ``config.model`` on ``config.dataset``, evaluating on the test split after every epoch."""
     config.validate()
-    run_dir = prepare_run_dir(config)
+    world = distributed.world()  # one process unless started by mpiexec; then rank 0 alone writes and logs
+    run_dir = Path(world.on_rank_zero(lambda: str(prepare_run_dir(config))))
+    log = log if world.rank == 0 else _silent
     rng = np.random.default_rng(config.seed)
     dataset = data.load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed)
     norm = data.Normalization.fit(dataset.train_images)
@@ -267,6 +281,8 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
         rng=int(rng.integers(2**31)),
         algorithm=config.algorithm,
     )
+    world.broadcast_parameters(model)  # the same seed builds the same model everywhere; this makes sure
+    world.share_dropout_masks(model)
     opt = make_optimizer(config, model.parameters())
     schedule = make_schedule(config, opt)
     log(
@@ -288,8 +304,8 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     try:
         for epoch in range(1, config.epochs + 1):
             desc = f"epoch {epoch}/{config.epochs}"
-            train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc)
-            test = evaluate(model, x_test, y_test)
+            train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc, world)
+            test = world.evaluate(model, x_test, y_test)  # sharded over the ranks; `evaluate` on one process
             record = {
                 "epoch": epoch,
                 "lr": opt.lr,
@@ -300,18 +316,22 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
                 "seconds": seconds,
                 "images_per_second": len(x_train) / seconds,
             }
-            checkpoint.save(model, ckpt, metadata=meta | {"epoch": str(epoch)})  # atomic: old or new, never half
+            if world.rank == 0:
+                checkpoint.save(model, ckpt, metadata=meta | {"epoch": str(epoch)})  # atomic: old or new, never half
             history.append(record)
             log(
                 f"{desc}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
                 f"test loss {test.loss:.4f} acc {100 * test.accuracy:.2f}% | {seconds:.1f} s, "
                 f"{len(x_train) / seconds:.0f} img/s"
             )
-            _write_metrics(run_dir, config, history, test, dataset.classes, interrupted=False)
+            if world.rank == 0:
+                _write_metrics(run_dir, config, history, test, dataset.classes, interrupted=False)
             if schedule is not None:
                 schedule.step()
     except KeyboardInterrupt:
         interrupted = True
+        if world.rank != 0:  # under MPI rank 0 alone wraps up, with no collective that could wait forever
+            return RunResult(run_dir, history, test, interrupted)
         saved = int(checkpoint.metadata(ckpt).get("epoch", 0)) if ckpt.exists() else 0
         if saved == len(history) + 1:  # interrupted between saving an epoch and recording it
             history.append(record)
@@ -320,6 +340,8 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
         if history:
             model = checkpoint.load(ckpt)  # the last good weights, not the half-updated ones
             test = evaluate(model, x_test, y_test)
+    if world.rank != 0:
+        return RunResult(run_dir, history, test, interrupted)
     files = [ckpt] if history else []
     if history:
         files.append(_write_metrics(run_dir, config, history, test, dataset.classes, interrupted))
@@ -327,6 +349,10 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
         log(f"test accuracy: {100 * test.accuracy:.2f}%")
         log(f"saved {', '.join(p.name for p in files)} in {run_dir}")
     return RunResult(run_dir, history, test, interrupted, files)
+
+
+def _silent(line: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation, classes, interrupted: bool) -> Path:
