@@ -205,7 +205,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     label = predictor.classes[int(np.argmax(predictor.probabilities(x)[0]))]
     maps = predictor.feature_maps(x)  # every convolution, wherever it sits in the model, labelled by its path
     if not maps:
-        raise CLIError(f"the model in {predictor.path} has no convolution, so there are no feature maps to draw")
+        raise ConvpropError(f"the model in {predictor.path} has no convolution, so there are no feature maps to draw")
     plots.plot_feature_maps(x[0], maps, out)
     print(f"{args.image}: predicted {label}; feature maps written to {out}")
     return 0
