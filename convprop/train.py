@@ -124,7 +124,7 @@ class RunResult:
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> Evaluation:
     """Run ``model`` in eval mode over ``images`` (N, C, H, W) already normalised, labels (N,)."""
-    was_training = model.training  # type: ignore[attr-defined]  # Module sets it via object.__setattr__ (nn/module.py)
+    was_training = model.training
     model.eval()
     total_loss, probs = 0.0, []
     try:
