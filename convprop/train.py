@@ -63,7 +63,7 @@ class TrainConfig:
         "digits (8×8), mnist or fashion-mnist (downloaded once)",
         data.DATASETS,
     )
-    model: str = option("lenet", "network: lenet, lenet-small (4× faster) or lenet-bn (batch norm)", tuple(MODELS))
+    model: str = option("lenet", "network: lenet, lenet-small (4× faster), lenet-bn or resnet", tuple(MODELS))
     epochs: int = option(20, "passes over the training set")  # chosen on a validation split: docs/training.md
     batch_size: int = option(64, "images per optimizer step")
     optimizer: str = option("adam", "adam, adamw or sgd (momentum 0.9)", OPTIMIZERS)
@@ -152,7 +152,7 @@ class RunResult:
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> Evaluation:
     """Run ``model`` in eval mode over ``images`` (N, C, H, W) already normalised, labels (N,)."""
-    was_training = model.training  # type: ignore[attr-defined]  # Module sets it via object.__setattr__ (nn/module.py)
+    was_training = model.training
     model.eval()
     total_loss, probs = 0.0, []
     try:
@@ -295,7 +295,7 @@ def train_epoch(
             if len(yb):  # a rank whose shard of a short last batch is empty contributes zero gradient
                 logits = model(xb)
                 loss, grad = cross_entropy(logits, yb)
-                model.backward_params(grad)  # the images need no gradient: the first layer skips it
+                model.backward(grad, input_grad=False)  # the images need no gradient: the first layer skips it
             world.allreduce_grads(model, weight=len(yb) / len(yb_global))  # b_r/B: 1 rank's mean-loss gradient
             opt.step()
             if not len(yb):
