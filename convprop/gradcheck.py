@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ArgumentError, ArgumentTypeError
 
 if TYPE_CHECKING:  # gradcheck itself needs no layers; only gradcheck_module is handed one
-    pass
+    from .nn.module import Module
 
 
 class GradcheckError(AssertionError):
@@ -127,7 +127,7 @@ def gradcheck(
     return result
 
 
-def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
+def gradcheck_module(module: Module, x: np.ndarray, **options: Any) -> GradcheckResult:
     """:func:`gradcheck` for a layer: its input and every parameter, through ``forward_with_context``
     and ``backward_with_context`` (so it works in eval mode too).
 
@@ -138,7 +138,7 @@ def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
     params = module.parameters()
     names = ["input", *(name for name, _ in module.named_parameters())]
 
-    def forward(x, *_):
+    def forward(x: np.ndarray, *_: np.ndarray) -> np.ndarray:
         return module.forward_with_context(x.copy())[0]  # (a copy: in-place layers must not clobber the input)
 
     def backward(grad_output: np.ndarray, x: np.ndarray, *_: np.ndarray) -> list[np.ndarray | None]:
