@@ -24,7 +24,9 @@ Any 2-D kernel, stride and dilation; groups 1. Shapes: x (N, C, H, W) padded, we
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 from numba import njit
@@ -37,7 +39,9 @@ _pool: ThreadPoolExecutor | None = None
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _forward(x, wT, sh, sw, dh, dw, n0, n1, yT):  # pragma: no cover - compiled
+def _forward(
+    x: np.ndarray, wT: np.ndarray, sh: int, sw: int, dh: int, dw: int, n0: int, n1: int, yT: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """yT[n, i, j, o] = Σ_{c, kh, kw} wT[c, kh, kw, o] · x[n, c, i·sh + kh·dh, j·sw + kw·dw], n in [n0, n1)."""
     C, KH, KW, O = wT.shape
     OH, OW = yT.shape[1], yT.shape[2]
@@ -57,7 +61,9 @@ def _forward(x, wT, sh, sw, dh, dw, n0, n1, yT):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _grad_input(dyT, wT, sh, sw, dh, dw, n0, n1, dx):  # pragma: no cover - compiled
+def _grad_input(
+    dyT: np.ndarray, wT: np.ndarray, sh: int, sw: int, dh: int, dw: int, n0: int, n1: int, dx: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """dx[n, c, i·sh + kh·dh, j·sw + kw·dw] += Σ_o wT[c, kh, kw, o] · dyT[n, i, j, o], n in [n0, n1)."""
     C, KH, KW, O = wT.shape
     OH, OW = dyT.shape[1], dyT.shape[2]
@@ -78,7 +84,9 @@ def _grad_input(dyT, wT, sh, sw, dh, dw, n0, n1, dx):  # pragma: no cover - comp
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _grad_weight(dyT, x, sh, sw, dh, dw, n0, n1, dwT):  # pragma: no cover - compiled
+def _grad_weight(
+    dyT: np.ndarray, x: np.ndarray, sh: int, sw: int, dh: int, dw: int, n0: int, n1: int, dwT: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """dwT[c, kh, kw, o] = Σ_{n in [n0, n1), i, j} x[n, c, i·sh + kh·dh, j·sw + kw·dw] · dyT[n, i, j, o]."""
     C, KH, KW, O = dwT.shape
     OH, OW = dyT.shape[1], dyT.shape[2]
@@ -104,13 +112,13 @@ def _ranges(N: int) -> list[tuple[int, int]]:
     return [(bounds[k], bounds[k + 1]) for k in range(parts)]
 
 
-def _run(kernel, ranges: list[tuple[int, int]], *args) -> None:  # type: ignore[no-untyped-def]  # numba Dispatcher
+def _run(kernel: Callable[..., None], ranges: list[tuple[int, int]], *args: object) -> None:
     """kernel(*args[:-1], n0, n1, args[-1]) for each range, on the thread pool when there are several."""
     *inputs, out = args
-    _parallel([lambda n0=n0, n1=n1: kernel(*inputs, n0, n1, out) for n0, n1 in ranges])
+    _parallel([partial(kernel, *inputs, n0, n1, out) for n0, n1 in ranges])
 
 
-def _parallel(calls: list) -> None:  # type: ignore[type-arg]  # zero-argument callables
+def _parallel(calls: list[Callable[[], None]]) -> None:
     """Run the calls, on the shared thread pool when there are several (the kernels release the GIL)."""
     global _pool
     if len(calls) == 1:
@@ -160,10 +168,7 @@ def grad_weight(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np
     ranges = _ranges(x.shape[0])
     C, O = x.shape[1], dyT.shape[-1]
     partials = np.empty((len(ranges), C, *geo.kernel, O), dtype=x.dtype)  # (parts, C, KH, KW, O)
-    _parallel(
-        [
-            lambda k=k, n0=n0, n1=n1: _grad_weight(dyT, x, *geo.stride, *geo.dilation, n0, n1, partials[k])
-            for k, (n0, n1) in enumerate(ranges)
-        ]
-    )
+    kernel: Callable[..., None] = _grad_weight  # one partial sum per range of images
+    _parallel([partial(kernel, dyT, x, *geo.stride, *geo.dilation, n0, n1, partials[k])
+               for k, (n0, n1) in enumerate(ranges)])  # fmt: skip
     return np.ascontiguousarray(partials.sum(axis=0).transpose(3, 0, 1, 2))  # (C, KH, KW, O) → (O, C, KH, KW)

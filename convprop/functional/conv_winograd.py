@@ -68,7 +68,9 @@ F4_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], 
 
 
 @njit(cache=True)
-def _input_transform(x, BT, m, border, TH, TW, V):  # pragma: no cover - compiled
+def _input_transform(
+    x: np.ndarray, BT: np.ndarray, m: int, border: int, TH: int, TW: int, V: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """V[ξ, ν, c, t] = (Bᵀ d B)[ξ, ν] for every α×α tile d of x, t = (i·TH + th)·TW + tw.
 
     Tile (th, tw) starts at row th·m − border, column tw·m − border of x (n, C, H, W); positions
@@ -107,7 +109,9 @@ def _input_transform(x, BT, m, border, TH, TW, V):  # pragma: no cover - compile
 
 
 @njit(cache=True)
-def _output_transform(M, AT, TH, TW, y):  # pragma: no cover - compiled
+def _output_transform(
+    M: np.ndarray, AT: np.ndarray, TH: int, TW: int, y: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """y[i, o, th·m + r, tw·m + s] = (Aᵀ M[:, :, o, t] A)[r, s], cropped to y (n, O, OH, OW)."""
     n, O, OH, OW = y.shape
     m, a = AT.shape

@@ -33,7 +33,7 @@ from .pool import max_pool2d
 
 
 @njit(cache=True)
-def _relu_max_pool(y, kh, kw, out):  # pragma: no cover - compiled
+def _relu_max_pool(y: np.ndarray, kh: int, kw: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """out[n, c, i, j] = max(0, max of y[n, c, i·kh : (i+1)·kh, j·kw : (j+1)·kw]); a NaN wins."""
     N, C, PH, PW = out.shape
     for n in range(N):
