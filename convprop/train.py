@@ -236,7 +236,7 @@ def train_epoch(
             if len(yb):  # a rank whose shard of a short last batch is empty contributes zero gradient
                 logits = model(xb)
                 loss, grad = cross_entropy(logits, yb)
-                model.backward_params(grad)  # the images need no gradient: the first layer skips it
+                model.backward(grad, input_grad=False)  # the images need no gradient: the first layer skips it
             world.allreduce_grads(model, weight=len(yb) / len(yb_global))  # b_r/B: 1 rank's mean-loss gradient
             opt.step()
             if not len(yb):
