@@ -203,7 +203,10 @@ def cmd_inspect(args) -> int:
         raise CLIError(f"{out} exists; pass --force to overwrite it or choose another --out")
     x = predictor.preprocess(args.image)  # (1, H, W), preprocessed once for both uses below
     label = predictor.classes[int(np.argmax(predictor.probabilities(x)[0]))]
-    plots.plot_feature_maps(x[0], predictor.feature_maps(x), out)
+    maps = predictor.feature_maps(x)  # every convolution, wherever it sits in the model, labelled by its path
+    if not maps:
+        raise CLIError(f"the model in {predictor.path} has no convolution, so there are no feature maps to draw")
+    plots.plot_feature_maps(x[0], maps, out)
     print(f"{args.image}: predicted {label}; feature maps written to {out}")
     return 0
 

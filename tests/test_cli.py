@@ -263,3 +263,13 @@ def test_default_training_reaches_a_minimum_accuracy(tmp_path):
     assert result.returncode == 0, result.stderr
     accuracy = json.loads((out / "metrics.json").read_text())["test"]["accuracy"]
     assert accuracy >= 0.95, f"test accuracy {accuracy:.4f} after 5 epochs"
+
+
+def test_inspect_of_a_model_without_convolution_is_a_clear_error(tmp_path):
+    from convprop import checkpoint, nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10, rng=0))
+    path = checkpoint.save(model, tmp_path / "model.safetensors")
+    image = tmp_path / "five.png"
+    render_digit(5, image)
+    assert_clean_error(run("inspect", path, image), "has no convolution", "no feature maps")
