@@ -96,12 +96,14 @@ class _Probe(Module):
     """Runs ``inner`` unchanged; records its output (forward) and the gradient reaching it (backward)."""
 
     registered = False  # never in a checkpoint
+    path: str
+    recorder: _Recorder
 
     def __init__(self, inner: Module, path: str, recorder: _Recorder):
         super().__init__()
         self.inner = inner
-        object.__setattr__(self, "path", path)
-        object.__setattr__(self, "recorder", recorder)
+        self.path = path  # settings: plain attributes
+        self.recorder = recorder
 
     def forward_with_context(self, *inputs: Any) -> tuple[Any, Any]:
         if self.path in self.recorder.outputs:
