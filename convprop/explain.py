@@ -88,6 +88,7 @@ def conv_paths(model: Module) -> list[str]:
 class _Recorder:
     """What the probes saw in one call: outputs in execution order and the gradients reaching them."""
 
+    inputs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     grads: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -110,6 +111,7 @@ class _Probe(Module):
             raise ArgumentError(
                 f"the layer at path {self.path!r} ran twice in one forward pass; explain needs one output per path"
             )
+        self.recorder.inputs[self.path] = tuple(np.array(a, copy=True) for a in inputs)
         y, context = self.inner.forward_with_context(*inputs)
         self.recorder.outputs[self.path] = np.array(y, copy=True)  # a later in-place ReLU must not change it
         return y, context
@@ -248,6 +250,13 @@ def explain(
         normalization: if given, x is in pixel units and the model sees ``normalization(x)``; the
             gradients are then with respect to x (dE/dx = dE/dx_normalized / std, per channel).
     """
+    return _run(model, x, target, layer=layer, normalization=normalization)[0]
+
+
+def _run(
+    model: Module, x: np.ndarray, target: Any = None, *, layer: Any = None, normalization: Normalization | None = None
+) -> tuple[Explanation, _Recorder]:
+    """:func:`explain`, and what the probes recorded (each convolution's inputs, output and gradient)."""
     model = _check_model(model)
     x4, single = _check_images(x)
     params = model.parameters()
@@ -291,7 +300,7 @@ def explain(
     def one(a: np.ndarray) -> np.ndarray:
         return a[0] if single else a
 
-    return Explanation(
+    result = Explanation(
         logits=logits,
         target=targets,
         saliency=one(grad),
@@ -301,6 +310,7 @@ def explain(
         feature_maps={p: one(m) for p, m in maps.items()},
         layer_gradients={p: one(g) for p, g in grads.items()},
     )
+    return result, recorder
 
 
 def _grad_cam_maps(a: np.ndarray, g: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
