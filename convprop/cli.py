@@ -222,7 +222,7 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_explain(args) -> int:
+def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain
     from .inference import Predictor
     from .plots_explain import plot_explanation
