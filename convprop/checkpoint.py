@@ -34,7 +34,7 @@ from safetensors.numpy import save as st_save
 from . import __version__
 from .architecture import MAX_DEPTH, describe, json_depth
 from .architecture import build as build_architecture
-from .errors import CheckpointError
+from .errors import ArgumentTypeError, CheckpointError
 from .fileio import write_atomic
 from .nn.module import Module
 
@@ -60,9 +60,10 @@ def _check_tensor_entries(header: Any, data_bytes: int, path: Path) -> None:
             raise CheckpointError(f"{str(path)!r}: tensor {name!r:.100} has shape {shape!r:.100}")
         if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
             raise CheckpointError(f"{str(path)!r}: tensor {name!r:.100} has dtype {dtype!r:.50}")
-        valid = isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
         size = math.prod(shape) * _ITEMSIZE[dtype]
-        if not valid or not 0 <= offsets[0] <= offsets[1] <= data_bytes or offsets[1] - offsets[0] != size:
+        valid = isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+        start, end = (offsets[0], offsets[1]) if isinstance(offsets, list) and valid else (-1, -1)
+        if not valid or not 0 <= start <= end <= data_bytes or end - start != size:
             raise CheckpointError(
                 f"{str(path)!r}: tensor {name!r:.100} of shape {shape} ({dtype}) needs {size} bytes, but its "
                 f"data_offsets are {offsets!r:.100} in {data_bytes} bytes of data"
@@ -92,13 +93,13 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, str] | None
     ``metadata``: extra string key/values stored in the header (e.g. normalisation constants).
     """
     if not isinstance(model, Module):
-        raise TypeError(f"save needs a convprop Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"save needs a convprop Module, got {type(model).__name__}")
     path = Path(path)
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"directory {str(path.parent)!r} does not exist")
+        raise CheckpointError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
     extra = dict(metadata or {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
-        raise TypeError("metadata must map strings to strings")
+        raise ArgumentTypeError("metadata must map strings to strings")
     tensors = {
         name: np.array(a, order="C") for name, a in model.state_dict().items()
     }  # (ascontiguousarray would make 0-d 1-d)
@@ -118,7 +119,7 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
     """The tensors and the header metadata of any safetensors file, with clear errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+        raise CheckpointError(f"no checkpoint at {str(path)!r}")
     data = path.read_bytes()
     if len(data) < 8:
         raise CheckpointError(f"{str(path)!r} is not a safetensors file: only {len(data)} bytes")
