@@ -63,7 +63,9 @@ def plot_explanation(
     fig = _new_figure(11.0, 3.1 + 1.15 * sum(rows_per_layer))
     top = fig.add_gridspec(1, 4, left=0.02, right=0.98, top=0.98, bottom=1 - 2.6 / fig.get_figheight(), wspace=0.35)
 
-    def panel(i: int, data: np.ndarray, title: str, cmap: str, symmetric: bool, under: np.ndarray | None = None):
+    def panel(
+        i: int, data: np.ndarray, title: str, cmap: str, symmetric: bool, under: np.ndarray | None = None
+    ) -> None:
         ax = fig.add_subplot(top[0, i])
         if under is not None:
             ax.imshow(under, cmap="gray", interpolation="nearest")
