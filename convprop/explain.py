@@ -267,7 +267,7 @@ def _run(
     recorder = _Recorder()
     probed = set(convs) | ({cam_path} if cam_path else set())
     shadow = _shadow(model, "", probed, recorder)
-    seen = x4 if normalization is None else normalization(x4)
+    seen = x4.copy() if normalization is None else normalization(x4)  # an in-place first layer overwrites it
     logits, context = shadow.forward_with_context(seen)
     if not (isinstance(logits, np.ndarray) and logits.ndim == 2 and logits.shape[0] == x4.shape[0]):
         raise ArgumentError(

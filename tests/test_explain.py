@@ -215,6 +215,50 @@ def test_the_model_is_left_as_it_was():
     assert all(m.__dict__.get("_last_context") is None for m in model.modules())
 
 
+def test_a_module_shared_by_two_graph_nodes_is_explained_per_node():
+    conv = nn.Conv2d(2, 2, 3, padding=1, rng=0, **f64)
+    head = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 3, rng=1, **f64))
+    nodes = [("a", conv, ["x"]), ("act", nn.Tanh(), ["a"]), ("b", conv, ["act"]), ("head", head, ["b"])]
+    model = nn.Graph(["x"], nodes, ["head"])
+    tc, th = twin(conv), twin(head)
+    x = np.random.default_rng(10).standard_normal((2, 2, 4, 4))
+    xt = torch.tensor(x, requires_grad=True)
+    a = tc(xt)
+    a.retain_grad()
+    b = tc(torch.tanh(a))
+    b.retain_grad()
+    th(b)[:, 1].sum().backward()
+    result = explain.explain(model, x, 1)
+    assert list(result.layer_gradients) == ["a", "b"] == explain.conv_paths(model)
+    assert_close(result.layer_gradients["a"], a.grad.numpy(), "gradient at the first use")
+    assert_close(result.layer_gradients["b"], b.grad.numpy(), "gradient at the second use")
+    assert_close(result.saliency, xt.grad.numpy(), "saliency")
+
+
+def test_many_threads_explaining_one_model_agree_bit_for_bit():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = lenet()
+    images = np.random.default_rng(11).standard_normal((6, 1, 12, 12))
+    alone = [explain.explain(model, images[i], i % 4) for i in range(6)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: explain.explain(model, images[i], i % 4), [*range(6), *range(6)]))
+    for i, result in enumerate(together):
+        assert np.array_equal(result.saliency, alone[i % 6].saliency)
+        assert np.array_equal(result.grad_cam, alone[i % 6].grad_cam)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_an_in_place_first_layer_leaves_the_images_alone():
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(1, 2, 3, rng=0, **f64), nn.Flatten(),
+                          nn.Linear(2 * 4 * 4, 3, rng=1, **f64))  # fmt: skip
+    x = np.random.default_rng(12).standard_normal((2, 1, 6, 6))
+    kept = x.copy()
+    result = explain.explain(model, x, 0)
+    assert np.array_equal(x, kept)
+    assert_close(result.gradient_x_input, x * result.saliency, "gradient x the given input")
+
+
 def test_bilinear_resize_matches_torch_interpolate():
     maps = np.random.default_rng(9).standard_normal((2, 3, 4, 5))
     for size in [(12, 12), (4, 5), (7, 3), (1, 1)]:
