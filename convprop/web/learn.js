@@ -52,16 +52,22 @@ function map(canvas, rows, signed) { // gray for the input; blue–white–red f
   c.putImageData(img, 0, 0);
 }
 
+function outline(canvas, row, col, h, w, colour) { // a rectangle over pixels [row, row + h) × [col, col + w)
+  const c = canvas.getContext("2d");
+  c.strokeStyle = colour;
+  c.lineWidth = 0.25;
+  c.strokeRect(col + 0.125, row + 0.125, w - 0.25, h - 0.25);
+}
+
 function show(data) {
   state.data = data;
   const input = data.x_padded.slice(data.pads[0], data.pads[0] + data.grad_input.length)
     .map((row) => row.slice(data.pads[1], data.pads[1] + data.grad_input[0].length));
   const pick = $("pick");
   map(pick, input, false);
-  const c = pick.getContext("2d"); // the picked pixel, outlined
-  c.strokeStyle = "#ff3b30";
-  c.lineWidth = 0.15;
-  c.strokeRect(data.input_col + 0.075, data.input_row + 0.075, 0.85, 0.85);
+  const kh = data.kernel.length, kw = data.kernel[0].length;
+  outline(pick, data.input_row, data.input_col, 1, 1, "#ff3b30"); // the picked pixel
+  outline(pick, data.row - data.pads[0], data.col - data.pads[1], kh, kw, "#32d74b"); // the forward window
   $("picked").textContent = `class ${data.target_class}, layer ${data.path}, channel o = ${data.channel}: ` +
     `output pixel (i, j) = (${data.row}, ${data.col}), input pixel (r, s) = (${data.input_row}, ${data.input_col})`;
   table("fwd-window", data.window);
@@ -70,6 +76,8 @@ function show(data) {
   $("fwd-sum").textContent = fmt(data.window_sum);
   $("fwd-value").textContent = fmt(data.value);
   map($("bwd-dy"), data.grad_output, true);
+  // the window of dy_full at (r + p, s + p) covers dE/dy rows r + p − (KH − 1) .. r + p (zeros outside)
+  outline($("bwd-dy"), data.input_row + data.pads[0] - (kh - 1), data.input_col + data.pads[1] - (kw - 1), kh, kw, "#1f9d3a");
   table("bwd-window", data.grad_window);
   table("bwd-rotated", data.rotated);
   $("bwd-share").textContent = fmt(data.contributions[data.channel]);
