@@ -311,7 +311,7 @@ def create_app(predictor: Predictor) -> Starlette:
     ]
     from . import serve_explain  # the backward-pass routes: /api/explain, /api/learn, /learn (its docstring)
 
-    routes += serve_explain.routes(service, static, error)
+    routes += serve_explain.routes(service, static, error, _read_body)
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.state.service = service
     return app

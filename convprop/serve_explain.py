@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -47,10 +48,14 @@ def _unit(a: np.ndarray) -> tuple[np.ndarray, float]:
     return (a / top if top > 0 else np.zeros_like(a)), top
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a valid JSON number (send finite numbers only)")
+
+
 def parse_request(body: bytes, fields: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The body → (the image part, checked by ``serve.parse_body``; the extra ``fields`` given)."""
     try:
-        payload = json.loads(body, parse_constant=serve._refuse_constant)
+        payload = json.loads(body, parse_constant=_refuse_constant)
     except RecursionError:
         raise serve.RequestError(400, "request body is not valid JSON: nested too deeply") from None
     except ValueError as exc:
@@ -139,8 +144,14 @@ class ExplainService:
         return json.dumps(answer, separators=(",", ":")).encode()
 
 
-def routes(inference: serve.InferenceService, static: dict[str, tuple[bytes, str]], error: Any) -> list:
-    """The Starlette routes of this module, for ``serve.create_app``."""
+def routes(
+    inference: serve.InferenceService,
+    static: dict[str, tuple[bytes, str]],
+    error: Any,
+    read_body: Callable[[Any], Awaitable[bytes]],
+) -> list:
+    """The Starlette routes of this module, for ``serve.create_app``: ``error(status, message)`` makes
+    its error response and ``read_body(request)`` reads a body under its limits, as for /api/predict."""
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import Response
     from starlette.routing import Route
@@ -150,7 +161,7 @@ def routes(inference: serve.InferenceService, static: dict[str, tuple[bytes, str
     def handler(method: Any, fields: tuple[str, ...]) -> Any:
         async def endpoint(request: Any) -> Any:
             try:
-                image, extras = parse_request(await serve._read_body(request), fields)
+                image, extras = parse_request(await read_body(request), fields)
                 body = await run_in_threadpool(method, image, extras)
             except serve.RequestError as exc:
                 return error(exc.status, exc.message)
