@@ -98,6 +98,7 @@ class Predictor:
             )
         self.classes: tuple[str, ...] = tuple(str(c) for c in classes)
         self.dataset = meta.get("dataset", "unknown")
+        self.split_seed = int(meta.get("split_seed", "0")) if meta.get("split_seed", "0").isdigit() else 0
 
     def preprocess(self, image: ImageInput) -> np.ndarray:
         """A path, a Pillow image or an array → the network's input (1, H, W) in [0, 1], MNIST-style."""
