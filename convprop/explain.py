@@ -88,6 +88,7 @@ def conv_paths(model: Module) -> list[str]:
 class _Recorder:
     """What the probes saw in one call: outputs in execution order and the gradients reaching them."""
 
+    keep_inputs: frozenset[str] = frozenset()  # the paths whose inputs are kept too (copies cost memory)
     inputs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     grads: dict[str, np.ndarray] = field(default_factory=dict)
@@ -111,7 +112,8 @@ class _Probe(Module):
             raise ArgumentError(
                 f"the layer at path {self.path!r} ran twice in one forward pass; explain needs one output per path"
             )
-        self.recorder.inputs[self.path] = tuple(np.array(a, copy=True) for a in inputs)
+        if self.path in self.recorder.keep_inputs:
+            self.recorder.inputs[self.path] = tuple(np.array(a, copy=True) for a in inputs)
         y, context = self.inner.forward_with_context(*inputs)
         self.recorder.outputs[self.path] = np.array(y, copy=True)  # a later in-place ReLU must not change it
         return y, context
@@ -254,9 +256,16 @@ def explain(
 
 
 def _run(
-    model: Module, x: np.ndarray, target: Any = None, *, layer: Any = None, normalization: Normalization | None = None
+    model: Module,
+    x: np.ndarray,
+    target: Any = None,
+    *,
+    layer: Any = None,
+    normalization: Normalization | None = None,
+    keep_inputs: frozenset[str] = frozenset(),
 ) -> tuple[Explanation, _Recorder]:
-    """:func:`explain`, and what the probes recorded (each convolution's inputs, output and gradient)."""
+    """:func:`explain`, and what the probes recorded (each convolution's output and gradient, and the
+    inputs of the convolutions in ``keep_inputs``)."""
     model = _check_model(model)
     x4, single = _check_images(x)
     params = model.parameters()
@@ -264,7 +273,7 @@ def _run(
     x4 = x4.astype(dtype, copy=False)
     cam_path = _resolve_layer(model, layer)
     convs = conv_paths(model)
-    recorder = _Recorder()
+    recorder = _Recorder(keep_inputs=keep_inputs)
     probed = set(convs) | ({cam_path} if cam_path else set())
     shadow = _shadow(model, "", probed, recorder)
     seen = x4.copy() if normalization is None else normalization(x4)  # an in-place first layer overwrites it

@@ -116,7 +116,7 @@ def conv_steps(
         )
     if not isinstance(image, np.ndarray) or image.ndim != 3:
         raise ArgumentError(f"image must be one image (C, H, W), got {getattr(image, 'shape', type(image).__name__)}")
-    result, recorder = _run(model, image, target, normalization=normalization)
+    result, recorder = _run(model, image, target, normalization=normalization, keep_inputs=frozenset({path}))
     (x,) = recorder.inputs[path]  # (1, C, H, W): what the convolution saw
     y = recorder.outputs[path]  # (1, O, OH, OW)
     dy = recorder.grads.get(path, np.zeros_like(y))  # (1, O, OH, OW) = dE/dy
