@@ -18,7 +18,7 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,10 +27,12 @@ from typing import Any
 import numpy as np
 
 from . import __version__, checkpoint, data, distributed, nn, optim
+from .errors import ArgumentError, ConfigError
 from .fileio import write_text_atomic
 from .functional import ALGORITHMS
 from .functional.activation import softmax
 from .functional.loss import cross_entropy
+from .functional.validation import check_at_least, check_positive_int
 from .metrics import confusion_matrix, precision_recall
 from .models import MODELS, build_model, feature_maps
 
@@ -40,7 +42,7 @@ CHECKPOINT_NAME = "model.safetensors"
 PLOT_NAMES = ("learning_curves.png", "confusion_matrix.png", "filters.png", "feature_maps.png", "worst.png")
 
 
-def option(default, help: str, choices=None):
+def option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
     """A config field whose help text (and choices) the CLI reads: one place documents each default."""
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -75,31 +77,26 @@ class TrainConfig:
     progress: bool = option(True, "show a progress bar per epoch")
 
     def validate(self) -> None:
-        """Raise ValueError naming the first impossible value."""
-
-        def positive_int(name):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-        positive_int("epochs")
-        positive_int("batch_size")
+        """Raise ConfigError naming the first impossible value."""
+        try:
+            check_positive_int(self.epochs, "epochs")
+            check_positive_int(self.batch_size, "batch_size")
+            check_at_least(self.lr, "lr", 0.0, strict=True)
+            check_at_least(self.weight_decay, "weight_decay", 0.0)
+        except ArgumentError as exc:  # the shared check's message, as an option error
+            raise ConfigError(str(exc)) from None
         if self.dataset not in data.DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if isinstance(self.augment, bool) or not isinstance(self.augment, int) or not 0 <= self.augment <= 4:
-            raise ValueError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
+            raise ConfigError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
         if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose auto or one of {', '.join(ALGORITHMS)}")
+            raise ConfigError(f"unknown algorithm {self.algorithm!r}; choose auto or one of {', '.join(ALGORITHMS)}")
 
 
 @dataclass
@@ -127,7 +124,7 @@ class RunResult:
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> Evaluation:
     """Run ``model`` in eval mode over ``images`` (N, C, H, W) already normalised, labels (N,)."""
-    was_training = model.training
+    was_training = model.training  # type: ignore[attr-defined]  # Module sets it via object.__setattr__ (nn/module.py)
     model.eval()
     total_loss, probs = 0.0, []
     try:
@@ -176,15 +173,16 @@ def prepare_run_dir(config: TrainConfig) -> Path:
                 return run_dir
             except FileExistsError:
                 continue
-        raise FileExistsError(f"could not create a new run directory next to {stem}")
+        raise ConfigError(f"could not create a new run directory next to {stem}")
     run_dir = Path(config.out_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"output path {str(run_dir)!r} exists and is not a directory")
+        raise ConfigError(f"output path {str(run_dir)!r} exists and is not a directory")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
-        raise FileExistsError(
-            f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
+        raise ConfigError(f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # permission denied, read-only file system, a file in the way, ...
+        raise ConfigError(f"cannot create run directory {str(run_dir)!r}: {exc.strerror}") from None
     return run_dir
 
 
@@ -200,7 +198,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool) -> Any:  # a tqdm bar (tqdm ships no types)
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -216,7 +214,14 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def train_epoch(
-    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str, world: distributed.World | None = None
+    model: nn.Module,
+    opt: optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    desc: str,
+    world: distributed.World | None = None,
 ) -> tuple[float, float, float]:
     """One pass over the training set; returns (mean loss, accuracy, seconds).
 
@@ -273,7 +278,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     norm = data.Normalization.fit(dataset.train_images)
     x_train, x_test = norm(dataset.train_images), norm(dataset.test_images)
     y_train, y_test = dataset.train_labels, dataset.test_labels
-    model = build_model(
+    model: nn.Module = build_model(
         config.model,
         dataset.in_channels,
         dataset.image_size,
@@ -344,6 +349,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
         return RunResult(run_dir, history, test, interrupted)
     files = [ckpt] if history else []
     if history:
+        assert test is not None  # every recorded epoch evaluated the test split
         files.append(_write_metrics(run_dir, config, history, test, dataset.classes, interrupted))
         files += write_plots(run_dir, model, history, test, x_test, dataset.test_images, y_test, dataset.classes)
         log(f"test accuracy: {100 * test.accuracy:.2f}%")
@@ -355,7 +361,14 @@ def _silent(line: str) -> None:
     """The log of ranks other than 0."""
 
 
-def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation, classes, interrupted: bool) -> Path:
+def _write_metrics(
+    run_dir: Path,
+    config: TrainConfig,
+    history: list[dict[str, Any]],
+    test: Evaluation,
+    classes: Sequence[str],
+    interrupted: bool,
+) -> Path:
     precision, recall = test.per_class()
     report = {
         "config": dataclasses.asdict(config),
@@ -377,7 +390,14 @@ def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation
 
 
 def write_plots(
-    run_dir: Path, model, history, test: Evaluation, x_test, raw_test_images, y_test, classes
+    run_dir: Path,
+    model: nn.Module,
+    history: list[dict[str, Any]],
+    test: Evaluation,
+    x_test: np.ndarray,
+    raw_test_images: np.ndarray,
+    y_test: np.ndarray,
+    classes: Sequence[str],
 ) -> list[Path]:
     """The five pictures of a run (see the module docstring)."""
     from . import plots
