@@ -15,8 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from .errors import ArgumentError, ArgumentTypeError
 
 
 class GradcheckError(AssertionError):
@@ -25,7 +28,11 @@ class GradcheckError(AssertionError):
 
 @dataclass
 class GradcheckResult:
-    """Per-input worst errors; ``ok`` is True when every input is within tolerance."""
+    """Per-input worst errors; ``ok`` is True when every input is within tolerance.
+
+    A NaN or infinite analytic or numeric gradient is a failure (``NaN > tol`` is False, so a plain
+    comparison would pass it); its error is reported as ``inf`` and ``failures`` says which it was.
+    """
 
     names: list[str]
     max_abs_error: list[float]
@@ -39,7 +46,7 @@ def numerical_gradient(loss: Callable[[], float], array: np.ndarray, eps: float 
     grad = np.zeros_like(array)
     flat, gflat = array.reshape(-1), grad.reshape(-1)
     if not np.shares_memory(flat, array):
-        raise ValueError("array must be contiguous so it can be perturbed in place")
+        raise ArgumentError("array must be contiguous so it can be perturbed in place")
     for k in range(flat.size):
         orig = flat[k]
         flat[k] = orig + eps
@@ -82,16 +89,25 @@ def gradcheck(
     arrays = [np.ascontiguousarray(a) for a in inputs]
     for i, a in enumerate(arrays):
         if not isinstance(a, np.ndarray) or a.dtype != np.float64:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"gradcheck needs float64 arrays; input {i} has dtype {getattr(a, 'dtype', type(a).__name__)}"
             )
     names = list(names) if names is not None else [f"input{i}" for i in range(len(arrays))]
     if len(names) != len(arrays):
-        raise ValueError(f"got {len(names)} names for {len(arrays)} inputs")
+        raise ArgumentError(f"got {len(names)} names for {len(arrays)} inputs")
+    for label, value, low in (("eps", eps, 0.0), ("atol", atol, 0.0), ("rtol", rtol, 0.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ArgumentTypeError(f"{label} must be a number, got {value!r}")
+        if not np.isfinite(value) or value < low or (label == "eps" and value == 0):
+            expected = "a finite number > 0" if label == "eps" else "a finite number >= 0"
+            raise ArgumentError(f"{label} must be {expected}, got {value!r}")
+    for name, a in zip(names, arrays, strict=True):
+        if not np.isfinite(a).all():
+            raise ArgumentError(f"gradcheck needs finite inputs; {name} holds {_count_nonfinite(a)}")
     direction = np.random.default_rng(seed).standard_normal(np.shape(forward(*arrays)))
     analytic = list(backward(direction, *arrays))
     if len(analytic) != len(arrays):
-        raise ValueError(f"backward returned {len(analytic)} gradients for {len(arrays)} inputs")
+        raise ArgumentError(f"backward returned {len(analytic)} gradients for {len(arrays)} inputs")
 
     def loss() -> float:
         return float(np.sum(direction * forward(*arrays)))
@@ -103,17 +119,25 @@ def gradcheck(
             rel_errs.append(0.0)
             continue
         if np.shape(grad) != array.shape:
-            raise ValueError(f"gradient for {name} has shape {np.shape(grad)}, expected {array.shape}")
+            raise ArgumentError(f"gradient for {name} has shape {np.shape(grad)}, expected {array.shape}")
         numeric = numerical_gradient(loss, array, eps)
-        diff = np.abs(np.asarray(grad) - numeric)
+        grad = np.asarray(grad, dtype=np.float64)
+        nonfinite = [(what, g) for what, g in (("analytic", grad), ("numeric", numeric)) if not np.isfinite(g).all()]
+        if nonfinite:  # NaN compares False with everything: it must fail here, not pass below
+            abs_errs.append(float("inf"))
+            rel_errs.append(float("inf"))
+            held = (f"{what} gradient holds {_count_nonfinite(g)}" for what, g in nonfinite)
+            failures.append(f"{name}: the {' and the '.join(held)}")
+            continue
+        diff = np.abs(grad - numeric)
         abs_errs.append(float(diff.max(initial=0.0)))
         rel_errs.append(float((diff / np.maximum(np.abs(numeric), 1e-12)).max(initial=0.0)))
-        bad = diff > atol + rtol * np.abs(numeric)
+        bad = ~(diff <= atol + rtol * np.abs(numeric))  # written so that a NaN would count as bad
         if bad.any():
             k = np.unravel_index(np.argmax(diff), diff.shape)
             failures.append(
                 f"{name}: {int(bad.sum())} of {bad.size} entries off; worst at {tuple(map(int, k))}: "
-                f"analytic {np.asarray(grad)[k]:.10g} vs numeric {numeric[k]:.10g}"
+                f"analytic {grad[k]:.10g} vs numeric {numeric[k]:.10g}"
             )
     result = GradcheckResult(names, abs_errs, rel_errs, not failures, failures)
     if failures and raise_on_failure:
@@ -121,7 +145,14 @@ def gradcheck(
     return result
 
 
-def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
+def _count_nonfinite(a: np.ndarray) -> str:
+    """``"2 NaN and 1 infinite value(s) of 12, first at (0, 3)"``: what a non-finite array holds."""
+    nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+    first = tuple(int(i) for i in np.unravel_index(np.argmax(~np.isfinite(a)), a.shape))
+    return f"{nan} NaN and {inf} infinite value(s) of {a.size}, first at {first}"
+
+
+def gradcheck_module(module: Any, x: np.ndarray, **options: Any) -> GradcheckResult:
     """:func:`gradcheck` for a layer: its input and every parameter, through ``forward``/``backward``.
 
     The parameters' arrays are perturbed in place (and restored). The layer must be deterministic
@@ -131,10 +162,10 @@ def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
     params = module.parameters()
     names = ["input", *(name for name, _ in module.named_parameters())]
 
-    def forward(x, *_):
+    def forward(x: np.ndarray, *_: np.ndarray) -> np.ndarray:
         return module.forward(x.copy())  # (a copy: in-place layers must not clobber the perturbed input)
 
-    def backward(grad_output, x, *_):
+    def backward(grad_output: np.ndarray, x: np.ndarray, *_: np.ndarray) -> list[np.ndarray | None]:
         module.zero_grad()
         module.forward(x.copy())
         dx = module.backward(grad_output)
