@@ -6,7 +6,8 @@ pixels a side) into memory with matplotlib's Agg canvas, writes it with
 inside the functions, never at module import, and no display is ever needed (``Figure`` +
 ``FigureCanvasAgg`` directly, so the global ``pyplot`` state and backend are never touched).
 
-Inputs are validated at this boundary; a wrong shape raises ``ValueError`` quoting what was received.
+Inputs are validated at this boundary; a wrong shape raises ``ValueError`` quoting what was received, and
+a path that does not end in ``.png`` is refused (ArgumentError) before anything is drawn or written.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .fileio import write_atomic
+from .fileio import check_suffix, write_atomic
 
 DPI = 100  # small PNGs: they are committed to docs/ and embedded in the README
 HISTORY_KEYS = ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy")
@@ -37,6 +38,11 @@ def _new_figure(width_in: float, height_in: float) -> Any:
     fig = Figure(figsize=(width_in, height_in), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _output(path: str | os.PathLike) -> Path:
+    """``path`` if it names a PNG, else ArgumentError: checked first, before anything is drawn or written."""
+    return check_suffix(path, (".png",), "a PNG plot")
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
@@ -75,6 +81,7 @@ def plot_learning_curves(history: Sequence[Mapping[str, float]], path: str | os.
             ``train_accuracy``, ``test_accuracy`` (accuracies in [0, 1]).
         path: where the PNG goes (replaced atomically if it exists).
     """
+    path = _output(path)
     history = list(history)
     if not history:
         raise ValueError("history is empty: need at least one epoch")
@@ -113,6 +120,7 @@ def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: str | os.Pa
         classes: K class names, in label order.
         path: where the PNG goes.
     """
+    path = _output(path)
     matrix = np.asarray(matrix)
     classes = [str(c) for c in classes]
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
@@ -162,6 +170,7 @@ def plot_filters(weight: Any, path: str | os.PathLike, *, title: str = "first-la
         path: where the PNG goes.
         title: figure title.
     """
+    path = _output(path)
     weight = np.asarray(weight, dtype=np.float64)
     if weight.ndim != 4:
         raise ValueError(f"weight must have shape (O, C, KH, KW), got {weight.shape}")
@@ -200,6 +209,7 @@ def plot_feature_maps(image: Any, maps: Sequence[tuple[str, Any]], path: str | o
         path: where the PNG goes.
         max_channels: at most this many channels are drawn per layer.
     """
+    path = _output(path)
     image = np.asarray(image, dtype=np.float64)
     if image.ndim == 3 and image.shape[0] == 1:
         image = image[0]  # (H, W)
@@ -263,6 +273,7 @@ def plot_worst(images: Any, true_labels: Any, predicted: Any, confidence: Any, c
         classes: K class names, in label order.
         path: where the PNG goes.
     """
+    path = _output(path)
     images = _as_images(images, "images")
     n = len(images)
     true_labels = np.asarray(true_labels)

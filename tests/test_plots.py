@@ -65,6 +65,17 @@ FIGURES = {
 }
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".pdf", ".png.tmp", ""])
+@pytest.mark.parametrize("name", ["learning_curves", "confusion_matrix", "filters_gray", "feature_maps", "worst"])
+def test_an_extension_other_than_png_is_refused_before_anything_is_written(tmp_path, name, suffix):
+    from convprop.errors import ArgumentError
+
+    path = tmp_path / f"{name}{suffix}"
+    with pytest.raises(ArgumentError, match=r"cannot write a PNG plot to .*: it has .*, expected '\.png'"):
+        FIGURES[name](path)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", FIGURES)
 def test_writes_a_small_valid_png(tmp_path, name):
     path = tmp_path / f"{name}.png"
