@@ -10,16 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .errors import ArgumentError
 
-__all__ = ["check_suffix", "stale_temporaries", "write_atomic", "write_text_atomic"]
+__all__ = [
+    "check_suffix",
+    "json_safe",
+    "stale_temporaries",
+    "write_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 # A temporary file of the version before the pid was in the name: stale once this old (no writer is that slow).
 _LEGACY_STALE_SECONDS = 3600.0
@@ -138,3 +150,28 @@ def check_suffix(path: str | os.PathLike, suffixes: Iterable[str], what: str) ->
             f"cannot write {what} to {str(path)!r}: it has {got}, expected {' or '.join(map(repr, allowed))}"
         )
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None, so it can be written as strict JSON.
+
+    ``json.dumps`` writes NaN and Infinity as bare ``NaN``/``Infinity`` tokens, which are not JSON
+    (browsers and most parsers refuse them). Mappings, lists and tuples are copied; NumPy scalars and
+    arrays become Python numbers and lists first.
+    """
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: json_safe(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any, *, indent: int | None = 2) -> Path:
+    """:func:`write_text_atomic` of ``value`` as strict JSON (NaN and ±inf written as ``null``), plus a newline."""
+    return write_text_atomic(path, json.dumps(json_safe(value), indent=indent, allow_nan=False) + "\n")

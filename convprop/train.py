@@ -4,11 +4,18 @@
 
     runs/<timestamp>/
       model.safetensors        the checkpoint of the last completed epoch (written atomically)
-      metrics.json             config, versions, per-epoch loss/accuracy/timings, final test metrics
+      metrics.json             status, config, versions, per-epoch loss/accuracy/timings, final test metrics
       learning_curves.png  confusion_matrix.png  filters.png  feature_maps.png  worst.png
 
+Every option, the data set and the model are checked before the run directory is created, so a
+refused run leaves nothing behind. ``metrics.json`` is strict JSON (a NaN or infinite number is written
+as ``null``) and is rewritten atomically with a ``"status"``: ``"running"`` from the start (so a run
+that was killed says so), then ``"finished"``, ``"interrupted"`` (Ctrl-C) or ``"diverged"``.
+
 Ctrl-C stops training cleanly: the checkpoint of the last completed epoch stays, and metrics and
-plots are written for the epochs that finished.
+plots are written for the epochs that finished. A loss or weight that stops being finite stops the
+run with :class:`TrainingDivergedError` naming the epoch and step; the checkpoint of the last epoch
+whose weights were finite stays (a non-finite one is never written over it).
 """
 
 from __future__ import annotations
@@ -27,17 +34,20 @@ from typing import Any
 import numpy as np
 
 from . import __version__, checkpoint, data, nn, optim
-from .fileio import write_text_atomic
+from .errors import ConfigError
+from .fileio import write_json_atomic
 from .functional import ALGORITHMS
 from .functional.activation import softmax
 from .functional.loss import cross_entropy
 from .metrics import confusion_matrix, precision_recall
 from .models import MODELS, build_model, feature_maps
+from .run_status import Diverged, TrainingDivergedError, check_finite, diverged_error, saved_epoch
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "step", "cosine")
 CHECKPOINT_NAME = "model.safetensors"
 PLOT_NAMES = ("learning_curves.png", "confusion_matrix.png", "filters.png", "feature_maps.png", "worst.png")
+METRICS_NAME = "metrics.json"
 
 
 def option(default, help: str, choices=None):
@@ -71,35 +81,47 @@ class TrainConfig:
         "auto", "convolution algorithm (auto picks the fastest for each shape)", ("auto", *ALGORITHMS)
     )
     data_dir: str | None = option(None, "folder with the four IDX files of mnist/fashion-mnist (skips the download)")
-    force: bool = option(False, "allow writing into a run directory that already has files")
+    force: bool = option(
+        False,
+        "allow writing into a run directory that already has files (the checkpoint, metrics and plots "
+        "of an earlier run there are removed when training starts)",
+    )
     progress: bool = option(True, "show a progress bar per epoch")
 
     def validate(self) -> None:
-        """Raise ValueError naming the first impossible value."""
+        """Raise ConfigError (a ValueError) naming the first impossible value."""
 
-        def positive_int(name):
+        def positive_int(name: str) -> None:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+
+        def finite_number(name: str) -> float:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{name} must be a number, got {v!r}")
+            if not np.isfinite(v):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}")
+            return float(v)
 
         positive_int("epochs")
         positive_int("batch_size")
         if self.dataset not in data.DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if not finite_number("lr") > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        if finite_number("weight_decay") < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if isinstance(self.augment, bool) or not isinstance(self.augment, int) or not 0 <= self.augment <= 4:
-            raise ValueError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
+            raise ConfigError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
         if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose auto or one of {', '.join(ALGORITHMS)}")
+            raise ConfigError(f"unknown algorithm {self.algorithm!r}; choose auto or one of {', '.join(ALGORITHMS)}")
 
 
 @dataclass
@@ -123,6 +145,7 @@ class RunResult:
     test: Evaluation | None
     interrupted: bool = False
     files: list[Path] = field(default_factory=list)
+    status: str = "finished"  # one of run_status.STATUSES (never "running" once fit has returned)
 
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> Evaluation:
@@ -165,8 +188,26 @@ def make_schedule(config: TrainConfig, opt: optim.Optimizer) -> optim.LRSchedule
     return None
 
 
+def check_run_dir(config: TrainConfig) -> None:
+    """Refuse an --out-dir that cannot be used, without creating anything: not a directory, or has files."""
+    if not config.out_dir:
+        return
+    run_dir = Path(config.out_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output path {str(run_dir)!r} exists and is not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
+        raise FileExistsError(
+            f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force"
+        )
+
+
 def prepare_run_dir(config: TrainConfig) -> Path:
-    """Create the run directory; refuse to write into one that has files unless ``force``."""
+    """Create the run directory; refuse to write into one that has files unless ``force``.
+
+    With ``force``, the files an earlier run wrote there (checkpoint, metrics, plots: our own names
+    only) are removed first, so an early Ctrl-C or a divergence cannot leave the earlier run's
+    checkpoint next to this run's metrics. Other files in the directory are left alone.
+    """
     if not config.out_dir:  # a new directory per run, even for two runs started in the same second
         stem = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
@@ -177,14 +218,12 @@ def prepare_run_dir(config: TrainConfig) -> Path:
             except FileExistsError:
                 continue
         raise FileExistsError(f"could not create a new run directory next to {stem}")
+    check_run_dir(config)
     run_dir = Path(config.out_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"output path {str(run_dir)!r} exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
-        raise FileExistsError(
-            f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force"
-        )
     run_dir.mkdir(parents=True, exist_ok=True)
+    for name in (CHECKPOINT_NAME, METRICS_NAME, *PLOT_NAMES):
+        if (run_dir / name).is_file():
+            (run_dir / name).unlink()
     return run_dir
 
 
@@ -218,17 +257,22 @@ def _progress(total: int, desc: str, enabled: bool):
 def train_epoch(
     model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str
 ) -> tuple[float, float, float]:
-    """One pass over the training set; returns (mean loss, accuracy, seconds)."""
+    """One pass over the training set; returns (mean loss, accuracy, seconds).
+
+    Raises Diverged (step number, what) at the first step whose loss is NaN or infinite.
+    """
     model.train()
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
     with _progress(len(x), desc, config.progress) as bar:
-        for xb, yb in data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng):
+        for step, (xb, yb) in enumerate(data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng), 1):
             if config.augment:
                 xb = data.random_shift(xb, config.augment, rng)
             opt.zero_grad()
             logits = model(xb)
             loss, grad = cross_entropy(logits, yb)
+            if not np.isfinite(loss):
+                raise Diverged(step, f"the training loss is {float(loss)}")
             model.backward_params(grad)  # the images need no gradient: the first layer skips it
             opt.step()
             seen += len(yb)
@@ -251,15 +295,23 @@ def print_line(line: str) -> None:
 
 
 def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunResult:
-    """Train ``config.model`` on ``config.dataset``, evaluating on the test split after every epoch."""
+    """Train ``config.model`` on ``config.dataset``, evaluating on the test split after every epoch.
+
+    Raises:
+        ConfigError: an impossible option; FileExistsError: --out-dir has files and no --force;
+        DataError / DownloadError: the data set cannot be read. All of these before the run
+        directory is created.
+        TrainingDivergedError: the loss or the weights stopped being finite (metrics.json then has
+        ``"status": "diverged"`` and the last good checkpoint, if any epoch finished, is kept).
+    """
     config.validate()
-    run_dir = prepare_run_dir(config)
+    check_run_dir(config)
     rng = np.random.default_rng(config.seed)
     dataset = data.load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed)
     norm = data.Normalization.fit(dataset.train_images)
     x_train, x_test = norm(dataset.train_images), norm(dataset.test_images)
     y_train, y_test = dataset.train_labels, dataset.test_labels
-    model = build_model(
+    model: nn.Module = build_model(
         config.model,
         dataset.in_channels,
         dataset.image_size,
@@ -269,6 +321,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     )
     opt = make_optimizer(config, model.parameters())
     schedule = make_schedule(config, opt)
+    run_dir = prepare_run_dir(config)  # only now: everything above can refuse the run
     log(
         f"convprop {__version__}: training {config.model} on {config.dataset} "
         f"({len(x_train)} train / {len(x_test)} test images, "
@@ -283,13 +336,22 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     }
     history: list[dict[str, Any]] = []  # one record per epoch whose checkpoint is safely on disk
     test: Evaluation | None = None
-    interrupted = False
+    status = "running"
+    diverged: TrainingDivergedError | None = None
+    record: dict[str, Any] | None = None  # the epoch being saved, until it is in history
     ckpt = run_dir / CHECKPOINT_NAME
+    _write_metrics(run_dir, config, history, None, dataset.classes, status)  # a killed run says "running"
     try:
         for epoch in range(1, config.epochs + 1):
             desc = f"epoch {epoch}/{config.epochs}"
-            train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc)
-            test = evaluate(model, x_test, y_test)
+            try:  # overflow warnings are not printed: a non-finite loss or weight is detected and reported
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc)
+                    test = evaluate(model, x_test, y_test)
+                check_finite(model, test)
+            except Diverged as exc:
+                diverged = diverged_error(config, epoch, exc, ckpt if history else None)
+                break
             record = {
                 "epoch": epoch,
                 "lr": opt.lr,
@@ -307,36 +369,54 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
                 f"test loss {test.loss:.4f} acc {100 * test.accuracy:.2f}% | {seconds:.1f} s, "
                 f"{len(x_train) / seconds:.0f} img/s"
             )
-            _write_metrics(run_dir, config, history, test, dataset.classes, interrupted=False)
+            _write_metrics(run_dir, config, history, test, dataset.classes, status)
             if schedule is not None:
                 schedule.step()
+        status = "diverged" if diverged else "finished"
     except KeyboardInterrupt:
-        interrupted = True
-        saved = int(checkpoint.metadata(ckpt).get("epoch", 0)) if ckpt.exists() else 0
-        if saved == len(history) + 1:  # interrupted between saving an epoch and recording it
+        status = "interrupted"
+        # interrupted between saving this run's epoch and recording it (--force removed any earlier checkpoint)
+        if record is not None and record["epoch"] == len(history) + 1 and saved_epoch(ckpt) == record["epoch"]:
             history.append(record)
         kept = f"the checkpoint from epoch {len(history)}" if history else "no checkpoint (no epoch finished)"
         log(f"\ninterrupted: keeping {kept} in {run_dir}")
-        if history:
-            model = checkpoint.load(ckpt)  # the last good weights, not the half-updated ones
-            test = evaluate(model, x_test, y_test)
+    if status != "finished" and history:
+        model = checkpoint.load(ckpt)  # the last good weights, not the half-updated (or non-finite) ones
+        test = evaluate(model, x_test, y_test)
+    elif not history:
+        test = None
     files = [ckpt] if history else []
-    if history:
-        files.append(_write_metrics(run_dir, config, history, test, dataset.classes, interrupted))
+    files.append(_write_metrics(run_dir, config, history, test, dataset.classes, status))
+    if history and test is not None:
         files += write_plots(run_dir, model, history, test, x_test, dataset.test_images, y_test, dataset.classes)
         log(f"test accuracy: {100 * test.accuracy:.2f}%")
         log(f"saved {', '.join(p.name for p in files)} in {run_dir}")
-    return RunResult(run_dir, history, test, interrupted, files)
+    if diverged is not None:
+        raise diverged
+    return RunResult(run_dir, history, test, status == "interrupted", files, status)
 
 
-def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation, classes, interrupted: bool) -> Path:
-    precision, recall = test.per_class()
-    report = {
+def _write_metrics(
+    run_dir: Path,
+    config: TrainConfig,
+    history: list[dict[str, Any]],
+    test: Evaluation | None,
+    classes: tuple[str, ...],
+    status: str,
+) -> Path:
+    """metrics.json, strict JSON (non-finite numbers as null), with ``status`` one of STATUSES."""
+    report: dict[str, Any] = {
+        "status": status,
         "config": dataclasses.asdict(config),
         "versions": versions(),
         "epochs": history,
-        "interrupted": interrupted,
-        "test": {
+        "interrupted": status == "interrupted",
+        "test": None,
+        "total_train_seconds": sum(h["seconds"] for h in history),
+    }
+    if test is not None:
+        precision, recall = test.per_class()
+        report["test"] = {
             "loss": test.loss,
             "accuracy": test.accuracy,
             "per_class": {
@@ -344,10 +424,8 @@ def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation
                 for c, p, r in zip(classes, precision, recall, strict=True)
             },
             "confusion_matrix": test.confusion.tolist(),
-        },
-        "total_train_seconds": sum(h["seconds"] for h in history),
-    }
-    return write_text_atomic(run_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+        }
+    return write_json_atomic(run_dir / METRICS_NAME, report)
 
 
 def write_plots(
@@ -356,7 +434,7 @@ def write_plots(
     """The five pictures of a run (see the module docstring)."""
     from . import plots
 
-    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     true_prob = test.probabilities[np.arange(len(y_test)), y_test]
     worst = np.argsort(true_prob)[:16]  # lowest probability given to the right answer
     sample = int(np.argmax(test.predictions == y_test))  # a correctly classified test digit
@@ -364,7 +442,7 @@ def write_plots(
     return [
         plots.plot_learning_curves(history, run_dir / "learning_curves.png"),
         plots.plot_confusion_matrix(test.confusion, classes, run_dir / "confusion_matrix.png"),
-        plots.plot_filters(first_conv.weight.data, run_dir / "filters.png"),
+        *([plots.plot_filters(first_conv.weight.data, run_dir / "filters.png")] if first_conv else []),
         plots.plot_feature_maps(raw_test_images[sample, 0], maps, run_dir / "feature_maps.png"),
         plots.plot_worst(
             raw_test_images[worst],
