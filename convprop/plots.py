@@ -205,7 +205,8 @@ def plot_feature_maps(image: Any, maps: Sequence[tuple[str, Any]], path: str | o
 
     Args:
         image: the input digit.
-        maps: ``(label, activations)`` pairs, one per layer, in network order.
+        maps: ``(label, activations)`` pairs, one per layer, in network order; empty for a model
+            without convolutions (the input is drawn with a note saying so).
         path: where the PNG goes.
         max_channels: at most this many channels are drawn per layer.
     """
@@ -226,10 +227,7 @@ def plot_feature_maps(image: Any, maps: Sequence[tuple[str, Any]], path: str | o
         if arr.ndim != 3 or 0 in arr.shape:
             raise ValueError(f"maps[{i}] ({label!r}) must have shape (C, h, w), got {arr.shape}")
         blocks.append((str(label), arr[:max_channels]))
-    if not blocks:
-        raise ValueError("maps is empty: give at least one (label, array) pair")
-
-    cols = min(8, max(len(a) for _, a in blocks))
+    cols = min(8, max((len(a) for _, a in blocks), default=1))
     rows_per_block = [math.ceil(len(a) / cols) for _, a in blocks]
     total_rows = 1 + sum(rows_per_block)  # the input gets one row of its own
     fig = _new_figure(0.85 * cols + 1.6, 0.85 * total_rows + 0.4)
@@ -239,6 +237,10 @@ def plot_feature_maps(image: Any, maps: Sequence[tuple[str, Any]], path: str | o
     ax.imshow(image, cmap="gray", interpolation="nearest")
     ax.set_title("input", fontsize=8)
     ax.set_axis_off()
+    if not blocks:  # a model without convolutions: the input alone, and a line saying why
+        note = fig.add_subplot(gs[0, 1:])
+        note.set_axis_off()
+        note.text(0, 0.5, "no convolution layers:\nno feature maps to show", va="center", fontsize=8)
     row = 1
     for (label, arr), n_rows in zip(blocks, rows_per_block, strict=True):
         label_ax = fig.add_subplot(gs[row : row + n_rows, 0])
