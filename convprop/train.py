@@ -106,6 +106,8 @@ class TrainConfig:
 
         positive_int("epochs")
         positive_int("batch_size")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.dataset not in data.DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
         if self.model not in MODELS:

@@ -186,6 +186,7 @@ def test_ctrl_c_between_saving_and_recording_an_epoch_keeps_that_epoch(tmp_path,
         (dict(lr=float("inf")), ConfigError, "lr must be a finite number, got inf"),
         (dict(weight_decay=float("nan")), ConfigError, "weight_decay must be a finite number, got nan"),
         (dict(lr="0.1"), ConfigError, "lr must be a number, got '0.1'"),
+        (dict(seed=-1), ConfigError, "seed must be an integer >= 0, got -1"),
         (dict(dataset="mnist", data_dir="no-such-folder"), OSError, "data_dir no-such-folder is not a directory"),
     ],
 )
