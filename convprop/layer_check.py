@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ class LayerCheck:
 
 
 def _cases() -> list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]]:
-    f64 = dict(dtype=np.float64)
+    f64: dict[str, Any] = dict(dtype=np.float64)
     return [
         ("Conv2d", lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=0, **f64), (2, 2, 7, 6)),
         (

@@ -81,7 +81,7 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0) -> t
     if (
         isinstance(label_smoothing, bool)
         or not isinstance(label_smoothing, numbers.Real)
-        or not 0 <= label_smoothing <= 1
+        or not 0 <= float(label_smoothing) <= 1  # NaN fails this too
     ):
         raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     eps = float(label_smoothing)
