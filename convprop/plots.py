@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ArgumentTypeError
 from .fileio import check_suffix, write_atomic
 
 DPI = 100  # small PNGs: they are committed to docs/ and embedded in the README
@@ -58,9 +59,23 @@ def _grid(n: int, max_cols: int = 8) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _floats(value: Any, name: str) -> np.ndarray:
+    """``value`` as a float64 array, or ArgumentTypeError saying what it was (not NumPy's message)."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
+
+
+def _sequence(value: Any, name: str, of: str) -> list[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ArgumentTypeError(f"{name} must be a list of {of}, got {type(value).__name__}")
+    return list(value)
+
+
 def _as_images(images: Any, name: str) -> np.ndarray:
     """(N, H, W) or (N, 1, H, W) → float (N, H, W)."""
-    images = np.asarray(images, dtype=np.float64)
+    images = _floats(images, name)
     if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]  # (N, H, W)
     if images.ndim != 3:
@@ -82,14 +97,16 @@ def plot_learning_curves(history: Sequence[Mapping[str, float]], path: str | os.
         path: where the PNG goes (replaced atomically if it exists).
     """
     path = _output(path)
-    history = list(history)
+    history = _sequence(history, "history", "per-epoch dicts")
     if not history:
         raise ValueError("history is empty: need at least one epoch")
     for i, row in enumerate(history):
+        if not isinstance(row, Mapping):
+            raise ArgumentTypeError(f"history[{i}] must be a dict with keys {list(HISTORY_KEYS)}, got {row!r:.60}")
         missing = [k for k in HISTORY_KEYS if k not in row]
         if missing:
             raise ValueError(f"history[{i}] is missing keys {missing}; expected {list(HISTORY_KEYS)}")
-    col = {k: np.array([float(row[k]) for row in history]) for k in HISTORY_KEYS}
+    col = {k: _floats([row[k] for row in history], f"history's {k!r} values") for k in HISTORY_KEYS}
 
     fig = _new_figure(8.0, 3.2)
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -171,7 +188,7 @@ def plot_filters(weight: Any, path: str | os.PathLike, *, title: str = "first-la
         title: figure title.
     """
     path = _output(path)
-    weight = np.asarray(weight, dtype=np.float64)
+    weight = _floats(weight, "weight")
     if weight.ndim != 4:
         raise ValueError(f"weight must have shape (O, C, KH, KW), got {weight.shape}")
     if 0 in weight.shape:
@@ -211,17 +228,17 @@ def plot_feature_maps(image: Any, maps: Sequence[tuple[str, Any]], path: str | o
         max_channels: at most this many channels are drawn per layer.
     """
     path = _output(path)
-    image = np.asarray(image, dtype=np.float64)
+    image = _floats(image, "image")
     if image.ndim == 3 and image.shape[0] == 1:
         image = image[0]  # (H, W)
     if image.ndim != 2:
         raise ValueError(f"image must have shape (H, W) or (1, H, W), got {image.shape}")
     blocks: list[tuple[str, np.ndarray]] = []
-    for i, item in enumerate(maps):
+    for i, item in enumerate(_sequence(maps, "maps", "(label, array) pairs")):
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise ValueError(f"maps[{i}] must be a (label, array) pair, got {type(item).__name__}")
         label, arr = item
-        arr = np.asarray(arr, dtype=np.float64)
+        arr = _floats(arr, f"maps[{i}] ({label!r})")
         if arr.ndim == 4 and arr.shape[0] == 1:
             arr = arr[0]  # (C, h, w)
         if arr.ndim != 3 or 0 in arr.shape:
@@ -278,9 +295,13 @@ def plot_worst(images: Any, true_labels: Any, predicted: Any, confidence: Any, c
     path = _output(path)
     images = _as_images(images, "images")
     n = len(images)
+    classes = _sequence(classes, "classes", "class names")
     true_labels = np.asarray(true_labels)
     predicted = np.asarray(predicted)
-    confidence = np.asarray(confidence, dtype=np.float64)
+    confidence = _floats(confidence, "confidence")
+    for name, arr in (("true_labels", true_labels), ("predicted", predicted)):
+        if arr.size and arr.dtype.kind not in "iu":
+            raise ArgumentTypeError(f"{name} must hold integer class indices, got dtype {arr.dtype}")
     for name, arr in (("true_labels", true_labels), ("predicted", predicted), ("confidence", confidence)):
         if arr.shape != (n,):
             raise ValueError(f"{name} must have shape ({n},) to match images {images.shape}, got {arr.shape}")

@@ -153,6 +153,33 @@ def test_bad_inputs_raise_before_writing(tmp_path, call, message):
     assert list(tmp_path.iterdir()) == []
 
 
+BAD_TYPES = [  # (call, message): wrong kinds of value, quoted plainly (no "not iterable", no NumPy message)
+    (lambda p: plots.plot_learning_curves([1, 2], p), r"history\[0\] must be a dict with keys"),
+    (lambda p: plots.plot_learning_curves("abc", p), "history must be a list of per-epoch dicts, got str"),
+    (
+        lambda p: plots.plot_learning_curves([{**HISTORY[0], "train_loss": "x"}], p),
+        "history's 'train_loss' values must be an array of numbers",
+    ),
+    (lambda p: plots.plot_filters([["a"]], p), "weight must be an array of numbers, got list"),
+    (
+        lambda p: plots.plot_feature_maps(np.zeros((8, 8)), 5, p),
+        r"maps must be a list of \(label, array\) pairs",
+    ),
+    (lambda p: plots.plot_feature_maps(np.zeros((8, 8)), [("c", "x")], p), r"maps\[0\] \('c'\) must be an array"),
+    (lambda p: plots.plot_worst(np.zeros((1, 8, 8)), [0], [0], [0.5], 5, p), "classes must be a list of class names"),
+    (lambda p: plots.plot_worst(np.zeros((1, 8, 8)), [0.5], [0], [0.5], CLASSES, p), "true_labels must hold integer"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), BAD_TYPES)
+def test_values_of_the_wrong_kind_are_refused_plainly(tmp_path, call, message):
+    from convprop.errors import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError, match=message):
+        call(tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_heatmap_png():
     data = plots.heatmap_png(np.arange(12.0).reshape(3, 4), scale=5)
     assert data.startswith(PNG_SIGNATURE)
