@@ -126,10 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
+    from . import distributed
     from .train import TrainConfig, fit
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    result = fit(config)
+    try:  # `mpiexec -n N convprop train ...` trains data-parallel (docs/distributed.md)
+        world = distributed.init()
+    except distributed.DistributedError as exc:
+        raise CLIError(str(exc)) from None
+    with world.guard():  # under MPI an error on one rank ends every rank, never a hang
+        result = fit(config)
     return 130 if result.interrupted else 0
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, checkpoint, data, nn, optim
+from . import __version__, checkpoint, data, distributed, nn, optim
 from .errors import ConfigError
 from .fileio import write_json_atomic
 from .functional import ALGORITHMS
@@ -257,37 +257,50 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def train_epoch(
-    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str
+    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str, world: distributed.World | None = None
 ) -> tuple[float, float, float]:
     """One pass over the training set; returns (mean loss, accuracy, seconds).
 
-    Raises Diverged (step number, what) at the first step whose loss is NaN or infinite.
+    Under MPI (``world.size > 1``) each rank trains on its shard of every global batch (augmented whole,
+    so the run does not depend on the number of ranks) and the gradients are allreduced before the step.
+
+    Raises Diverged at the first step whose loss is NaN or infinite; under MPI at the end of the epoch
+    instead, once the summed loss (non-finite if any rank's was) tells every rank at the same point.
     """
+    world = world or distributed.world()
     model.train()
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
-    with _progress(len(x), desc, config.progress) as bar:
-        for step, (xb, yb) in enumerate(data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng), 1):
+    with _progress(len(x), desc, config.progress and world.rank == 0) as bar:
+        batches = data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng)
+        for step, (xb_global, yb_global) in enumerate(batches, 1):
             if config.augment:
-                xb = data.random_shift(xb, config.augment, rng)
+                xb_global = data.random_shift(xb_global, config.augment, rng)
+            xb, yb = world.shard_batch(xb_global, yb_global)  # the whole batch on one process
             opt.zero_grad()
-            logits = model(xb)
-            loss, grad = cross_entropy(logits, yb)
-            if not np.isfinite(loss):
-                raise Diverged(step, f"the training loss is {float(loss)}")
-            model.backward_params(grad)  # the images need no gradient: the first layer skips it
+            if len(yb):  # a rank whose shard of a short last batch is empty contributes zero gradient
+                logits = model(xb)
+                loss, grad = cross_entropy(logits, yb)
+                if not np.isfinite(loss) and world.size == 1:  # under MPI every rank must reach the allreduce
+                    raise Diverged(step, f"the training loss is {float(loss)}")
+                model.backward_params(grad)  # the images need no gradient: the first layer skips it
+            world.allreduce_grads(model, weight=len(yb) / len(yb_global))  # b_r/B: 1 rank's mean-loss gradient
             opt.step()
+            if not len(yb):
+                continue
             seen += len(yb)
             correct += int((logits.argmax(axis=1) == yb).sum())
             loss_sum += float(loss) * len(yb)
-            bar.update(len(yb))
+            bar.update(len(yb_global))  # on rank 0 under MPI: every rank's images; loss and acc: rank 0's shard
             elapsed = time.perf_counter() - start
             bar.set_postfix(
                 loss=f"{loss_sum / seen:.4f}",
                 acc=f"{100 * correct / seen:.2f}%",
-                speed=f"{seen / max(elapsed, 1e-9):.0f} img/s",
+                speed=f"{bar.n / max(elapsed, 1e-9):.0f} img/s",
                 refresh=False,
             )
+    if world.size > 1:  # every rank's images: (loss sum, correct, seen) summed over the ranks
+        loss_sum, correct, seen = world.allreduce_sum(np.array([loss_sum, correct, seen], dtype=np.float64))
     return loss_sum / seen, correct / seen, time.perf_counter() - start
 
 
@@ -307,7 +320,9 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
         ``"status": "diverged"`` and the last good checkpoint, if any epoch finished, is kept).
     """
     config.validate()
-    check_run_dir(config)
+    world = distributed.world()  # one process unless started by mpiexec; then rank 0 alone writes and logs
+    world.on_rank_zero(lambda: _checked_run_dir(config))  # refused here on every rank, before any work
+    log = log if world.rank == 0 else _silent
     rng = np.random.default_rng(config.seed)
     dataset = data.load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed)
     norm = data.Normalization.fit(dataset.train_images)
@@ -321,9 +336,11 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
         rng=int(rng.integers(2**31)),
         algorithm=config.algorithm,
     )
+    world.broadcast_parameters(model)  # the same seed builds the same model everywhere; this makes sure
+    world.share_dropout_masks(model)
     opt = make_optimizer(config, model.parameters())
     schedule = make_schedule(config, opt)
-    run_dir = prepare_run_dir(config)  # only now: everything above can refuse the run
+    run_dir = Path(world.on_rank_zero(lambda: str(prepare_run_dir(config))))  # only now: all above can refuse
     log(
         f"convprop {__version__}: training {config.model} on {config.dataset} "
         f"({len(x_train)} train / {len(x_test)} test images, "
@@ -342,15 +359,18 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     diverged: TrainingDivergedError | None = None
     record: dict[str, Any] | None = None  # the epoch being saved, until it is in history
     ckpt = run_dir / CHECKPOINT_NAME
-    _write_metrics(run_dir, config, history, None, dataset.classes, status)  # a killed run says "running"
+    if world.rank == 0:
+        _write_metrics(run_dir, config, history, None, dataset.classes, status)  # a killed run says "running"
     try:
         for epoch in range(1, config.epochs + 1):
             desc = f"epoch {epoch}/{config.epochs}"
             try:  # overflow warnings are not printed: a non-finite loss or weight is detected and reported
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc)
-                    test = evaluate(model, x_test, y_test)
+                    train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc, world)
+                    test = world.evaluate(model, x_test, y_test)  # sharded over the ranks; `evaluate` on one process
                 check_finite(model, test)
+                if not np.isfinite(train_loss):  # under MPI: some rank's loss was not finite
+                    raise Diverged(None, f"the training loss is {train_loss}")
             except Diverged as exc:
                 diverged = diverged_error(config, epoch, exc, ckpt if history else None)
                 break
@@ -364,24 +384,30 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
                 "seconds": seconds,
                 "images_per_second": len(x_train) / seconds,
             }
-            checkpoint.save(model, ckpt, metadata=meta | {"epoch": str(epoch)})  # atomic: old or new, never half
+            if world.rank == 0:
+                checkpoint.save(model, ckpt, metadata=meta | {"epoch": str(epoch)})  # atomic: old or new, never half
             history.append(record)
             log(
                 f"{desc}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
                 f"test loss {test.loss:.4f} acc {100 * test.accuracy:.2f}% | {seconds:.1f} s, "
                 f"{len(x_train) / seconds:.0f} img/s"
             )
-            _write_metrics(run_dir, config, history, test, dataset.classes, status)
+            if world.rank == 0:
+                _write_metrics(run_dir, config, history, test, dataset.classes, status)
             if schedule is not None:
                 schedule.step()
         status = "diverged" if diverged else "finished"
     except KeyboardInterrupt:
         status = "interrupted"
+        if world.rank != 0:  # under MPI rank 0 alone wraps up, with no collective that could wait forever
+            return RunResult(run_dir, history, test, True, status=status)
         # interrupted between saving this run's epoch and recording it (--force removed any earlier checkpoint)
         if record is not None and record["epoch"] == len(history) + 1 and saved_epoch(ckpt) == record["epoch"]:
             history.append(record)
         kept = f"the checkpoint from epoch {len(history)}" if history else "no checkpoint (no epoch finished)"
         log(f"\ninterrupted: keeping {kept} in {run_dir}")
+    if world.rank != 0:  # (rank 0 alone reports a divergence: one error line, not one per rank)
+        return RunResult(run_dir, history, test, False, status=status)
     if status != "finished" and history:
         model = checkpoint.load(ckpt)  # the last good weights, not the half-updated (or non-finite) ones
         test = evaluate(model, x_test, y_test)
@@ -396,6 +422,15 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     if diverged is not None:
         raise diverged
     return RunResult(run_dir, history, test, status == "interrupted", files, status)
+
+
+def _checked_run_dir(config: TrainConfig) -> str:
+    check_run_dir(config)
+    return ""
+
+
+def _silent(line: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _write_metrics(
