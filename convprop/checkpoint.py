@@ -25,7 +25,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from . import __version__
-from .errors import CheckpointError
+from .errors import ArgumentTypeError, CheckpointError
 from .fileio import write_atomic
 from .nn.module import LAYERS, Module, Sequential
 
@@ -37,8 +37,8 @@ def architecture(model: Module) -> dict[str, Any]:
     """The JSON-serialisable description of ``model`` that :func:`build` turns back into a model."""
     if isinstance(model, Sequential):
         return {"type": "Sequential", "layers": [architecture(layer) for layer in model]}
-    if model._modules:
-        raise TypeError(
+    if model._modules:  # type: ignore[attr-defined]  # Module sets it via object.__setattr__ (nn/module.py)
+        raise ArgumentTypeError(
             f"cannot describe {type(model).__name__}: only Sequential may contain other modules in a checkpoint"
         )
     return {"type": type(model).__name__, "config": model.config()}
@@ -72,13 +72,13 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, str] | None
     ``metadata``: extra string key/values stored in the header (e.g. normalisation constants).
     """
     if not isinstance(model, Module):
-        raise TypeError(f"save needs a convprop Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"save needs a convprop Module, got {type(model).__name__}")
     path = Path(path)
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"directory {str(path.parent)!r} does not exist")
+        raise CheckpointError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
     extra = dict(metadata or {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
-        raise TypeError("metadata must map strings to strings")
+        raise ArgumentTypeError("metadata must map strings to strings")
     tensors = {
         name: np.array(a, order="C") for name, a in model.state_dict().items()
     }  # (ascontiguousarray would make 0-d 1-d)
@@ -98,7 +98,7 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
     """The tensors and the header metadata of any safetensors file, with clear errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+        raise CheckpointError(f"no checkpoint at {str(path)!r}")
     data = path.read_bytes()
     if len(data) < 8:
         raise CheckpointError(f"{str(path)!r} is not a safetensors file: only {len(data)} bytes")

@@ -44,7 +44,7 @@ DEFAULT_TIMEOUT = 60.0  # seconds a rank waits in one collective before it decla
 # what MPI launchers put in each rank's environment: MPICH's hydra and SLURM's srun (PMI), Open MPI
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 # what the CLI reports as a user's mistake (one line, exit 2) rather than a bug (a traceback)
-USER_ERRORS = (ConvpropError, ValueError, TypeError, OSError)
+USER_ERRORS = (ConvpropError,)  # exactly what cli.main prints as one line; anything else is a bug
 INSTALL_HINT = 'pip install "convprop[mpi]"  (brings mpi4py and the mpich wheel, whose mpiexec lands in your venv)'
 
 __all__ = [

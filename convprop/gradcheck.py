@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ArgumentError, ArgumentTypeError
+
+if TYPE_CHECKING:  # gradcheck itself needs no layers; only gradcheck_module is handed one
+    from .nn.module import Module
 
 
 class GradcheckError(AssertionError):
@@ -152,7 +155,7 @@ def _count_nonfinite(a: np.ndarray) -> str:
     return f"{nan} NaN and {inf} infinite value(s) of {a.size}, first at {first}"
 
 
-def gradcheck_module(module: Any, x: np.ndarray, **options: Any) -> GradcheckResult:
+def gradcheck_module(module: Module, x: np.ndarray, **options: Any) -> GradcheckResult:
     """:func:`gradcheck` for a layer: its input and every parameter, through ``forward``/``backward``.
 
     The parameters' arrays are perturbed in place (and restored). The layer must be deterministic

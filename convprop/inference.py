@@ -16,6 +16,8 @@ import numpy as np
 
 from . import checkpoint, nn
 from .data import Normalization
+from .data.images import ImageInput
+from .errors import ArgumentError
 from .functional.activation import softmax
 from .models import forward_with_feature_maps
 
@@ -26,7 +28,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r} (pass a .safetensors file or a run directory)")
+        raise checkpoint.CheckpointError(
+            f"no checkpoint at {str(path)!r} (pass a .safetensors file or a run directory)"
+        )
     return path
 
 
@@ -56,16 +60,16 @@ class Predictor:
         self.model, meta = checkpoint.load_with_metadata(self.path)
         self.dtype = self.model.parameters()[0].data.dtype if self.model.parameters() else np.dtype(np.float32)
         try:
-            self.classes: tuple[str, ...] = tuple(json.loads(meta.get("classes", "null")) or range(10))
+            names = json.loads(meta.get("classes", "null")) or range(10)
+            self.classes: tuple[str, ...] = tuple(str(c) for c in names)
             self.image_size: tuple[int, int] = tuple(json.loads(meta.get("image_size", "[28, 28]")))
             norm = json.loads(meta.get("normalization", '{"mean": [0.0], "std": [1.0]}'))
             self.normalization = Normalization(tuple(norm["mean"]), tuple(norm["std"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise checkpoint.CheckpointError(f"{str(self.path)!r}: unreadable training metadata ({exc})") from None
-        self.classes = tuple(str(c) for c in self.classes)
         self.dataset = meta.get("dataset", "unknown")
 
-    def preprocess(self, image) -> np.ndarray:
+    def preprocess(self, image: ImageInput) -> np.ndarray:
         """A path, a Pillow image or an array → the network's input (1, H, W) in [0, 1], MNIST-style."""
         from .data.images import preprocess_image
 
@@ -79,12 +83,12 @@ class Predictor:
         if x.ndim == 3:
             x = x[None]
         if x.shape[1:] != (1, *self.image_size):
-            raise ValueError(
+            raise ArgumentError(
                 f"expected images of shape (N, 1, {self.image_size[0]}, {self.image_size[1]}), got {x.shape}"
             )
         return softmax(self.model(self.normalization(x)), axis=1)
 
-    def predict(self, image) -> Prediction:
+    def predict(self, image: ImageInput) -> Prediction:
         probs = self.probabilities(self.preprocess(image))[0]
         index = int(np.argmax(probs))
         return Prediction(self.classes[index], index, probs)

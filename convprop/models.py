@@ -7,7 +7,8 @@ from collections.abc import Callable
 import numpy as np
 
 from . import nn
-from .init import as_generator
+from .errors import ArgumentError, ArgumentTypeError
+from .init import RngLike, as_generator
 
 
 def lenet(
@@ -15,7 +16,7 @@ def lenet(
     image_size: tuple[int, int],
     num_classes: int,
     *,
-    rng=None,
+    rng: RngLike = None,
     algorithm: str = "auto",
     width: tuple[int, int] = (16, 32),
     hidden: int = 128,
@@ -30,11 +31,11 @@ def lenet(
     gen = as_generator(rng)
     H, W = image_size
     if H < 4 or W < 4:
-        raise ValueError(f"lenet needs images of at least 4×4 (two 2×2 poolings), got {image_size}")
+        raise ArgumentError(f"lenet needs images of at least 4×4 (two 2×2 poolings), got {image_size}")
     c1, c2 = width
     seeds = gen.integers(0, 2**31, size=5)
 
-    def block(c_in: int, c_out: int, seed) -> list[nn.Module]:
+    def block(c_in: int, c_out: int, seed: np.integer) -> list[nn.Module]:
         conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm, algorithm=algorithm, rng=int(seed))
         norm = [nn.BatchNorm2d(c_out)] if batch_norm else []
         # ReLU in place: the layers before it keep their own inputs, never their outputs
@@ -51,12 +52,16 @@ def lenet(
     )
 
 
-def lenet_small(in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto"):
+def lenet_small(
+    in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng: RngLike = None, algorithm: str = "auto"
+) -> nn.Sequential:
     """A narrower LeNet (8 and 16 channels, 64 hidden units): about 4× faster, a little less accurate."""
     return lenet(in_channels, image_size, num_classes, rng=rng, algorithm=algorithm, width=(8, 16), hidden=64)
 
 
-def lenet_bn(in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto"):
+def lenet_bn(
+    in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng: RngLike = None, algorithm: str = "auto"
+) -> nn.Sequential:
     """LeNet with batch normalisation after each convolution (whose bias it makes redundant)."""
     return lenet(in_channels, image_size, num_classes, rng=rng, algorithm=algorithm, batch_norm=True)
 
@@ -65,11 +70,17 @@ MODELS: dict[str, Callable[..., nn.Sequential]] = {"lenet": lenet, "lenet-small"
 
 
 def build_model(
-    name: str, in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto"
+    name: str,
+    in_channels: int,
+    image_size: tuple[int, int],
+    num_classes: int,
+    *,
+    rng: RngLike = None,
+    algorithm: str = "auto",
 ) -> nn.Sequential:
     """The named model for the given input and class count (``MODELS`` lists the names)."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        raise ArgumentError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](in_channels, image_size, num_classes, rng=rng, algorithm=algorithm)
 
 
@@ -85,13 +96,13 @@ def feature_maps(model: nn.Module, x: np.ndarray) -> list[tuple[str, np.ndarray]
 def forward_with_feature_maps(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
     """One eval-mode pass over one image: the model's output (1, ...) and :func:`feature_maps`'s list."""
     if not isinstance(model, nn.Sequential):
-        raise TypeError(f"feature_maps needs a Sequential model, got {type(model).__name__}")
+        raise ArgumentTypeError(f"feature_maps needs a Sequential model, got {type(model).__name__}")
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[None]  # (1, C, H, W)
     if x.ndim != 4 or x.shape[0] != 1:
-        raise ValueError(f"feature_maps takes one image (C, H, W) or (1, C, H, W), got shape {x.shape}")
-    was_training = model.training
+        raise ArgumentError(f"feature_maps takes one image (C, H, W) or (1, C, H, W), got shape {x.shape}")
+    was_training = model.training  # type: ignore[attr-defined]  # Module sets it via object.__setattr__ (nn/module.py)
     model.eval()
     maps: list[tuple[str, np.ndarray]] = []
     layers = list(model)

@@ -31,11 +31,12 @@ import threading
 import time
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import nn
+from .errors import CheckpointError, ConfigError
 from .fileio import json_safe
 from .inference import Predictor, latest_run
 from .serve_input import (  # re-exported: the request checks are part of this module's interface
@@ -72,6 +73,10 @@ __all__ = [
     "run",
 ]
 
+if TYPE_CHECKING:  # Starlette is imported when the app is created
+    from starlette.requests import Request
+    from starlette.responses import Response
+
 DECIMALS = 3  # feature maps and the input image are rounded for JSON: ~6 characters per value
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -106,7 +111,7 @@ class InferenceService:
         x = np.zeros((1, 1, *p.image_size), dtype=np.float32)  # (1, 1, H, W)
         layers = []
         with self.lock:
-            for i, layer in enumerate(p.model):
+            for i, layer in enumerate(p.model):  # type: ignore[var-annotated,arg-type]  # Sequential.__iter__ is untyped until h11 lands
                 x = layer(x)
                 layers.append(
                     {
@@ -187,7 +192,7 @@ def create_app(
     hosts: Iterable[str] = (),
     any_ip: bool = False,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
-) -> Any:
+) -> HostGuard:
     """The Starlette application serving ``predictor`` (load it once; it is shared by every request).
 
     Args:
@@ -210,21 +215,21 @@ def create_app(
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=SECURITY_HEADERS)
 
-    async def page(request):
+    async def page(request: Request) -> Response:
         body, ctype = static["index.html"]
         return Response(body, media_type=ctype, headers=SECURITY_HEADERS)
 
-    async def static_file(request):
+    async def static_file(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in static:
             return error(404, f"no such file: /static/{name}")
         body, ctype = static[name]
         return Response(body, media_type=ctype, headers=SECURITY_HEADERS)
 
-    async def model(request):
+    async def model(request: Request) -> Response:
         return Response(model_json, media_type="application/json", headers=SECURITY_HEADERS)
 
-    async def predict(request):
+    async def predict(request: Request) -> Response:
         try:
             payload = parse_body(await read_body(request, body_timeout))
             body = await run_in_threadpool(service.predict, payload)
@@ -234,10 +239,11 @@ def create_app(
             return Response(status_code=400)
         return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
 
-    async def http_error(request: Any, exc: Any) -> Any:
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)  # registered for HTTPException only
         return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
 
-    async def internal_error(request: Any, exc: Exception) -> Any:
+    async def internal_error(request: Request, exc: Exception) -> Response:
         # Starlette re-raises after this response, so uvicorn logs the traceback on the server's console.
         return error(500, "internal server error (details are in the server's log)")
 
@@ -259,20 +265,20 @@ def create_app(
 def _bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port); port 0 lets the OS choose a free one."""
     if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be in 0..65535, got {port}")
+        raise ConfigError(f"--port must be in 0..65535, got {port}")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except socket.gaierror as exc:
-        raise OSError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+        raise ConfigError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise OSError(
+        raise ConfigError(
             f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port (0 picks a free one)"
         ) from None
     return sock
@@ -294,7 +300,7 @@ def run(checkpoint: str | os.PathLike | None = None, *, host: str = "127.0.0.1",
     if checkpoint is None:
         checkpoint = latest_run("runs")
         if checkpoint is None:
-            raise ValueError("no trained model found in ./runs; train one first with: convprop train")
+            raise CheckpointError("no trained model found in ./runs; train one first with: convprop train")
     predictor = Predictor(checkpoint)
     sock = _bind(host, port)
     bound = ipaddress.ip_address(sock.getsockname()[0])
@@ -308,7 +314,7 @@ def run(checkpoint: str | os.PathLike | None = None, *, host: str = "127.0.0.1",
         )
 
     class Server(uvicorn.Server):
-        async def startup(self, sockets=None):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:  # listening now: the address works the moment it is printed
                 print(f"convprop: serving {predictor.path} ({len(predictor.classes)} classes)")

@@ -25,7 +25,7 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,11 +34,12 @@ from typing import Any
 import numpy as np
 
 from . import __version__, checkpoint, data, distributed, nn, optim
-from .errors import ConfigError
+from .errors import ArgumentError, ConfigError
 from .fileio import write_json_atomic
 from .functional import ALGORITHMS
 from .functional.activation import softmax
 from .functional.loss import cross_entropy
+from .functional.validation import check_at_least, check_positive_int
 from .metrics import confusion_matrix, precision_recall
 from .models import MODELS, build_model, feature_maps
 from .run_status import Diverged, TrainingDivergedError, check_finite, diverged_error, saved_epoch
@@ -50,7 +51,7 @@ PLOT_NAMES = ("learning_curves.png", "confusion_matrix.png", "filters.png", "fea
 METRICS_NAME = "metrics.json"
 
 
-def option(default, help: str, choices=None):
+def option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
     """A config field whose help text (and choices) the CLI reads: one place documents each default."""
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -89,23 +90,14 @@ class TrainConfig:
     progress: bool = option(True, "show a progress bar per epoch")
 
     def validate(self) -> None:
-        """Raise ConfigError (a ValueError) naming the first impossible value."""
-
-        def positive_int(name: str) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-
-        def finite_number(name: str) -> float:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{name} must be a number, got {v!r}")
-            if not np.isfinite(v):
-                raise ConfigError(f"{name} must be a finite number, got {v!r}")
-            return float(v)
-
-        positive_int("epochs")
-        positive_int("batch_size")
+        """Raise ConfigError naming the first impossible value."""
+        try:
+            check_positive_int(self.epochs, "epochs")
+            check_positive_int(self.batch_size, "batch_size")
+            check_at_least(self.lr, "lr", 0.0, strict=True)
+            check_at_least(self.weight_decay, "weight_decay", 0.0)
+        except ArgumentError as exc:  # the shared check's message, as an option error
+            raise ConfigError(str(exc)) from None
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.dataset not in data.DATASETS:
@@ -116,10 +108,6 @@ class TrainConfig:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if not finite_number("lr") > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr!r}")
-        if finite_number("weight_decay") < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if isinstance(self.augment, bool) or not isinstance(self.augment, int) or not 0 <= self.augment <= 4:
             raise ConfigError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
         if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
@@ -152,7 +140,7 @@ class RunResult:
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> Evaluation:
     """Run ``model`` in eval mode over ``images`` (N, C, H, W) already normalised, labels (N,)."""
-    was_training = model.training
+    was_training = model.training  # type: ignore[attr-defined]  # Module sets it via object.__setattr__ (nn/module.py)
     model.eval()
     total_loss, probs = 0.0, []
     try:
@@ -198,9 +186,7 @@ def check_run_dir(config: TrainConfig) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"output path {str(run_dir)!r} exists and is not a directory")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
-        raise FileExistsError(
-            f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force"
-        )
+        raise ConfigError(f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force")
 
 
 def prepare_run_dir(config: TrainConfig) -> Path:
@@ -219,10 +205,13 @@ def prepare_run_dir(config: TrainConfig) -> Path:
                 return run_dir
             except FileExistsError:
                 continue
-        raise FileExistsError(f"could not create a new run directory next to {stem}")
+        raise ConfigError(f"could not create a new run directory next to {stem}")
     check_run_dir(config)
     run_dir = Path(config.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # permission denied, read-only file system, a file in the way, ...
+        raise ConfigError(f"cannot create run directory {str(run_dir)!r}: {exc.strerror}") from None
     for name in (CHECKPOINT_NAME, METRICS_NAME, *PLOT_NAMES):
         if (run_dir / name).is_file():
             (run_dir / name).unlink()
@@ -241,7 +230,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool) -> Any:  # a tqdm bar (tqdm ships no types)
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -257,7 +246,14 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def train_epoch(
-    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str, world: distributed.World | None = None
+    model: nn.Module,
+    opt: optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    desc: str,
+    world: distributed.World | None = None,
 ) -> tuple[float, float, float]:
     """One pass over the training set; returns (mean loss, accuracy, seconds).
 
@@ -313,7 +309,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     """Train ``config.model`` on ``config.dataset``, evaluating on the test split after every epoch.
 
     Raises:
-        ConfigError: an impossible option; FileExistsError: --out-dir has files and no --force;
+        ConfigError: an impossible option, or --out-dir has files and no --force;
         DataError / DownloadError: the data set cannot be read. All of these before the run
         directory is created.
         TrainingDivergedError: the loss or the weights stopped being finite (metrics.json then has
@@ -438,7 +434,7 @@ def _write_metrics(
     config: TrainConfig,
     history: list[dict[str, Any]],
     test: Evaluation | None,
-    classes: tuple[str, ...],
+    classes: Sequence[str],
     status: str,
 ) -> Path:
     """metrics.json, strict JSON (non-finite numbers as null), with ``status`` one of STATUSES."""
@@ -466,7 +462,14 @@ def _write_metrics(
 
 
 def write_plots(
-    run_dir: Path, model, history, test: Evaluation, x_test, raw_test_images, y_test, classes
+    run_dir: Path,
+    model: nn.Module,
+    history: list[dict[str, Any]],
+    test: Evaluation,
+    x_test: np.ndarray,
+    raw_test_images: np.ndarray,
+    y_test: np.ndarray,
+    classes: Sequence[str],
 ) -> list[Path]:
     """The five pictures of a run (see the module docstring)."""
     from . import plots

@@ -28,7 +28,7 @@ from .geometry import (
     pair,
     resolve_padding,
 )
-from .validation import as_float_array, check_same_dtype
+from .validation import as_float_array, check_positive_int, check_same_dtype
 
 ALGORITHMS: dict[str, ModuleType] = {
     "direct": conv_direct,
@@ -74,9 +74,7 @@ def _resolve(x, weight, stride, padding, dilation, groups, padding_mode, algorit
     unbatched = x.ndim == 3
     if unbatched:
         x = x[None]  # (1, C, H, W)
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
-    groups = int(groups)
+    groups = check_positive_int(groups, "groups")
     C, O = x.shape[1], weight.shape[0]
     if C % groups:
         raise ValueError(f"in_channels (={C}) must be divisible by groups (={groups})")

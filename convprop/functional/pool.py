@@ -18,7 +18,7 @@ import numpy as np
 
 from . import pool_compiled
 from .geometry import Pair, dilated_size, pair, pool_output_size, tap_slices, windows
-from .validation import as_float_array, check_same_dtype
+from .validation import as_float_array, check_divisor_override, check_same_dtype
 
 
 @dataclass(frozen=True)
@@ -266,12 +266,7 @@ def _resolve_avg(x, kernel_size, stride, padding, ceil_mode, count_include_pad, 
     x4, geo, unbatched = _resolve(x, kernel_size, stride, padding, 1, ceil_mode)
     if not isinstance(count_include_pad, (bool, np.bool_)):
         raise TypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
-    if divisor_override is not None and (
-        isinstance(divisor_override, bool)
-        or not isinstance(divisor_override, (int, np.integer))
-        or divisor_override == 0
-    ):
-        raise ValueError(f"divisor_override must be None or a non-zero int, got {divisor_override!r}")
+    divisor_override = check_divisor_override(divisor_override)
     return x4, geo, unbatched, _avg_divisor(geo, bool(count_include_pad), divisor_override, x4.dtype)
 
 

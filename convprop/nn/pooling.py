@@ -9,6 +9,7 @@ import numpy as np
 from ..functional import pool as P
 from ..functional.geometry import pair
 from .module import Module
+from .validate import check_divisor_override
 
 
 def _listed(v):
@@ -78,13 +79,9 @@ class AvgPool2d(Module):
         self.stride = pair(stride, "stride") if stride is not None else self.kernel_size
         self.padding = pair(padding, "padding", minimum=0)
         self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
-        self.divisor_override = divisor_override
+        self.divisor_override = check_divisor_override(divisor_override)
         self._x: np.ndarray | None = None
         _check_half_kernel(self.padding, self.kernel_size)
-        if divisor_override is not None and (
-            isinstance(divisor_override, bool) or not isinstance(divisor_override, int) or divisor_override < 1
-        ):
-            raise ValueError(f"divisor_override must be None or a positive int, got {divisor_override!r}")
 
     def _options(self) -> dict[str, Any]:
         return dict(
