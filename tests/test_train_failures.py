@@ -187,7 +187,7 @@ def test_ctrl_c_between_saving_and_recording_an_epoch_keeps_that_epoch(tmp_path,
         (dict(weight_decay=float("nan")), ConfigError, "weight_decay must be finite, got nan"),
         (dict(lr="0.1"), ConvpropError, "lr must be a real number, got '0.1'"),
         (dict(seed=-1), ConfigError, "seed must be an integer >= 0, got -1"),
-        (dict(dataset="mnist", data_dir="no-such-folder"), OSError, "data_dir no-such-folder is not a directory"),
+        (dict(dataset="mnist", data_dir="no-such-folder"), ConvpropError, "data_dir no-such-folder does not exist"),
     ],
 )
 def test_a_refused_run_leaves_no_directory(tmp_path, overrides, error, match):
