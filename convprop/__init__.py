@@ -6,6 +6,7 @@ from . import data, errors, functional, nn, optim
 from .checkpoint import load, save
 from .errors import CheckpointError, ConvpropError
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_module
+from .nn.grad_mode import is_grad_enabled, no_grad
 
 __all__ = [
     "CheckpointError",
@@ -18,8 +19,10 @@ __all__ = [
     "functional",
     "gradcheck",
     "gradcheck_module",
+    "is_grad_enabled",
     "load",
     "nn",
+    "no_grad",
     "optim",
     "save",
 ]

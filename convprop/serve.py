@@ -8,10 +8,11 @@ Routes (Starlette, served by uvicorn):
     POST /api/predict   {"png": base64} or {"pixels": H×W floats in [0, 1]} → prediction, probabilities,
                         the network's input, the feature maps of every conv layer, server milliseconds
 
-The checkpoint is loaded once. Layers cache their forward inputs, so inference runs under one lock;
-decoding and preprocessing (pure functions) run outside it, and all CPU work runs in Starlette's
-thread pool so the event loop keeps accepting requests. Every user mistake is a 4xx with
-``{"error": message}``; anything unexpected is a 500 with a generic message and no traceback.
+The checkpoint is loaded once, in eval mode: an eval-mode forward writes nothing to the layers (the
+per-call context design, docs/graphs.md), so requests run the one shared model concurrently, without
+a lock. All CPU work runs in Starlette's thread pool so the event loop keeps accepting requests.
+Every user mistake is a 4xx with ``{"error": message}``; anything unexpected is a 500 with a generic
+message and no traceback.
 
 Guards (see docs/robustness.md): a request whose ``Host`` header names another host is refused
 with 400 (DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 must not reach
@@ -35,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import nn
 from .errors import CheckpointError, ConfigError
 from .fileio import json_safe
 from .inference import Predictor, latest_run
+from .nn.summary import layer_rows
 from .serve_input import (  # re-exported: the request checks are part of this module's interface
     BODY_TIMEOUT_SECONDS,
     IMAGE_FORMATS,
@@ -94,36 +95,23 @@ def _rounded(a: np.ndarray, decimals: int = DECIMALS) -> Any:
     return a.tolist() if np.isfinite(a).all() else json_safe(a)
 
 
-# --- the model behind a lock -----------------------------------------------------------------------
+# --- the shared model ------------------------------------------------------------------------------
 
 
 class InferenceService:
-    """One Predictor shared by all requests; inference is serialised by a lock (layers cache their inputs)."""
+    """One Predictor shared by all requests, called concurrently (eval-mode forwards write nothing)."""
 
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
-        self.lock = threading.Lock()
         self.decoding = threading.BoundedSemaphore(4)  # at most 4 images decoded at once: bounds memory
         self.model_info = self._describe()
 
     def _describe(self) -> dict[str, Any]:
         p = self.predictor
-        x = np.zeros((1, 1, *p.image_size), dtype=np.float32)  # (1, 1, H, W)
-        layers = []
-        with self.lock:
-            for i, layer in enumerate(p.model):  # type: ignore[var-annotated,arg-type]  # Sequential.__iter__ is untyped until h11 lands
-                x = layer(x)
-                layers.append(
-                    {
-                        "index": i,
-                        "type": type(layer).__name__,
-                        "config": layer.config(),
-                        "output_shape": list(x.shape[1:]),
-                        "parameters": int(sum(q.data.size for q in layer.parameters())),
-                    }
-                )
-        conv = next((m for m in p.model.modules() if isinstance(m, nn.Conv2d)), None)
-        filters = conv.weight.data if conv is not None else np.zeros((0, 1, 1, 1))  # (O, C, KH, KW); none: O = 0
+        layers = layer_rows(p.model, [(1, *p.image_size)], p.dtype)  # every leaf layer, by path
+        for i, layer in enumerate(layers):
+            layer["index"] = i
+        filters = p.first_layer_filters()  # (O, C, KH, KW), or None for a model without a convolution
         return {
             "classes": list(p.classes),
             "image_size": list(p.image_size),
@@ -132,7 +120,7 @@ class InferenceService:
             "normalization": {"mean": list(p.normalization.mean), "std": list(p.normalization.std)},
             "parameters": sum(layer["parameters"] for layer in layers),
             "layers": layers,
-            "filters": {"shape": list(filters.shape), "values": _rounded(filters, 4)},
+            "filters": None if filters is None else {"shape": list(filters.shape), "values": _rounded(filters, 4)},
         }
 
     def predict(self, payload: dict[str, Any]) -> bytes:
@@ -142,13 +130,12 @@ class InferenceService:
         if "png" in payload:
             try:
                 with self.decoding:
-                    x = p.preprocess(decode_image(payload["png"]))  # (1, H, W), pure: outside the lock
+                    x = p.preprocess(decode_image(payload["png"]))  # (1, H, W)
             except ValueError as exc:  # to_mnist: blank image
                 raise RequestError(422, str(exc)) from None
         else:
             x = parse_pixels(payload["pixels"], p.image_size)  # (1, H, W)
-        with self.lock:
-            probs, maps = p.analyse(x)  # (K,), [(label, (C, h, w))]: one forward pass
+        probs, maps = p.analyse(x)  # (K,), [(label, (C, h, w))]: one forward pass, no lock needed
         if not np.isfinite(probs).all():
             raise RequestError(
                 422,

@@ -14,6 +14,7 @@ import pytest
 
 from convprop import functional as F
 from convprop import nn
+from convprop.errors import ContextError
 
 
 def z(*shape, dtype=np.float32):
@@ -303,7 +304,7 @@ BEFORE_FORWARD = [
 @pytest.mark.parametrize("make", BEFORE_FORWARD)
 def test_backward_before_forward_raises(make):
     layer = make()
-    with pytest.raises(RuntimeError, match=r"backward called before forward"):
+    with pytest.raises(ContextError, match=r"backward called before forward: no context is kept"):
         layer.backward(z(2, 4, 4, 4))
 
 
@@ -393,6 +394,6 @@ def test_linear_param_grads_check_grad_output():
     layer = nn.Linear(4, 2, rng=0, dtype=np.float64)
     layer(np.ones((2, 4)))
     with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 2\), got \(3, 2\)"):
-        layer.backward_params(np.ones((3, 2)))
+        layer.backward(np.ones((3, 2)), input_grad=False)
     with pytest.raises(TypeError, match="grad_output=float32, x=float64"):
         F.linear_backward(np.ones((2, 2), np.float32), np.ones((2, 4)), np.ones((2, 4)))

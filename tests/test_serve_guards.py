@@ -195,7 +195,7 @@ def test_a_model_without_a_convolution_serves_with_no_feature_maps(tmp_path):
     with TestClient(create_app(Predictor(path)), base_url=LOCAL) as c:
         info = c.get("/api/model").json()
         r = post_json(c, {"pixels": [[0.0] * 28] * 28})
-    assert info["filters"] == {"shape": [0, 1, 1, 1], "values": []}
+    assert info["filters"] is None  # the page draws no filters
     assert [layer["type"] for layer in info["layers"]] == ["Flatten", "Linear"]
     assert r.status_code == 200 and r.json()["feature_maps"] == []
     probs = np.array(r.json()["probabilities"])
@@ -278,5 +278,11 @@ def test_a_slow_body_on_the_real_server_is_a_408(server):
             b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b'Content-Length: 5000\r\n\r\n{"pixels": ['
         )
-        answer = s.recv(65536).decode()
+        received = b""
+        for _ in range(50):  # bounded: headers and body may come in separate segments
+            chunk = s.recv(65536)
+            received += chunk
+            if not chunk or received.endswith(b"}"):
+                break
+        answer = received.decode()
     assert answer.startswith("HTTP/1.1 408 ") and "did not arrive within 1 seconds" in answer

@@ -1,8 +1,11 @@
 """Stateful layers with PyTorch's names; each ``forward``/``backward`` calls ``convprop.functional``."""
 
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .containers import Concat, Residual
 from .conv import Conv2d
+from .graph import Add, Cat, Graph, Mul
 from .linear import Flatten, Linear
+from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .module import LAYERS, Module, Parameter, Sequential
 from .norm import BatchNorm2d, Dropout
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
@@ -12,18 +15,28 @@ __all__ = [
     "GELU",
     "LAYERS",
     "AdaptiveAvgPool2d",
+    "Add",
     "AvgPool2d",
+    "BCELoss",
+    "BCEWithLogitsLoss",
     "BatchNorm2d",
+    "Cat",
+    "Concat",
     "Conv2d",
+    "CrossEntropyLoss",
     "Dropout",
     "Flatten",
+    "Graph",
     "LeakyReLU",
     "Linear",
     "LogSoftmax",
+    "MSELoss",
     "MaxPool2d",
     "Module",
+    "Mul",
     "Parameter",
     "ReLU",
+    "Residual",
     "Sequential",
     "Sigmoid",
     "Softmax",
