@@ -242,7 +242,7 @@ def create_app(
     ]
     from . import serve_explain  # the backward-pass routes: /api/explain, /api/learn, /learn (its docstring)
 
-    routes += serve_explain.routes(service, static, error, _read_body)
+    routes += serve_explain.routes(service, static, error, lambda request: read_body(request, body_timeout))
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.state.service = service
 

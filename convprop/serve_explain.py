@@ -96,6 +96,12 @@ class ExplainService:
         except ConvpropError as exc:
             raise serve.RequestError(422, str(exc)) from None
         logits = result.logits[0].astype(np.float64)
+        if not np.isfinite(logits).all():
+            raise serve.RequestError(
+                422,
+                f"the model's output for this input is not finite ({int(np.isnan(logits).sum())} NaN of "
+                f"{logits.size} logits): the checkpoint {p.path.name} is probably corrupt or diverged",
+            )
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         index, target = int(np.argmax(probs)), int(result.target[0])
@@ -125,7 +131,7 @@ class ExplainService:
                 for path, g in result.layer_gradients.items()
             ]
         answer["milliseconds"] = round(1000 * (time.perf_counter() - start), 3)
-        return json.dumps(answer, separators=(",", ":")).encode()
+        return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
 
     def learn(self, payload: dict[str, Any], extras: dict[str, Any]) -> bytes:
         p = self.predictor
@@ -134,6 +140,10 @@ class ExplainService:
             steps = conv_steps(p.model, x, normalization=p.normalization, **extras)
         except ConvpropError as exc:
             raise serve.RequestError(422, str(exc)) from None
+        if not all(np.isfinite(v).all() for v in vars(steps).values() if isinstance(v, (np.ndarray, float))):
+            raise serve.RequestError(
+                422, f"the first convolution's numbers for this input are not finite: is {p.path.name} corrupt?"
+            )
         answer = {
             key: (value.tolist() if isinstance(value, np.ndarray) else value) for key, value in vars(steps).items()
         }
@@ -141,7 +151,7 @@ class ExplainService:
         answer["target_class"] = p.classes[steps.target]
         answer["classes"] = list(p.classes)
         answer["input"] = serve._rounded(x[0])
-        return json.dumps(answer, separators=(",", ":")).encode()
+        return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
 
 
 def routes(
@@ -165,6 +175,8 @@ def routes(
                 body = await run_in_threadpool(method, image, extras)
             except serve.RequestError as exc:
                 return error(exc.status, exc.message)
+            except serve.ClientGone:  # nobody to answer, as for /api/predict
+                return Response(status_code=400)
             return Response(body, media_type="application/json", headers=serve.SECURITY_HEADERS)
 
         return endpoint

@@ -28,7 +28,7 @@ def predictor(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(predictor):
-    with TestClient(create_app(predictor)) as c:
+    with TestClient(create_app(predictor), base_url="http://127.0.0.1") as c:  # a Host the guard accepts
         yield c
 
 
@@ -140,3 +140,13 @@ def test_the_image_rules_and_limits_of_api_predict_hold(client, path):
     wrong_type = client.post(path, content=body, headers={"content-type": "text/plain"})
     assert wrong_type.status_code == 415
     assert client.get(path).status_code == 405
+
+
+def test_a_non_finite_model_is_a_422_not_nan(tmp_path):
+    predictor = Predictor(save_untrained(tmp_path))
+    predictor.model[0].bias.data[...] = np.nan  # a diverged checkpoint
+    with TestClient(create_app(predictor), base_url="http://127.0.0.1") as c:
+        for path in ("/api/explain", "/api/learn"):
+            r = post(c, path, {"pixels": PIXELS.tolist()})
+            assert r.status_code == 422, r.text
+            assert "not finite" in r.json()["error"]
