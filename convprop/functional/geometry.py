@@ -30,6 +30,10 @@ from ..errors import ArgumentError, ArgumentTypeError
 Sizes = tuple[int, ...]
 Pair = tuple[int, int]
 Pads = tuple[Pair, ...]
+# what a caller may pass: a size is one int for every axis or one per axis; a padding is that, or one
+# (before, after) pair per axis (convolution also takes "same" / "valid": ``PadArg | str``)
+SizeArg = int | Sequence[int]
+PadArg = int | Sequence[int] | Sequence[Sequence[int]]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
