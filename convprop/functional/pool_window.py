@@ -140,7 +140,9 @@ def resolve(
     return x, PoolGeometry(Window(in_size, kernel, stride, dilation, window_pads, out_size), pads), unbatched
 
 
-def check_grad_output(grad_output: ArrayLike, expected: tuple, unbatched: bool, **others: np.ndarray) -> np.ndarray:
+def check_grad_output(
+    grad_output: ArrayLike, expected: tuple[int, ...], unbatched: bool, **others: np.ndarray
+) -> np.ndarray:
     """grad_output as a float array of the forward output's (batched) ``expected`` shape → batched."""
     grad_output = as_float_array(grad_output, "grad_output")
     shown = expected[1:] if unbatched else expected
