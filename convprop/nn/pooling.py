@@ -6,15 +6,16 @@ One base class per kind holds the settings and calls the functional pooling of i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import ArgumentError
 from ..functional import pool as P
-from ..functional.geometry import is_per_side, ntuple, per_side_pads
+from ..functional.geometry import PadArg, SizeArg, is_per_side, ntuple, per_side_pads
 from .module import Module
+from .validate import check_divisor_override
 
 
 def _listed(v: Any) -> Any:
@@ -47,7 +48,14 @@ class _MaxPoolNd(Module):
     _forward: ClassVar[Callable[..., tuple[np.ndarray, np.ndarray]]]
     _backward: ClassVar[Callable[..., np.ndarray]]
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
+    def __init__(
+        self,
+        kernel_size: SizeArg,
+        stride: SizeArg | None = None,
+        padding: PadArg = 0,
+        dilation: SizeArg = 1,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
         n = self.ndim
         self.kernel_size = ntuple(kernel_size, n, "kernel_size")
@@ -119,24 +127,20 @@ class _AvgPoolNd(Module):
 
     def __init__(
         self,
-        kernel_size,
-        stride=None,
-        padding=0,
+        kernel_size: SizeArg,
+        stride: SizeArg | None = None,
+        padding: PadArg = 0,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
         divisor_override: int | None = None,
-    ):
+    ) -> None:
         super().__init__()
         n = self.ndim
         self.kernel_size = ntuple(kernel_size, n, "kernel_size")
         self.stride = ntuple(stride, n, "stride") if stride is not None else self.kernel_size
         self.padding = _pool_padding(padding, self.kernel_size)
         self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
-        if divisor_override is not None and (
-            isinstance(divisor_override, bool) or not isinstance(divisor_override, int) or divisor_override < 1
-        ):
-            raise ArgumentError(f"divisor_override must be None or a positive int, got {divisor_override!r}")
-        self.divisor_override = divisor_override
+        self.divisor_override = check_divisor_override(divisor_override)
 
     def _options(self) -> dict[str, Any]:
         return dict(
@@ -199,7 +203,7 @@ class _AdaptiveAvgPoolNd(Module):
     _forward: ClassVar[Callable[..., np.ndarray]]
     _backward: ClassVar[Callable[..., np.ndarray]]
 
-    def __init__(self, output_size):
+    def __init__(self, output_size: int | Sequence[int | None]) -> None:
         super().__init__()
         n = self.ndim
         if isinstance(output_size, (tuple, list)) and len(output_size) == n and None in output_size:
