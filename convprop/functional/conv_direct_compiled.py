@@ -24,6 +24,7 @@ Any 2-D kernel, stride and dilation; groups 1. Shapes: x (N, C, H, W) padded, we
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -36,6 +37,7 @@ from .conv_algorithm import ConvGeometry
 THREADS = min(2, os.cpu_count() or 1)  # this machine class has 2 cores; BLAS is not running meanwhile
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # vectorised sums; NaN and inf still propagate
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()  # two first calls from two threads make one pool
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -124,8 +126,9 @@ def _parallel(calls: list[Callable[[], None]]) -> None:
     if len(calls) == 1:
         calls[0]()
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="convprop-direct")
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="convprop-direct")
     for future in [_pool.submit(call) for call in calls]:
         future.result()
 
