@@ -16,6 +16,7 @@ class                 also a                 raised for
 ``ConfigError``       ``ValueError``         a training/CLI option (an ``ArgumentError``)
 ``DataError``         ``ValueError``         a data set, IDX file or image that is malformed
 ``CheckpointError``   ``ValueError``         a checkpoint that is missing, corrupt or hostile
+``OnnxError``         ``ValueError``         an ONNX model convprop cannot read or write (a ``CheckpointError``)
 ``DownloadError``     ``OSError``            a download that failed or could not be verified
 ====================  =====================  ==================================================
 """
@@ -30,6 +31,7 @@ __all__ = [
     "ConvpropError",
     "DataError",
     "DownloadError",
+    "OnnxError",
 ]
 
 
@@ -55,6 +57,12 @@ class DataError(ConvpropError, ValueError):
 
 class CheckpointError(ConvpropError, ValueError):
     """A checkpoint is missing, truncated, corrupt, foreign or hostile."""
+
+
+class OnnxError(CheckpointError):
+    """An ONNX model file convprop cannot read (malformed, hostile, an operator or attribute it lacks, an
+    opset out of range) or a model it cannot write as ONNX. A model file like a checkpoint, so code that
+    handles a bad checkpoint (``except CheckpointError``) handles a bad ``.onnx`` file too."""
 
 
 class DownloadError(ConvpropError, OSError):

@@ -7,6 +7,19 @@ from .module import LAYERS, Module, Parameter, Sequential
 from .norm import BatchNorm2d, Dropout
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .summary import summary
+from .tensor_ops import (
+    Constant,
+    Div,
+    Gemm,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    Identity,
+    MatMul,
+    Pad,
+    Reshape,
+    Sub,
+    Transpose,
+)
 
 __all__ = [
     "GELU",
@@ -14,19 +27,30 @@ __all__ = [
     "AdaptiveAvgPool2d",
     "AvgPool2d",
     "BatchNorm2d",
+    "Constant",
     "Conv2d",
+    "Div",
     "Dropout",
     "Flatten",
+    "Gemm",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "Identity",
     "LeakyReLU",
     "Linear",
     "LogSoftmax",
+    "MatMul",
     "MaxPool2d",
     "Module",
+    "Pad",
     "Parameter",
     "ReLU",
+    "Reshape",
     "Sequential",
     "Sigmoid",
     "Softmax",
+    "Sub",
     "Tanh",
+    "Transpose",
     "summary",
 ]

@@ -1,0 +1,237 @@
+"""The exporter of each layer type: the ONNX nodes that compute what the layer computes (docs/onnx.md).
+
+Each takes ``(builder, layer, input names, input sample values, path)`` and returns the output's name and
+sample value. Padding is always written out explicitly: ``"same"`` becomes the pads it resolves to for
+this input size (so stride > 1 is exact), and a padding mode other than zeros becomes a ``Pad`` node
+(reflect, edge, wrap) in front of an unpadded Conv.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import nn
+from ..errors import OnnxError
+from ..functional.geometry import resolve_padding
+from .exporter import Builder, exports, run
+
+PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}  # PyTorch's name → ONNX's
+
+
+def _hint(path: str, default: str) -> str:
+    return path or default
+
+
+# --- containers -------------------------------------------------------------------------------------
+
+
+@exports(nn.Sequential)
+def sequential(b: Builder, model: nn.Sequential, inputs: list[str], values: list[np.ndarray], path: str):
+    name, value = inputs[0], values[0]
+    for child_name, layer in model.named_children():
+        name, value = b.module(layer, [name], [value], f"{path}.{child_name}" if path else child_name)
+    return name, value
+
+
+# --- convolution and dense layers ---------------------------------------------------------------------
+
+
+def conv_pads(layer: nn.Module, spatial: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The layer's padding as explicit (before, after) pairs for an input of this spatial size."""
+    pads = resolve_padding(layer.padding, spatial, layer.kernel_size, layer.stride, layer.dilation)
+    return [tuple(p) for p in pads]  # type: ignore[misc]
+
+
+def _flat_pads(pairs: list[tuple[int, int]]) -> list[int]:
+    return [p[0] for p in pairs] + [p[1] for p in pairs]  # ONNX's [x1_begin, x2_begin, ..., x1_end, ...]
+
+
+def padded_input(b: Builder, x: str, pairs: list[tuple[int, int]], mode: str, path: str) -> str:
+    """A Pad node in ``mode`` for the spatial axes (N and C unpadded); returns the padded tensor."""
+    onnx_mode = PAD_MODES[mode]
+    if onnx_mode == "wrap":
+        b.require(19, "padding_mode='circular' (Pad mode 'wrap')")
+    pads = b.ints(f"{path}.pads", [0, 0, *(p[0] for p in pairs), 0, 0, *(p[1] for p in pairs)])
+    return b.node("Pad", [x, pads], f"{path}.padded", mode=onnx_mode)
+
+
+@exports(nn.Conv2d)
+def conv(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+    x, value = inputs[0], values[0]
+    y = run(layer, [value])
+    path = _hint(path, "conv")
+    pairs = conv_pads(layer, value.shape[2:])
+    if layer.padding_mode != "zeros" and any(p for pair in pairs for p in pair):
+        x, pairs = padded_input(b, x, pairs, layer.padding_mode, path), [(0, 0)] * len(pairs)
+    operands = [x, b.weight(f"{path}.weight", layer.weight.data)]
+    if layer.bias is not None and layer.bias_kind is True:
+        operands.append(b.weight(f"{path}.bias", layer.bias.data))
+    out = b.node(
+        "Conv",
+        operands,
+        path,
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        dilations=list(layer.dilation),
+        pads=_flat_pads(pairs),
+        group=layer.groups,
+    )
+    if layer.bias_kind == "untied":  # one bias per output position: (O, OH, OW) broadcast over the batch
+        out = b.node("Add", [out, b.weight(f"{path}.bias", layer.bias.data)], f"{path}.untied")
+    return out, y
+
+
+@exports(nn.Linear)
+def linear(b: Builder, layer: nn.Linear, inputs: list[str], values: list[np.ndarray], path: str):
+    x, value = inputs[0], values[0]
+    path = _hint(path, "linear")
+    weight = b.weight(f"{path}.weight", layer.weight.data)
+    bias = [b.weight(f"{path}.bias", layer.bias.data)] if layer.bias is not None else []
+    if value.ndim == 2:  # torch's own export: Gemm with the (out, in) weight transposed
+        out = b.node("Gemm", [x, weight, *bias], path, transB=1)
+    else:  # (..., I) @ (I, O) + b
+        weight_t = b.node("Transpose", [weight], f"{path}.weight_t", perm=[1, 0])
+        out = b.node("MatMul", [x, weight_t], path if not bias else f"{path}.matmul")
+        if bias:
+            out = b.node("Add", [out, bias[0]], path)
+    return out, run(layer, [value])
+
+
+# --- activations ------------------------------------------------------------------------------------
+
+
+def _unary(op_type: str, **attrs: Any):
+    def export_unary(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+        extra = {k: (v(layer) if callable(v) else v) for k, v in attrs.items()}
+        return b.node(op_type, [inputs[0]], _hint(path, op_type.lower()), **extra), run(layer, values)
+
+    return export_unary
+
+
+exports(nn.ReLU)(_unary("Relu"))
+exports(nn.Sigmoid)(_unary("Sigmoid"))
+exports(nn.Tanh)(_unary("Tanh"))
+exports(nn.LeakyReLU)(_unary("LeakyRelu", alpha=lambda layer: layer.negative_slope))
+exports(nn.Softmax)(_unary("Softmax", axis=lambda layer: layer.dim))
+exports(nn.LogSoftmax)(_unary("LogSoftmax", axis=lambda layer: layer.dim))
+
+
+@exports(nn.GELU)
+def gelu(b: Builder, layer: nn.GELU, inputs: list[str], values: list[np.ndarray], path: str):
+    b.require(20, "GELU (the Gelu operator)")
+    return b.node("Gelu", [inputs[0]], _hint(path, "gelu"), approximate=layer.approximate), run(layer, values)
+
+
+# --- shape plumbing ---------------------------------------------------------------------------------
+
+
+@exports(nn.Flatten)
+def flatten(b: Builder, layer: nn.Flatten, inputs: list[str], values: list[np.ndarray], path: str):
+    value = values[0]
+    y = run(layer, values)
+    start, end = layer.start_dim % value.ndim, layer.end_dim % value.ndim
+    path = _hint(path, "flatten")
+    if start == 1 and end == value.ndim - 1:  # ONNX Flatten(axis=1): (N, rest)
+        return b.node("Flatten", [inputs[0]], path, axis=1), y
+    shape = [0] * start + [-1] + list(value.shape[end + 1 :])  # 0 copies an axis (the batch stays symbolic)
+    if start == 0:
+        shape = list(y.shape)
+        shape[0] = -1
+    return b.node("Reshape", [inputs[0], b.ints(f"{path}.shape", shape)], path), y
+
+
+@exports(nn.Dropout)
+def dropout(b: Builder, layer: nn.Dropout, inputs: list[str], values: list[np.ndarray], path: str):
+    ratio = b.constant(f"{_hint(path, 'dropout')}.ratio", np.asarray(layer.p, dtype=b.dtype))
+    return b.node("Dropout", [inputs[0], ratio], _hint(path, "dropout")), values[0]
+
+
+# --- normalisation and pooling ------------------------------------------------------------------------
+
+
+@exports(nn.BatchNorm2d)
+def batch_norm(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+    if not layer.track_running_stats:
+        raise OnnxError(
+            f"cannot export {type(layer).__name__} at {path!r} with track_running_stats=False: it "
+            "normalises with each batch's own statistics even in eval mode, which ONNX's "
+            "BatchNormalization (inference) does not express"
+        )
+    path = _hint(path, "batchnorm")
+    C = layer.num_features
+    scale = layer.weight.data if layer.affine else np.ones(C)
+    shift = layer.bias.data if layer.affine else np.zeros(C)
+    operands = [
+        inputs[0],
+        b.weight(f"{path}.weight", scale),
+        b.weight(f"{path}.bias", shift),
+        b.weight(f"{path}.running_mean", layer.running_mean),
+        b.weight(f"{path}.running_var", layer.running_var),
+    ]
+    momentum = 0.9 if layer.momentum is None else 1.0 - layer.momentum  # ONNX keeps the old value's share
+    out = b.node("BatchNormalization", operands, path, epsilon=layer.eps, momentum=momentum)
+    return out, run(layer, values)
+
+
+def _pool_pads(layer: Any, ndim: int) -> list[int]:
+    return (
+        [*layer.padding, *layer.padding][: 2 * ndim]
+        if isinstance(layer.padding, tuple)
+        else [layer.padding] * (2 * ndim)
+    )
+
+
+@exports(nn.MaxPool2d)
+def max_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+    k = len(layer.kernel_size)
+    out = b.node(
+        "MaxPool",
+        [inputs[0]],
+        _hint(path, "maxpool"),
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        pads=_pool_pads(layer, k),
+        dilations=list(layer.dilation),
+        ceil_mode=int(layer.ceil_mode),
+    )
+    return out, run(layer, values)
+
+
+@exports(nn.AvgPool2d)
+def avg_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+    if layer.divisor_override is not None:
+        raise OnnxError(
+            f"cannot export {type(layer).__name__} at {path!r} with divisor_override: ONNX's "
+            "AveragePool always divides by the window size"
+        )
+    k = len(layer.kernel_size)
+    out = b.node(
+        "AveragePool",
+        [inputs[0]],
+        _hint(path, "avgpool"),
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        pads=_pool_pads(layer, k),
+        ceil_mode=int(layer.ceil_mode),
+        count_include_pad=int(layer.count_include_pad),
+    )
+    return out, run(layer, values)
+
+
+@exports(nn.AdaptiveAvgPool2d)
+def adaptive_avg_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+    value = values[0]
+    y = run(layer, values)
+    path = _hint(path, "adaptive_avgpool")
+    in_size, out_size = value.shape[2:], y.shape[2:]
+    if all(o == 1 for o in out_size):
+        return b.node("GlobalAveragePool", [inputs[0]], path), y
+    if any(i % o for i, o in zip(in_size, out_size, strict=True)):
+        raise OnnxError(
+            f"cannot export {type(layer).__name__} at {path!r}: output size {tuple(out_size)} does not "
+            f"divide the input size {tuple(in_size)}, and ONNX has no adaptive pooling"
+        )
+    kernel = [i // o for i, o in zip(in_size, out_size, strict=True)]  # equal bins: a plain average pool
+    return b.node("AveragePool", [inputs[0]], path, kernel_shape=kernel, strides=kernel), y

@@ -1,0 +1,268 @@
+"""Converters for the windowed operators: Conv, ConvTranspose, MaxPool, AveragePool and the global pools."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import nn
+from ..errors import OnnxError
+from .context import ImportContext, node_label
+from .ops import attributes, inputs_of, layer_class, op, set_data, single_output, unsupported
+
+# --- window geometry shared by Conv, ConvTranspose and the pools -------------------------------------
+
+
+def window_geometry(ctx: ImportContext, node: Any, attrs: dict[str, Any], x: str, kernel: list[int], transposed=False):
+    """(stride, dilation, pads as (before, after) per axis) with ``auto_pad`` resolved."""
+    k = len(kernel)
+    stride = list(attrs.get("strides") or [1] * k)
+    dilation = list(attrs.get("dilations") or [1] * k)
+    pads = list(attrs.get("pads") or [0] * (2 * k))
+    if len(stride) != k or len(dilation) != k or len(pads) != 2 * k:
+        raise OnnxError(
+            f"node {node_label(node)}: strides {stride}, dilations {dilation} or pads {pads} "
+            f"do not fit a {k}-D kernel {kernel}"
+        )
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    pairs = [(pads[i], pads[i + k]) for i in range(k)]
+    if auto_pad == "VALID":
+        pairs = [(0, 0)] * k
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        shape = ctx.shape(x)
+        if transposed:
+            raise unsupported(node, "auto_pad on ConvTranspose")  # handled by the ConvTranspose converter
+        if shape is None or any(s is None for s in shape[2:]):
+            raise unsupported(node, f"auto_pad={auto_pad} on an input of unknown spatial size")
+        pairs = []
+        for size, kk, s, d in zip(shape[2:], kernel, stride, dilation, strict=True):
+            out = -(-size // s)
+            total = max((out - 1) * s + d * (kk - 1) + 1 - size, 0)
+            small, large = total // 2, total - total // 2
+            pairs.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
+    elif auto_pad != "NOTSET":
+        raise unsupported(node, f"auto_pad={auto_pad!r}")
+    if any(p < 0 for pair in pairs for p in pair):
+        raise unsupported(node, f"negative pads {pads}")
+    return stride, dilation, pairs
+
+
+def symmetric(pairs: list[tuple[int, int]]) -> bool:
+    return all(b == a for b, a in pairs)
+
+
+def pad_in_front(ctx: ImportContext, node: Any, x: str, pairs, value: float = 0.0) -> str:
+    """A Pad node for the spatial axes (asymmetric ``pads``); returns the padded tensor's graph name."""
+    return ctx.emit_hidden(f"{node.output[0]}_pad", nn.Pad([list(p) for p in pairs], "constant", value), [x])
+
+
+# --- convolutions -----------------------------------------------------------------------------------
+
+
+@op("Conv", 11, 22)
+def conv(ctx: ImportContext, node: Any) -> None:
+    attrs = attributes(
+        node, {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None, "pads": None, "strides": None}
+    )
+    x_name, w_name, b_name = inputs_of(node, 2, 3)
+    weight = ctx.static(w_name, node, "weight")
+    bias = ctx.static(b_name, node, "bias") if b_name else None
+    if weight.ndim < 3:
+        raise OnnxError(f"node {node_label(node)}: weight of shape {weight.shape} has no spatial axes")
+    kernel = list(weight.shape[2:])
+    if attrs["kernel_shape"] is not None and list(attrs["kernel_shape"]) != kernel:
+        raise OnnxError(f"node {node_label(node)}: kernel_shape {list(attrs['kernel_shape'])} != weight's {kernel}")
+    stride, dilation, pairs = window_geometry(ctx, node, attrs, x_name, kernel)
+    x = ctx.runtime(x_name, node)
+    if not symmetric(pairs):
+        x, pairs = pad_in_front(ctx, node, x, pairs), [(0, 0)] * len(kernel)
+    group = int(attrs["group"])
+    cls = layer_class(node, "Conv", len(kernel))
+    layer = cls(
+        weight.shape[1] * group,
+        weight.shape[0],
+        tuple(kernel),
+        stride=tuple(stride),
+        padding=tuple(b for b, _ in pairs),
+        dilation=tuple(dilation),
+        groups=group,
+        bias=bias is not None,
+        rng=0,
+        dtype=weight.dtype,
+    )
+    set_data(layer.weight, weight, node, "weight")
+    if bias is not None:
+        set_data(layer.bias, bias.astype(weight.dtype), node, "bias")
+    ctx.emit(single_output(node, ctx), layer, [x])
+
+
+@op("ConvTranspose", 11, 22)
+def conv_transpose(ctx: ImportContext, node: Any) -> None:
+    attrs = attributes(
+        node,
+        {
+            "auto_pad": "NOTSET",
+            "dilations": None,
+            "group": 1,
+            "kernel_shape": None,
+            "output_padding": None,
+            "output_shape": None,
+            "pads": None,
+            "strides": None,
+        },
+    )
+    x_name, w_name, b_name = inputs_of(node, 2, 3)
+    weight = ctx.static(w_name, node, "weight")
+    bias = ctx.static(b_name, node, "bias") if b_name else None
+    kernel = list(weight.shape[2:])
+    k = len(kernel)
+    if attrs["kernel_shape"] is not None and list(attrs["kernel_shape"]) != kernel:
+        raise OnnxError(f"node {node_label(node)}: kernel_shape {list(attrs['kernel_shape'])} != weight's {kernel}")
+    auto_pad = attrs["auto_pad"]
+    geometry = dict(attrs, auto_pad="NOTSET", output_padding=None, output_shape=None)
+    stride, dilation, pairs = window_geometry(ctx, node, geometry, x_name, kernel)
+    out_pad = list(attrs["output_padding"] or [0] * k)
+    if attrs["output_shape"] is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        shape = ctx.shape(x_name)
+        if shape is None or any(s is None for s in shape[2:]):
+            raise unsupported(node, "output_shape or auto_pad on an input of unknown spatial size")
+        full = [
+            s * (n - 1) + op_ + d * (kk - 1) + 1
+            for s, n, op_, d, kk in zip(stride, shape[2:], out_pad, dilation, kernel, strict=True)
+        ]
+        target = (
+            list(attrs["output_shape"])[-k:]
+            if attrs["output_shape"] is not None
+            else [n * s for n, s in zip(shape[2:], stride, strict=True)]
+        )
+        pairs = []
+        for axis, (f, t) in enumerate(zip(full, target, strict=True)):
+            total = f - t  # ONNX's split (its reference implementation's floor division)
+            b, a = (total // 2, total - total // 2) if auto_pad == "SAME_UPPER" else (total - total // 2, total // 2)
+            if a < 0:  # a larger output than the full one: output padding at the end
+                out_pad[axis] -= a
+                a = 0
+            if b < 0:
+                raise unsupported(node, f"output_shape {target} that extends the output before its start")
+            pairs.append((b, a))
+    elif auto_pad == "VALID":
+        pairs = [(0, 0)] * k
+    group = int(attrs["group"])
+    cls = layer_class(node, "ConvTranspose", k)
+    sym = symmetric(pairs)
+    layer = cls(
+        weight.shape[0],
+        weight.shape[1] * group,
+        tuple(kernel),
+        stride=tuple(stride),
+        padding=tuple(b for b, _ in pairs) if sym else 0,
+        output_padding=tuple(out_pad),
+        groups=group,
+        bias=bias is not None,
+        dilation=tuple(dilation),
+        rng=0,
+        dtype=weight.dtype,
+    )
+    set_data(layer.weight, weight, node, "weight")
+    if bias is not None:
+        set_data(layer.bias, bias.astype(weight.dtype), node, "bias")
+    x = ctx.runtime(x_name, node)
+    if sym:
+        ctx.emit(single_output(node, ctx), layer, [x])
+        return
+    # the transposed convolution with pads (b, a) is the unpadded one cropped by b before and a after
+    full = ctx.emit_hidden(f"{node.output[0]}_full", layer, [x])
+    ctx.emit(single_output(node, ctx), nn.Pad([[-b, -a] for b, a in pairs]), [full])
+
+
+# --- pooling ----------------------------------------------------------------------------------------
+
+
+def _pool_geometry(ctx: ImportContext, node: Any, attrs: dict[str, Any]):
+    kernel = list(attrs["kernel_shape"] or [])
+    if not kernel:
+        raise OnnxError(f"node {node_label(node)} needs a kernel_shape")
+    if attrs.get("storage_order", 0) != 0:
+        raise unsupported(node, "storage_order=1 (it only changes the indices output)")
+    stride, dilation, pairs = window_geometry(ctx, node, attrs, node.input[0], kernel)
+    return kernel, stride, dilation, pairs
+
+
+@op("MaxPool", 11, 12, 22)
+def max_pool(ctx: ImportContext, node: Any) -> None:
+    attrs = attributes(
+        node,
+        {
+            "auto_pad": "NOTSET",
+            "ceil_mode": 0,
+            "dilations": None,
+            "kernel_shape": None,
+            "pads": None,
+            "storage_order": 0,
+            "strides": None,
+        },
+    )
+    kernel, stride, dilation, pairs = _pool_geometry(ctx, node, attrs)
+    x = ctx.runtime(inputs_of(node, 1, 1)[0], node)
+    fits = symmetric(pairs) and all(b <= kk // 2 for (b, _), kk in zip(pairs, kernel, strict=True))
+    if not fits:  # −∞ padding, then an unpadded pool: the max never picks the padding
+        x, pairs = pad_in_front(ctx, node, x, pairs, value=-np.inf), [(0, 0)] * len(kernel)
+    cls = layer_class(node, "MaxPool", len(kernel))
+    layer = cls(
+        tuple(kernel),
+        stride=tuple(stride),
+        padding=tuple(b for b, _ in pairs),
+        dilation=tuple(dilation),
+        ceil_mode=bool(attrs["ceil_mode"]),
+    )
+    ctx.emit(single_output(node, ctx), layer, [x])
+
+
+@op("AveragePool", 11, 19, 22)
+def average_pool(ctx: ImportContext, node: Any) -> None:
+    attrs = attributes(
+        node,
+        {
+            "auto_pad": "NOTSET",
+            "ceil_mode": 0,
+            "count_include_pad": 0,
+            "dilations": None,
+            "kernel_shape": None,
+            "pads": None,
+            "strides": None,
+        },
+    )
+    kernel, stride, dilation, pairs = _pool_geometry(ctx, node, attrs)
+    if any(d != 1 for d in dilation):
+        raise unsupported(
+            node, f"AveragePool with dilations {dilation} (convprop's average pool, like PyTorch's, has no dilation)"
+        )
+    include = bool(attrs["count_include_pad"])
+    x = ctx.runtime(inputs_of(node, 1, 1)[0], node)
+    fits = symmetric(pairs) and all(b <= kk // 2 for (b, _), kk in zip(pairs, kernel, strict=True))
+    if not fits:
+        if not include and any(p for pair in pairs for p in pair):
+            raise unsupported(node, f"AveragePool with asymmetric pads {attrs['pads']} and count_include_pad=0")
+        x, pairs = pad_in_front(ctx, node, x, pairs), [(0, 0)] * len(kernel)
+    cls = layer_class(node, "AvgPool", len(kernel))
+    layer = cls(
+        tuple(kernel),
+        stride=tuple(stride),
+        padding=tuple(b for b, _ in pairs),
+        ceil_mode=bool(attrs["ceil_mode"]),
+        count_include_pad=include,
+    )
+    ctx.emit(single_output(node, ctx), layer, [x])
+
+
+@op("GlobalAveragePool", 1, 22)
+def global_average_pool(ctx: ImportContext, node: Any) -> None:
+    attributes(node, {})
+    ctx.emit(single_output(node, ctx), nn.GlobalAvgPool(), [ctx.runtime(inputs_of(node, 1, 1)[0], node)])
+
+
+@op("GlobalMaxPool", 1, 22)
+def global_max_pool(ctx: ImportContext, node: Any) -> None:
+    attributes(node, {})
+    ctx.emit(single_output(node, ctx), nn.GlobalMaxPool(), [ctx.runtime(inputs_of(node, 1, 1)[0], node)])
