@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     x_train, x_test = norm(dataset.train_images), norm(dataset.test_images)
     y_train, y_test = dataset.train_labels, dataset.test_labels
     model = build_model(config.model, 1, dataset.image_size, dataset.num_classes, rng=0)
-    dropout = next(m for m in model if type(m).__name__ == "Dropout")
+    dropout_index = next(i for i, m in enumerate(model) if type(m).__name__ == "Dropout")
     masks: list[np.ndarray] = []
     twin = torch_twin(model, masks)
 
@@ -93,10 +93,10 @@ def main(argv=None) -> None:
         model.train()
         for xb, yb in batches(epoch):
             opt.zero_grad()
-            logits = model(xb)
-            masks.append(dropout._mask)  # replayed by the torch twin
+            logits, context = model.forward_with_context(xb)  # a Sequential's context: one per layer
+            masks.append(context[dropout_index])  # the mask this call drew, replayed by the torch twin
             _, grad = cross_entropy(logits, yb)
-            model.backward_params(grad)
+            model.backward_with_context(context, grad, input_grad=False)
             opt.step()
         schedule.step()
 

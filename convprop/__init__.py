@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from . import data, functional, nn, optim
 from .checkpoint import CheckpointError, load, save
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_module
+from .nn.grad_mode import is_grad_enabled, no_grad
 
 __all__ = [
     "CheckpointError",
@@ -15,8 +16,10 @@ __all__ = [
     "functional",
     "gradcheck",
     "gradcheck_module",
+    "is_grad_enabled",
     "load",
     "nn",
+    "no_grad",
     "optim",
     "save",
 ]

@@ -15,6 +15,7 @@ class                 also a                 raised for
 ``ArgumentTypeError`` ``TypeError``          an argument of the wrong type or dtype
 ``ConfigError``       ``ValueError``         a training/CLI option (an ``ArgumentError``)
 ``DataError``         ``ValueError``         a data set, IDX file or image that is malformed
+``ContextError``      ``ValueError``         ``backward`` with no kept forward context (an ``ArgumentError``)
 ``CheckpointError``   ``ValueError``         a checkpoint that is missing, corrupt or hostile
 ``OnnxError``         ``ValueError``         an ONNX model convprop cannot read or write (a ``CheckpointError``)
 ``DownloadError``     ``OSError``            a download that failed or could not be verified
@@ -28,6 +29,7 @@ __all__ = [
     "ArgumentTypeError",
     "CheckpointError",
     "ConfigError",
+    "ContextError",
     "ConvpropError",
     "DataError",
     "DownloadError",
@@ -49,6 +51,11 @@ class ArgumentTypeError(ConvpropError, TypeError):
 
 class ConfigError(ArgumentError):
     """A training or command-line option is invalid."""
+
+
+class ContextError(ArgumentError):
+    """``layer.backward`` was called with no forward context kept: before any forward, or after a
+    forward in eval mode or inside ``convprop.no_grad()`` (which keep none)."""
 
 
 class DataError(ConvpropError, ValueError):

@@ -122,7 +122,8 @@ def gradcheck(
 
 
 def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
-    """:func:`gradcheck` for a layer: its input and every parameter, through ``forward``/``backward``.
+    """:func:`gradcheck` for a layer: its input and every parameter, through ``forward_with_context``
+    and ``backward_with_context`` (so it works in eval mode too).
 
     The parameters' arrays are perturbed in place (and restored). The layer must be deterministic
     from call to call (for ``Dropout``, reseed its generator in a wrapper). ``options`` are
@@ -132,12 +133,12 @@ def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
     names = ["input", *(name for name, _ in module.named_parameters())]
 
     def forward(x, *_):
-        return module.forward(x.copy())  # (a copy: in-place layers must not clobber the perturbed input)
+        return module.forward_with_context(x.copy())[0]  # (a copy: in-place layers must not clobber the input)
 
     def backward(grad_output, x, *_):
         module.zero_grad()
-        module.forward(x.copy())
-        dx = module.backward(grad_output)
+        _, context = module.forward_with_context(x.copy())
+        dx = module.backward_with_context(context, grad_output)
         return [dx, *(p.grad for p in params)]
 
     for p in params:

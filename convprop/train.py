@@ -229,7 +229,7 @@ def train_epoch(
             opt.zero_grad()
             logits = model(xb)
             loss, grad = cross_entropy(logits, yb)
-            model.backward_params(grad)  # the images need no gradient: the first layer skips it
+            model.backward(grad, input_grad=False)  # the images need no gradient: the first layer skips it
             opt.step()
             seen += len(yb)
             correct += int((logits.argmax(axis=1) == yb).sum())

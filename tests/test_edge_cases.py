@@ -26,7 +26,7 @@ def test_linear_param_grads_check_grad_output():
     layer = nn.Linear(4, 2, rng=0, dtype=np.float64)
     layer(np.ones((2, 4)))
     with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 2\), got \(3, 2\)"):
-        layer.backward_params(np.ones((3, 2)))
+        layer.backward(np.ones((3, 2)), input_grad=False)
     with pytest.raises(TypeError, match="grad_output=float32, x=float64"):
         linear_backward(np.ones((2, 2), np.float32), np.ones((2, 4)), np.ones((2, 4)))
 

@@ -10,6 +10,7 @@ from scipy import signal
 from torch_reference import rel_error
 
 from convprop import nn, optim
+from convprop.errors import ContextError
 from convprop.functional.loss import cross_entropy
 
 
@@ -177,15 +178,15 @@ def test_same_seed_gives_a_bit_identical_run():
     assert not all(np.array_equal(p, q) for p, q in zip(a, c, strict=True))
 
 
-def test_backward_params_gives_the_same_parameter_gradients():
+def test_input_grad_false_gives_the_same_parameter_gradients():
     """The training loop's backward skips the first layer's input gradient; parameters are unaffected."""
     x, y = batch(5)
     full, params_only = lenet(7), lenet(7)
     convprop_step(full, x, y)
     _, grad = cross_entropy(params_only(x), y)
-    assert params_only.backward_params(grad) is None
+    assert params_only.backward(grad, input_grad=False) is None
     for (name, p), (_, q) in zip(full.named_parameters(), params_only.named_parameters(), strict=True):
         np.testing.assert_allclose(q.grad, p.grad, rtol=1e-12, atol=1e-15, err_msg=name)
     for layer in (nn.Linear(3, 2, rng=0), nn.Conv2d(1, 2, 3, rng=0), nn.ReLU()):
-        with pytest.raises(RuntimeError, match="before forward"):
-            layer.backward_params(np.ones((1, 2)))
+        with pytest.raises(ContextError, match="before forward"):
+            layer.backward(np.ones((1, 2)), input_grad=False)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from convprop import nn
+from convprop.errors import ContextError
 
 
 def z(*shape, dtype=np.float32):
@@ -302,7 +303,7 @@ BEFORE_FORWARD = [
 @pytest.mark.parametrize("make", BEFORE_FORWARD)
 def test_backward_before_forward_raises(make):
     layer = make()
-    with pytest.raises(RuntimeError, match=r"backward called before forward"):
+    with pytest.raises(ContextError, match=r"backward called before forward: no context is kept"):
         layer.backward(z(2, 4, 4, 4))
 
 

@@ -52,11 +52,14 @@ def check_layer(layer, torch_layer, x_shape, *, train=True, seed=0, x=None, prep
     torch_layer.train(train)
 
     x = rng.standard_normal(x_shape) if x is None else x
-    y = layer(x.copy())
+    if train:  # the seeds' style: the call keeps its context in training mode
+        y = layer(x.copy())
+    else:  # eval mode keeps none: differentiate through the explicit pair
+        y, context = layer.forward_with_context(x.copy())
     xt = torch.tensor(x, requires_grad=True)
     yt = torch_layer(xt)
     g = rng.standard_normal(tuple(yt.shape))
-    dx = layer.backward(g.copy())
+    dx = layer.backward(g.copy()) if train else layer.backward_with_context(context, g.copy())
     yt.backward(torch.tensor(g))
 
     assert y.dtype == np.float64 and dx.dtype == np.float64
@@ -574,10 +577,9 @@ def test_dropout_train_matches_x_mask_over_keep_probability(p, x_shape):
     rng = np.random.default_rng(5)
     layer = nn.Dropout(p, rng=6).astype(np.float64)
     x, g = rng.standard_normal(x_shape), rng.standard_normal(x_shape)
-    y = layer(x)
-    mask = layer._mask
+    y, mask = layer.forward_with_context(x)  # the context is the keep-mask
     assert mask.shape == x_shape and mask.dtype == np.bool_
-    dx = layer.backward(g)
+    dx = layer.backward_with_context(mask, g)
     xt = torch.tensor(x, requires_grad=True)
     yt = xt * torch.tensor(mask) / (1 - p)
     yt.backward(torch.tensor(g))
@@ -588,8 +590,8 @@ def test_dropout_train_matches_x_mask_over_keep_probability(p, x_shape):
 def test_dropout_same_seed_same_mask_and_keep_rate():
     x = np.ones((200, 100))
     a, b, c = nn.Dropout(0.3, rng=1), nn.Dropout(0.3, rng=1), nn.Dropout(0.3, rng=2)
-    ya, yb, yc = a(x), b(x), c(x)
+    (ya, mask), yb, yc = a.forward_with_context(x), b(x), c(x)
     np.testing.assert_array_equal(ya, yb)
     assert not np.array_equal(ya, yc)
-    assert abs(a._mask.mean() - 0.7) < 0.01  # 20,000 draws: std of the keep rate ≈ 0.003
+    assert abs(mask.mean() - 0.7) < 0.01  # 20,000 draws: std of the keep rate ≈ 0.003
     assert not np.array_equal(a(x), ya), "a new mask each forward"

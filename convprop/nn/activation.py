@@ -1,4 +1,5 @@
-"""Activation layers: each caches what its backward needs (the input, or the output when cheaper)."""
+"""Activation layers: each call's context is what its backward needs (the input, and the output when
+that makes the backward cheaper)."""
 
 from __future__ import annotations
 
@@ -12,32 +13,32 @@ from .module import Module
 
 class _Elementwise(Module):
     """An activation layer: ``_fn``/``_grad`` from ``functional.activation``, with the options of
-    ``_kwargs()``. It caches its input; with ``_uses_output`` also its output, passed to the backward as
-    ``output=`` (cheaper for sigmoid, tanh and softmax)."""
+    ``_kwargs()``. Its context is ``(x, y)``: the input, and with ``_uses_output`` the output, passed
+    to the backward as ``output=`` (cheaper for sigmoid, tanh and softmax); else ``(x, None)``."""
 
     registered = False
     _fn = staticmethod(A.relu)
     _grad = staticmethod(A.relu_backward)
     _uses_output = False
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._x: np.ndarray | None = None
-        self._y: np.ndarray | None = None
-
     def _kwargs(self) -> dict[str, Any]:
         return {}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        y = self._fn(x, **self._kwargs())
-        self._x, self._y = x, (y if self._uses_output else None)
-        return y
+        return self._fn(x, **self._kwargs())
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._x is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        extra = {"output": self._y} if self._uses_output else {}
-        return self._grad(grad_output, self._x, **self._kwargs(), **extra)
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray | None]]:
+        y = self.forward(x)
+        return y, (x, y if self._uses_output else None)
+
+    def backward_with_context(
+        self, context: tuple[np.ndarray, np.ndarray | None], grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        if not input_grad:
+            return None  # no parameters: nothing to do
+        x, y = context
+        extra = {"output": y} if self._uses_output else {}
+        return self._grad(grad_output, x, **self._kwargs(), **extra)
 
     def config(self) -> dict[str, Any]:
         return self._kwargs()
@@ -62,8 +63,11 @@ class ReLU(_Elementwise):
             return super().forward(x)
         x = A.as_float_array(x, "x")
         np.maximum(x, 0, out=x)
-        self._x = x  # now the output, which gives the same gradient mask
         return x
+
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray | None]]:
+        y = self.forward(x)
+        return y, (y if self.inplace else x, None)  # in place: the output gives the same gradient mask
 
     def config(self) -> dict[str, Any]:
         return {"inplace": True} if self.inplace else {}

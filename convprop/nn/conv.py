@@ -103,7 +103,6 @@ class Conv2d(Module):
         w, b = torch_default((out_channels, in_channels // groups, *kernel_size), bias_shape, as_generator(rng), dtype)
         self.weight = Parameter(w)
         self.bias = Parameter(b) if b is not None else None
-        self._context: ConvContext | None = None
 
     def _options(self) -> dict[str, Any]:
         return dict(
@@ -115,9 +114,7 @@ class Conv2d(Module):
             algorithm=self.algorithm,
         )
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        tied = self.bias.data if self.bias is not None and self.bias_kind is True else None
-        y, context = conv2d_with_context(x, self.weight.data, tied, **self._options())
+    def _add_untied_bias(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         if self.bias_kind == "untied":
             if y.shape[-3:] != self.bias.data.shape:
                 raise ValueError(
@@ -125,21 +122,32 @@ class Conv2d(Module):
                     f"this layer was built for input_size={self.input_size}, got x of shape {np.shape(x)}"
                 )
             y += self.bias.data  # one bias per output position, broadcast over the batch
-        self._context = context  # the padded input (and unfolded columns) for backward
         return y
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._context is None:
-            raise RuntimeError("Conv2d.backward called before forward")
-        dx, dw, db = conv2d_backward_from_context(grad_output, self._context)
+    def _tied_bias(self) -> np.ndarray | None:
+        return self.bias.data if self.bias is not None and self.bias_kind is True else None
+
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, ConvContext]:
+        """Context: the functional ``ConvContext`` (the padded input and, when the algorithm reuses
+        them, the unfolded columns)."""
+        y, context = conv2d_with_context(x, self.weight.data, self._tied_bias(), **self._options())
+        return self._add_untied_bias(y, x), context
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The output only: no padded input or columns are kept."""
+        y = F.conv2d(x, self.weight.data, self._tied_bias(), **self._options())
+        return self._add_untied_bias(y, x)
+
+    def backward_with_context(
+        self, context: ConvContext, grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        if not input_grad:
+            dw, db = conv2d_param_grads_from_context(grad_output, context)
+            self._accumulate(grad_output, dw, db)
+            return None
+        dx, dw, db = conv2d_backward_from_context(grad_output, context)
         self._accumulate(grad_output, dw, db)
         return dx
-
-    def backward_params(self, grad_output: np.ndarray) -> None:
-        if self._context is None:
-            raise RuntimeError("Conv2d.backward_params called before forward")
-        dw, db = conv2d_param_grads_from_context(grad_output, self._context)
-        self._accumulate(grad_output, dw, db)
 
     def _accumulate(self, grad_output: np.ndarray, dw: np.ndarray, db: np.ndarray) -> None:
         self.weight.accumulate(dw)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentError
 from ..functional.linear import linear, linear_backward, linear_param_grads
 from ..init import as_generator, torch_default
 from .module import Module, Parameter
@@ -30,29 +31,26 @@ class Linear(Module):
         )
         self.weight = Parameter(w)
         self.bias = Parameter(b) if bias else None
-        self._x: np.ndarray | None = None
+
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Context: the input x (dW = δᵀx needs it)."""
+        return self.forward(x), x
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        y = linear(x, self.weight.data, self.bias.data if self.bias is not None else None)
-        self._x = x
-        return y
+        return linear(x, self.weight.data, self.bias.data if self.bias is not None else None)
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._x is None:
-            raise RuntimeError("Linear.backward called before forward")
-        dx, dw, db = linear_backward(grad_output, self._x, self.weight.data)
+    def backward_with_context(
+        self, context: np.ndarray, grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        dx = None
+        if input_grad:
+            dx, dw, db = linear_backward(grad_output, context, self.weight.data)
+        else:
+            dw, db = linear_param_grads(grad_output, context, self.weight.data)
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)
         return dx
-
-    def backward_params(self, grad_output: np.ndarray) -> None:
-        if self._x is None:
-            raise RuntimeError("Linear.backward_params called before forward")
-        dw, db = linear_param_grads(grad_output, self._x, self.weight.data)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
 
     def config(self) -> dict[str, Any]:
         return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None)
@@ -67,22 +65,47 @@ class Flatten(Module):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"{name} must be an int, got {v!r}")
         self.start_dim, self.end_dim = start_dim, end_dim
-        self._shape: tuple[int, ...] | None = None
+
+    def _axes(self, ndim: int) -> tuple[int, int]:
+        """start and end as non-negative axes, refused when out of range (PyTorch: no wrap-around)."""
+        axes = []
+        for name, v in (("start_dim", self.start_dim), ("end_dim", self.end_dim)):
+            if not -max(ndim, 1) <= v < max(ndim, 1):
+                raise ArgumentError(
+                    f"Flatten {name}={v} is out of range for an input of {ndim} dimensions "
+                    f"(expected a value in [{-max(ndim, 1)}, {max(ndim, 1) - 1}])"
+                )
+            axes.append(v % ndim if ndim else 0)
+        return axes[0], axes[1]
+
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Context: the input's shape (backward is a reshape back to it)."""
+        x = np.asarray(x)
+        return self.forward(x), x.shape
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        start, end = self.start_dim % x.ndim, self.end_dim % x.ndim
+        start, end = self._axes(x.ndim)
         if start > end:
-            raise ValueError(
+            raise ArgumentError(
                 f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) is empty for input of shape {x.shape}"
             )
-        self._shape = x.shape
+        if x.ndim == 0:
+            return x.reshape(1)  # torch.flatten of a scalar is one element
         return x.reshape(*x.shape[:start], -1, *x.shape[end + 1 :])  # (..., prod(shape[start:end+1]), ...)
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._shape is None:
-            raise RuntimeError("Flatten.backward called before forward")
-        return grad_output.reshape(self._shape)  # back to the input's shape
+    def backward_with_context(
+        self, context: tuple[int, ...], grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        if not input_grad:
+            return None
+        grad_output = np.asarray(grad_output)
+        if grad_output.size != int(np.prod(context)):
+            raise ArgumentError(
+                f"Flatten.backward: grad_output of shape {grad_output.shape} cannot come from an input of shape "
+                f"{context}"
+            )
+        return grad_output.reshape(context)  # back to the input's shape
 
     def config(self) -> dict[str, Any]:
         return dict(start_dim=self.start_dim, end_dim=self.end_dim)

@@ -3,7 +3,10 @@
 Three kinds of state stay apart (STYLE rule 7): *parameters* (``Parameter``: ``data`` and ``grad``),
 *buffers* (arrays such as running statistics, saved but not trained), and *settings* (plain
 attributes given to the constructor, recorded by ``config()`` so a checkpoint can rebuild the layer).
-Layers hold state, never math: ``forward`` and ``backward`` call ``convprop.functional``.
+Layers hold state, never math: their forward and backward call ``convprop.functional``. State per call,
+not per layer (STYLE rule 14): what a backward needs travels in a *context* returned by
+``forward_with_context``, so one layer may be used twice in a graph and an eval-mode model may serve
+many threads at once.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
+
+from ..errors import ArgumentError, ContextError
+from .grad_mode import is_grad_enabled
 
 LAYERS: dict[str, type[Module]] = {}  # class name → class, for rebuilding models from checkpoints
 
@@ -41,9 +47,12 @@ class Parameter:
 
 
 class Module:
-    """Base class: ``forward(x)``, ``backward(grad_output) -> grad_input``, parameters, buffers, modes.
+    """Base class: the forward/backward protocol, parameters, buffers, modes.
 
-    ``backward`` uses what the last ``forward`` cached, and *adds* into each parameter's ``grad``.
+    A layer implements ``forward_with_context`` (output and a per-call context) and
+    ``backward_with_context`` (gradients from that context; *adds* into each parameter's ``grad``),
+    and may override ``forward`` (output only). ``layer(x)`` then ``layer.backward(dy)`` is the
+    seeds' style on top: the call keeps its context on the layer in training mode only.
     Subclasses list their constructor arguments in ``config()`` so checkpoints can rebuild them.
     """
 
@@ -59,6 +68,7 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_last_context", None)  # kept by __call__ in training mode only
 
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
@@ -80,20 +90,58 @@ class Module:
         self._buffers[name] = True
 
     # --- computation -------------------------------------------------------------------------------
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+    # The protocol every layer implements (docs/graphs.md, "What a context holds"):
+    #   y, ctx = forward_with_context(*inputs)      pure: the output and what backward needs
+    #   dx = backward_with_context(ctx, dy, input_grad=True)   adds into .grad; dx, or None
+    #   y = forward(*inputs)                        inference: nothing kept for backward
+    # and the seeds' style on top: y = layer(x) keeps the context in training mode; layer.backward(dy).
+    def forward_with_context(self, *inputs: Any) -> tuple[Any, Any]:
+        """``(output, context)``: the output and whatever :meth:`backward_with_context` needs for this
+        one call. Writes nothing to the layer (BatchNorm's running statistics in training mode and
+        Dropout's random stream excepted, as in PyTorch); works in any mode, so an eval-mode model can
+        still be differentiated (e.g. for a saliency map)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward_with_context")
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+    def backward_with_context(self, context: Any, grad_output: Any, *, input_grad: bool = True) -> Any:
+        """Gradients of the call that produced ``context``: *adds* each parameter's gradient into its
+        ``grad`` and returns d loss / d input (a tuple for several inputs), or None with
+        ``input_grad=False`` (the one way to skip the input's gradient: a model's first layer, whose
+        input is data). The context is not consumed: the same context may be used again."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward_with_context")
 
-    def backward_params(self, grad_output: np.ndarray) -> None:
-        """Accumulate the parameters' gradients only, skipping the input's gradient: for a model's
-        first layer, whose input is data (PyTorch likewise skips inputs that do not require grad).
-        The default runs :meth:`backward` and drops its result; layers override it to save work."""
-        self.backward(grad_output)
+    def forward(self, *inputs: Any) -> Any:
+        """The output only, keeping nothing for backward (the inference path, safe to call from many
+        threads on one eval-mode model). This default drops :meth:`forward_with_context`'s context;
+        layers whose context costs memory (convolution, linear, pooling) override it."""
+        return self.forward_with_context(*inputs)[0]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)
+    def __call__(self, *inputs: Any) -> Any:
+        """``forward``, keeping the context for :meth:`backward` only in training mode with gradients
+        enabled (not inside ``convprop.no_grad()``); otherwise nothing is kept, and a previously kept
+        context is dropped so that a later ``backward`` cannot silently use a stale one."""
+        if self.training and is_grad_enabled():
+            y, context = self.forward_with_context(*inputs)
+            object.__setattr__(self, "_last_context", (context,))  # boxed: a context may itself be None
+            return y
+        if self.__dict__.get("_last_context") is not None:
+            object.__setattr__(self, "_last_context", None)  # the only write; never made twice
+        return self.forward(*inputs)
+
+    def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
+        """:meth:`backward_with_context` with the context that the last training-mode call kept.
+
+        A second ``backward`` after one forward uses the same context again: it returns the same
+        input gradient and adds the parameters' gradients a second time (PyTorch's
+        ``retain_graph=True``). Raises :class:`ContextError` when no context is kept.
+        """
+        kept = self.__dict__.get("_last_context")
+        if kept is None:
+            raise ContextError(
+                f"{type(self).__name__}.backward called before forward: no context is kept. Call the layer in "
+                "training mode outside convprop.no_grad() first (y = layer(x)), or use "
+                "y, ctx = layer.forward_with_context(x) and layer.backward_with_context(ctx, dy)"
+            )
+        return self.backward_with_context(kept[0], grad_output, input_grad=input_grad)
 
     # --- traversal ---------------------------------------------------------------------------------
     def named_children(self) -> Iterator[tuple[str, Module]]:
@@ -219,20 +267,28 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+        """Context: the list of the layers' contexts, in order."""
+        contexts = []
+        for layer in self:
+            x, context = layer.forward_with_context(x)
+            contexts.append(context)
+        return x, contexts
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         for layer in self:
-            x = layer(x)
+            x = layer.forward(x)
         return x
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        for layer in reversed(list(self)):
-            grad_output = layer.backward(grad_output)
-        return grad_output
-
-    def backward_params(self, grad_output: np.ndarray) -> None:
-        """Backward through every layer, but the first computes no input gradient (see Module)."""
+    def backward_with_context(
+        self, context: list[Any], grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        """Backward through the layers in reverse; ``input_grad=False`` reaches the first layer only."""
         layers = list(self)
-        for layer in reversed(layers[1:]):
-            grad_output = layer.backward(grad_output)
-        if layers:
-            layers[0].backward_params(grad_output)
+        if len(context) != len(layers):
+            raise ArgumentError(f"Sequential of {len(layers)} layers got a context of {len(context)} entries")
+        if not layers:
+            return grad_output if input_grad else None
+        for layer, ctx in zip(reversed(layers[1:]), reversed(context[1:]), strict=True):
+            grad_output = layer.backward_with_context(ctx, grad_output)
+        return layers[0].backward_with_context(context[0], grad_output, input_grad=input_grad)

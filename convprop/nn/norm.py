@@ -48,15 +48,20 @@ class BatchNorm2d(Module):
             self.register_buffer("running_mean", np.zeros(num_features, dtype))
             self.register_buffer("running_var", np.ones(num_features, dtype))
             self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
-        self._x: np.ndarray | None = None
-        self._used_batch_stats = True
 
-    def _stats(self):
+    def _stats(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         if self.track_running_stats:
             return self.running_mean, self.running_var
         return None, None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.forward_with_context(x)[0]
+
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, tuple[Any, ...]]:
+        """Context: ``(x, used_batch_statistics, mean, var)``. With batch statistics (training, or no
+        running statistics) the backward recomputes them from x and mean/var are None; otherwise they
+        are copies of the running statistics this call used, so a later training step cannot change
+        the gradient of this call. In training mode the running statistics are updated, as PyTorch."""
         if np.ndim(x) != 4 or np.shape(x)[1] != self.num_features:
             raise ValueError(
                 f"BatchNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), got shape {np.shape(x)}"
@@ -80,26 +85,26 @@ class BatchNorm2d(Module):
             self.running_mean[...] = new_rm
             self.running_var[...] = new_rv
             self.num_batches_tracked[...] += 1
-        self._x, self._used_batch_stats = x, use_batch
-        return y
+        used = (None, None) if use_batch else (rm.copy(), rv.copy())  # type: ignore[union-attr]  # eval: tracked
+        return y, (x, use_batch, *used)
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._x is None:
-            raise RuntimeError("BatchNorm2d.backward called before forward")
-        rm, rv = self._stats()
+    def backward_with_context(
+        self, context: tuple[Any, ...], grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        x, use_batch, rm, rv = context
         dx, dw, db = Nf.batch_norm_backward(
             grad_output,
-            self._x,
+            x,
             self.weight.data if self.affine else None,
             rm,
             rv,
-            training=self._used_batch_stats,
+            training=use_batch,
             eps=self.eps,
         )
         if self.affine:
             self.weight.accumulate(dw)
             self.bias.accumulate(db)
-        return dx
+        return dx if input_grad else None
 
     def config(self) -> dict[str, Any]:
         return dict(
@@ -120,23 +125,23 @@ class Dropout(Module):
         super().__init__()
         self.p = check_probability(p, "p", allow_one=True)
         self.rng = as_generator(rng)
-        self._mask: np.ndarray | None = None  # None after an identity forward (eval mode or p = 0)
-        self._ran = False
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._ran = True
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Context: the keep-mask drawn from the layer's generator, or None for the identity (eval
+        mode or p = 0)."""
         if not self.training or self.p == 0:
-            self._mask = None
-            return x
-        self._mask = Nf.dropout_mask(np.shape(x), self.p, self.rng)
-        return Nf.dropout(x, self.p, self._mask)
+            return x, None
+        mask = Nf.dropout_mask(np.shape(x), self.p, self.rng)
+        return Nf.dropout(x, self.p, mask), mask
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if not self._ran:
-            raise RuntimeError("Dropout.backward called before forward")
-        if self._mask is None:
+    def backward_with_context(
+        self, context: np.ndarray | None, grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        if not input_grad:
+            return None
+        if context is None:
             return grad_output
-        return Nf.dropout_backward(grad_output, self.p, self._mask)
+        return Nf.dropout_backward(grad_output, self.p, context)
 
     def config(self) -> dict[str, Any]:
         return dict(p=self.p)

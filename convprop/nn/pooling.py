@@ -35,7 +35,6 @@ class MaxPool2d(Module):
         self.padding, self.dilation = pair(padding, "padding", minimum=0), pair(dilation, "dilation")
         self.ceil_mode = bool(ceil_mode)
         _check_half_kernel(self.padding, self.kernel_size)
-        self._cache: tuple[np.ndarray, np.ndarray] | None = None
 
     def _options(self) -> dict[str, Any]:
         return dict(
@@ -46,15 +45,20 @@ class MaxPool2d(Module):
             ceil_mode=self.ceil_mode,
         )
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Context: ``(x, indices)``, the input and each window's argmax (where the gradient goes)."""
         y, indices = P.max_pool2d_with_indices(x, **self._options())
-        self._cache = (x, indices)
-        return y
+        return y, (x, indices)
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._cache is None:
-            raise RuntimeError("MaxPool2d.backward called before forward")
-        x, indices = self._cache
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return P.max_pool2d(x, **self._options())
+
+    def backward_with_context(
+        self, context: tuple[np.ndarray, np.ndarray], grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        if not input_grad:
+            return None
+        x, indices = context
         return P.max_pool2d_backward(grad_output, x, **self._options(), indices=indices)
 
     def config(self) -> dict[str, Any]:
@@ -79,7 +83,6 @@ class AvgPool2d(Module):
         self.padding = pair(padding, "padding", minimum=0)
         self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
         self.divisor_override = divisor_override
-        self._x: np.ndarray | None = None
         _check_half_kernel(self.padding, self.kernel_size)
         if divisor_override is not None and (
             isinstance(divisor_override, bool) or not isinstance(divisor_override, int) or divisor_override < 1
@@ -96,14 +99,19 @@ class AvgPool2d(Module):
             divisor_override=self.divisor_override,
         )
 
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Context: the input x (its shape and dtype place each δ/divisor)."""
+        return self.forward(x), x
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x
         return P.avg_pool2d(x, **self._options())
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._x is None:
-            raise RuntimeError("AvgPool2d.backward called before forward")
-        return P.avg_pool2d_backward(grad_output, self._x, **self._options())
+    def backward_with_context(
+        self, context: np.ndarray, grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        if not input_grad:
+            return None
+        return P.avg_pool2d_backward(grad_output, context, **self._options())
 
     def config(self) -> dict[str, Any]:
         return {k: _listed(v) for k, v in self._options().items()}
@@ -119,16 +127,20 @@ class AdaptiveAvgPool2d(Module):
             self.output_size = tuple(None if v is None else pair(v, "output_size")[0] for v in output_size)
         else:
             self.output_size = pair(output_size, "output_size")
-        self._x: np.ndarray | None = None
+
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Context: the input x (its shape fixes the bins)."""
+        return self.forward(x), x
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._x = x
         return P.adaptive_avg_pool2d(x, self.output_size)
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        if self._x is None:
-            raise RuntimeError("AdaptiveAvgPool2d.backward called before forward")
-        return P.adaptive_avg_pool2d_backward(grad_output, self._x, self.output_size)
+    def backward_with_context(
+        self, context: np.ndarray, grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> np.ndarray | None:
+        if not input_grad:
+            return None
+        return P.adaptive_avg_pool2d_backward(grad_output, context, self.output_size)
 
     def config(self) -> dict[str, Any]:
         return dict(output_size=list(self.output_size))
