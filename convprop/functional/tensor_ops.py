@@ -1,5 +1,5 @@
 """Tensor plumbing as forward/backward pairs: broadcasting arithmetic, matmul, gemm, N-d padding,
-global pooling. These are the operators an imported ONNX graph routes data through between its layers.
+global max pooling. These are the operators an imported ONNX graph routes data through between its layers.
 
 Every backward is the adjoint of its forward:
 
@@ -8,7 +8,7 @@ Every backward is the adjoint of its forward:
 - ``C = A @ B`` has ``dA = dC @ Bᵀ`` and ``dB = Aᵀ @ dC`` (summed over broadcast batch axes);
 - padding copies input entries into the border (reflect, edge, wrap) or writes constants, so its adjoint
   adds each border entry's gradient onto the entry it copied and crops the rest;
-- a global max sends the whole gradient to the (first) maximum, a global mean spreads it evenly.
+- a global max sends the whole gradient to the (first) maximum.
 
 Shapes: any, as stated per function; float32 stays float32.
 """
@@ -257,19 +257,3 @@ def global_max_pool_backward(grad_output, x) -> np.ndarray:
     dx = np.zeros_like(flat)
     np.put_along_axis(dx, first[..., None], np.reshape(grad_output, (N, C, 1)), axis=2)
     return dx.reshape(x.shape)
-
-
-def global_avg_pool(x) -> np.ndarray:
-    """``y[n, c, 1, ..., 1] = mean over every spatial position of x[n, c]``.
-
-    Shapes: x (N, C, D1, ..., Dk); y (N, C, 1, ..., 1).
-    """
-    x = as_float_array(x, "x")
-    return x.mean(axis=_spatial_axes(x), keepdims=True)
-
-
-def global_avg_pool_backward(grad_output, x_shape: tuple[int, ...]) -> np.ndarray:
-    """Each of the D1·...·Dk positions of an input of ``x_shape`` gets δ / (D1·...·Dk)."""
-    grad_output = as_float_array(grad_output, "grad_output")
-    count = int(np.prod(x_shape[2:]))
-    return np.broadcast_to(grad_output / grad_output.dtype.type(count), tuple(x_shape)).copy()

@@ -1,9 +1,10 @@
 """Tensor-plumbing layers: Identity, Reshape, Transpose, Pad, MatMul, Gemm, Sub, Div, Constant, and the
-global pools. They are what an imported ONNX graph routes data through between its convolutions; each is
+global max pool (the global average pool is ``AdaptiveAvgPool{1,2,3}d(1)``, as in PyTorch). They are what
+an imported ONNX graph routes data through between its convolutions; each is
 a forward/backward pair of the layer protocol whose math lives in ``functional.tensor_ops``.
 
 The context of a call holds exactly what its backward needs: the input shape (Reshape, Pad, Identity
-needs nothing), the operands (MatMul, Gemm, Sub, Div), the input (the global pools).
+needs nothing), the operands (MatMul, Gemm, Sub, Div), the input (the global max pool).
 """
 
 from __future__ import annotations
@@ -277,21 +278,3 @@ class GlobalMaxPool(Module):
 
     def backward_with_context(self, context: np.ndarray, grad_output: np.ndarray, *, input_grad: bool = True):
         return T.global_max_pool_backward(grad_output, context) if input_grad else None
-
-
-class GlobalAvgPool(Module):
-    """Mean over every spatial axis, kept as size 1 (ONNX GlobalAveragePool); 1-, 2- and 3-D alike.
-
-    Shapes: x (N, C, D1, ..., Dk); y (N, C, 1, ..., 1).
-    """
-
-    def forward_with_context(self, x: np.ndarray):
-        return T.global_avg_pool(x), np.shape(x)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return T.global_avg_pool(x)
-
-    def backward_with_context(self, context: tuple[int, ...], grad_output: np.ndarray, *, input_grad: bool = True):
-        if not input_grad:
-            return None
-        return T.global_avg_pool_backward(grad_output, context)

@@ -65,6 +65,12 @@ class ImportContext:
             if info.type.HasField("tensor_type") and tensor_type.elem_type in DTYPES:
                 self.dtypes[info.name] = DTYPES[tensor_type.elem_type]
         self.runtime_inputs: set[str] = set()
+        self.uses: dict[str, int] = {}  # ONNX value → how many node inputs and graph outputs read it
+        for node in self.graph.node:
+            for value in node.input:
+                self.uses[value] = self.uses.get(value, 0) + 1
+        for info in self.graph.output:
+            self.uses[info.name] = self.uses.get(info.name, 0) + 1
         for info in self.graph.input:
             if info.name in self.static_values:
                 continue  # IR < 4: initializers are listed among the inputs too
@@ -148,6 +154,18 @@ class ImportContext:
         self.nodes.append((name, module, list(inputs)))
         self.names[value] = name
         return name
+
+    def take_producer(self, value: str, kind: type[nn.Module]) -> tuple[nn.Module, list[str]] | None:
+        """The ``kind`` node that computes ``value``, removed from the graph so that the caller can fold it
+        into its own layer — only when nothing else reads ``value``; else None."""
+        name = self.names.get(value)
+        if self.uses.get(value) != 1 or not self.nodes or self.nodes[-1][0] != name:
+            return None
+        if not isinstance(self.nodes[-1][1], kind):
+            return None
+        _, module, inputs = self.nodes.pop()
+        del self.names[value]
+        return module, inputs
 
     def emit_hidden(self, hint: str, module: nn.Module, inputs: list[str]) -> str:
         """Add an intermediate node no ONNX value names (e.g. the Pad in front of an asymmetric Conv)."""

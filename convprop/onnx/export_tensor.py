@@ -23,7 +23,6 @@ for _cls, _op in (
     (nn.Sub, "Sub"),
     (nn.Div, "Div"),
     (nn.GlobalMaxPool, "GlobalMaxPool"),
-    (nn.GlobalAvgPool, "GlobalAveragePool"),
 ):
     exports(_cls)(_same(_op))
 

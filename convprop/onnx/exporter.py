@@ -61,7 +61,7 @@ class Builder:
     def constant(self, hint: str, value: np.ndarray) -> str:
         """An initializer (a weight, or an int64 shape/pads vector); returns its name."""
         name = self.name(hint)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.array(value, order="C"), name))  # (0-d stays 0-d)
         return name
 
     def weight(self, hint: str, value: np.ndarray) -> str:

@@ -45,6 +45,8 @@ def attributes(node: Any, known: dict[str, Any]) -> dict[str, Any]:
                 f"(it reads {sorted(known) or 'none'})"
             )
         value = onnx.helper.get_attribute_value(attr)
+        if isinstance(value, float):  # stored as float32: the shortest decimal gives back e.g. eps=1e-5 exactly
+            value = float(str(np.float32(value)))
         values[attr.name] = value.decode() if isinstance(value, bytes) else value
     return values
 

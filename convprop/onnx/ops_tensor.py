@@ -192,11 +192,11 @@ def batch_normalization(ctx: ImportContext, node: Any) -> None:
 @op("Dropout", 10, 12, 13, 22)
 def dropout(ctx: ImportContext, node: Any) -> None:
     attrs = attributes(node, {"ratio": 0.5, "seed": None})  # the seed only matters in training
-    _, ratio, training = inputs_of(node, 1, 3)
+    x, ratio, training = inputs_of(node, 1, 3)
     p = float(ctx.static(ratio, node, "ratio")) if ratio else float(attrs["ratio"])
     if training and bool(ctx.static(training, node, "training_mode")):
         raise unsupported(node, "training_mode=True (convprop imports dropout in inference form)")
-    _unary(ctx, node, nn.Dropout(p))
+    _unary_on(ctx, node, x, nn.Dropout(p))
 
 
 # --- tensor plumbing --------------------------------------------------------------------------------

@@ -57,6 +57,25 @@ def pad_in_front(ctx: ImportContext, node: Any, x: str, pairs, value: float = 0.
     return ctx.emit_hidden(f"{node.output[0]}_pad", nn.Pad([list(p) for p in pairs], "constant", value), [x])
 
 
+PADDING_MODES = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}  # ONNX Pad mode → PyTorch's
+
+
+def fold_pad(ctx: ImportContext, x_name: str, x: str, pairs: list[tuple[int, int]]):
+    """A reflect/edge/wrap Pad of the spatial axes read only by this Conv becomes the Conv's padding_mode
+    (how PyTorch's and convprop's padding modes are exported); returns (input, pads, padding_mode)."""
+    k = len(pairs)
+    found = ctx.take_producer(x_name, nn.Pad)
+    if found is None:
+        return x, pairs, "zeros"
+    pad, inputs = found
+    pads = [(int(p[0]), int(p[1])) for p in pad.pads]
+    if pad.mode not in PADDING_MODES or len(pads) > k or not symmetric(pads):
+        ctx.nodes.append((x, pad, inputs))  # not a padding mode: keep the Pad node as it was
+        ctx.names[x_name] = x
+        return x, pairs, "zeros"
+    return inputs[0], [(0, 0)] * (k - len(pads)) + pads, PADDING_MODES[pad.mode]
+
+
 # --- convolutions -----------------------------------------------------------------------------------
 
 
@@ -75,6 +94,9 @@ def conv(ctx: ImportContext, node: Any) -> None:
         raise OnnxError(f"node {node_label(node)}: kernel_shape {list(attrs['kernel_shape'])} != weight's {kernel}")
     stride, dilation, pairs = window_geometry(ctx, node, attrs, x_name, kernel)
     x = ctx.runtime(x_name, node)
+    padding_mode = "zeros"
+    if not any(p for pair in pairs for p in pair):
+        x, pairs, padding_mode = fold_pad(ctx, x_name, x, pairs)
     if not symmetric(pairs):
         x, pairs = pad_in_front(ctx, node, x, pairs), [(0, 0)] * len(kernel)
     group = int(attrs["group"])
@@ -88,6 +110,7 @@ def conv(ctx: ImportContext, node: Any) -> None:
         dilation=tuple(dilation),
         groups=group,
         bias=bias is not None,
+        padding_mode=padding_mode,
         rng=0,
         dtype=weight.dtype,
     )
@@ -259,7 +282,12 @@ def average_pool(ctx: ImportContext, node: Any) -> None:
 @op("GlobalAveragePool", 1, 22)
 def global_average_pool(ctx: ImportContext, node: Any) -> None:
     attributes(node, {})
-    ctx.emit(single_output(node, ctx), nn.GlobalAvgPool(), [ctx.runtime(inputs_of(node, 1, 1)[0], node)])
+    x_name = inputs_of(node, 1, 1)[0]
+    shape = ctx.shape(x_name)
+    if shape is None:
+        raise unsupported(node, "GlobalAveragePool of an input of unknown rank")
+    layer = layer_class(node, "AdaptiveAvgPool", len(shape) - 2)(1)  # PyTorch's idiom, which it exports so
+    ctx.emit(single_output(node, ctx), layer, [ctx.runtime(x_name, node)])
 
 
 @op("GlobalMaxPool", 1, 22)
