@@ -6,15 +6,22 @@ equivalent ``torch.nn.Sequential``. The header's metadata holds::
 
     {"format": "convprop", "format_version": "1", "architecture": <JSON>, "dtype": "float32", ...}
 
-where the architecture is a tree of ``{"type": class name, "config": constructor arguments}`` nodes
-(``"layers"`` for a Sequential). Loading rebuilds the model from that JSON using only the classes
-registered in ``convprop.nn.LAYERS``: no code from the file is ever run, and nothing is unpickled.
+where the architecture is a tree of ``{"type": class name, "config": constructor arguments}`` nodes and
+containers (Sequential, Residual, Concat, Graph with its nodes and edges; ``convprop.architecture``).
+Loading rebuilds the model from that JSON using only the classes registered in ``convprop.nn.LAYERS``:
+no code from the file is ever run, and nothing is unpickled.
+
+Hostile files are refused with a ``CheckpointError`` before anything is allocated beyond the file's
+own size: the header is checked (nesting depth, tensor shapes against their byte ranges), and the
+declared architecture may allocate at most ``BUDGET_PER_ELEMENT`` times as many elements as the file's
+tensors hold; every floating-point tensor must be finite.
 Writes are atomic: a temporary file in the same directory, flushed to disk, then renamed over the target.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -25,45 +32,58 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from . import __version__
+from .architecture import MAX_DEPTH, describe, json_depth
+from .architecture import build as build_architecture
 from .errors import CheckpointError
 from .fileio import write_atomic
-from .nn.module import LAYERS, Module, Sequential
+from .nn.module import Module
 
 FORMAT = "convprop"
 FORMAT_VERSION = "1"
+MAX_HEADER_BYTES = 16 << 20  # a header (tensor table and metadata) beyond 16 MiB is refused
+BUDGET_PER_ELEMENT = 64  # the architecture may allocate at most 64 × (elements in the file) + BUDGET_FLOOR
+BUDGET_FLOOR = 1 << 20
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _check_tensor_entries(header: Any, data_bytes: int, path: Path) -> None:
+    """Each tensor's declared shape, dtype and byte range must agree, inside the file."""
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{str(path)!r}: the safetensors header must be a JSON object")
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not (isinstance(entry, dict) and isinstance(entry.get("shape"), list)):
+            raise CheckpointError(f"{str(path)!r}: tensor {name!r:.100} has no shape list in the header")
+        shape, dtype, offsets = entry["shape"], entry.get("dtype"), entry.get("data_offsets")
+        if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 40 for d in shape):
+            raise CheckpointError(f"{str(path)!r}: tensor {name!r:.100} has shape {shape!r:.100}")
+        if dtype not in _ITEMSIZE:
+            raise CheckpointError(f"{str(path)!r}: tensor {name!r:.100} has dtype {dtype!r:.50}")
+        valid = isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+        size = math.prod(shape) * _ITEMSIZE[dtype]
+        if not valid or not 0 <= offsets[0] <= offsets[1] <= data_bytes or offsets[1] - offsets[0] != size:
+            raise CheckpointError(
+                f"{str(path)!r}: tensor {name!r:.100} of shape {shape} ({dtype}) needs {size} bytes, but its "
+                f"data_offsets are {offsets!r:.100} in {data_bytes} bytes of data"
+            )
+
+
+def _check_finite(tensors: dict[str, np.ndarray], path: Path) -> None:
+    for name, value in tensors.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            raise CheckpointError(f"{str(path)!r}: tensor {name!r} has {bad} non-finite value(s) (NaN or inf)")
 
 
 def architecture(model: Module) -> dict[str, Any]:
-    """The JSON-serialisable description of ``model`` that :func:`build` turns back into a model."""
-    if isinstance(model, Sequential):
-        return {"type": "Sequential", "layers": [architecture(layer) for layer in model]}
-    if model._modules:
-        raise TypeError(
-            f"cannot describe {type(model).__name__}: only Sequential may contain other modules in a checkpoint"
-        )
-    return {"type": type(model).__name__, "config": model.config()}
+    """The JSON-serialisable description of ``model`` (see ``convprop.architecture``)."""
+    return describe(model)
 
 
-def build(spec: dict[str, Any]) -> Module:
+def build(spec: Any, budget: float = float("inf")) -> Module:
     """Rebuild a model from :func:`architecture`'s description (registered classes only)."""
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise CheckpointError(f"architecture node must be an object with a 'type', got {spec!r:.200}")
-    kind = spec["type"]
-    if kind == "Sequential":
-        layers = spec.get("layers")
-        if not isinstance(layers, list):
-            raise CheckpointError("a Sequential node needs a 'layers' list")
-        return Sequential(*(build(layer) for layer in layers))
-    cls = LAYERS.get(kind)
-    if cls is None or cls is Sequential:
-        raise CheckpointError(f"unknown layer type {kind!r} in the checkpoint; known types: {sorted(LAYERS)}")
-    config = spec.get("config", {})
-    if not isinstance(config, dict):
-        raise CheckpointError(f"config of {kind} must be an object, got {config!r:.200}")
-    try:
-        return cls(**config)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"cannot rebuild {kind} from config {config}: {exc}") from None
+    return build_architecture(spec, budget)
 
 
 def save(model: Module, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
@@ -107,10 +127,18 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
         raise CheckpointError(
             f"{str(path)!r} is truncated or not a safetensors file (header of {header_len} bytes, file of {len(data)})"
         )
+    if header_len > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{str(path)!r}: a header of {header_len} bytes is larger than {MAX_HEADER_BYTES}")
     try:
-        header = json.loads(data[8 : 8 + header_len])
+        text = data[8 : 8 + header_len].decode("utf-8")
+        if json_depth(text) > MAX_DEPTH:
+            raise CheckpointError(f"{str(path)!r}: the header's JSON is nested deeper than {MAX_DEPTH} levels")
+        header = json.loads(text)
+        _check_tensor_entries(header, len(data) - 8 - header_len, path)
         tensors = st_load(data)
     except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
         raise CheckpointError(f"{str(path)!r} is corrupted or not a safetensors file: {exc}") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
@@ -129,6 +157,7 @@ def load_with_metadata(path: str | os.PathLike, model: Module | None = None) -> 
     """:func:`load`, also returning the header metadata — both from one read of the file, so they
     always belong together even if a running training replaces the file meanwhile."""
     tensors, meta = read(path)
+    _check_finite(tensors, Path(path))
     if model is None:
         if meta.get("format") != FORMAT or "architecture" not in meta:
             raise CheckpointError(
@@ -140,11 +169,18 @@ def load_with_metadata(path: str | os.PathLike, model: Module | None = None) -> 
                 f"{str(path)!r} has checkpoint format version {meta.get('format_version')!r}; "
                 f"this convprop reads version {FORMAT_VERSION}"
             )
+        text = meta["architecture"]
+        if json_depth(text) > MAX_DEPTH:
+            raise CheckpointError(f"{str(path)!r}: the architecture metadata is nested deeper than {MAX_DEPTH} levels")
         try:
-            spec = json.loads(meta["architecture"])
+            spec = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{str(path)!r}: the architecture metadata is not valid JSON ({exc})") from None
-        model = build(spec)
+        elements = sum(int(t.size) for t in tensors.values())
+        try:
+            model = build(spec, budget=BUDGET_PER_ELEMENT * elements + BUDGET_FLOOR)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{str(path)!r}: {exc}") from None
         dtype = meta.get("dtype", "float32")
         if dtype not in ("float32", "float64"):
             raise CheckpointError(f"{str(path)!r}: dtype metadata must be 'float32' or 'float64', got {dtype!r:.50}")

@@ -1,20 +1,27 @@
 """Serving a trained model: load a checkpoint once, then preprocess, predict and look inside.
 
 Used by ``convprop predict``, ``evaluate`` and ``inspect``, and by the web page of ``convprop serve``.
-A ``Predictor`` is read-only after construction except for the layers' forward caches, so callers
-that share one between threads must serialise calls (the web server holds a lock).
+A ``Predictor`` is read-only after construction, and its eval-mode model writes nothing when called,
+so one Predictor may serve many threads at once (the web server shares one without a lock).
+
+The training metadata is checked against the model when the checkpoint is loaded: image size within
+bounds, normalisation finite with positive std, one class name per model output; anything else is a
+``CheckpointError`` (never a NaN probability or a silently truncated class list).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import checkpoint, nn
+from .architecture import json_depth
 from .data import Normalization
 from .functional.activation import softmax
 from .models import forward_with_feature_maps
@@ -54,15 +61,38 @@ class Predictor:
     def __init__(self, path: str | os.PathLike):
         self.path = resolve_checkpoint(path)
         self.model, meta = checkpoint.load_with_metadata(self.path)
-        self.dtype = self.model.parameters()[0].data.dtype if self.model.parameters() else np.dtype(np.float32)
+        params = self.model.parameters()
+        self.dtype = params[0].data.dtype if params else np.dtype(np.float32)
+        where = str(self.path)
+        self.image_size = _image_size(_metadata_json(meta, "image_size", "[28, 28]", where), where)
+        self.normalization = _normalization(
+            _metadata_json(meta, "normalization", '{"mean": [0.0], "std": [1.0]}', where), where
+        )
         try:
-            self.classes: tuple[str, ...] = tuple(json.loads(meta.get("classes", "null")) or range(10))
-            self.image_size: tuple[int, int] = tuple(json.loads(meta.get("image_size", "[28, 28]")))
-            norm = json.loads(meta.get("normalization", '{"mean": [0.0], "std": [1.0]}'))
-            self.normalization = Normalization(tuple(norm["mean"]), tuple(norm["std"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise checkpoint.CheckpointError(f"{str(self.path)!r}: unreadable training metadata ({exc})") from None
-        self.classes = tuple(str(c) for c in self.classes)
+            logits = self.model(np.zeros((1, 1, *self.image_size), dtype=self.dtype))
+        except (ValueError, TypeError) as exc:
+            raise checkpoint.CheckpointError(
+                f"{where!r}: the model does not take the {self.image_size} images its metadata declares ({exc})"
+            ) from None
+        if not (isinstance(logits, np.ndarray) and logits.ndim == 2 and logits.shape[0] == 1):
+            raise checkpoint.CheckpointError(
+                f"{where!r}: the model must give (1, K) logits per image, got {logits!r:.100}"
+            )
+        outputs = logits.shape[1]
+        classes = _metadata_json(meta, "classes", "null", where)
+        if classes is None:
+            classes = list(range(outputs))
+        if not isinstance(classes, list) or not all(
+            isinstance(c, str) or (isinstance(c, int) and not isinstance(c, bool)) for c in classes
+        ):
+            raise checkpoint.CheckpointError(
+                f"{where!r}: classes metadata must be a list of names, got {classes!r:.200}"
+            )
+        if len(classes) != outputs:
+            raise checkpoint.CheckpointError(
+                f"{where!r}: classes metadata lists {len(classes)} names but the model has {outputs} outputs"
+            )
+        self.classes: tuple[str, ...] = tuple(str(c) for c in classes)
         self.dataset = meta.get("dataset", "unknown")
 
     def preprocess(self, image) -> np.ndarray:
@@ -99,5 +129,51 @@ class Predictor:
         logits, maps = forward_with_feature_maps(self.model, x)
         return softmax(logits, axis=1)[0], maps
 
-    def first_layer_filters(self) -> np.ndarray:
-        return next(m for m in self.model.modules() if isinstance(m, nn.Conv2d)).weight.data
+    def first_layer_filters(self) -> np.ndarray | None:
+        """The first convolution's kernel (O, C, KH, KW), or None when the model has no convolution."""
+        conv = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        return None if conv is None else conv.weight.data
+
+
+MAX_IMAGE_SIDE = 1024  # an image_size metadata beyond this is refused (it sizes every forward pass)
+
+
+def _metadata_json(meta: dict[str, str], key: str, default: str, where: str) -> Any:
+    text = meta.get(key, default)
+    if json_depth(text) > 4:
+        raise checkpoint.CheckpointError(f"{where!r}: {key} metadata is nested too deeply")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise checkpoint.CheckpointError(f"{where!r}: {key} metadata is not valid JSON ({exc})") from None
+
+
+def _image_size(value: Any, where: str) -> tuple[int, int]:
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_IMAGE_SIDE for v in value)
+    ):
+        raise checkpoint.CheckpointError(
+            f"{where!r}: image_size metadata must be [H, W] with sides in 1..{MAX_IMAGE_SIDE}, got {value!r:.100}"
+        )
+    return value[0], value[1]
+
+
+def _normalization(value: Any, where: str) -> Normalization:
+    def numbers(key: str) -> tuple[float, ...]:
+        items = value.get(key) if isinstance(value, dict) else None
+        if not (isinstance(items, list) and len(items) == 1):
+            raise checkpoint.CheckpointError(
+                f"{where!r}: normalization metadata needs one-channel {key!r} lists, got {value!r:.200}"
+            )
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items):
+            raise checkpoint.CheckpointError(
+                f"{where!r}: normalization {key} must be finite numbers, got {items!r:.100}"
+            )
+        return tuple(float(v) for v in items)
+
+    mean, std = numbers("mean"), numbers("std")
+    if not all(s > 0 for s in std):
+        raise checkpoint.CheckpointError(f"{where!r}: normalization std must be positive, got {list(std)}")
+    return Normalization(mean, std)

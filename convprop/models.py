@@ -8,6 +8,7 @@ import numpy as np
 
 from . import nn
 from .init import as_generator
+from .nn.trace import trace
 
 
 def lenet(
@@ -61,12 +62,64 @@ def lenet_bn(in_channels: int, image_size: tuple[int, int], num_classes: int, *,
     return lenet(in_channels, image_size, num_classes, rng=rng, algorithm=algorithm, batch_norm=True)
 
 
-MODELS: dict[str, Callable[..., nn.Sequential]] = {"lenet": lenet, "lenet-small": lenet_small, "lenet-bn": lenet_bn}
+def resnet(
+    in_channels: int,
+    image_size: tuple[int, int],
+    num_classes: int,
+    *,
+    rng=None,
+    algorithm: str = "auto",
+    width: tuple[int, int, int] = (8, 16, 32),
+    blocks: tuple[int, int, int] = (1, 1, 1),
+) -> nn.Sequential:
+    """A small ResNet (He et al. 2016, the CIFAR variant) for 28×28 digits.
+
+    Stem: conv 3×3 → BN → ReLU; then three stages of basic blocks ``relu(body(x) + shortcut(x))`` with
+    ``body = conv 3×3 → BN → ReLU → conv 3×3 → BN``. The first block of stages 2 and 3 halves the
+    size with stride 2 and doubles the channels; its shortcut is a 1×1 stride-2 projection with BN
+    (elsewhere the identity). Global average pooling and one linear layer give the logits:
+    28×28 → 28×28 → 14×14 → 7×7 → 1×1.
+    """
+    gen = as_generator(rng)
+    H, W = image_size
+    if H < 4 or W < 4:
+        raise ValueError(f"resnet needs images of at least 4×4 (two stride-2 stages), got {image_size}")
+    seeds = iter(int(s) for s in gen.integers(0, 2**31, size=4 + 3 * sum(blocks)))
+
+    def conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Conv2d:
+        return nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False, algorithm=algorithm, rng=next(seeds))
+
+    def block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+        body = nn.Sequential(
+            conv(c_in, c_out, 3, stride), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            conv(c_out, c_out, 3), nn.BatchNorm2d(c_out),
+        )  # fmt: skip
+        shortcut = None
+        if stride != 1 or c_in != c_out:
+            shortcut = nn.Sequential(conv(c_in, c_out, 1, stride), nn.BatchNorm2d(c_out))  # 1×1 projection
+        return nn.Sequential(nn.Residual(body, shortcut), nn.ReLU(inplace=True))
+
+    layers: list[nn.Module] = [conv(in_channels, width[0], 3), nn.BatchNorm2d(width[0]), nn.ReLU(inplace=True)]
+    c = width[0]
+    for stage, (c_out, count) in enumerate(zip(width, blocks, strict=True)):
+        for b in range(count):
+            layers.append(block(c, c_out, 2 if stage > 0 and b == 0 else 1))
+            c = c_out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes, rng=next(seeds))]
+    return nn.Sequential(*layers)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "lenet": lenet,
+    "lenet-small": lenet_small,
+    "lenet-bn": lenet_bn,
+    "resnet": resnet,
+}
 
 
 def build_model(
     name: str, in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto"
-) -> nn.Sequential:
+) -> nn.Module:
     """The named model for the given input and class count (``MODELS`` lists the names)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
@@ -74,44 +127,68 @@ def build_model(
 
 
 def feature_maps(model: nn.Module, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """The output of every Conv2d in a Sequential model for one input, in order, as (label, (C, h, w)).
+    """The output of every Conv2d of any model for one input, in execution order, as (label, (C, h, w)).
 
-    The maps are taken after the activation that follows the convolution, when there is one: what
-    the next layer actually sees. Runs in eval mode; ``x`` is (C, H, W) or (1, C, H, W).
+    Labels are ``"conv<k> [<path>]"``, the path as in ``named_parameters`` (e.g. ``conv3 [3.0.body.0]``).
+    Inside a Sequential, the map is taken after the activation that directly follows the convolution
+    (after a BatchNorm too), when there is one: what the next layer actually sees; the label then ends
+    in ``" + ReLU"``. Runs in eval mode without writing to the model (safe from many threads on an
+    eval-mode model); ``x`` is (C, H, W) or (1, C, H, W).
     """
     return forward_with_feature_maps(model, x)[1]
 
 
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid)
+
+
+def _next_sibling(path: str) -> str | None:
+    """The path of the layer after ``path`` in the same Sequential ("3.0.body.1" → "3.0.body.2")."""
+    parent, _, last = path.rpartition(".")
+    if not last.isdigit():
+        return None  # not a Sequential's child (a Graph node, a Residual's body...)
+    return _join_path(parent, str(int(last) + 1))
+
+
+def _join_path(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
+
+
 def forward_with_feature_maps(model: nn.Module, x: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
-    """One eval-mode pass over one image: the model's output (1, ...) and :func:`feature_maps`'s list."""
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(f"feature_maps needs a Sequential model, got {type(model).__name__}")
+    """One eval-mode pass over one image: the model's output (1, ...) and :func:`feature_maps`'s list.
+
+    The model must be in eval mode already or is switched for the call (then this is not thread-safe)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"feature_maps needs a convprop Module, got {type(model).__name__}")
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[None]  # (1, C, H, W)
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"feature_maps takes one image (C, H, W) or (1, C, H, W), got shape {x.shape}")
-    was_training = model.training
-    model.eval()
+    was_training = any(m.training for m in model.modules())
+    if was_training:
+        model.eval()
     maps: list[tuple[str, np.ndarray]] = []
-    layers = list(model)
-    conv_count = 0
-    pending: str | None = None
+    follows: dict[str, int] = {}  # path of the layer right after a conv → index of that conv's map
+
+    def visit(path: str, layer: nn.Module, y: np.ndarray) -> None:
+        at = follows.pop(path, None)
+        if isinstance(layer, nn.Conv2d):
+            maps.append((f"conv{len(maps) + 1} [{path or type(layer).__name__}]", y[0].copy()))
+            at = len(maps) - 1
+        elif at is not None and isinstance(layer, nn.BatchNorm2d):
+            maps[at] = (maps[at][0], y[0].copy())
+        elif at is not None and isinstance(layer, _ACTIVATIONS):
+            maps[at] = (f"{maps[at][0]} + {type(layer).__name__}", y[0].copy())  # a copy: later layers work in place
+            return
+        else:
+            return
+        sibling = _next_sibling(path)
+        if sibling is not None:
+            follows[sibling] = at
+
     try:
-        for i, layer in enumerate(layers):
-            x = layer(x)
-            if isinstance(layer, nn.Conv2d):
-                conv_count += 1
-                pending = f"conv{conv_count}"
-                nxt = layers[i + 1] if i + 1 < len(layers) else None
-                if not isinstance(nxt, (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.BatchNorm2d)):
-                    maps.append((pending, x[0].copy()))
-                    pending = None
-            elif pending is not None and not isinstance(layer, nn.BatchNorm2d):
-                maps.append(
-                    (f"{pending} + {type(layer).__name__}", x[0].copy())
-                )  # a copy: later layers may work in place
-                pending = None
+        y = trace(model, (x,), visit)
     finally:
-        model.train(was_training)
-    return x, maps
+        if was_training:
+            model.train()
+    return y, maps

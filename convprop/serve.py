@@ -8,10 +8,11 @@ Routes (Starlette, served by uvicorn):
     POST /api/predict   {"png": base64} or {"pixels": H×W floats in [0, 1]} → prediction, probabilities,
                         the network's input, the feature maps of every conv layer, server milliseconds
 
-The checkpoint is loaded once. Layers cache their forward inputs, so inference runs under one lock;
-decoding and preprocessing (pure functions) run outside it, and all CPU work runs in Starlette's
-thread pool so the event loop keeps accepting requests. Every user mistake is a 4xx with
-``{"error": message}``; anything unexpected is a 500 with a generic message and no traceback.
+The checkpoint is loaded once, in eval mode: an eval-mode forward writes nothing to the layers (the
+per-call context design, docs/graphs.md), so requests run the one shared model concurrently, without
+a lock. All CPU work runs in Starlette's thread pool so the event loop keeps accepting requests.
+Every user mistake is a 4xx with ``{"error": message}``; anything unexpected is a 500 with a generic
+message and no traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from .inference import Predictor, latest_run
+from .nn.summary import layer_rows
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MB: a 280×280 drawing is ~10 kB as PNG, a phone photo must be shrunk first
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # what Pillow may decode from a request
@@ -159,35 +161,23 @@ def parse_body(body: bytes) -> dict[str, Any]:
     return payload
 
 
-# --- the model behind a lock -----------------------------------------------------------------------
+# --- the shared model ------------------------------------------------------------------------------
 
 
 class InferenceService:
-    """One Predictor shared by all requests; inference is serialised by a lock (layers cache their inputs)."""
+    """One Predictor shared by all requests, called concurrently (eval-mode forwards write nothing)."""
 
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
-        self.lock = threading.Lock()
         self.decoding = threading.BoundedSemaphore(4)  # at most 4 images decoded at once: bounds memory
         self.model_info = self._describe()
 
     def _describe(self) -> dict[str, Any]:
         p = self.predictor
-        x = np.zeros((1, 1, *p.image_size), dtype=np.float32)  # (1, 1, H, W)
-        layers = []
-        with self.lock:
-            for i, layer in enumerate(p.model):
-                x = layer(x)
-                layers.append(
-                    {
-                        "index": i,
-                        "type": type(layer).__name__,
-                        "config": layer.config(),
-                        "output_shape": list(x.shape[1:]),
-                        "parameters": int(sum(q.data.size for q in layer.parameters())),
-                    }
-                )
-        filters = p.first_layer_filters()  # (O, C, KH, KW)
+        layers = layer_rows(p.model, [(1, *p.image_size)], p.dtype)  # every leaf layer, by path
+        for i, layer in enumerate(layers):
+            layer["index"] = i
+        filters = p.first_layer_filters()  # (O, C, KH, KW), or None for a model without a convolution
         return {
             "classes": list(p.classes),
             "image_size": list(p.image_size),
@@ -196,7 +186,7 @@ class InferenceService:
             "normalization": {"mean": list(p.normalization.mean), "std": list(p.normalization.std)},
             "parameters": sum(layer["parameters"] for layer in layers),
             "layers": layers,
-            "filters": {"shape": list(filters.shape), "values": _rounded(filters, 4)},
+            "filters": None if filters is None else {"shape": list(filters.shape), "values": _rounded(filters, 4)},
         }
 
     def predict(self, payload: dict[str, Any]) -> bytes:
@@ -206,13 +196,12 @@ class InferenceService:
         if "png" in payload:
             try:
                 with self.decoding:
-                    x = p.preprocess(decode_image(payload["png"]))  # (1, H, W), pure: outside the lock
+                    x = p.preprocess(decode_image(payload["png"]))  # (1, H, W)
             except ValueError as exc:  # to_mnist: blank image
                 raise RequestError(422, str(exc)) from None
         else:
             x = parse_pixels(payload["pixels"], p.image_size)  # (1, H, W)
-        with self.lock:
-            probs, maps = p.analyse(x)  # (K,), [(label, (C, h, w))]: one forward pass
+        probs, maps = p.analyse(x)  # (K,), [(label, (C, h, w))]: one forward pass, no lock needed
         index = int(np.argmax(probs))
         result = {
             "prediction": p.classes[index],

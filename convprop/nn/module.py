@@ -158,8 +158,15 @@ class Module:
             yield from child.named_parameters(f"{prefix}{name}.")
 
     def parameters(self) -> list[Parameter]:
-        """Every parameter, in registration order (the order PyTorch's ``parameters()`` gives)."""
-        return [p for _, p in self.named_parameters()]
+        """Every parameter once, in registration order (the order PyTorch's ``parameters()`` gives): a
+        module instance used in two places (shared weights) contributes its parameters once."""
+        seen: set[int] = set()
+        unique = []
+        for _, p in self.named_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                unique.append(p)
+        return unique
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
         for name in self._buffers:

@@ -258,6 +258,7 @@ function showModel(model) {
     `convolutions with ${convs.join(" and ")} channels, ${model.parameters.toLocaleString("en")} parameters, ` +
     `${model.image_size.join(" × ")} input.`;
   buildBars(model.classes);
+  if (!model.filters) return; // a model without a convolution has no filters to draw
   const [O, C] = model.filters.shape;
   const root = $("filters");
   root.replaceChildren();
