@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from torch_reference import explicit_pads, rel_error, torch_conv2d
 
 import convprop
+from convprop.errors import ArgumentError
 from convprop.functional import ALGORITHMS, conv2d, conv2d_backward
 
 ALGOS = [*ALGORITHMS, "auto"]
@@ -70,7 +71,21 @@ def conv_cases(draw):
     return x, weight, bias, options, rng
 
 
+def refused(algorithm, x, weight, **options) -> bool:
+    """An explicit algorithm that cannot compute the shape is refused with the reason (asserted here),
+    never silently replaced: ``depthwise`` needs one input channel per group."""
+    if algorithm != "depthwise" or weight.shape[1] == 1:
+        return False
+    with pytest.raises(ArgumentError, match=r"algorithm='depthwise' cannot .* one input channel per group"):
+        conv2d(x, weight, algorithm=algorithm, **options)
+    with pytest.raises(ArgumentError, match=r"algorithm='depthwise' cannot"):
+        conv2d_backward(conv2d(x, weight, **options), x, weight, algorithm=algorithm, **options)
+    return True
+
+
 def check_against_torch(x, weight, bias, options, rng, algorithm):
+    if refused(algorithm, x, weight, **options):
+        return
     y = conv2d(x, weight, bias, algorithm=algorithm, **options)
     grad_output = rng.standard_normal(y.shape)
     ref_y, ref_dx, ref_dw, ref_db = torch_conv2d(x, weight, bias, grad_output, **options)
@@ -112,6 +127,8 @@ def test_stride_remainder_gets_zero_gradient(algorithm):
     # H = 8, K = 3, stride 2: windows start at rows 0, 2, 4 and end at row 6; row 7 is never read.
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal((1, 2, 8, 8)), rng.standard_normal((3, 2, 3, 3))
+    if refused(algorithm, x, w, stride=2):
+        return
     y = conv2d(x, w, stride=2, algorithm=algorithm)
     assert y.shape == (1, 3, 3, 3)
     dx, _, _ = conv2d_backward(np.ones_like(y), x, w, stride=2, algorithm=algorithm)
@@ -126,6 +143,8 @@ def test_dtype_is_preserved(algorithm, dtype):
     x = rng.standard_normal((2, 3, 7, 7)).astype(dtype)
     w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
     b = rng.standard_normal(4).astype(dtype)
+    if refused(algorithm, x, w, padding=1):
+        return
     y = conv2d(x, w, b, padding=1, algorithm=algorithm)
     grads = conv2d_backward(np.ones_like(y), x, w, padding=1, algorithm=algorithm)
     assert y.dtype == dtype and all(g.dtype == dtype for g in grads)
@@ -138,6 +157,8 @@ def test_dtype_is_preserved(algorithm, dtype):
 def test_unbatched_input(algorithm):
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((2, 6, 5)), rng.standard_normal((3, 2, 2, 2))
+    if refused(algorithm, x, w):
+        return
     y = conv2d(x, w, algorithm=algorithm)
     assert y.shape == (3, 5, 4)
     np.testing.assert_allclose(y, conv2d(x[None], w, algorithm=algorithm)[0], rtol=1e-12)
@@ -164,6 +185,8 @@ def test_gradcheck_finite_differences(algorithm, options):
     x = rng.standard_normal((2, 2, 7, 6))
     w = rng.standard_normal((4, 2 // options["groups"], 3, 2))
     b = rng.standard_normal(4)
+    if refused(algorithm, x, w, **options):
+        return
     result = convprop.gradcheck(
         lambda x, w, b: conv2d(x, w, b, algorithm=algorithm, **options),
         lambda g, x, w, b: conv2d_backward(g, x, w, algorithm=algorithm, **options),
@@ -207,6 +230,8 @@ def test_layer_context_path_equals_the_functional_path(algorithm, options):
         rng.standard_normal((4, 4 // options.get("groups", 1), 3, 3)),
         rng.standard_normal(4),
     )
+    if refused(algorithm, x, w, **options):
+        return
     y, context = conv2d_with_context(x, w, b, algorithm=algorithm, **options)
     np.testing.assert_allclose(y, conv2d(x, w, b, algorithm=algorithm, **options), rtol=1e-12, atol=1e-12)
     g = rng.standard_normal(y.shape)
@@ -234,6 +259,8 @@ def test_layer_context_path_in_float32_stays_close_to_float64_direct(algorithm, 
         rng.standard_normal((8, 4 // options.get("groups", 1), 3, 3)),
         rng.standard_normal(8),
     )
+    if refused(algorithm, x, w, **options):
+        return
     y64 = conv2d(x, w, b, algorithm="direct", **options)
     g = rng.standard_normal(y64.shape)
     ref = conv2d_backward(g, x, w, algorithm="direct", **options)

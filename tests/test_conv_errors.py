@@ -49,7 +49,11 @@ W = np.zeros((6, 4, 3, 3))
         (dict(stride=(1, 2, 3)), TypeError, r"got \(1, 2, 3\)"),
         (dict(padding=-1), ValueError, r"padding must be >= 0, got -1"),
         (dict(padding=(0, -2)), ValueError, r"padding must be >= 0, got \(0, -2\)"),
-        (dict(padding="full"), ValueError, r"padding must be an int, a pair of ints, 'same' or 'valid', got 'full'"),
+        (
+            dict(padding="full"),
+            ValueError,
+            r"padding must be an int, 2 ints, 2 \(before, after\) pairs, 'same' or 'valid', got 'full'",
+        ),
         (dict(padding_mode="mirror"), ValueError, r"padding_mode must be one of .*'zeros'.*got 'mirror'"),
         (
             dict(padding=8, padding_mode="reflect"),

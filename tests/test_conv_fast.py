@@ -2,8 +2,8 @@
 
 Every fast algorithm must agree with ``conv_direct`` (the specification) in float64 to rel. 1e-9,
 forward and every gradient, and stay within rel. 1e-4 of the float64 reference when run in
-float32. Geometries include the ones an algorithm does not handle itself and must hand on
-(``depthwise`` on grouped or dense convolutions), and small chunk budgets that split the batch.
+float32. An explicit algorithm that cannot compute a geometry (``depthwise`` on grouped or dense
+convolutions) must refuse it with the reason; small chunk budgets split the batch.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convprop.functional import conv_depthwise, conv_gemm, conv_im2col
-from convprop.functional.conv import ALGORITHMS, ConvGeometry, _choose, conv2d, conv2d_backward
+from convprop.errors import ArgumentError
+from convprop.functional import conv_depthwise, conv_gemm, conv_im2col, conv_memory
+from convprop.functional.conv import ALGORITHMS, _choose, conv2d, conv2d_backward
+from convprop.functional.conv_algorithm import ConvAlgorithm, ConvGeometry
+from convprop.functional.geometry import Window
 
 FAST = ["im2col", "gemm", "depthwise"]
 
@@ -61,6 +64,10 @@ def _rel(a, b):
 def assert_matches_direct(geometry, algorithm, dtype, tol):
     """Forward and all three gradients of ``algorithm`` in ``dtype`` vs direct in float64."""
     x, w, b, kwargs = _case(geometry, np.float64)
+    if algorithm == "depthwise" and w.shape[1] != 1:  # not depthwise: refused, saying why
+        with pytest.raises(ArgumentError, match=r"algorithm='depthwise' cannot .* one input channel per group"):
+            _all(x.astype(dtype), w.astype(dtype), b.astype(dtype), kwargs, algorithm)
+        return
     reference = _all(x, w, b, kwargs, "direct")
     got = _all(x.astype(dtype), w.astype(dtype), b.astype(dtype), kwargs, algorithm)
     for name, g, r in zip(("y", "dx", "dw", "db"), got, reference, strict=True):
@@ -81,14 +88,14 @@ def test_float32_within_1e4_of_float64_direct(algorithm, geometry):
     assert_matches_direct(geometry, algorithm, np.float32, 1e-4)
 
 
-@pytest.mark.parametrize("algorithm", FAST)
+@pytest.mark.parametrize("algorithm", ["im2col", "gemm"])
 def test_batch_split_into_chunks(algorithm, monkeypatch):
     """A tiny chunk budget (one image per chunk) gives the same answer as one chunk."""
     geometry = (5, 3, 8, 8, 4, 3, 2, 1, 1, 1, "zeros")
     x, w, b, kwargs = _case(geometry, np.float64)
     whole = _all(x, w, b, kwargs, algorithm)
-    monkeypatch.setattr(conv_im2col, "CHUNK_BYTES", 1)
-    assert len(list(conv_im2col.batch_chunks(5, 100))) == 5  # conv_gemm shares this chunking
+    monkeypatch.setattr(conv_memory, "CHUNK_BYTES", 1)
+    assert len(list(conv_memory.batch_chunks(5, 100))) == 5  # im2col and gemm share this chunking
     split = _all(x, w, b, kwargs, algorithm)
     for g, r in zip(split, whole, strict=True):
         assert _rel(g, r) < 1e-12
@@ -96,22 +103,24 @@ def test_batch_split_into_chunks(algorithm, monkeypatch):
 
 def test_chunks_cover_the_batch_once():
     for N, per_image, budget in [(10, 3, 7), (1, 100, 1), (64, 1, 10**9), (7, 10, 10)]:
-        chunks = list(conv_im2col.batch_chunks(N, per_image, budget))
+        chunks = list(conv_memory.batch_chunks(N, per_image, budget))
         assert [i for c in chunks for i in range(c.start, c.stop)] == list(range(N))
         assert all((c.stop - c.start) * per_image <= budget or c.stop - c.start == 1 for c in chunks)
 
 
 @pytest.mark.parametrize("algorithm", FAST)
 def test_unbatched_input(algorithm):
-    x, w, b, kwargs = _case(GEOMETRIES[0], np.float64)
+    x, w, b, kwargs = _case(GEOMETRIES[12 if algorithm == "depthwise" else 0], np.float64)
     got = _all(x[0], w, b, kwargs, algorithm)
     reference = _all(x[:1], w, b, kwargs, "direct")
     assert got[0].shape == reference[0].shape[1:]
     assert _rel(got[0], reference[0][0]) < 1e-9
 
 
-def _geometry(kernel, stride=(1, 1), dilation=(1, 1), groups=1, in_size=(8, 8)):
-    return ConvGeometry(in_size, kernel, stride, dilation, ((1, 1), (1, 1)), groups, "zeros")
+def _geometry(weight_shape, stride=(1, 1), dilation=(1, 1), groups=1, in_size=(8, 8)):
+    kernel = tuple(weight_shape[2:])
+    window = Window.fitted(in_size, kernel, stride, dilation, ((1, 1),) * len(kernel))
+    return ConvGeometry(window, groups, weight_shape[1] * groups, weight_shape[0])
 
 
 @pytest.mark.parametrize(
@@ -127,13 +136,51 @@ def _geometry(kernel, stride=(1, 1), dilation=(1, 1), groups=1, in_size=(8, 8)):
     ],
 )
 def test_auto_rules(weight_shape, groups, stride, expected):
-    geo = _geometry(weight_shape[2:], stride=stride, groups=groups)
-    assert _choose("auto", geo, weight_shape) is expected
+    geo = _geometry(weight_shape, stride=stride, groups=groups)
+    assert _choose("auto", geo) is expected
+
+
+@pytest.mark.parametrize(
+    "weight_shape, groups, expected",
+    [
+        ((4, 4, 3), 1, conv_gemm),  # 1-D dense
+        ((4, 1, 3), 4, conv_gemm),  # 1-D depthwise: the depthwise kernels are 2-D only
+        ((4, 1, 3, 3, 3), 4, conv_gemm),  # 3-D depthwise
+        ((4, 1, 3, 3, 3), 1, conv_im2col),  # 3-D, one input channel
+    ],
+)
+def test_auto_rules_in_1d_and_3d(weight_shape, groups, expected):
+    geo = _geometry(weight_shape, stride=(1,) * (len(weight_shape) - 2), dilation=(1,) * (len(weight_shape) - 2),
+                    groups=groups, in_size=(8,) * (len(weight_shape) - 2))  # fmt: skip
+    assert _choose("auto", geo) is expected
 
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_explicit_algorithm_is_used(name):
-    assert _choose(name, _geometry((3, 3)), (4, 4, 3, 3)) is ALGORITHMS[name]
+    depthwise = _geometry((4, 1, 3, 3), groups=4)  # every algorithm computes this one
+    assert _choose(name, depthwise) is ALGORITHMS[name]
+
+
+@pytest.mark.parametrize(
+    "weight_shape, groups, reason",
+    [
+        ((4, 4, 3, 3), 1, r"one input channel per group \(groups == in_channels\), got in_channels=4, groups=1"),
+        ((4, 2, 3, 3), 2, r"got in_channels=4, groups=2"),
+        ((4, 1, 3), 4, r"compiled for 2-D convolutions, this one has 1 spatial axes"),
+        ((4, 1, 3, 3, 3), 4, r"compiled for 2-D convolutions, this one has 3 spatial axes"),
+    ],
+)
+def test_explicit_algorithm_that_cannot_do_the_shape_is_refused(weight_shape, groups, reason):
+    n = len(weight_shape) - 2
+    geo = _geometry(weight_shape, stride=(1,) * n, dilation=(1,) * n, groups=groups, in_size=(8,) * n)
+    assert conv_depthwise.supports(geo) is not None
+    with pytest.raises(ArgumentError, match=r"algorithm='depthwise' cannot compute this convolution: .*" + reason):
+        _choose("depthwise", geo)
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_every_algorithm_satisfies_the_interface(name):
+    assert isinstance(ALGORITHMS[name], ConvAlgorithm)
 
 
 def test_new_algorithms_are_registered():

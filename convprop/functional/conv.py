@@ -1,135 +1,249 @@
-"""conv2d and its backward pass: validate the arguments, resolve the geometry, dispatch.
+"""conv1d, conv2d, conv3d and their backward passes: validate the arguments, resolve the geometry, dispatch.
 
 The arithmetic lives in the algorithm modules (``conv_direct``, the specification; ``conv_scipy``;
-``conv_im2col``; ``conv_gemm``; ``conv_depthwise``), each a forward/grad_input/grad_weight triple on
-an already padded input. This module owns what they share: argument checking,
-``int | pair | "same" | "valid"`` resolution, the padding modes and their adjoint, the bias,
-unbatched input, the choice for ``algorithm="auto"``, and the context a layer keeps between its
-forward and backward passes.
+``conv_im2col``; ``conv_gemm``; ``conv_depthwise``), each a :class:`~.conv_algorithm.ConvAlgorithm`
+computing forward/grad_input/grad_weight on an already padded input. This module owns what they share:
+argument checking, ``int | per axis | per side | "same" | "valid"`` resolution into one
+:class:`~.geometry.Window`, the padding modes and their adjoint, the bias, unbatched input, the
+choice for ``algorithm="auto"`` (and the refusal of an explicit algorithm that cannot do a shape),
+and the context a layer keeps between its forward and backward passes. The transposed convolutions
+(``conv_transpose.py``) reuse the same geometry, checks and algorithms.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
 
-from . import conv_depthwise, conv_direct, conv_gemm, conv_im2col, conv_scipy
+from ..errors import ArgumentError
+from . import conv_depthwise, conv_direct, conv_gemm, conv_im2col, conv_memory, conv_scipy
+from .conv_algorithm import ConvAlgorithm, ConvGeometry, SavesColumns
 from .geometry import (
-    Pads,
-    Pair,
+    AXIS_NAMES,
+    Window,
     check_padding_mode,
     check_pads_for_mode,
     dilated_size,
-    output_size,
+    ntuple,
     pad,
     pad_backward,
-    pair,
     resolve_padding,
 )
-from .validation import as_float_array, check_same_dtype
+from .validation import as_float_array, check_positive_int, check_same_dtype
 
-ALGORITHMS: dict[str, ModuleType] = {
+ALGORITHMS: dict[str, ConvAlgorithm] = {
     "direct": conv_direct,
     "scipy": conv_scipy,
     "im2col": conv_im2col,
     "gemm": conv_gemm,
     "depthwise": conv_depthwise,
 }
+KEEP_COLUMNS_BYTES = conv_memory.KEEP_COLUMNS_BYTES
+_KERNEL_LETTERS = {1: "kL", 2: "kH, kW", 3: "kD, kH, kW"}
 
 
-@dataclass(frozen=True)
-class ConvGeometry:
-    """Everything about a convolution's shape, resolved once and shared by forward and backward."""
-
-    in_size: Pair  # (H, W) before padding
-    kernel: Pair  # (KH, KW)
-    stride: Pair
-    dilation: Pair
-    pads: Pads  # ((top, bottom), (left, right))
-    groups: int
-    padding_mode: str
-
-    @property
-    def padded_size(self) -> Pair:
-        return tuple(self.in_size[a] + sum(self.pads[a]) for a in range(2))  # type: ignore[return-value]
-
-    @property
-    def out_size(self) -> Pair:
-        return tuple(
-            output_size(self.in_size[a], self.pads[a], self.kernel[a], self.stride[a], self.dilation[a])
-            for a in range(2)
-        )  # type: ignore[return-value]
+def check_algorithm(algorithm: object) -> str:
+    if algorithm != "auto" and algorithm not in ALGORITHMS:
+        raise ArgumentError(f"algorithm must be 'auto' or one of {tuple(ALGORITHMS)}, got {algorithm!r}")
+    return str(algorithm)
 
 
-def _resolve(x, weight, stride, padding, dilation, groups, padding_mode, algorithm):
-    """Validate every argument; return (x as 4-D, weight, geometry, algorithm module, unbatched)."""
+def spatial_shapes(x: np.ndarray, ndim: int, name: str) -> tuple[np.ndarray, bool]:
+    """x as (N, C, *spatial) with ``ndim`` spatial axes, and whether it was unbatched (C, *spatial)."""
+    letters = ", ".join(AXIS_NAMES[ndim]) if ndim in AXIS_NAMES else f"{ndim} spatial axes"
+    if x.ndim not in (ndim + 1, ndim + 2):
+        raise ArgumentError(
+            f"{name}: x must be (N, C_in, {letters}) or unbatched (C_in, {letters}), got shape {x.shape}"
+        )
+    return (x[None], True) if x.ndim == ndim + 1 else (x, False)
+
+
+def check_weight(weight: np.ndarray, ndim: int, name: str, layout: str) -> None:
+    """weight of rank ndim + 2, no empty axis; ``layout`` names its first two axes."""
+    if weight.ndim != ndim + 2:
+        raise ArgumentError(
+            f"{name}: weight must be ({layout}, {_KERNEL_LETTERS.get(ndim, '*kernel')}), got shape {weight.shape} "
+            f"({ndim + 2} axes expected)"
+        )
+    if min(weight.shape) < 1:
+        raise ArgumentError(f"{name}: weight must have no empty axes, got shape {weight.shape}")
+
+
+def check_groups(groups: object, counts: dict[str, int]) -> int:
+    """groups as a positive int dividing every channel count; ``counts`` maps a label (quoting the
+    value) to the count, e.g. ``{"in_channels (=4)": 4}``."""
+    groups = check_positive_int(groups, "groups")
+    for label, count in counts.items():
+        if count % groups:
+            raise ArgumentError(f"{label} must be divisible by groups (={groups})")
+    return groups
+
+
+def _resolve(x, weight, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name):
+    """Validate every argument; return (x batched, weight, geometry, algorithm, unbatched)."""
     x = as_float_array(x, "x")
     weight = as_float_array(weight, "weight")
-    if x.ndim not in (3, 4):
-        raise ValueError(f"x must be (N, C_in, H, W) or unbatched (C_in, H, W), got shape {x.shape}")
-    if weight.ndim != 4:
-        raise ValueError(f"weight must be (C_out, C_in/groups, kH, kW), got shape {weight.shape}")
-    unbatched = x.ndim == 3
-    if unbatched:
-        x = x[None]  # (1, C, H, W)
-    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
-    groups = int(groups)
+    check_weight(weight, ndim, name, "C_out, C_in/groups")
+    x, unbatched = spatial_shapes(x, ndim, name)
     C, O = x.shape[1], weight.shape[0]
-    if C % groups:
-        raise ValueError(f"in_channels (={C}) must be divisible by groups (={groups})")
-    if O % groups:
-        raise ValueError(f"out_channels (=weight.shape[0]={O}) must be divisible by groups (={groups})")
+    groups = check_groups(groups, {f"in_channels (={C})": C, f"out_channels (=weight.shape[0]={O})": O})
     if weight.shape[1] * groups != C:
-        raise ValueError(
+        raise ArgumentError(
             f"weight.shape[1] (={weight.shape[1]}) must be in_channels/groups (={C}/{groups}={C // groups}); "
             f"got x of shape {x.shape} and weight of shape {weight.shape}"
         )
-    if min(weight.shape) < 1 or min(x.shape[1:]) < 1:
-        raise ValueError(f"x and weight must have no empty axes (other than N), got x {x.shape}, weight {weight.shape}")
-    stride = pair(stride, "stride")
-    dilation = pair(dilation, "dilation")
+    if min(x.shape[1:]) < 1:
+        raise ArgumentError(f"x must have no empty axes (other than N), got shape {x.shape}")
+    stride, dilation = ntuple(stride, ndim, "stride"), ntuple(dilation, ndim, "dilation")
     check_padding_mode(padding_mode)
-    if algorithm != "auto" and algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be 'auto' or one of {tuple(ALGORITHMS)}, got {algorithm!r}")
-    kernel = weight.shape[2:]
-    in_size = x.shape[2:]
+    check_algorithm(algorithm)
+    kernel, in_size = weight.shape[2:], x.shape[2:]
     pads = resolve_padding(padding, in_size, kernel, stride, dilation)
     check_pads_for_mode(pads, in_size, padding_mode)
-    geo = ConvGeometry(in_size, kernel, stride, dilation, pads, groups, padding_mode)
-    for a, axis in enumerate("HW"):
+    geo = ConvGeometry(Window.fitted(in_size, kernel, stride, dilation, pads), groups, C, O, padding_mode)
+    for a in range(ndim):
         if geo.padded_size[a] < dilated_size(kernel[a], dilation[a]):
-            raise ValueError(
-                f"kernel (dilated size {dilated_size(kernel[a], dilation[a])} along {axis}) is larger than the "
-                f"padded input ({geo.padded_size[a]} = {in_size[a]} + pads {pads[a]}); "
+            raise ArgumentError(
+                f"kernel (dilated size {dilated_size(kernel[a], dilation[a])} along {AXIS_NAMES[ndim][a]}) is larger "
+                f"than the padded input ({geo.padded_size[a]} = {in_size[a]} + pads {pads[a]}); "
                 f"got x {x.shape}, weight {weight.shape}, dilation {dilation}, padding {padding!r}"
             )
-    return x, weight, geo, _choose(algorithm, geo, weight.shape), unbatched
+    return x, weight, geo, _choose(algorithm, geo), unbatched
 
 
-def _choose(algorithm: str, geo: ConvGeometry, weight_shape) -> ModuleType:
-    """The algorithm module to use; ``"auto"`` picks the fastest correct one for the shape.
+def _choose(algorithm: str, geo: ConvGeometry) -> ConvAlgorithm:
+    """The algorithm to use; ``"auto"`` picks the fastest correct one for the shape.
 
-    Rules for ``"auto"`` (measured with ``benchmarks/conv.py``, fp32, 2 threads, ratios to PyTorch):
+    An explicit ``algorithm`` that cannot compute the geometry is an error saying why (never a silent
+    substitute). Rules for ``"auto"`` (measured with ``benchmarks/conv.py``, fp32, 2 threads, ratios
+    to PyTorch):
 
-    1. depthwise — one input channel per group and more than one group (``weight_shape[1] == 1``,
-       ``groups > 1``) → ``conv_depthwise``: compiled loops; im2col's products degenerate to
-       (Og, KH·KW)·(KH·KW, P) and its time goes into unfolding (about 2× slower measured);
+    1. depthwise — 2-D, one input channel per group and more than one group → ``conv_depthwise``:
+       compiled loops; im2col's products degenerate to (Og, KH·KW)·(KH·KW, P) and its time goes into
+       unfolding (about 2× slower measured);
     2. a single input channel, dense (``C == 1``, ``groups == 1``) → ``conv_im2col``: with
        K = KH·KW tiny, NumPy's unfold is cheap and per-image products beat both the depthwise
        loops (8×) and ``conv_gemm``'s one large product, whose transposed copies dominate;
-    3. everything else → ``conv_gemm``: compiled unfold/col2im, one large product per chunk of
-       images; 1×1 stride-1 kernels as a plain matrix product with no unfolding.
+    3. everything else → ``conv_gemm``: one large product per chunk of images (compiled col2im in
+       2-D); 1×…×1 stride-1 kernels as a plain matrix product with no unfolding.
     """
     if algorithm != "auto":
-        return ALGORITHMS[algorithm]
-    if geo.groups > 1 and conv_depthwise.supports(weight_shape):
+        chosen = ALGORITHMS[algorithm]
+        reason = chosen.supports(geo)
+        if reason is not None:
+            raise ArgumentError(f"algorithm={algorithm!r} cannot compute this convolution: {reason}")
+        return chosen
+    if geo.groups > 1 and conv_depthwise.supports(geo) is None:
         return conv_depthwise
-    if geo.groups == 1 and weight_shape[1] == 1:
+    if geo.groups == 1 and geo.in_channels == 1:
         return conv_im2col
     return conv_gemm
+
+
+@dataclass
+class ConvContext:
+    """What the backward pass needs from a forward pass, kept by a convolution layer between the two:
+    the padded input (no second padding) and, when the algorithm can reuse them, the unfolded
+    columns (no second unfold)."""
+
+    geo: ConvGeometry
+    algo: ConvAlgorithm
+    weight: np.ndarray
+    xp: np.ndarray  # (N, C, *padded_size)
+    cols: np.ndarray | None  # the algorithm's saved columns, or None
+    unbatched: bool
+
+
+def check_bias(bias, channels: int) -> np.ndarray | None:
+    if bias is None:
+        return None
+    bias = as_float_array(bias, "bias")
+    if bias.shape != (channels,):
+        raise ArgumentError(f"bias must have shape (C_out,) = ({channels},), got {bias.shape}")
+    return bias
+
+
+def add_bias(y: np.ndarray, bias: np.ndarray | None) -> None:
+    """y[:, o] += bias[o] in place: one bias per output channel, broadcast over positions."""
+    if bias is not None:
+        y += bias.reshape(-1, *(1,) * (y.ndim - 2))  # (O, 1, ..., 1)
+
+
+def forward_nd(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, *, keep: bool, name):
+    """The convolution with ``ndim`` spatial axes; returns (y, context or None)."""
+    x, weight, geo, algo, unbatched = _resolve(
+        x, weight, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name
+    )
+    bias = check_bias(bias, weight.shape[0])
+    check_same_dtype(x=x, weight=weight, bias=bias)
+    xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
+    cols = None
+    if keep and isinstance(algo, SavesColumns):
+        y, cols = algo.forward_saving(xp, weight, geo, KEEP_COLUMNS_BYTES)
+    else:
+        y = algo.forward(xp, weight, geo)  # (N, O, *out_size)
+    add_bias(y, bias)
+    context = ConvContext(geo, algo, weight, xp, cols, unbatched) if keep else None
+    return (y[0] if unbatched else y), context
+
+
+def check_grad_output(grad_output, expected: tuple[int, ...], unbatched: bool) -> np.ndarray:
+    """grad_output as a float array of the forward output's ``expected`` (batched) shape → batched."""
+    grad_output = as_float_array(grad_output, "grad_output")
+    shown = expected[1:] if unbatched else expected
+    if grad_output.shape != shown:
+        raise ArgumentError(f"grad_output must have the output's shape {shown}, got {grad_output.shape}")
+    return grad_output[None] if unbatched else grad_output
+
+
+def backward_nd(ndim, grad_output, x, weight, stride, padding, dilation, groups, padding_mode, algorithm, *, name):
+    x, weight, geo, algo, unbatched = _resolve(
+        x, weight, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name
+    )
+    dy = check_grad_output(grad_output, (x.shape[0], weight.shape[0], *geo.out_size), unbatched)
+    check_same_dtype(grad_output=dy, x=x, weight=weight)
+    xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
+    return _backward(dy, ConvContext(geo, algo, weight, xp, None, unbatched))
+
+
+def conv_backward_from_context(grad_output, context: ConvContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``conv{1,2,3}d_backward`` for the forward pass that ``conv{1,2,3}d_with_context`` recorded."""
+    dy = _context_grad_output(grad_output, context)
+    return _backward(dy, context)
+
+
+def conv_param_grads_from_context(grad_output, context: ConvContext) -> tuple[np.ndarray, np.ndarray]:
+    """(grad_weight, grad_bias) of a recorded forward pass, without the input's gradient (for a
+    first layer, whose input is data)."""
+    return _param_grads(_context_grad_output(grad_output, context), context)
+
+
+def _context_grad_output(grad_output, context: ConvContext) -> np.ndarray:
+    expected = (context.xp.shape[0], context.weight.shape[0], *context.geo.out_size)
+    dy = check_grad_output(grad_output, expected, context.unbatched)
+    check_same_dtype(grad_output=dy, x=context.xp)
+    return dy
+
+
+def _backward(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    geo = ctx.geo
+    dxp = ctx.algo.grad_input(dy, ctx.weight, geo)  # (N, C, *padded_size)
+    dx = pad_backward(dxp, geo.in_size, geo.pads, geo.padding_mode)  # (N, C, *in_size)
+    dw, db = _param_grads(dy, ctx)
+    return (dx[0] if ctx.unbatched else dx), dw, db
+
+
+def _param_grads(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray]:
+    algo = ctx.algo
+    if ctx.cols is not None and isinstance(algo, SavesColumns):
+        dw = algo.grad_weight_saved(dy, ctx.cols, ctx.geo)
+    else:
+        dw = algo.grad_weight(dy, ctx.xp, ctx.geo)
+    return dw, dy.sum(axis=(0, *range(2, dy.ndim)))  # (O, C/G, *K), (O,)
+
+
+# ------------------------------------------------------------------------------------ the public functions
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
@@ -150,73 +264,49 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padd
 
     Args:
         stride, dilation: int or (h, w) pair, >= 1.
-        padding: int or (h, w) pair >= 0, ``"valid"`` (no padding) or ``"same"`` (output size
-            ceil(H / stride); with stride 1 exactly PyTorch's; with stride > 1 the Keras/TensorFlow
-            rule, the odd extra pixel at the bottom/right).
+        padding: int or (h, w) pair >= 0, per side ``((top, bottom), (left, right))``, ``"valid"``
+            (no padding) or ``"same"`` (output size ceil(H / stride); with stride 1 exactly PyTorch's;
+            with stride > 1 the Keras/TensorFlow rule, the odd extra pixel at the bottom/right).
         groups: divides both C and O; ``groups == C`` is a depthwise convolution.
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"`` (``nn.Conv2d``'s meaning).
         algorithm: ``"direct"`` (the reference loops), ``"scipy"`` (seed 000's per-channel correlations),
             ``"im2col"``, ``"gemm"`` (one large product per chunk of images), ``"depthwise"``
-            (compiled loops for one input channel per group) or ``"auto"`` (see ``_choose``).
+            (compiled loops for one input channel per group) or ``"auto"`` (see ``_choose``); an
+            algorithm that cannot compute the shape is an ``ArgumentError`` saying why.
     """
-    return _forward(x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, keep=False)[0]
+    return forward_nd(2, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, keep=False,
+                      name="conv2d")[0]  # fmt: skip
 
 
-@dataclass
-class ConvContext:
-    """What the backward pass needs from a forward pass, kept by ``nn.Conv2d`` between the two:
-    the padded input (no second padding) and, when the algorithm can reuse them, the unfolded
-    columns (no second unfold)."""
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
+    """1-D cross-correlation, as ``torch.nn.functional.conv1d``: :func:`conv2d` with one spatial axis::
 
-    geo: ConvGeometry
-    algo: ModuleType
-    weight: np.ndarray
-    xp: np.ndarray  # (N, C, H + pads, W + pads)
-    cols: np.ndarray | None  # the algorithm's saved columns, or None
-    unbatched: bool
+        y[n, o, i] = b[o] + Σ_{c in group(o)} Σ_k w[o, c, k] · x[n, g·Cg + c, i·s + k·d]
 
+    Shapes:
+        x: (N, C, L) or unbatched (C, L); weight: (O, C/groups, K); bias: (O,) or None
+        y: (N, O, OL), OL = floor((L + pad_before + pad_after - d·(K-1) - 1) / s) + 1
 
-KEEP_COLUMNS_BYTES = 256 << 20  # a layer keeps its unfolded input up to this size, else unfolds again
-
-
-def conv2d_with_context(
-    x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"
-) -> tuple[np.ndarray, ConvContext]:
-    """:func:`conv2d`, also returning a :class:`ConvContext` for :func:`conv2d_backward_from_context`.
-
-    Same arguments, same output; for layers that run forward then backward on the same input.
+    Args: as :func:`conv2d`, one value per argument (per side: ``((before, after),)``).
     """
-    return _forward(x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, keep=True)
+    return forward_nd(1, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, keep=False,
+                      name="conv1d")[0]  # fmt: skip
 
 
-def _forward(x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, keep: bool):
-    x4, weight, geo, algo, unbatched = _resolve(x, weight, stride, padding, dilation, groups, padding_mode, algorithm)
-    if bias is not None:
-        bias = as_float_array(bias, "bias")
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape (C_out,) = ({weight.shape[0]},), got {bias.shape}")
-    check_same_dtype(x=x4, weight=weight, bias=bias)
-    xp = pad(x4, geo.pads, geo.padding_mode)  # (N, C, H + pads, W + pads)
-    cols = None
-    if keep and hasattr(algo, "forward_saving"):
-        y, cols = algo.forward_saving(
-            xp, weight, geo.stride, geo.dilation, geo.groups, geo.out_size, KEEP_COLUMNS_BYTES
-        )
-    else:
-        y = algo.forward(xp, weight, geo.stride, geo.dilation, geo.groups, geo.out_size)  # (N, O, OH, OW)
-    if bias is not None:
-        y += bias[:, None, None]  # one bias per output channel, broadcast over positions
-    context = ConvContext(geo, algo, weight, xp, cols, unbatched) if keep else None
-    return (y[0] if unbatched else y), context
+def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
+    """3-D cross-correlation, as ``torch.nn.functional.conv3d``: :func:`conv2d` with three spatial axes::
 
+        y[n, o, i, j, l] = b[o] + Σ_{c in group(o)} Σ_{t} w[o, c, t] · x[n, g·Cg + c, (i, j, l)·s + t·d]
 
-def _check_grad_output(grad_output, N: int, weight: np.ndarray, geo: ConvGeometry, unbatched: bool) -> np.ndarray:
-    grad_output = as_float_array(grad_output, "grad_output")
-    expected = (N, weight.shape[0], *geo.out_size)
-    shown = expected[1:] if unbatched else expected
-    if grad_output.shape != shown:
-        raise ValueError(f"grad_output must have the output's shape {shown}, got {grad_output.shape}")
-    return grad_output[None] if unbatched else grad_output  # (N, O, OH, OW)
+    Shapes:
+        x: (N, C, D, H, W) or unbatched (C, D, H, W); weight: (O, C/groups, KD, KH, KW); bias: (O,) or None
+        y: (N, O, OD, OH, OW), each as in :func:`conv2d`
+
+    Args: as :func:`conv2d`, a triple per argument (per side: three ``(before, after)`` pairs). The
+        ``depthwise`` kernels are 2-D only: ``algorithm="depthwise"`` is refused here.
+    """
+    return forward_nd(3, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, keep=False,
+                      name="conv3d")[0]  # fmt: skip
 
 
 def conv2d_backward(
@@ -239,40 +329,60 @@ def conv2d_backward(
         grad_output: (N, O, OH, OW) (unbatched: (O, OH, OW)), the shape conv2d returned
         returns (grad_input like x, grad_weight like weight, grad_bias (O,))
     """
-    x4, weight, geo, algo, unbatched = _resolve(x, weight, stride, padding, dilation, groups, padding_mode, algorithm)
-    dy = _check_grad_output(grad_output, x4.shape[0], weight, geo, unbatched)
-    check_same_dtype(grad_output=dy, x=x4, weight=weight)
-    xp = pad(x4, geo.pads, geo.padding_mode)  # (N, C, H + pads, W + pads)
-    return _backward(dy, ConvContext(geo, algo, weight, xp, None, unbatched))
+    return backward_nd(2, grad_output, x, weight, stride, padding, dilation, groups, padding_mode, algorithm,
+                       name="conv2d_backward")  # fmt: skip
 
 
-def conv2d_backward_from_context(grad_output, context: ConvContext):
-    """:func:`conv2d_backward` for the forward pass that :func:`conv2d_with_context` recorded."""
-    dy = _check_grad_output(grad_output, context.xp.shape[0], context.weight, context.geo, context.unbatched)
-    check_same_dtype(grad_output=dy, x=context.xp)
-    return _backward(dy, context)
+def conv1d_backward(
+    grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"
+):
+    """Gradients of :func:`conv1d`, :func:`conv2d_backward`'s formulas on one axis::
+
+        dx_padded[n, c, i·s + k·d] += Σ_{o in group(c)} w[o, c, k] · δ[n, o, i]
+        dw[o, c, k] = Σ_{n, i} δ[n, o, i] · x[n, g·Cg + c, i·s + k·d]          db[o] = Σ_{n, i} δ[n, o, i]
+
+    Shapes:
+        grad_output: (N, O, OL) (unbatched: (O, OL)); returns (grad_input like x, grad_weight, grad_bias (O,))
+    """
+    return backward_nd(1, grad_output, x, weight, stride, padding, dilation, groups, padding_mode, algorithm,
+                       name="conv1d_backward")  # fmt: skip
 
 
-def conv2d_param_grads_from_context(grad_output, context: ConvContext) -> tuple[np.ndarray, np.ndarray]:
-    """(grad_weight, grad_bias) of a recorded forward pass, without the input's gradient (for a
-    first layer, whose input is data)."""
-    dy = _check_grad_output(grad_output, context.xp.shape[0], context.weight, context.geo, context.unbatched)
-    check_same_dtype(grad_output=dy, x=context.xp)
-    return _param_grads(dy, context)
+def conv3d_backward(
+    grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"
+):
+    """Gradients of :func:`conv3d`, :func:`conv2d_backward`'s formulas on three axes.
+
+    Shapes:
+        grad_output: (N, O, OD, OH, OW) (unbatched: (O, OD, OH, OW));
+        returns (grad_input like x, grad_weight like weight, grad_bias (O,))
+    """
+    return backward_nd(3, grad_output, x, weight, stride, padding, dilation, groups, padding_mode, algorithm,
+                       name="conv3d_backward")  # fmt: skip
 
 
-def _backward(dy: np.ndarray, ctx: ConvContext):
-    geo, algo = ctx.geo, ctx.algo
-    dxp = algo.grad_input(dy, ctx.weight, geo.padded_size, geo.stride, geo.dilation, geo.groups)
-    dx = pad_backward(dxp, geo.in_size, geo.pads, geo.padding_mode)  # (N, C, H, W)
-    dw, db = _param_grads(dy, ctx)
-    return (dx[0] if ctx.unbatched else dx), dw, db
+def conv2d_with_context(
+    x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"
+) -> tuple[np.ndarray, ConvContext]:
+    """:func:`conv2d`, also returning a :class:`ConvContext` for :func:`conv2d_backward_from_context`.
+
+    Same arguments, same output; for layers that run forward then backward on the same input.
+    """
+    y, context = forward_nd(2, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
+                            keep=True, name="conv2d")  # fmt: skip
+    assert context is not None  # keep=True always records one
+    return y, context
 
 
-def _param_grads(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray]:
-    geo, algo = ctx.geo, ctx.algo
-    if ctx.cols is not None:
-        dw = algo.grad_weight_saved(dy, ctx.cols, geo.kernel, geo.groups)
-    else:
-        dw = algo.grad_weight(dy, ctx.xp, geo.kernel, geo.stride, geo.dilation, geo.groups)
-    return dw, dy.sum(axis=(0, 2, 3))  # (O, C/G, KH, KW), (O,)
+def conv_with_context(
+    x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto", *, ndim
+) -> tuple[np.ndarray, ConvContext]:
+    """:func:`conv2d_with_context` for ``ndim`` spatial axes (1, 2 or 3: conv1d, conv2d, conv3d)."""
+    y, context = forward_nd(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
+                            keep=True, name=f"conv{ndim}d")  # fmt: skip
+    assert context is not None  # keep=True always records one
+    return y, context
+
+
+conv2d_backward_from_context = conv_backward_from_context  # the 2-D names layers have always used
+conv2d_param_grads_from_context = conv_param_grads_from_context

@@ -14,8 +14,9 @@ a (possibly strided) view of the input row; the 3×3 stride-1 case is written ou
 it vectorises. Sums may be reordered (``fastmath`` with "reassoc" only: NaN and inf still behave),
 and grad_weight's sums accumulate in float64 across images. The kernels are
 single-threaded: numba's parallel loops measured slower on the 2-core benchmark machine, where
-their spinning OpenMP threads compete with BLAS and PyTorch. Geometries with more than one input
-channel per group fall back to ``conv_gemm``.
+their spinning OpenMP threads compete with BLAS and PyTorch. The kernels are compiled for 2-D
+convolutions with one input channel per group; ``supports`` refuses anything else (with the reason),
+and ``algorithm="auto"`` never picks them for it.
 Letters as in ``conv_direct``.
 """
 
@@ -24,16 +25,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from . import conv_gemm
-from .geometry import Pair
+from .conv_algorithm import ConvGeometry
 
 # Only let sums be reordered (so they vectorise): no assumptions about NaN or inf, unlike fastmath=True.
 REASSOCIATE = {"reassoc", "contract"}
 
 
-def supports(weight_shape) -> bool:
-    """One input channel per group (``weight.shape[1] == 1``): what these kernels compute."""
-    return weight_shape[1] == 1
+def supports(geo: ConvGeometry) -> str | None:
+    """2-D, one input channel per group (``weight.shape[1] == 1``): what these kernels compute."""
+    if geo.ndim != 2:
+        return f"the depthwise kernels are compiled for 2-D convolutions, this one has {geo.ndim} spatial axes"
+    if geo.in_channels != geo.groups:
+        return (
+            f"the depthwise kernels need one input channel per group (groups == in_channels), "
+            f"got in_channels={geo.in_channels}, groups={geo.groups}"
+        )
+    return None
 
 
 @njit(cache=True, fastmath=REASSOCIATE)
@@ -106,8 +113,8 @@ def _grad_weight(dy, x, sh, sw, dh, dw, dwt):  # pragma: no cover - compiled
 # pay for its setup. Each output row reads three input rows at offsets 0, 1, 2.
 
 
-def _is_3x3(weight_shape, stride: Pair, dilation: Pair) -> bool:
-    return tuple(weight_shape[1:]) == (1, 3, 3) and stride == (1, 1) and dilation == (1, 1)
+def _is_3x3(geo: ConvGeometry) -> bool:
+    return geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1)
 
 
 @njit(cache=True)
@@ -197,44 +204,34 @@ def _grad_weight_3x3(dy, x, dwt):  # pragma: no cover - compiled
                 dwt[o, 0, a, b] = acc[o, a, b]
 
 
-def forward(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, groups: int, out_size: Pair) -> np.ndarray:
+def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """y[n, o] = Σ_{kh, kw} w[o, 0, kh, kw] · (shifted plane of x[n, c(o)])."""
-    if not supports(weight.shape):
-        return conv_gemm.forward(x, weight, stride, dilation, groups, out_size)
-    y = np.empty((x.shape[0], weight.shape[0], *out_size), dtype=x.dtype)  # (N, O, OH, OW)
-    if _is_3x3(weight.shape, stride, dilation):
+    y = np.empty((x.shape[0], weight.shape[0], *geo.out_size), dtype=x.dtype)  # (N, O, OH, OW)
+    if _is_3x3(geo):
         _correlate_3x3(x, weight, y, False, weight.shape[0] // x.shape[1], False)
     else:
-        _forward(x, weight, *stride, *dilation, y)
+        _forward(x, weight, *geo.stride, *geo.dilation, y)
     return y
 
 
-def grad_input(
-    grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int
-) -> np.ndarray:
+def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """Each (n, c) plane gathers w-weighted δ planes of its Og output channels at every kernel offset."""
-    if not supports(weight.shape):
-        return conv_gemm.grad_input(grad_output, weight, in_size, stride, dilation, groups)
+    in_size, groups = geo.padded_size, geo.groups
     dx = np.zeros((grad_output.shape[0], groups, *in_size), dtype=grad_output.dtype)  # (N, C, H, W)
-    if _is_3x3(weight.shape, stride, dilation) and in_size == tuple(n + 2 for n in grad_output.shape[2:]):
+    if _is_3x3(geo) and in_size == tuple(n + 2 for n in grad_output.shape[2:]):
         # stride 1: dx is the full correlation of δ with the kernel rotated by 180° (docs/convolution.md)
         dyp = np.pad(grad_output, [(0, 0), (0, 0), (2, 2), (2, 2)])  # (N, O, OH + 4, OW + 4)
         _correlate_3x3(dyp, weight, dx, True, -(weight.shape[0] // groups), True)
     else:
-        _grad_input(grad_output, weight, *stride, *dilation, dx)
+        _grad_input(grad_output, weight, *geo.stride, *geo.dilation, dx)
     return dx
 
 
-def grad_weight(
-    grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int
-) -> np.ndarray:
+def grad_weight(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """dw[o, 0, kh, kw] = Σ_{n, i, j} δ[n, o, i, j] · (shifted plane of x[n, c(o)])."""
-    O = grad_output.shape[1]
-    if x.shape[1] // groups != 1:  # more than one input channel per group
-        return conv_gemm.grad_weight(grad_output, x, kernel, stride, dilation, groups)
-    dw = np.empty((O, 1, *kernel), dtype=grad_output.dtype)  # (O, 1, KH, KW)
-    if _is_3x3(dw.shape, stride, dilation):
+    dw = np.empty((grad_output.shape[1], 1, *geo.kernel), dtype=grad_output.dtype)  # (O, 1, KH, KW)
+    if _is_3x3(geo):
         _grad_weight_3x3(grad_output, x, dw)
     else:
-        _grad_weight(grad_output, x, *stride, *dilation, dw)
+        _grad_weight(grad_output, x, *geo.stride, *geo.dilation, dw)
     return dw

@@ -3,89 +3,89 @@
 This module is the *specification*. It is deliberately not optimised: every other algorithm is
 tested against it, forward and every gradient. It generalises seed 002's single-channel loops
 (``H[h, w] = sum(X[h:h+f, w:w+f] * W)``, ``dX[window] += W * dH[h, w]``, ``dW += X[window] * dH[h, w]``)
-to batches, channels, stride, dilation and groups.
+to batches, channels, stride, dilation, groups and any number of spatial axes.
 
 All three functions work on an input that is *already padded* (padding is resolved and applied by
-``conv.py``). Letters: N batch, C input channels, H/W padded input size, O output channels,
-KH/KW kernel size, OH/OW output size, G groups, Cg = C/G and Og = O/G channels per group.
+``conv.py``). Letters: N batch, C input channels, S = (S_1, .., S_n) padded input size, O output
+channels, K = (K_1, .., K_n) kernel size, Q = (Q_1, .., Q_n) output size, G groups, Cg = C/G and
+Og = O/G channels per group; q, t are multi-indices over Q and K.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .geometry import Pair
+from .conv_algorithm import ConvGeometry
 
 
-def _window(oh: int, ow: int, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[slice, slice]:
-    """Rows and columns of the input that output pixel (oh, ow) reads: taps h0, h0+d, ..."""
-    h0, w0 = oh * stride[0], ow * stride[1]
-    return (
-        slice(h0, h0 + dilation[0] * (kernel[0] - 1) + 1, dilation[0]),
-        slice(w0, w0 + dilation[1] * (kernel[1] - 1) + 1, dilation[1]),
+def supports(geo: ConvGeometry) -> str | None:
+    """The specification computes every geometry."""
+    return None
+
+
+def _window(q: tuple[int, ...], geo: ConvGeometry) -> tuple[slice, ...]:
+    """The padded input positions output position q reads, per axis: q·s, q·s + d, ..., q·s + (K-1)·d."""
+    return tuple(
+        slice(i * s, i * s + d * (k - 1) + 1, d)
+        for i, k, s, d in zip(q, geo.kernel, geo.stride, geo.dilation, strict=True)
     )
 
 
-def forward(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, groups: int, out_size: Pair) -> np.ndarray:
-    """y[n, o, oh, ow] = Σ_{c in group(o)} Σ_{kh, kw} w[o, c, kh, kw] · x[n, c, oh·s_h + kh·d_h, ow·s_w + kw·d_w]."""
-    N, _C = x.shape[:2]
-    O, Cg, KH, KW = weight.shape
-    Og = O // groups
-    y = np.zeros((N, O, *out_size), dtype=x.dtype)
-    for g in range(groups):
-        xg = x[:, g * Cg : (g + 1) * Cg]  # (N, Cg, H, W)
-        wg = weight[g * Og : (g + 1) * Og]  # (Og, Cg, KH, KW)
-        for oh in range(out_size[0]):
-            for ow in range(out_size[1]):
-                rows, cols = _window(oh, ow, (KH, KW), stride, dilation)
-                patch = xg[:, :, rows, cols]  # (N, Cg, KH, KW)
-                y[:, g * Og : (g + 1) * Og, oh, ow] = np.einsum(
-                    "nckl,ockl->no", patch, wg
-                )  # (N, Cg, KH, KW)·(Og, Cg, KH, KW) → (N, Og)
+def _channel_axes(n: int) -> tuple[list[int], list[int]]:
+    """tensordot axes pairing (Cg, *K) of a (N, Cg, *K) patch with (Cg, *K) of an (Og, Cg, *K) kernel."""
+    return list(range(1, n + 2)), list(range(1, n + 2))
+
+
+def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """y[n, o, q] = Σ_{c in group(o)} Σ_t w[o, c, t] · x[n, c, q·s + t·d]."""
+    N, G = x.shape[0], geo.groups
+    O, Cg = weight.shape[:2]
+    Og = O // G
+    y = np.zeros((N, O, *geo.out_size), dtype=x.dtype)
+    for g in range(G):
+        xg = x[:, g * Cg : (g + 1) * Cg]  # (N, Cg, *S)
+        wg = weight[g * Og : (g + 1) * Og]  # (Og, Cg, *K)
+        for q in np.ndindex(*geo.out_size):
+            patch = xg[(slice(None), slice(None), *_window(q, geo))]  # (N, Cg, *K)
+            y[(slice(None), slice(g * Og, (g + 1) * Og), *q)] = np.tensordot(
+                patch, wg, axes=_channel_axes(geo.ndim)
+            )  # (N, Cg, *K)·(Og, Cg, *K) → (N, Og)
     return y
 
 
-def grad_input(
-    grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int
-) -> np.ndarray:
-    """dx[n, c, oh·s_h + kh·d_h, ow·s_w + kw·d_w] += Σ_{o in group(c)} w[o, c, kh, kw] · dy[n, o, oh, ow].
+def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """dx[n, c, q·s + t·d] += Σ_{o in group(c)} w[o, c, t] · dy[n, o, q].
 
-    Every output pixel scatters its gradient back over the window it read (seed 002's
-    ``dX[h:h+f, w:w+f] += W * dH[h, w]``). Input pixels that no window reads — the remainder
-    rows/columns a stride leaves — keep a zero gradient.
+    Every output position scatters its gradient back over the window it read (seed 002's
+    ``dX[h:h+f, w:w+f] += W * dH[h, w]``). Input positions that no window reads — the remainder
+    a stride leaves — keep a zero gradient.
     """
-    N, O, OH, OW = grad_output.shape
-    _, Cg, KH, KW = weight.shape
-    Og = O // groups
-    dx = np.zeros((N, Cg * groups, *in_size), dtype=grad_output.dtype)
-    for g in range(groups):
-        wg = weight[g * Og : (g + 1) * Og]  # (Og, Cg, KH, KW)
-        for oh in range(OH):
-            for ow in range(OW):
-                rows, cols = _window(oh, ow, (KH, KW), stride, dilation)
-                dy = grad_output[:, g * Og : (g + 1) * Og, oh, ow]  # (N, Og)
-                dx[:, g * Cg : (g + 1) * Cg, rows, cols] += np.einsum(
-                    "no,ockl->nckl", dy, wg
-                )  # (N, Og)·(Og, Cg, KH, KW) → (N, Cg, KH, KW)
+    N, G = grad_output.shape[0], geo.groups
+    O, Cg = weight.shape[:2]
+    Og = O // G
+    dx = np.zeros((N, Cg * G, *geo.padded_size), dtype=grad_output.dtype)
+    for g in range(G):
+        wg = weight[g * Og : (g + 1) * Og]  # (Og, Cg, *K)
+        for q in np.ndindex(*geo.out_size):
+            dy = grad_output[(slice(None), slice(g * Og, (g + 1) * Og), *q)]  # (N, Og)
+            dx[(slice(None), slice(g * Cg, (g + 1) * Cg), *_window(q, geo))] += np.tensordot(
+                dy, wg, axes=([1], [0])
+            )  # (N, Og)·(Og, Cg, *K) → (N, Cg, *K)
     return dx
 
 
-def grad_weight(
-    grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int
-) -> np.ndarray:
-    """dw[o, c, kh, kw] = Σ_{n, oh, ow} dy[n, o, oh, ow] · x[n, g·Cg + c, oh·s_h + kh·d_h, ow·s_w + kw·d_w].
+def grad_weight(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """dw[o, c, t] = Σ_{n, q} dy[n, o, q] · x[n, g·Cg + c, q·s + t·d].
 
     Seed 002's ``dW += X[window] * dH[h, w]``, summed over the batch as well.
     """
-    _N, O, OH, OW = grad_output.shape
-    Cg = x.shape[1] // groups
-    Og = O // groups
-    dw = np.zeros((O, Cg, *kernel), dtype=grad_output.dtype)
-    for g in range(groups):
-        xg = x[:, g * Cg : (g + 1) * Cg]  # (N, Cg, H, W)
-        for oh in range(OH):
-            for ow in range(OW):
-                rows, cols = _window(oh, ow, kernel, stride, dilation)
-                dy = grad_output[:, g * Og : (g + 1) * Og, oh, ow]  # (N, Og)
-                dw[g * Og : (g + 1) * Og] += np.einsum("no,nckl->ockl", dy, xg[:, :, rows, cols])  # → (Og, Cg, KH, KW)
+    G, O = geo.groups, grad_output.shape[1]
+    Cg, Og = x.shape[1] // G, O // G
+    dw = np.zeros((O, Cg, *geo.kernel), dtype=grad_output.dtype)
+    for g in range(G):
+        xg = x[:, g * Cg : (g + 1) * Cg]  # (N, Cg, *S)
+        for q in np.ndindex(*geo.out_size):
+            dy = grad_output[(slice(None), slice(g * Og, (g + 1) * Og), *q)]  # (N, Og)
+            patch = xg[(slice(None), slice(None), *_window(q, geo))]  # (N, Cg, *K)
+            dw[g * Og : (g + 1) * Og] += np.tensordot(dy, patch, axes=([0], [0]))  # → (Og, Cg, *K)
     return dw

@@ -18,26 +18,31 @@ the data movement around them, each choice measured with ``benchmarks/conv.py`` 
   the whole batch.
 - A layer can keep the whole batch's columns from the forward pass (``forward_saving``) and hand
   them to ``grad_weight_saved``: one unfold per training step instead of two.
-- 1×1 kernels with stride 1 need no unfolding: ``conv_im2col``'s pure matrix product is used.
+- 1×1 kernels with stride 1 need no unfolding: ``conv_pointwise``'s plain matrix product.
 
-The batch is processed a chunk at a time (``conv_im2col.batch_chunks``), so the unfolded buffer
-stays within ``conv_im2col.CHUNK_BYTES`` and within the bytes of input + output together (at least
+The batch is processed a chunk at a time (``conv_memory.batch_chunks``), so the unfolded buffer
+stays within ``conv_memory.CHUNK_BYTES`` and within the bytes of input + output together (at least
 one image): ``benchmarks/memory.py`` keeps forward + backward under 4× input + output + weight.
-Letters as in ``conv_direct``; Kg = Cg·KH·KW, P = OH·OW.
+
+Any number of spatial axes: the unfold is the same strided copy of the n-D window view; col2im is
+compiled for 2-D and is ``geometry.scatter_windows`` (one slice-add per tap) otherwise.
+Letters as in ``conv_direct``; Kg = Cg·K_1···K_n, P = Q_1···Q_n (2-D: KH, KW, OH, OW).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
-from . import conv_im2col
-from .conv_im2col import batch_chunks
-from .geometry import Pair, windows
+from . import conv_memory, conv_pointwise
+from .conv_algorithm import ConvGeometry
+from .geometry import scatter_windows, windows
 
 
 @njit(cache=True)
-def _col2im(cols, n0, sh, sw, dh, dw, dx):  # pragma: no cover - compiled
+def _col2im_2d(cols, n0, sh, sw, dh, dw, dx):  # pragma: no cover - compiled
     """dx[n0 + i, c, oh·sh + kh·dh, ow·sw + kw·dw] += cols[c, kh, kw, i, oh, ow]: the unfold's adjoint."""
     C, KH, KW, n, OH, OW = cols.shape
     for i in range(n):
@@ -52,7 +57,7 @@ def _col2im(cols, n0, sh, sw, dh, dw, dx):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _col2im_unit(cols, n0, dx):  # pragma: no cover - compiled
-    """:func:`_col2im` for stride 1 and no dilation: the index ``ow + kw`` is contiguous, so the
+    """:func:`_col2im_2d` for stride 1 and no dilation: the index ``ow + kw`` is contiguous, so the
     inner loop vectorises (about 2.3× faster). Same additions in the same order."""
     C, KH, KW, n, OH, OW = cols.shape
     for i in range(n):
@@ -67,37 +72,46 @@ def _col2im_unit(cols, n0, dx):  # pragma: no cover - compiled
                             row[ow + kw] += s[ow]
 
 
-def _budget(N: int, C: int, in_size: Pair, O: int, out_size: Pair, itemsize: int) -> int:
-    """Bytes the unfolded chunk may hold: ``CHUNK_BYTES``, but never more than input + output together."""
-    in_out = N * (C * in_size[0] * in_size[1] + O * out_size[0] * out_size[1]) * itemsize
-    return min(conv_im2col.CHUNK_BYTES, in_out)
+def supports(geo: ConvGeometry) -> str | None:
+    """Any number of spatial axes (col2im is compiled for 2-D, NumPy slices otherwise)."""
+    return None
 
 
-def unfold(
-    x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_size: Pair, out: np.ndarray | None = None
-) -> np.ndarray:
-    """K-major columns of x: (n, C, H, W) → (C, KH, KW, n, OH, OW), one strided NumPy copy.
+def unfold(x: np.ndarray, geo: ConvGeometry, out: np.ndarray | None = None) -> np.ndarray:
+    """K-major columns of x: (n, C, *S) → (C, *K, n, *Q), one strided NumPy copy.
 
     (NumPy's copy of the transposed window view measured 2× faster than a compiled loop here.)
     """
-    view = windows(x, kernel, stride, dilation, out_size).transpose(1, 2, 3, 0, 4, 5)  # (C, KH, KW, n, OH, OW) view
+    d = geo.ndim
+    view = windows(x, geo.kernel, geo.stride, geo.dilation, geo.out_size)  # (n, C, *K, *Q) view
+    view = view.transpose(1, *range(2, 2 + d), 0, *range(2 + d, 2 + 2 * d))  # (C, *K, n, *Q) view
     if out is None:
         out = np.empty(view.shape, dtype=x.dtype)
     np.copyto(out, view)
     return out
 
 
-def _unfold_chunks(x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_size: Pair, O: int):
-    """Yield (chunk, cols): cols the (C, KH, KW, n, OH, OW) unfolding of x[chunk], in one reused buffer."""
+def _per_image(C: int, geo: ConvGeometry) -> int:
+    """Values one image's columns hold: C·K_1···K_n·Q_1···Q_n."""
+    return C * math.prod(geo.kernel) * math.prod(geo.out_size)
+
+
+def _chunks(N: int, C: int, O: int, geo: ConvGeometry, itemsize: int):
+    budget = conv_memory.unfold_budget(N, C, geo.padded_size, O, geo.out_size, itemsize)
+    return conv_memory.batch_chunks(N, _per_image(C, geo) * itemsize, budget)
+
+
+def _unfold_chunks(x: np.ndarray, geo: ConvGeometry, O: int):
+    """Yield (chunk, cols): cols the (C, *K, n, *Q) unfolding of x[chunk], in one reused buffer."""
     N, C = x.shape[:2]
-    per_image = C * kernel[0] * kernel[1] * out_size[0] * out_size[1] * x.itemsize
+    per_image = _per_image(C, geo)
     buffer = None
-    for chunk in batch_chunks(N, per_image, _budget(N, C, x.shape[2:], O, out_size, x.itemsize)):
+    for chunk in _chunks(N, C, O, geo, x.itemsize):
         n = chunk.stop - chunk.start
         if buffer is None:
-            buffer = np.empty(C * kernel[0] * kernel[1] * n * out_size[0] * out_size[1], dtype=x.dtype)
-        cols = buffer[: per_image // x.itemsize * n].reshape(C, *kernel, n, *out_size)  # (C, KH, KW, n, OH, OW)
-        yield chunk, unfold(x[chunk], kernel, stride, dilation, out_size, out=cols)
+            buffer = np.empty(per_image * n, dtype=x.dtype)
+        cols = buffer[: per_image * n].reshape(C, *geo.kernel, n, *geo.out_size)  # (C, *K, n, *Q)
+        yield chunk, unfold(x[chunk], geo, out=cols)
 
 
 def _forward_cols(cols: np.ndarray, w: np.ndarray, groups: int, y: np.ndarray, chunk: slice) -> None:
@@ -118,88 +132,89 @@ def _grad_weight_cols(dy: np.ndarray, cols: np.ndarray, dwT: np.ndarray, groups:
         dwT[g] += cols[g] @ dyT[:, g]  # (Kg, n·P)·(n·P, Og) → (Kg, Og)
 
 
-def forward(x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, groups: int, out_size: Pair) -> np.ndarray:
+def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """Y = W̃ · X̃ per group, one (Og, Kg)·(Kg, n·P) product per chunk."""
-    O, Cg, KH, KW = weight.shape
-    if conv_im2col.is_pointwise((KH, KW), stride):
-        return conv_im2col.forward(x, weight, stride, dilation, groups, out_size)
-    N = x.shape[0]
-    w = weight.reshape(groups, O // groups, Cg * KH * KW)  # (G, Og, Kg)
-    y = np.empty((N, groups, O // groups, out_size[0] * out_size[1]), dtype=x.dtype)  # (N, G, Og, P)
-    for chunk, cols in _unfold_chunks(x, (KH, KW), stride, dilation, out_size, O):
-        _forward_cols(cols, w, groups, y, chunk)
-    return y.reshape(N, O, *out_size)  # (N, O, OH, OW)
+    if conv_pointwise.applies(geo):
+        return conv_pointwise.forward(x, weight, geo)
+    N, G, O = x.shape[0], geo.groups, weight.shape[0]
+    w = weight.reshape(G, O // G, -1)  # (G, Og, Kg)
+    y = np.empty((N, G, O // G, math.prod(geo.out_size)), dtype=x.dtype)  # (N, G, Og, P)
+    for chunk, cols in _unfold_chunks(x, geo, O):
+        _forward_cols(cols, w, G, y, chunk)
+    return y.reshape(N, O, *geo.out_size)  # (N, O, *Q)
 
 
 def forward_saving(
-    x: np.ndarray, weight: np.ndarray, stride: Pair, dilation: Pair, groups: int, out_size: Pair, max_bytes: int
+    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, max_bytes: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`forward`, also returning the whole batch's columns for :func:`grad_weight_saved` when
     they fit in ``max_bytes`` (a layer keeps them between forward and backward: one unfold, not two)."""
-    O, Cg, KH, KW = weight.shape
-    N = x.shape[0]
-    if (
-        conv_im2col.is_pointwise((KH, KW), stride)
-        or N * Cg * groups * KH * KW * out_size[0] * out_size[1] * x.itemsize > max_bytes
-    ):
-        return forward(x, weight, stride, dilation, groups, out_size), None
-    cols = unfold(x, (KH, KW), stride, dilation, out_size)  # (C, KH, KW, N, OH, OW)
-    y = np.empty((N, groups, O // groups, out_size[0] * out_size[1]), dtype=x.dtype)  # (N, G, Og, P)
-    _forward_cols(cols, weight.reshape(groups, O // groups, Cg * KH * KW), groups, y, slice(0, N))  # w as (G, Og, Kg)
-    return y.reshape(N, O, *out_size), cols  # (N, O, OH, OW)
+    N, C = x.shape[:2]
+    G, O = geo.groups, weight.shape[0]
+    if conv_pointwise.applies(geo) or N * _per_image(C, geo) * x.itemsize > max_bytes:
+        return forward(x, weight, geo), None
+    cols = unfold(x, geo)  # (C, *K, N, *Q)
+    y = np.empty((N, G, O // G, math.prod(geo.out_size)), dtype=x.dtype)  # (N, G, Og, P)
+    _forward_cols(cols, weight.reshape(G, O // G, -1), G, y, slice(0, N))  # w as (G, Og, Kg)
+    return y.reshape(N, O, *geo.out_size), cols  # (N, O, *Q)
 
 
-def grad_input(
-    grad_output: np.ndarray, weight: np.ndarray, in_size: Pair, stride: Pair, dilation: Pair, groups: int
-) -> np.ndarray:
+def _col2im(dcols: np.ndarray, n0: int, geo: ConvGeometry, dx: np.ndarray) -> None:
+    """dx[n0 + i] += the fold of dcols (C, *K, n, *Q): compiled in 2-D, NumPy slice-adds otherwise."""
+    if geo.ndim == 2 and geo.stride == geo.dilation == (1, 1):
+        _col2im_unit(dcols, n0, dx)
+    elif geo.ndim == 2:
+        _col2im_2d(dcols, n0, *geo.stride, *geo.dilation, dx)
+    else:
+        d = geo.ndim
+        n = dcols.shape[1 + d]
+        columns = dcols.transpose(1 + d, 0, *range(1, 1 + d), *range(2 + d, 2 + 2 * d))  # (n, C, *K, *Q) view
+        scatter_windows(columns, dx[n0 : n0 + n], geo.stride, geo.dilation)
+
+
+def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """dX̃ = W̃ᵀ · δ per group, one (Kg, Og)·(Og, n·P) product per chunk, then col2im."""
-    N, O, OH, OW = grad_output.shape
-    _, Cg, KH, KW = weight.shape
-    if conv_im2col.is_pointwise((KH, KW), stride) and in_size == (OH, OW):
-        return conv_im2col.grad_input(grad_output, weight, in_size, stride, dilation, groups)
-    Og, Kg, P = O // groups, Cg * KH * KW, OH * OW
-    C = Cg * groups
-    w = weight.reshape(groups, Og, Kg)  # (G, Og, Kg)
-    dy = grad_output.reshape(N, groups, Og, P)  # (N, G, Og, P)
-    dx = np.zeros((N, C, *in_size), dtype=grad_output.dtype)
+    if conv_pointwise.applies(geo):
+        return conv_pointwise.grad_input(grad_output, weight, geo)
+    N, O = grad_output.shape[:2]
+    G, Cg = geo.groups, weight.shape[1]
+    Og, Kg, P = O // G, math.prod(weight.shape[1:]), math.prod(geo.out_size)
+    C = Cg * G
+    w = weight.reshape(G, Og, Kg)  # (G, Og, Kg)
+    dy = grad_output.reshape(N, G, Og, P)  # (N, G, Og, P)
+    dx = np.zeros((N, C, *geo.padded_size), dtype=grad_output.dtype)
     buffer = None
-    for chunk in batch_chunks(
-        N, C * KH * KW * P * grad_output.itemsize, _budget(N, C, in_size, O, (OH, OW), grad_output.itemsize)
-    ):
+    for chunk in _chunks(N, C, O, geo, grad_output.itemsize):
         n = chunk.stop - chunk.start
         if buffer is None:
-            buffer = np.empty(groups * Kg * n * P, dtype=grad_output.dtype)
-        dcols = buffer[: groups * Kg * n * P].reshape(groups, Kg, n * P)  # (G, Kg, n·P)
-        for g in range(groups):
+            buffer = np.empty(G * Kg * n * P, dtype=grad_output.dtype)
+        dcols = buffer[: G * Kg * n * P].reshape(G, Kg, n * P)  # (G, Kg, n·P)
+        for g in range(G):
             dyg = dy[chunk, g].transpose(1, 0, 2).reshape(Og, n * P)  # (n, Og, P) → (Og, n·P) copy
             np.matmul(w[g].T, dyg, out=dcols[g])  # (Kg, n·P)
-        dcols6 = dcols.reshape(C, KH, KW, n, OH, OW)  # (G·Kg, n·P) → 6-D
-        if stride == dilation == (1, 1):
-            _col2im_unit(dcols6, chunk.start, dx)
-        else:
-            _col2im(dcols6, chunk.start, *stride, *dilation, dx)
+        _col2im(dcols.reshape(C, *geo.kernel, n, *geo.out_size), chunk.start, geo, dx)  # (G·Kg, n·P) → (C, *K, n, *Q)
     return dx
 
 
-def grad_weight(
-    grad_output: np.ndarray, x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, groups: int
-) -> np.ndarray:
+def grad_weight(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """dW̃ᵀ = Σ_chunks X̃ · δᵀ per group, one (Kg, n·P)·(n·P, Og) product per chunk."""
-    N, O, OH, OW = grad_output.shape
-    if conv_im2col.is_pointwise(kernel, stride) and x.shape[2:] == (OH, OW):
-        return conv_im2col.grad_weight(grad_output, x, kernel, stride, dilation, groups)
-    Cg = x.shape[1] // groups
-    dwT = np.zeros((groups, Cg * kernel[0] * kernel[1], O // groups), dtype=grad_output.dtype)  # (G, Kg, Og)
-    dy = grad_output.reshape(N, O, OH * OW)  # (N, O, P)
-    for chunk, cols in _unfold_chunks(x, kernel, stride, dilation, (OH, OW), O):
-        _grad_weight_cols(dy[chunk], cols, dwT, groups)
-    return dwT.transpose(0, 2, 1).reshape(O, Cg, *kernel)  # (G, Og, Kg) → (O, Cg, KH, KW)
+    if conv_pointwise.applies(geo):
+        return conv_pointwise.grad_weight(grad_output, x, geo)
+    N, O = grad_output.shape[:2]
+    G = geo.groups
+    Cg = x.shape[1] // G
+    dwT = np.zeros((G, Cg * math.prod(geo.kernel), O // G), dtype=grad_output.dtype)  # (G, Kg, Og)
+    dy = grad_output.reshape(N, O, -1)  # (N, O, P)
+    for chunk, cols in _unfold_chunks(x, geo, O):
+        _grad_weight_cols(dy[chunk], cols, dwT, G)
+    return dwT.transpose(0, 2, 1).reshape(O, Cg, *geo.kernel)  # (G, Og, Kg) → (O, Cg, *K)
 
 
-def grad_weight_saved(grad_output: np.ndarray, cols: np.ndarray, kernel: Pair, groups: int) -> np.ndarray:
+def grad_weight_saved(grad_output: np.ndarray, columns: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """:func:`grad_weight` from the columns :func:`forward_saving` kept (no second unfold)."""
-    N, O, OH, OW = grad_output.shape
-    Kg = cols.shape[0] * kernel[0] * kernel[1] // groups
-    dwT = np.zeros((groups, Kg, O // groups), dtype=grad_output.dtype)  # (G, Kg, Og)
-    _grad_weight_cols(grad_output.reshape(N, O, OH * OW), cols, dwT, groups)  # δ as (N, O, P)
-    return dwT.transpose(0, 2, 1).reshape(O, Kg // (kernel[0] * kernel[1]), *kernel)  # (O, Cg, KH, KW)
+    N, O = grad_output.shape[:2]
+    G = geo.groups
+    Kg = columns.shape[0] * math.prod(geo.kernel) // G
+    dwT = np.zeros((G, Kg, O // G), dtype=grad_output.dtype)  # (G, Kg, Og)
+    _grad_weight_cols(grad_output.reshape(N, O, -1), columns, dwT, G)  # δ as (N, O, P)
+    return dwT.transpose(0, 2, 1).reshape(O, Kg // math.prod(geo.kernel), *geo.kernel)  # (O, Cg, *K)

@@ -1,53 +1,72 @@
-"""Window geometry shared by convolution and pooling.
+"""The one N-d window geometry shared by convolution, transposed convolution and pooling.
 
-Everything here is about *where* windows sit, never about what is computed in them:
-turning ``int | pair`` arguments into pairs, ``"same"``/``"valid"`` into explicit pads,
-padding an array with one of PyTorch's padding modes (and the exact adjoint of that padding,
-which backward passes need), output sizes, and strided window views.
+Everything here is about *where* windows sit, never about what is computed in them. A
+:class:`Window` holds, per spatial axis, the input size, the pads (before, after), the kernel,
+stride and dilation, and the output size; window ``o`` reads the padded positions
+``o·stride + t·dilation`` for taps ``t = 0 .. kernel-1``. Around it:
 
-Conventions: a pad is ``((top, bottom), (left, right))``; sizes are ``(H, W)`` pairs.
+- argument resolution: ``int | one per axis | one (before, after) pair per axis | "same" | "valid"``;
+- :func:`pad` in one of PyTorch's padding modes, and :func:`pad_backward`, its exact adjoint;
+- :func:`windows`, a strided view of every window, and :func:`scatter_windows`, its adjoint
+  (window gradients added back where they were read, overlaps summed), one slice-add per tap.
+
+Pooling's ``ceil_mode`` is extra trailing padding (:func:`ceil_mode_pads`); a transposed convolution
+is the adjoint of the convolution whose geometry it shares. Sizes are tuples with one entry per
+spatial axis; a pad is ``((before, after), ...)`` with one pair per axis.
 """
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError
+
+Sizes = tuple[int, ...]
 Pair = tuple[int, int]
-Pads = tuple[Pair, Pair]
+Pads = tuple[Pair, ...]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+AXIS_NAMES = {1: "L", 2: "HW", 3: "DHW"}
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def pair(value, name: str, minimum: int = 1) -> Pair:
-    """Turn ``value`` (an int or a pair of ints) into a pair of ints, each ``>= minimum``."""
+def ntuple(value: object, n: int, name: str, minimum: int = 1) -> Sizes:
+    """``value`` (an int, or a sequence of ``n`` ints) as a tuple of ``n`` ints, each ``>= minimum``."""
     if _is_int(value):
-        items = (int(value), int(value))
+        items: Sizes = (int(value),) * n  # type: ignore[call-overload]  # _is_int checked it is Integral
     elif (
         isinstance(value, Sequence)
         and not isinstance(value, str)
-        and len(value) == 2
+        and len(value) == n
         and all(_is_int(v) for v in value)
     ):
-        items = (int(value[0]), int(value[1]))
+        items = tuple(int(v) for v in value)
     else:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        what = {1: "an int or a sequence of one int", 2: "an int or a pair of ints"}.get(n, f"an int or {n} ints")
+        raise ArgumentTypeError(f"{name} must be {what}, got {value!r}")
     if min(items) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        raise ArgumentError(f"{name} must be >= {minimum}, got {value!r}")
     return items
 
 
-def check_padding_mode(padding_mode) -> str:
+def pair(value: object, name: str, minimum: int = 1) -> Pair:
+    """Turn ``value`` (an int or a pair of ints) into a pair of ints, each ``>= minimum``."""
+    return ntuple(value, 2, name, minimum)  # type: ignore[return-value]  # a 2-tuple
+
+
+def check_padding_mode(padding_mode: object) -> str:
     if padding_mode not in PADDING_MODES:
-        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    return padding_mode
+        raise ArgumentError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    return str(padding_mode)
 
 
 def dilated_size(kernel: int, dilation: int) -> int:
@@ -68,20 +87,50 @@ def same_pads(size: int, kernel: int, stride: int, dilation: int) -> Pair:
     return total // 2, total - total // 2
 
 
-def resolve_padding(padding, in_size: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> Pads:
-    """Explicit ``((top, bottom), (left, right))`` pads for ``padding``.
+def is_per_side(padding: object) -> bool:
+    """Whether ``padding`` is given as ``(before, after)`` pairs: a sequence whose items are sequences."""
+    return (
+        isinstance(padding, Sequence)
+        and not isinstance(padding, str)
+        and len(padding) > 0
+        and all(isinstance(p, Sequence) and not isinstance(p, str) for p in padding)
+    )
 
-    ``padding`` may be an int, a pair ``(pad_h, pad_w)`` (symmetric), ``"valid"`` (no padding)
-    or ``"same"`` (see :func:`same_pads`).
+
+def per_side_pads(padding: object, n: int, name: str = "padding") -> Pads:
+    """``((before, after), ...)`` with exactly ``n`` pairs of ints >= 0, or an error quoting ``padding``."""
+    if not is_per_side(padding) or len(padding) != n:  # type: ignore[arg-type]  # is_per_side: a Sequence
+        raise ArgumentError(f"per-side {name} needs one (before, after) pair per spatial axis ({n}), got {padding!r}")
+    pads = []
+    for p in padding:  # type: ignore[attr-defined]  # a Sequence
+        if len(p) != 2 or not all(_is_int(v) for v in p):
+            raise ArgumentTypeError(
+                f"each per-side {name} entry must be a pair (before, after) of ints, got {padding!r}"
+            )
+        if min(p) < 0:
+            raise ArgumentError(f"{name} must be >= 0, got {padding!r}")
+        pads.append((int(p[0]), int(p[1])))
+    return tuple(pads)
+
+
+def resolve_padding(padding: object, in_size: Sizes, kernel: Sizes, stride: Sizes, dilation: Sizes) -> Pads:
+    """Explicit ``((before, after), ...)`` pads, one pair per axis of ``in_size``.
+
+    ``padding`` may be an int, one int per axis (symmetric), one ``(before, after)`` pair per axis,
+    ``"valid"`` (no padding) or ``"same"`` (see :func:`same_pads`).
     """
+    n = len(in_size)
     if isinstance(padding, str):
         if padding == "valid":
-            return (0, 0), (0, 0)
+            return ((0, 0),) * n
         if padding == "same":
-            return tuple(same_pads(in_size[a], kernel[a], stride[a], dilation[a]) for a in range(2))  # type: ignore[return-value]
-        raise ValueError(f"padding must be an int, a pair of ints, 'same' or 'valid', got {padding!r}")
-    ph, pw = pair(padding, "padding", minimum=0)
-    return (ph, ph), (pw, pw)
+            return tuple(same_pads(in_size[a], kernel[a], stride[a], dilation[a]) for a in range(n))
+        raise ArgumentError(
+            f"padding must be an int, {n} ints, {n} (before, after) pairs, 'same' or 'valid', got {padding!r}"
+        )
+    if is_per_side(padding):
+        return per_side_pads(padding, n)
+    return tuple((p, p) for p in ntuple(padding, n, "padding", minimum=0))
 
 
 def output_size(in_size: int, pads: Pair, kernel: int, stride: int, dilation: int) -> int:
@@ -89,30 +138,81 @@ def output_size(in_size: int, pads: Pair, kernel: int, stride: int, dilation: in
     return (in_size + pads[0] + pads[1] - dilated_size(kernel, dilation)) // stride + 1
 
 
-def check_pads_for_mode(pads: Pads, in_size: Pair, padding_mode: str) -> None:
+def pool_output_size(in_size: int, pads: Pair, kernel: int, stride: int, dilation: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling output size along one axis (may be < 1; the caller reports that).
+
+    ``floor`` (or ``ceil`` in ceil mode) of ``(in + before + after - dilation·(kernel-1) - 1) / stride``,
+    plus 1. In ceil mode the last window must still start inside the input or the leading padding:
+    if ``(out - 1)·stride >= in + before`` that window is dropped.
+    """
+    span = in_size + pads[0] + pads[1] - dilated_size(kernel, dilation)
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= in_size + pads[0]:
+        out -= 1
+    return out
+
+
+def ceil_mode_pads(pads: Pair, in_size: int, kernel: int, stride: int, dilation: int, out: int) -> Pair:
+    """``pads`` plus the trailing padding a ceil-mode last window hangs over (0 when it fits)."""
+    reach = (out - 1) * stride + dilated_size(kernel, dilation)
+    return pads[0], max(pads[1], reach - in_size - pads[0])
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where every window sits, per spatial axis: window ``o`` reads padded positions
+    ``o·stride + t·dilation``, ``0 <= t < kernel``, for ``0 <= o < out_size``."""
+
+    in_size: Sizes  # before padding
+    kernel: Sizes
+    stride: Sizes
+    dilation: Sizes
+    pads: Pads  # ((before, after), ...)
+    out_size: Sizes
+
+    @classmethod
+    def fitted(cls, in_size: Sizes, kernel: Sizes, stride: Sizes, dilation: Sizes, pads: Pads) -> Window:
+        """The geometry with as many windows as fit: :func:`output_size` on each axis."""
+        out = tuple(output_size(*args) for args in zip(in_size, pads, kernel, stride, dilation, strict=True))
+        return cls(tuple(in_size), tuple(kernel), tuple(stride), tuple(dilation), tuple(pads), out)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.in_size)
+
+    @property
+    def padded_size(self) -> Sizes:
+        return tuple(size + before + after for size, (before, after) in zip(self.in_size, self.pads, strict=True))
+
+    def taps(self) -> list[tuple[Sizes, tuple[slice, ...]]]:
+        """For each kernel tap, the strided slices of the padded input it touches (see :func:`tap_slices`)."""
+        return tap_slices(self.kernel, self.stride, self.dilation, self.out_size)
+
+
+def check_pads_for_mode(pads: Pads, in_size: Sizes, padding_mode: str) -> None:
     """PyTorch's limits: reflect needs pad < size, circular needs pad <= size."""
     if padding_mode == "reflect":
-        bad = any(p >= in_size[a] for a in range(2) for p in pads[a] if p > 0)
+        bad = any(p >= size for size, pp in zip(in_size, pads, strict=True) for p in pp if p > 0)
         limit = "smaller than"
     elif padding_mode == "circular":
-        bad = any(p > in_size[a] for a in range(2) for p in pads[a])
+        bad = any(p > size for size, pp in zip(in_size, pads, strict=True) for p in pp)
         limit = "at most"
     else:
         return
     if bad:
-        raise ValueError(
+        raise ArgumentError(
             f"padding_mode={padding_mode!r} needs each pad {limit} the input size; "
-            f"got pads (top, bottom), (left, right) = {pads} for input size {in_size}"
+            f"got pads (before, after) per axis = {pads} for input size {in_size}"
         )
 
 
-def pad(x: np.ndarray, pads: Pads, padding_mode: str = "zeros") -> np.ndarray:
-    """Pad the last two axes of ``x`` (N, C, H, W) by ``pads`` in ``padding_mode``."""
-    if pads == ((0, 0), (0, 0)):
+def pad(x: np.ndarray, pads: Pads, padding_mode: str = "zeros", value: float = 0.0) -> np.ndarray:
+    """Pad the last ``len(pads)`` axes of ``x`` by ``pads`` in ``padding_mode`` (zeros: with ``value``)."""
+    if all(p == (0, 0) for p in pads):
         return x
-    widths = [(0, 0)] * (x.ndim - 2) + list(pads)
+    widths = [(0, 0)] * (x.ndim - len(pads)) + list(pads)
     if padding_mode == "zeros":
-        return np.pad(x, widths, mode="constant")
+        return np.pad(x, widths, mode="constant", constant_values=value)
     return np.pad(x, widths, mode=_NUMPY_PAD_MODE[padding_mode])
 
 
@@ -123,72 +223,73 @@ def _source_index(size: int, before: int, after: int, padding_mode: str) -> np.n
     return np.pad(np.arange(size), (before, after), mode=_NUMPY_PAD_MODE[padding_mode])
 
 
-def pad_backward(grad_padded: np.ndarray, in_size: Pair, pads: Pads, padding_mode: str = "zeros") -> np.ndarray:
+def crop(padded: np.ndarray, in_size: Sizes, pads: Pads) -> np.ndarray:
+    """The input region (a view) of an array padded by ``pads`` on its last ``len(pads)`` axes."""
+    lead = (slice(None),) * (padded.ndim - len(pads))
+    return padded[(*lead, *(slice(b, b + size) for size, (b, _) in zip(in_size, pads, strict=True)))]
+
+
+def pad_backward(grad_padded: np.ndarray, in_size: Sizes, pads: Pads, padding_mode: str = "zeros") -> np.ndarray:
     """Adjoint of :func:`pad`: fold the gradient of the padded array back onto the input.
 
     Padding copies input pixels into the border, so each input pixel's gradient is its own
-    interior gradient plus the gradient of every border pixel that copied it.
+    interior gradient plus the gradient of every border pixel that copied it (axis by axis:
+    padding is separable, so is its adjoint). Zero padding copies nothing: its adjoint crops.
     """
-    (top, bottom), (left, right) = pads
-    H, W = in_size
-    if pads == ((0, 0), (0, 0)):
+    if all(p == (0, 0) for p in pads):
         return grad_padded
-    if padding_mode == "zeros":  # zero padding copies nothing: its adjoint just crops
-        return grad_padded[..., top : top + H, left : left + W].copy()  # (N, C, H, W)
-    g = grad_padded[..., top : top + H, :].copy()  # (N, C, H, Wp)
-    rows = _source_index(H, top, bottom, padding_mode)
-    for i in [*range(top), *range(top + H, top + H + bottom)]:
-        g[..., rows[i], :] += grad_padded[..., i, :]
-    out = g[..., left : left + W].copy()  # (N, C, H, W)
-    cols = _source_index(W, left, right, padding_mode)
-    for j in [*range(left), *range(left + W, left + W + right)]:
-        out[..., cols[j]] += g[..., j]
-    return out
+    if padding_mode == "zeros":
+        return crop(grad_padded, in_size, pads).copy()
+    g = grad_padded
+    first = g.ndim - len(pads)
+    for a, (size, (before, after)) in enumerate(zip(in_size, pads, strict=True)):
+        lead = (slice(None),) * (first + a)
+        out = g[(*lead, slice(before, before + size))].copy()  # interior along this axis
+        source = _source_index(size, before, after, padding_mode)
+        for i in [*range(before), *range(before + size, before + size + after)]:
+            out[(*lead, source[i])] += g[(*lead, i)]
+        g = out
+    return g
 
 
-def windows(x: np.ndarray, kernel: Pair, stride: Pair, dilation: Pair, out_size: Pair) -> np.ndarray:
-    """Read-only strided view of every window: (N, C, H, W) → (N, C, KH, KW, OH, OW).
+def windows(x: np.ndarray, kernel: Sizes, stride: Sizes, dilation: Sizes, out_size: Sizes) -> np.ndarray:
+    """Read-only strided view of every window: (..., *S) → (..., *K, *O) over the last n = len(kernel) axes.
 
-    ``view[n, c, kh, kw, oh, ow] = x[n, c, oh*stride_h + kh*dilation_h, ow*stride_w + kw*dilation_w]``.
+    ``view[..., t_1, .., t_n, o_1, .., o_n] = x[..., o_1·s_1 + t_1·d_1, .., o_n·s_n + t_n·d_n]``.
     No data is copied.
     """
-    N, C = x.shape[:2]
-    sN, sC, sH, sW = x.strides
+    n = len(kernel)
+    lead_shape, lead_strides = x.shape[:-n], x.strides[:-n]
+    spatial = x.strides[-n:]
     return np.lib.stride_tricks.as_strided(
         x,
-        shape=(N, C, kernel[0], kernel[1], out_size[0], out_size[1]),
-        strides=(sN, sC, sH * dilation[0], sW * dilation[1], sH * stride[0], sW * stride[1]),
+        shape=(*lead_shape, *kernel, *out_size),
+        strides=(*lead_strides, *(s * d for s, d in zip(spatial, dilation, strict=True)),
+                 *(s * st for s, st in zip(spatial, stride, strict=True))),
         writeable=False,
-    )
+    )  # fmt: skip
 
 
-def pool_output_size(in_size: int, pad: int, kernel: int, stride: int, dilation: int, ceil_mode: bool) -> int:
-    """PyTorch's pooling output size along one axis (may be < 1; the caller reports that).
+def tap_slices(kernel: Sizes, stride: Sizes, dilation: Sizes, out_size: Sizes) -> list[tuple[Sizes, tuple[slice, ...]]]:
+    """For each kernel tap ``t``, the strided slices of the padded input it touches.
 
-    ``floor`` (or ``ceil`` in ceil mode) of ``(in + 2·pad - dilation·(kernel-1) - 1) / stride``, plus 1.
-    In ceil mode the last window must still start inside the input or the left padding:
-    if ``(out - 1)·stride >= in + pad`` that window is dropped.
-    """
-    span = in_size + 2 * pad - dilated_size(kernel, dilation)
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= in_size + pad:
-        out -= 1
-    return out
-
-
-def tap_slices(kernel: Pair, stride: Pair, dilation: Pair, out_size: Pair) -> list[tuple[Pair, tuple[slice, slice]]]:
-    """For each kernel tap ``(kh, kw)``, the strided slices of the padded input it touches.
-
-    ``xp[..., rows, cols]`` is the (..., OH, OW) plane ``windows(xp, ...)[..., kh, kw, :, :]``,
+    ``x_padded[..., *slices]`` is the (..., *O) plane ``windows(x_padded, ...)[..., *t, :, ..]``,
     but as a basic slice it can also be *written*: the adjoint of ``windows`` (scattering window
     gradients back, overlapping windows summed) is one strided slice-add per tap, no per-pixel loop.
     """
     taps = []
-    for kh in range(kernel[0]):
-        h0 = kh * dilation[0]
-        for kw in range(kernel[1]):
-            w0 = kw * dilation[1]
-            rows = slice(h0, h0 + stride[0] * (out_size[0] - 1) + 1, stride[0])
-            cols = slice(w0, w0 + stride[1] * (out_size[1] - 1) + 1, stride[1])
-            taps.append(((kh, kw), (rows, cols)))
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        slices = tuple(
+            slice(t * d, t * d + s * (o - 1) + 1, s) for t, s, d, o in zip(tap, stride, dilation, out_size, strict=True)
+        )
+        taps.append((tap, slices))
     return taps
+
+
+def scatter_windows(columns: np.ndarray, out: np.ndarray, stride: Sizes, dilation: Sizes) -> None:
+    """Adjoint of :func:`windows`: add ``columns`` (..., *K, *O) into ``out`` (..., *S), overlaps summed."""
+    n = len(stride)
+    kernel, out_size = columns.shape[-2 * n : -n], columns.shape[-n:]
+    every = (slice(None),) * n
+    for tap, slices in tap_slices(kernel, stride, dilation, out_size):
+        out[(Ellipsis, *slices)] += columns[(Ellipsis, *tap, *every)]  # (..., *O) plane of this tap

@@ -1,131 +1,195 @@
-"""Pooling: max, average, adaptive average and global average, each with its backward pass.
+"""Max pooling for 1, 2 and 3 spatial axes, with its backward pass (average pooling: ``pool_avg``).
 
-Semantics are PyTorch's (``torch.nn.functional``), including ``ceil_mode``, ``count_include_pad``,
-``divisor_override``, dilation for max pooling, the ``padding <= kernel_size // 2`` limit and which
-element wins a tie. Windows are read through ``geometry.windows`` (a strided view, one vectorised
-operation per kernel tap) and gradients are scattered back with one strided slice-add per tap
-(``geometry.tap_slices``); nothing loops over pixels.
+Semantics are PyTorch's (``torch.nn.functional``), including ``ceil_mode``, dilation, the
+``padding <= kernel_size // 2`` limit and which element wins a tie; ``padding`` may also be one
+``(before, after)`` pair per axis (ONNX's ``pads``). The geometry is ``pool_window``'s, one
+:class:`~.geometry.Window` for every dimension.
 
-Letters: N batch, C channels, H/W input size, KH/KW kernel size, OH/OW output size,
-Hp/Wp the padded size (input + padding, plus the overhang that ceil mode's last window needs).
+The 2-D (and, through a unit height, 1-D) forward runs ``pool_compiled``'s kernels; 3-D runs the
+NumPy reference (one vectorised pass per kernel tap over a -inf padded copy, ``geometry.windows``),
+which the tests hold the compiled kernels to exactly. The gradient is a compiled scatter over the
+arg-max indices in every dimension. The average-pooling names are re-exported here, so
+``functional.pool`` keeps offering every pooling function.
+
+Letters: N batch, C channels, S input size, K kernel size, Q output size per axis (2-D: H, W,
+KH, KW, OH, OW).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
 import numpy as np
 
+from ..errors import ArgumentError
 from . import pool_compiled
-from .geometry import Pair, dilated_size, pair, pool_output_size, tap_slices, windows
-from .validation import as_float_array, check_same_dtype
+from .geometry import pad, windows
+from .pool_avg import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool1d_backward,
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    adaptive_avg_pool3d,
+    adaptive_avg_pool3d_backward,
+    avg_pool1d,
+    avg_pool1d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    avg_pool3d,
+    avg_pool3d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+)
+from .pool_window import PoolGeometry, check_grad_output, resolve
+
+__all__ = [
+    "PoolGeometry",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool1d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_avg_pool3d",
+    "adaptive_avg_pool3d_backward",
+    "avg_pool1d",
+    "avg_pool1d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "avg_pool3d",
+    "avg_pool3d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+    "max_pool1d",
+    "max_pool1d_backward",
+    "max_pool1d_with_indices",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "max_pool2d_with_indices",
+    "max_pool3d",
+    "max_pool3d_backward",
+    "max_pool3d_with_indices",
+]
 
 
-@dataclass(frozen=True)
-class PoolGeometry:
-    """A pooling's shape, resolved once and shared by forward and backward."""
-
-    in_size: Pair  # (H, W)
-    kernel: Pair  # (KH, KW)
-    stride: Pair
-    padding: Pair  # symmetric (pad_h, pad_w)
-    dilation: Pair
-    out_size: Pair  # (OH, OW)
-
-    @property
-    def padded_size(self) -> Pair:
-        """(Hp, Wp): every window fits, including a ceil-mode window hanging over the right pad."""
-        last_window_end = [
-            (self.out_size[a] - 1) * self.stride[a] + dilated_size(self.kernel[a], self.dilation[a]) for a in range(2)
-        ]
-        return tuple(max(self.in_size[a] + 2 * self.padding[a], last_window_end[a]) for a in range(2))  # type: ignore[return-value]
-
-    def pad_widths(self, ndim: int) -> list[Pair]:
-        """``np.pad`` widths for an (N, C, H, W) array: (pad, Hp - H - pad) on each spatial axis."""
-        spatial = [(self.padding[a], self.padded_size[a] - self.in_size[a] - self.padding[a]) for a in range(2)]
-        return [(0, 0)] * (ndim - 2) + spatial
-
-    def crop(self, padded: np.ndarray) -> np.ndarray:
-        """The input region of a padded (N, C, Hp, Wp) array → (N, C, H, W)."""
-        (ph, pw), (H, W) = self.padding, self.in_size
-        return padded[:, :, ph : ph + H, pw : pw + W]
+def _resolve(x, kernel_size, stride, padding, dilation, ceil_mode, ndim: int = 2):
+    """Validate a max-pooling call; return (x batched, geometry, unbatched)."""
+    return resolve(x, ndim, kernel_size, stride, padding, dilation, ceil_mode)
 
 
-def _as_batched(x, name: str = "x") -> tuple[np.ndarray, bool]:
-    x = as_float_array(x, name)
-    if x.ndim not in (3, 4) or min(x.shape[-3:]) < 1:
-        raise ValueError(
-            f"{name} must be (N, C, H, W) or unbatched (C, H, W) with non-empty C, H, W, got shape {x.shape}"
-        )
-    return (x[None], True) if x.ndim == 3 else (x, False)  # (N, C, H, W)
+def _flat(positions: list[np.ndarray], in_size: tuple[int, ...]) -> np.ndarray:
+    """Row-major flat index into one input plane from per-axis positions (each (Q_a,)) → (*Q)."""
+    flat = np.zeros((1,) * len(positions), dtype=np.int64)
+    for a, p in enumerate(positions):
+        shape = [1] * len(positions)
+        shape[a] = -1
+        flat = flat * in_size[a] + p.reshape(shape)  # Horner: ((p_0·S_1 + p_1)·S_2 + p_2) ...
+    return flat
 
 
-def _resolve(x, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[np.ndarray, PoolGeometry, bool]:
-    """Validate the arguments of a pooling call; return (x as 4-D, geometry, unbatched)."""
-    x4, unbatched = _as_batched(x)
-    kernel = pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else pair(stride, "stride")
-    padding = pair(padding, "padding", minimum=0)
-    dilation = pair(dilation, "dilation")
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
-    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(
-            f"padding should be at most half of kernel_size, got padding={padding} for kernel_size={kernel}"
-        )
-    in_size = x4.shape[2:]
-    out_size = tuple(
-        pool_output_size(in_size[a], padding[a], kernel[a], stride[a], dilation[a], bool(ceil_mode)) for a in range(2)
-    )
-    if min(out_size) < 1:
-        raise ValueError(
-            f"input of spatial size {in_size} is too small for kernel_size={kernel}, stride={stride}, "
-            f"padding={padding}, "
-            f"dilation={dilation}: calculated output size {out_size}"
-        )
-    for a, axis in enumerate("HW"):
-        starts = np.arange(out_size[a]) * stride[a] - padding[a]  # (OH,) first tap of each window
-        taps = starts[:, None] + np.arange(kernel[a]) * dilation[a]  # (OH, KH)
-        if not ((taps >= 0) & (taps < in_size[a])).any(axis=1).all():
-            raise ValueError(
-                f"a pooling window lies entirely in the padding along {axis} (input size {in_size}, "
-                f"kernel_size={kernel}, "
-                f"stride={stride}, padding={padding}, dilation={dilation}); use less padding or dilation"
-            )
-    return x4, PoolGeometry(in_size, kernel, stride, padding, dilation, out_size), unbatched  # type: ignore[arg-type]
-
-
-def _check_grad_output(grad_output, expected: tuple, unbatched: bool, **others: np.ndarray) -> np.ndarray:
-    """grad_output as a float array of the forward output's shape → (N, C, OH, OW)."""
-    grad_output = as_float_array(grad_output, "grad_output")
-    shown = expected[1:] if unbatched else expected
-    if grad_output.shape != shown:
-        raise ValueError(f"grad_output must have the output's shape {shown}, got {grad_output.shape}")
-    check_same_dtype(grad_output=grad_output, **others)
-    return grad_output[None] if unbatched else grad_output  # (N, C, OH, OW)
-
-
-# ----------------------------------------------------------------------------------------- max pooling
-
-
-def _tap_index(geo: PoolGeometry, kh: int, kw: int) -> np.ndarray:
-    """Flat input index ``h·W + w`` that tap (kh, kw) reads at every output position → (OH, OW).
+def _tap_index(geo: PoolGeometry, tap: tuple[int, ...]) -> np.ndarray:
+    """Flat input index that ``tap`` reads at every output position → (*Q).
 
     Positions in the padding get meaningless values; they are never selected (padding is -inf).
     """
-    rows = np.arange(geo.out_size[0]) * geo.stride[0] - geo.padding[0] + kh * geo.dilation[0]  # (OH,)
-    cols = np.arange(geo.out_size[1]) * geo.stride[1] - geo.padding[1] + kw * geo.dilation[1]  # (OW,)
-    return rows[:, None] * geo.in_size[1] + cols[None, :]  # (OH, OW)
+    positions = [
+        np.arange(q) * s - p + t * d
+        for q, s, (p, _), t, d in zip(geo.out_size, geo.stride, geo.padding, tap, geo.dilation, strict=True)
+    ]
+    return _flat(positions, geo.in_size)
 
 
 def _first_valid_index(geo: PoolGeometry) -> np.ndarray:
-    """Flat index of each window's first in-bounds tap → (OH, OW): PyTorch's initial arg-max."""
-    starts = []
-    for a in range(2):
-        s = np.arange(geo.out_size[a]) * geo.stride[a] - geo.padding[a]  # (O,)
-        d = geo.dilation[a]
-        starts.append(s + (-(s // d)) * d * (s < 0))  # step up by the dilation until >= 0
-    return starts[0][:, None] * geo.in_size[1] + starts[1][None, :]  # (OH, OW)
+    """Flat index of each window's first in-bounds tap → (*Q): PyTorch's initial arg-max."""
+    positions = []
+    for q, s, (p, _), d in zip(geo.out_size, geo.stride, geo.padding, geo.dilation, strict=True):
+        start = np.arange(q) * s - p  # (Q,)
+        positions.append(start + (-(start // d)) * d * (start < 0))  # step up by the dilation until >= 0
+    return _flat(positions, geo.in_size)
+
+
+def _max_pool_taps(x: np.ndarray, geo: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: one vectorised pass per kernel tap over a -inf padded copy (the compiled 2-D
+    kernel is held to this by the tests: same values and indices, bit for bit)."""
+    xp = pad(x, geo.window.pads, value=-np.inf)  # (N, C, *padded_size)
+    view = windows(xp, geo.kernel, geo.stride, geo.dilation, geo.out_size)  # (N, C, *K, *Q) view
+    shape = (*x.shape[:2], *geo.out_size)
+    y = np.full(shape, -np.inf, dtype=x.dtype)  # (N, C, *Q)
+    indices = np.empty(shape, dtype=np.int64)
+    indices[...] = _first_valid_index(geo)  # the answer when every tap is -inf
+    for tap, _ in geo.window.taps():
+        values = view[(slice(None), slice(None), *tap)]  # (N, C, *Q)
+        wins = (values > y) | np.isnan(values)
+        np.copyto(y, values, where=wins)
+        np.copyto(indices, _tap_index(geo, tap), where=wins)
+    return y, indices
+
+
+def _max_pool_compiled_2d(x: np.ndarray, geo: PoolGeometry, y: np.ndarray, indices: np.ndarray) -> None:
+    """The compiled 2-D kernels; x, y, indices (N, C, H, W) / (N, C, OH, OW), filled in place."""
+    before = tuple(p for p, _ in geo.padding)
+    plain_2x2 = geo.kernel == geo.stride == (2, 2) and geo.padding == ((0, 0), (0, 0)) and geo.dilation == (1, 1)
+    fast = plain_2x2 and geo.out_size == (geo.in_size[0] // 2, geo.in_size[1] // 2)
+    if not fast or pool_compiled.max_pool_2x2(x, y, indices):  # (returns True if it met a NaN)
+        pool_compiled.max_pool_forward(x, *geo.kernel, *geo.stride, *before, *geo.dilation, y, indices)
+
+
+def _unit_height(geo: PoolGeometry) -> PoolGeometry:
+    """A 1-D geometry as 2-D with a unit first axis (height 1, one tap, no padding)."""
+    from .geometry import Window
+
+    w = geo.window
+    window = Window((1, *w.in_size), (1, *w.kernel), (1, *w.stride), (1, *w.dilation), ((0, 0), *w.pads),
+                    (1, *w.out_size))  # fmt: skip
+    return PoolGeometry(window, ((0, 0), *geo.padding))
+
+
+def _max_pool(x, ndim: int, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[np.ndarray, np.ndarray]:
+    x, geo, unbatched = _resolve(x, kernel_size, stride, padding, dilation, ceil_mode, ndim)
+    x = np.ascontiguousarray(x)
+    if ndim == 3:
+        y, indices = _max_pool_taps(x, geo)
+    else:
+        geo2 = geo if ndim == 2 else _unit_height(geo)
+        shape = (*x.shape[:2], *geo2.out_size)
+        y, indices = np.empty(shape, dtype=x.dtype), np.empty(shape, dtype=np.int64)  # (N, C, OH, OW)
+        _max_pool_compiled_2d(x.reshape(*x.shape[:2], *geo2.in_size), geo2, y, indices)
+        y, indices = y.reshape(*x.shape[:2], *geo.out_size), indices.reshape(*x.shape[:2], *geo.out_size)
+    return (y[0], indices[0]) if unbatched else (y, indices)
+
+
+def _max_pool_backward(grad_output, x, ndim: int, kernel_size, stride, padding, dilation, ceil_mode, indices):
+    x, geo, unbatched = _resolve(x, kernel_size, stride, padding, dilation, ceil_mode, ndim)
+    dy = check_grad_output(grad_output, (*x.shape[:2], *geo.out_size), unbatched, x=x)
+    if indices is None:
+        indices = _max_pool(x, ndim, geo.kernel, geo.stride, geo.padding, geo.dilation, ceil_mode)[1]
+    else:
+        indices = np.asarray(indices)
+        if indices.dtype.kind not in "iu" or indices.shape != np.shape(grad_output):
+            raise ArgumentError(
+                f"indices must be an integer array of grad_output's shape {np.shape(grad_output)}, "
+                f"got {indices.dtype} array of shape {indices.shape}"
+            )
+        plane = math.prod(geo.in_size)
+        if indices.size and (indices.min() < 0 or indices.max() >= plane):
+            raise ArgumentError(
+                f"indices must lie in [0, {plane}) (one input plane, flat) for input of spatial size {geo.in_size}, "
+                f"got values from {indices.min()} to {indices.max()}"
+            )
+        indices = indices[None] if unbatched else indices  # (N, C, *Q)
+    N, C = x.shape[:2]
+    dx = np.zeros((N, C, math.prod(geo.in_size)), dtype=x.dtype)  # (N, C, S_1···S_n)
+    flat_dy = np.ascontiguousarray(dy).reshape(N, C, 1, -1)  # (N, C, 1, Q_1···Q_n)
+    flat_indices = np.ascontiguousarray(indices, dtype=np.int64).reshape(N, C, 1, -1)
+    pool_compiled.max_pool_backward(flat_dy, flat_indices, dx)
+    dx = dx.reshape(x.shape)  # (N, C, *S)
+    return dx[0] if unbatched else dx
+
+
+def _max_pool_backward_taps(dy: np.ndarray, indices: np.ndarray, x: np.ndarray, geo: PoolGeometry) -> np.ndarray:
+    """The reference backward: one strided slice-add per tap, where that tap was the arg-max."""
+    dxp = np.zeros((*x.shape[:2], *geo.padded_size), dtype=x.dtype)  # (N, C, *padded_size)
+    for tap, slices in geo.window.taps():
+        dxp[(slice(None), slice(None), *slices)] += np.where(indices == _tap_index(geo, tap), dy, 0)  # (N, C, *Q)
+    return geo.crop(dxp)  # (N, C, *S); gradient that landed on padding aliases is dropped
 
 
 def max_pool2d_with_indices(
@@ -144,47 +208,21 @@ def max_pool2d_with_indices(
     Shapes:
         x: (N, C, H, W) or unbatched (C, H, W)
         y, indices: (N, C, OH, OW) (unbatched: (C, OH, OW)); indices are int64, with
-        OH = floor((H + 2·p_h - d_h·(KH-1) - 1) / s_h) + 1 (ceil in ceil mode, dropping a last
-        window that would start in the right padding), likewise OW
+        OH = floor((H + p_top + p_bottom - d_h·(KH-1) - 1) / s_h) + 1 (ceil in ceil mode, dropping a last
+        window that would start in the trailing padding), likewise OW
 
     Args:
         kernel_size: int or (h, w) pair. stride: likewise; ``None`` means kernel_size.
-        padding: int or pair, at most kernel_size // 2 on each axis (implicit -inf padding).
+        padding: int, pair, or per side ((top, bottom), (left, right)); each at most kernel_size // 2
+            (implicit -inf padding).
         dilation: spacing between taps. ceil_mode: round the output size up instead of down.
     """
-    x4, geo, unbatched = _resolve(x, kernel_size, stride, padding, dilation, ceil_mode)
-    shape = (*x4.shape[:2], *geo.out_size)
-    y, indices = np.empty(shape, dtype=x4.dtype), np.empty(shape, dtype=np.int64)  # (N, C, OH, OW)
-    x4 = np.ascontiguousarray(x4)
-    plain_2x2 = geo.kernel == geo.stride == (2, 2) and geo.padding == (0, 0) and geo.dilation == (1, 1)
-    fast = plain_2x2 and geo.out_size == (geo.in_size[0] // 2, geo.in_size[1] // 2)
-    if not fast or pool_compiled.max_pool_2x2(x4, y, indices):  # (returns True if it met a NaN)
-        pool_compiled.max_pool_forward(x4, *geo.kernel, *geo.stride, *geo.padding, *geo.dilation, y, indices)
-    return (y[0], indices[0]) if unbatched else (y, indices)
-
-
-def _max_pool_taps(x4: np.ndarray, geo: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
-    """The reference: one vectorised pass per kernel tap over a -inf padded copy (tests hold the
-    compiled kernel that :func:`max_pool2d_with_indices` runs to this: same values and indices, bit
-    for bit)."""
-    xp = np.pad(x4, geo.pad_widths(4), mode="constant", constant_values=-np.inf)  # (N, C, Hp, Wp)
-    view = windows(xp, geo.kernel, geo.stride, geo.dilation, geo.out_size)  # (N, C, KH, KW, OH, OW) view
-    shape = (*x4.shape[:2], *geo.out_size)
-    y = np.full(shape, -np.inf, dtype=x4.dtype)  # (N, C, OH, OW)
-    indices = np.empty(shape, dtype=np.int64)
-    indices[...] = _first_valid_index(geo)  # the answer when every tap is -inf
-    for kh in range(geo.kernel[0]):
-        for kw in range(geo.kernel[1]):
-            tap = view[:, :, kh, kw]  # (N, C, OH, OW)
-            wins = (tap > y) | np.isnan(tap)
-            np.copyto(y, tap, where=wins)
-            np.copyto(indices, _tap_index(geo, kh, kw), where=wins)
-    return y, indices
+    return _max_pool(x, 2, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> np.ndarray:
     """Max pooling, as ``torch.nn.functional.max_pool2d``; see :func:`max_pool2d_with_indices`."""
-    return max_pool2d_with_indices(x, kernel_size, stride, padding, dilation, ceil_mode)[0]
+    return _max_pool(x, 2, kernel_size, stride, padding, dilation, ceil_mode)[0]
 
 
 def max_pool2d_backward(
@@ -206,214 +244,66 @@ def max_pool2d_backward(
         indices: keyword-only, the ``indices`` returned by :func:`max_pool2d_with_indices` with the
             same arguments; recomputed from x when omitted.
     """
-    x4, geo, unbatched = _resolve(x, kernel_size, stride, padding, dilation, ceil_mode)
-    dy = _check_grad_output(grad_output, (*x4.shape[:2], *geo.out_size), unbatched, x=x4)
-    if indices is None:
-        indices = max_pool2d_with_indices(x4, geo.kernel, geo.stride, geo.padding, geo.dilation, ceil_mode)[1]
-    else:
-        indices = np.asarray(indices)
-        if indices.dtype.kind not in "iu" or indices.shape != np.shape(grad_output):
-            raise ValueError(
-                f"indices must be an integer array of grad_output's shape {np.shape(grad_output)}, "
-                f"got {indices.dtype} array of shape {indices.shape}"
-            )
-        plane = geo.in_size[0] * geo.in_size[1]
-        if indices.size and (indices.min() < 0 or indices.max() >= plane):
-            raise ValueError(
-                f"indices must lie in [0, H·W) = [0, {plane}) for input of shape {x4.shape[-2:]}, "
-                f"got values from {indices.min()} to {indices.max()}"
-            )
-        indices = indices[None] if unbatched else indices  # (N, C, OH, OW)
-    N, C = x4.shape[:2]
-    dx = np.zeros((N, C, geo.in_size[0] * geo.in_size[1]), dtype=x4.dtype)  # (N, C, H·W)
-    pool_compiled.max_pool_backward(np.ascontiguousarray(dy), np.ascontiguousarray(indices, dtype=np.int64), dx)
-    dx = dx.reshape(x4.shape)  # (N, C, H, W)
-    return dx[0] if unbatched else dx
+    return _max_pool_backward(grad_output, x, 2, kernel_size, stride, padding, dilation, ceil_mode, indices)
 
 
-def _max_pool_backward_taps(dy: np.ndarray, indices: np.ndarray, x4: np.ndarray, geo: PoolGeometry) -> np.ndarray:
-    """The reference backward: one strided slice-add per tap, where that tap was the arg-max."""
-    dxp = np.zeros((*x4.shape[:2], *geo.padded_size), dtype=x4.dtype)  # (N, C, Hp, Wp)
-    for (kh, kw), (rows, cols) in tap_slices(geo.kernel, geo.stride, geo.dilation, geo.out_size):
-        dxp[:, :, rows, cols] += np.where(indices == _tap_index(geo, kh, kw), dy, 0)  # (N, C, OH, OW)
-    return geo.crop(dxp)  # (N, C, H, W); gradient that landed on padding aliases is dropped
+def max_pool1d_with_indices(
+    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
+) -> tuple[np.ndarray, np.ndarray]:
+    """1-D max pooling with arg-max indices, as ``F.max_pool1d(..., return_indices=True)``::
+
+        y[n, c, i] = max_k x[n, c, i·s - p + k·d]        indices[n, c, i] = that position
+
+    Shapes:
+        x: (N, C, L) or (C, L); y, indices: (N, C, OL), OL as :func:`max_pool2d_with_indices`'s OH
+
+    Args: as :func:`max_pool2d_with_indices`, one value per argument (per side: ``((before, after),)``).
+    """
+    return _max_pool(x, 1, kernel_size, stride, padding, dilation, ceil_mode)
 
 
-# ------------------------------------------------------------------------------------- average pooling
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> np.ndarray:
+    """1-D max pooling, as ``torch.nn.functional.max_pool1d``; see :func:`max_pool1d_with_indices`."""
+    return _max_pool(x, 1, kernel_size, stride, padding, dilation, ceil_mode)[0]
 
 
-def _avg_counts(in_size: int, pad: int, kernel: int, stride: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per output position along one axis: (window clipped to the padded input, window clipped to the input)."""
-    start = np.arange(out_size) * stride - pad  # (O,)
-    end = np.minimum(start + kernel, in_size + pad)
-    padded = end - start
-    inside = np.minimum(end, in_size) - np.maximum(start, 0)
-    return padded, inside
-
-
-def _avg_divisor(geo: PoolGeometry, count_include_pad: bool, divisor_override, dtype) -> np.ndarray:
-    """The (OH, OW) divisors, PyTorch's rule (see :func:`avg_pool2d`)."""
-    if divisor_override is not None:
-        return np.full(geo.out_size, divisor_override, dtype=dtype)
-    (ph, ih), (pw, iw) = (
-        _avg_counts(geo.in_size[a], geo.padding[a], geo.kernel[a], geo.stride[a], geo.out_size[a]) for a in range(2)
-    )
-    counts = ph[:, None] * pw[None, :] if count_include_pad else ih[:, None] * iw[None, :]  # (OH, OW)
-    return np.maximum(counts, 1).astype(dtype)
-
-
-def _resolve_avg(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    x4, geo, unbatched = _resolve(x, kernel_size, stride, padding, 1, ceil_mode)
-    if not isinstance(count_include_pad, (bool, np.bool_)):
-        raise TypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
-    if divisor_override is not None and (
-        isinstance(divisor_override, bool)
-        or not isinstance(divisor_override, (int, np.integer))
-        or divisor_override == 0
-    ):
-        raise ValueError(f"divisor_override must be None or a non-zero int, got {divisor_override!r}")
-    return x4, geo, unbatched, _avg_divisor(geo, bool(count_include_pad), divisor_override, x4.dtype)
-
-
-def avg_pool2d(
-    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+def max_pool1d_backward(
+    grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, indices=None
 ) -> np.ndarray:
-    """Average pooling, as ``torch.nn.functional.avg_pool2d``.
-
-    Forward, with x zero-padded::
-
-        y[n, c, i, j] = (1 / D[i, j]) · Σ_{kh, kw} x[n, c, i·s_h - p_h + kh, j·s_w - p_w + kw]
-
-    The divisor is PyTorch's: clip the window to the *padded* input (a ceil-mode window hanging
-    past the right padding is cut there); with ``count_include_pad`` D is that clipped window's
-    area, otherwise the area of its part inside the unpadded input; ``divisor_override`` replaces
-    D everywhere. See :func:`avg_pool2d_backward`.
+    """Gradient of :func:`max_pool1d`: ``dx[n, c, l] = Σ_{i : indices[n, c, i] = l} δ[n, c, i]``.
 
     Shapes:
-        x: (N, C, H, W) or unbatched (C, H, W)
-        y: (N, C, OH, OW) (unbatched: (C, OH, OW)), OH as in :func:`max_pool2d` with dilation 1
-
-    Args:
-        kernel_size, stride (``None`` = kernel_size), padding (<= kernel_size // 2), ceil_mode: as max pooling.
-        count_include_pad: count zero padding in the divisor. divisor_override: a fixed non-zero divisor.
+        grad_output, indices: (N, C, OL) (unbatched: (C, OL)); returns dx like x
     """
-    x4, geo, unbatched, divisor = _resolve_avg(
-        x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
-    )
-    xp = np.pad(x4, geo.pad_widths(4))  # (N, C, Hp, Wp), zeros
-    view = windows(xp, geo.kernel, geo.stride, geo.dilation, geo.out_size)  # (N, C, KH, KW, OH, OW) view
-    y = view.sum(axis=(2, 3)) / divisor  # (N, C, OH, OW)
-    return y[0] if unbatched else y
+    return _max_pool_backward(grad_output, x, 1, kernel_size, stride, padding, dilation, ceil_mode, indices)
 
 
-def avg_pool2d_backward(
-    grad_output, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+def max_pool3d_with_indices(
+    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
+) -> tuple[np.ndarray, np.ndarray]:
+    """3-D max pooling with arg-max indices, as ``F.max_pool3d(..., return_indices=True)``::
+
+        y[n, c, i, j, l] = max_t x[n, c, (i, j, l)·s - p + t·d]     indices = (d·H + h)·W + w of that maximum
+
+    Shapes:
+        x: (N, C, D, H, W) or (C, D, H, W); y, indices: (N, C, OD, OH, OW)
+
+    Args: as :func:`max_pool2d_with_indices`, a triple per argument (per side: three pairs).
+    """
+    return _max_pool(x, 3, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def max_pool3d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> np.ndarray:
+    """3-D max pooling, as ``torch.nn.functional.max_pool3d``; see :func:`max_pool3d_with_indices`."""
+    return _max_pool(x, 3, kernel_size, stride, padding, dilation, ceil_mode)[0]
+
+
+def max_pool3d_backward(
+    grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, indices=None
 ) -> np.ndarray:
-    """Gradient of :func:`avg_pool2d` with respect to x.
-
-    Every input in window (i, j) receives an equal share::
-
-        dx[n, c, i·s_h - p_h + kh, j·s_w - p_w + kw] += δ[n, c, i, j] / D[i, j]
-
-    summed over overlapping windows (one strided slice-add per tap); shares that land on the
-    padding are dropped.
+    """Gradient of :func:`max_pool3d`: each output's gradient goes to its window's arg-max.
 
     Shapes:
-        grad_output: (N, C, OH, OW) (unbatched: (C, OH, OW)); returns dx like x
+        grad_output, indices: (N, C, OD, OH, OW) (unbatched: (C, OD, OH, OW)); returns dx like x
     """
-    x4, geo, unbatched, divisor = _resolve_avg(
-        x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
-    )
-    dy = _check_grad_output(grad_output, (*x4.shape[:2], *geo.out_size), unbatched, x=x4)
-    share = dy / divisor  # (N, C, OH, OW)
-    dxp = np.zeros((*x4.shape[:2], *geo.padded_size), dtype=x4.dtype)  # (N, C, Hp, Wp)
-    for _, (rows, cols) in tap_slices(geo.kernel, geo.stride, geo.dilation, geo.out_size):
-        dxp[:, :, rows, cols] += share
-    dx = geo.crop(dxp)  # (N, C, H, W)
-    return dx[0] if unbatched else dx
-
-
-# ---------------------------------------------------------------------------- adaptive average pooling
-
-
-def _adaptive_size(output_size, in_size: Pair) -> Pair:
-    """``int | (int | None, int | None)`` → (OH, OW); ``None`` keeps the input's size on that axis."""
-    items = (output_size, output_size) if not isinstance(output_size, (tuple, list)) else tuple(output_size)
-    if len(items) != 2 or not all(
-        v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in items
-    ):
-        raise TypeError(f"output_size must be an int or a pair of ints (or None), got {output_size!r}")
-    size = tuple(in_size[a] if v is None else int(v) for a, v in enumerate(items))
-    if min(size) < 1:
-        raise ValueError(f"output_size must be >= 1, got {output_size!r}")
-    return size  # type: ignore[return-value]
-
-
-def _bin_matrix(in_size: int, out_size: int, dtype) -> np.ndarray:
-    """A[i, h] = 1 / (end_i - start_i) if start_i <= h < end_i, with PyTorch's bins
-    start_i = floor(i·H / O), end_i = ceil((i+1)·H / O). Shape (O, H)."""
-    i = np.arange(out_size)
-    start = (i * in_size) // out_size  # (O,)
-    end = -((-(i + 1) * in_size) // out_size)  # (O,)
-    h = np.arange(in_size)
-    inside = (h[None, :] >= start[:, None]) & (h[None, :] < end[:, None])  # (O, H)
-    return (inside / (end - start)[:, None]).astype(dtype)
-
-
-def _resolve_adaptive(x, output_size):
-    x4, unbatched = _as_batched(x)
-    out = _adaptive_size(output_size, x4.shape[2:])
-    a_h = _bin_matrix(x4.shape[2], out[0], x4.dtype)  # (OH, H)
-    a_w = _bin_matrix(x4.shape[3], out[1], x4.dtype)  # (OW, W)
-    return x4, a_h, a_w, unbatched
-
-
-def adaptive_avg_pool2d(x, output_size) -> np.ndarray:
-    """Adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
-
-    Output cell (i, j) averages rows start_i ≤ h < end_i and columns start_j ≤ w < end_j with
-    start_i = floor(i·H/OH), end_i = ceil((i+1)·H/OH) (bins may overlap). The bins are separable,
-    so with averaging matrices A_h (OH, H) and A_w (OW, W)::
-
-        y[n, c] = A_h · x[n, c] · A_wᵀ            dx[n, c] = A_hᵀ · δ[n, c] · A_w
-
-    Shapes:
-        x: (N, C, H, W) or unbatched (C, H, W)
-        y: (N, C, OH, OW) (unbatched: (C, OH, OW))
-
-    Args:
-        output_size: int or (OH, OW); an entry of ``None`` keeps that input size.
-    """
-    x4, a_h, a_w, unbatched = _resolve_adaptive(x, output_size)
-    y = a_h @ x4 @ a_w.T  # (OH, H) @ (N, C, H, W) @ (W, OW) → (N, C, OH, OW)
-    return y[0] if unbatched else y
-
-
-def adaptive_avg_pool2d_backward(grad_output, x, output_size) -> np.ndarray:
-    """Gradient of :func:`adaptive_avg_pool2d`: ``dx[n, c] = A_hᵀ · δ[n, c] · A_w``.
-
-    Shapes:
-        grad_output: (N, C, OH, OW) (unbatched: (C, OH, OW)); returns dx like x
-    """
-    x4, a_h, a_w, unbatched = _resolve_adaptive(x, output_size)
-    dy = _check_grad_output(grad_output, (*x4.shape[:2], a_h.shape[0], a_w.shape[0]), unbatched, x=x4)
-    dx = a_h.T @ dy @ a_w  # (H, OH) @ (N, C, OH, OW) @ (OW, W) → (N, C, H, W)
-    return dx[0] if unbatched else dx
-
-
-def global_avg_pool2d(x) -> np.ndarray:
-    """Mean over each whole channel, kept as a 1×1 map: ``adaptive_avg_pool2d(x, 1)``.
-
-    Shapes:
-        x: (N, C, H, W) or unbatched (C, H, W); y: (N, C, 1, 1) (unbatched: (C, 1, 1))
-    """
-    return adaptive_avg_pool2d(x, 1)
-
-
-def global_avg_pool2d_backward(grad_output, x) -> np.ndarray:
-    """Gradient of :func:`global_avg_pool2d`: every pixel gets δ[n, c] / (H·W).
-
-    Shapes:
-        grad_output: (N, C, 1, 1) (unbatched: (C, 1, 1)); returns dx like x
-    """
-    return adaptive_avg_pool2d_backward(grad_output, x, 1)
+    return _max_pool_backward(grad_output, x, 3, kernel_size, stride, padding, dilation, ceil_mode, indices)

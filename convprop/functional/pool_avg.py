@@ -1,0 +1,320 @@
+"""Average, adaptive average and global average pooling for 1, 2 and 3 spatial axes, with backward passes.
+
+Semantics are PyTorch's (``torch.nn.functional``), including ``ceil_mode``, ``count_include_pad``,
+``divisor_override`` and the ``padding <= kernel_size // 2`` limit; ``padding`` may also be one
+``(before, after)`` pair per axis. Windows are read through ``geometry.windows`` (a strided view)
+and gradients are scattered back with one strided slice-add per tap (``geometry.scatter_windows``);
+nothing loops over pixels. Letters as in ``pool.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ArgumentError, ArgumentTypeError
+from .geometry import pad, scatter_windows, windows
+from .pool_window import PoolGeometry, as_batched, check_grad_output, resolve
+
+
+def _avg_counts(in_size: int, pads: tuple[int, int], kernel: int, stride: int, out: int):
+    """Per output position along one axis: (window clipped to the padded input, window clipped to the input)."""
+    start = np.arange(out) * stride - pads[0]  # (Q,)
+    end = np.minimum(start + kernel, in_size + pads[1])
+    padded = end - start
+    inside = np.minimum(end, in_size) - np.maximum(start, 0)
+    return padded, inside
+
+
+def _avg_divisor(geo: PoolGeometry, count_include_pad: bool, divisor_override, dtype) -> np.ndarray:
+    """The (*Q) divisors, PyTorch's rule (see :func:`avg_pool2d`): a product of per-axis counts."""
+    if divisor_override is not None:
+        return np.full(geo.out_size, divisor_override, dtype=dtype)
+    counts = np.ones((1,) * geo.ndim, dtype=np.int64)
+    for a in range(geo.ndim):
+        padded, inside = _avg_counts(geo.in_size[a], geo.padding[a], geo.kernel[a], geo.stride[a], geo.out_size[a])
+        shape = [1] * geo.ndim
+        shape[a] = -1
+        counts = counts * (padded if count_include_pad else inside).reshape(shape)  # outer product → (*Q)
+    return np.maximum(counts, 1).astype(dtype)
+
+
+def _resolve_avg(x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    x, geo, unbatched = resolve(x, ndim, kernel_size, stride, padding, 1, ceil_mode)
+    if ndim == 3 and any(n < k for n, k in zip(geo.in_size, geo.kernel, strict=True)):
+        raise ArgumentError(  # PyTorch's avg_pool3d (only) checks the unpadded input against the kernel
+            f"input of spatial size {geo.in_size} is too small for kernel_size={geo.kernel}: avg_pool3d needs "
+            f"every input axis at least as long as the kernel, padding not counted (PyTorch's rule)"
+        )
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise ArgumentTypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
+    if divisor_override is not None and (
+        isinstance(divisor_override, bool)
+        or not isinstance(divisor_override, (int, np.integer))
+        or divisor_override == 0
+    ):
+        raise ArgumentError(f"divisor_override must be None or a non-zero int, got {divisor_override!r}")
+    return x, geo, unbatched, _avg_divisor(geo, bool(count_include_pad), divisor_override, x.dtype)
+
+
+def _avg_pool(x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    x, geo, unbatched, divisor = _resolve_avg(
+        x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )
+    xp = pad(x, geo.window.pads)  # (N, C, *padded_size), zeros
+    view = windows(xp, geo.kernel, geo.stride, geo.dilation, geo.out_size)  # (N, C, *K, *Q) view
+    y = view.sum(axis=tuple(range(2, 2 + ndim))) / divisor  # (N, C, *Q)
+    return y[0] if unbatched else y
+
+
+def _avg_pool_backward(grad_output, x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                       divisor_override):  # fmt: skip
+    x, geo, unbatched, divisor = _resolve_avg(
+        x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+    )
+    dy = check_grad_output(grad_output, (*x.shape[:2], *geo.out_size), unbatched, x=x)
+    share = dy / divisor  # (N, C, *Q)
+    dxp = np.zeros((*x.shape[:2], *geo.padded_size), dtype=x.dtype)  # (N, C, *padded_size)
+    columns = np.broadcast_to(share[(slice(None), slice(None), *(None,) * ndim)], (*share.shape[:2], *geo.kernel,
+                              *geo.out_size))  # (N, C, *K, *Q): every tap gets the window's share  # fmt: skip
+    scatter_windows(columns, dxp, geo.stride, geo.dilation)
+    dx = np.ascontiguousarray(geo.crop(dxp))  # (N, C, *S)
+    return dx[0] if unbatched else dx
+
+
+def avg_pool2d(
+    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+) -> np.ndarray:
+    """Average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Forward, with x zero-padded::
+
+        y[n, c, i, j] = (1 / D[i, j]) · Σ_{kh, kw} x[n, c, i·s_h - p_h + kh, j·s_w - p_w + kw]
+
+    The divisor is PyTorch's: clip the window to the *padded* input (a ceil-mode window hanging
+    past the trailing padding is cut there); with ``count_include_pad`` D is that clipped window's
+    area, otherwise the area of its part inside the unpadded input; ``divisor_override`` replaces
+    D everywhere. See :func:`avg_pool2d_backward`.
+
+    Shapes:
+        x: (N, C, H, W) or unbatched (C, H, W)
+        y: (N, C, OH, OW) (unbatched: (C, OH, OW)), OH as in :func:`max_pool2d` with dilation 1
+
+    Args:
+        kernel_size, stride (``None`` = kernel_size), padding (<= kernel_size // 2; or per side),
+            ceil_mode: as max pooling.
+        count_include_pad: count zero padding in the divisor. divisor_override: a fixed non-zero divisor.
+    """
+    return _avg_pool(x, 2, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def avg_pool2d_backward(
+    grad_output, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+) -> np.ndarray:
+    """Gradient of :func:`avg_pool2d` with respect to x.
+
+    Every input in window (i, j) receives an equal share::
+
+        dx[n, c, i·s_h - p_h + kh, j·s_w - p_w + kw] += δ[n, c, i, j] / D[i, j]
+
+    summed over overlapping windows (one strided slice-add per tap); shares that land on the
+    padding are dropped.
+
+    Shapes:
+        grad_output: (N, C, OH, OW) (unbatched: (C, OH, OW)); returns dx like x
+    """
+    return _avg_pool_backward(grad_output, x, 2, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                              divisor_override)  # fmt: skip
+
+
+def avg_pool1d(
+    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+) -> np.ndarray:
+    """1-D average pooling, as ``torch.nn.functional.avg_pool1d`` (plus 2-D's ``divisor_override``)::
+
+        y[n, c, i] = (1 / D[i]) · Σ_k x[n, c, i·s - p + k]
+
+    Shapes:
+        x: (N, C, L) or (C, L); y: (N, C, OL)
+    """
+    return _avg_pool(x, 1, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def avg_pool1d_backward(
+    grad_output, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+) -> np.ndarray:
+    """Gradient of :func:`avg_pool1d`: ``dx[n, c, i·s - p + k] += δ[n, c, i] / D[i]``.
+
+    Shapes:
+        grad_output: (N, C, OL) (unbatched: (C, OL)); returns dx like x
+    """
+    return _avg_pool_backward(grad_output, x, 1, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                              divisor_override)  # fmt: skip
+
+
+def avg_pool3d(
+    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+) -> np.ndarray:
+    """3-D average pooling, as ``torch.nn.functional.avg_pool3d``; the divisor is a product of per-axis counts.
+
+    Shapes:
+        x: (N, C, D, H, W) or (C, D, H, W); y: (N, C, OD, OH, OW)
+    """
+    return _avg_pool(x, 3, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def avg_pool3d_backward(
+    grad_output, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+) -> np.ndarray:
+    """Gradient of :func:`avg_pool3d`: every input of a window gets δ / D, overlaps summed.
+
+    Shapes:
+        grad_output: (N, C, OD, OH, OW) (unbatched: (C, OD, OH, OW)); returns dx like x
+    """
+    return _avg_pool_backward(grad_output, x, 3, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                              divisor_override)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- adaptive average pooling
+
+
+def _adaptive_size(output_size, in_size: tuple[int, ...]) -> tuple[int, ...]:
+    """``int | (int | None, ...)`` → one size per axis; ``None`` keeps the input's size on that axis."""
+    n = len(in_size)
+    items = (output_size,) * n if not isinstance(output_size, (tuple, list)) else tuple(output_size)
+    if len(items) != n or not all(
+        v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) for v in items
+    ):
+        what = "an int" if n == 1 else f"an int or {n} ints (or None)"
+        raise ArgumentTypeError(f"output_size must be {what}, got {output_size!r}")
+    size = tuple(in_size[a] if v is None else int(v) for a, v in enumerate(items))
+    if min(size) < 1:
+        raise ArgumentError(f"output_size must be >= 1, got {output_size!r}")
+    return size
+
+
+def _bin_matrix(in_size: int, out_size: int, dtype) -> np.ndarray:
+    """A[i, h] = 1 / (end_i - start_i) if start_i <= h < end_i, with PyTorch's bins
+    start_i = floor(i·H / O), end_i = ceil((i+1)·H / O). Shape (O, H)."""
+    i = np.arange(out_size)
+    start = (i * in_size) // out_size  # (O,)
+    end = -((-(i + 1) * in_size) // out_size)  # (O,)
+    h = np.arange(in_size)
+    inside = (h[None, :] >= start[:, None]) & (h[None, :] < end[:, None])  # (O, H)
+    return (inside / (end - start)[:, None]).astype(dtype)
+
+
+def _resolve_adaptive(x, ndim: int, output_size):
+    x, unbatched = as_batched(x, ndim)
+    out = _adaptive_size(output_size, x.shape[2:])
+    bins = [_bin_matrix(x.shape[2 + a], out[a], x.dtype) for a in range(ndim)]  # (Q_a, S_a) each
+    return x, bins, unbatched
+
+
+def _apply_bins(x: np.ndarray, bins: list[np.ndarray], transpose: bool) -> np.ndarray:
+    """Multiply axis 2 + a of x by A_a (or A_aᵀ) for every axis: separable averaging."""
+    if len(bins) == 2:  # the 2-D case as two plain matrix products
+        a_h, a_w = bins
+        return a_h.T @ x @ a_w if transpose else a_h @ x @ a_w.T  # (N, C, OH, OW) or (N, C, H, W)
+    for a, matrix in enumerate(bins):
+        moved = np.moveaxis(x, 2 + a, -1)  # (..., S_a) view
+        x = np.moveaxis(moved @ (matrix if transpose else matrix.T), -1, 2 + a)  # (..., Q_a) → back in place
+    return np.ascontiguousarray(x)
+
+
+def _adaptive(x, ndim: int, output_size) -> np.ndarray:
+    x, bins, unbatched = _resolve_adaptive(x, ndim, output_size)
+    y = _apply_bins(x, bins, transpose=False)  # (N, C, *Q)
+    return y[0] if unbatched else y
+
+
+def _adaptive_backward(grad_output, x, ndim: int, output_size) -> np.ndarray:
+    x, bins, unbatched = _resolve_adaptive(x, ndim, output_size)
+    dy = check_grad_output(grad_output, (*x.shape[:2], *(b.shape[0] for b in bins)), unbatched, x=x)
+    dx = _apply_bins(dy, bins, transpose=True)  # (N, C, *S)
+    return dx[0] if unbatched else dx
+
+
+def adaptive_avg_pool2d(x, output_size) -> np.ndarray:
+    """Adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Output cell (i, j) averages rows start_i ≤ h < end_i and columns start_j ≤ w < end_j with
+    start_i = floor(i·H/OH), end_i = ceil((i+1)·H/OH) (bins may overlap). The bins are separable,
+    so with averaging matrices A_h (OH, H) and A_w (OW, W)::
+
+        y[n, c] = A_h · x[n, c] · A_wᵀ            dx[n, c] = A_hᵀ · δ[n, c] · A_w
+
+    Shapes:
+        x: (N, C, H, W) or unbatched (C, H, W)
+        y: (N, C, OH, OW) (unbatched: (C, OH, OW))
+
+    Args:
+        output_size: int or (OH, OW); an entry of ``None`` keeps that input size.
+    """
+    return _adaptive(x, 2, output_size)
+
+
+def adaptive_avg_pool2d_backward(grad_output, x, output_size) -> np.ndarray:
+    """Gradient of :func:`adaptive_avg_pool2d`: ``dx[n, c] = A_hᵀ · δ[n, c] · A_w``.
+
+    Shapes:
+        grad_output: (N, C, OH, OW) (unbatched: (C, OH, OW)); returns dx like x
+    """
+    return _adaptive_backward(grad_output, x, 2, output_size)
+
+
+def adaptive_avg_pool1d(x, output_size) -> np.ndarray:
+    """1-D adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool1d``: ``y[n, c] = A · x[n, c]``.
+
+    Shapes:
+        x: (N, C, L) or (C, L); y: (N, C, output_size)
+    """
+    return _adaptive(x, 1, output_size)
+
+
+def adaptive_avg_pool1d_backward(grad_output, x, output_size) -> np.ndarray:
+    """Gradient of :func:`adaptive_avg_pool1d`: ``dx[n, c] = Aᵀ · δ[n, c]``.
+
+    Shapes:
+        grad_output: (N, C, OL) (unbatched: (C, OL)); returns dx like x
+    """
+    return _adaptive_backward(grad_output, x, 1, output_size)
+
+
+def adaptive_avg_pool3d(x, output_size) -> np.ndarray:
+    """3-D adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool3d``: A_d, A_h, A_w applied
+    along their axes (the bins are separable).
+
+    Shapes:
+        x: (N, C, D, H, W) or (C, D, H, W); y: (N, C, OD, OH, OW)
+
+    Args:
+        output_size: int or (OD, OH, OW); an entry of ``None`` keeps that input size.
+    """
+    return _adaptive(x, 3, output_size)
+
+
+def adaptive_avg_pool3d_backward(grad_output, x, output_size) -> np.ndarray:
+    """Gradient of :func:`adaptive_avg_pool3d`: A_dᵀ, A_hᵀ, A_wᵀ applied along their axes.
+
+    Shapes:
+        grad_output: (N, C, OD, OH, OW) (unbatched: (C, OD, OH, OW)); returns dx like x
+    """
+    return _adaptive_backward(grad_output, x, 3, output_size)
+
+
+def global_avg_pool2d(x) -> np.ndarray:
+    """Mean over each whole channel, kept as a 1×1 map: ``adaptive_avg_pool2d(x, 1)``.
+
+    Shapes:
+        x: (N, C, H, W) or unbatched (C, H, W); y: (N, C, 1, 1) (unbatched: (C, 1, 1))
+    """
+    return adaptive_avg_pool2d(x, 1)
+
+
+def global_avg_pool2d_backward(grad_output, x) -> np.ndarray:
+    """Gradient of :func:`global_avg_pool2d`: every pixel gets δ[n, c] / (H·W).
+
+    Shapes:
+        grad_output: (N, C, 1, 1) (unbatched: (C, 1, 1)); returns dx like x
+    """
+    return adaptive_avg_pool2d_backward(grad_output, x, 1)
