@@ -103,7 +103,37 @@ LAYERS = {
     "pad wrap": (lambda: nn.Pad([(1, 3), (2, 2)], "wrap"), S),
     "global max pool": (lambda: nn.GlobalMaxPool(), S),
     "sequential": (lambda: nn.Sequential(nn.Conv2d(4, 2, 3, rng=1), nn.ReLU(), nn.Flatten(), nn.Linear(112, 3)), S),
+    "residual identity": (lambda: nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, rng=1), nn.ReLU())), S),
+    "residual projection": (
+        lambda: nn.Residual(
+            nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1, rng=1), nn.BatchNorm2d(6)),
+            nn.Sequential(nn.Conv2d(4, 6, 1, stride=2, rng=2), nn.BatchNorm2d(6)),
+        ),
+        S,
+    ),
+    "concat": (
+        lambda: nn.Concat(
+            nn.Conv2d(4, 2, 1, rng=1),
+            nn.Sequential(nn.Conv2d(4, 3, 3, padding=1, rng=2), nn.ReLU()),
+            nn.MaxPool2d(3, stride=1, padding=1),
+        ),
+        S,
+    ),
+    "graph with a shared layer": (lambda: shared_graph(), S),
 }
+
+
+def shared_graph() -> nn.Graph:
+    conv = nn.Conv2d(4, 4, 3, padding=1, rng=1)  # used twice: one set of weights
+    nodes = [
+        ("a", conv, ["x"]),
+        ("r", nn.ReLU(), ["a"]),
+        ("b", conv, ["r"]),
+        ("s", nn.Add(), ["a", "b"]),
+        ("m", nn.Mul(), ["s", "r"]),
+        ("c", nn.Cat(dim=1), ["s", "m"]),
+    ]
+    return nn.Graph(["x"], nodes, ["c"])
 
 
 @pytest.mark.parametrize("name", LAYERS)
@@ -119,7 +149,11 @@ def test_models_run_in_onnx_runtime(name, tmp_path):
 
 
 # exported as an equivalent ONNX operator that imports as another convprop layer: equal to rounding, not bitwise
-EQUIVALENT = {"adaptive avg pool 3x5": "AveragePool(kernel 3x2) for equal bins: another summation order"}
+EQUIVALENT = {
+    "adaptive avg pool 3x5": "AveragePool(kernel 3x2) for equal bins: another summation order",
+    "linear on 3-d input": "MatMul then Add (Gemm is 2-D only): another summation order",
+    "concat": "three branches read x: the graph sums their input gradients in reverse order",
+}
 
 
 @pytest.mark.parametrize("name", [*LAYERS, *(f"model {m}" for m in sorted(models.MODELS))])
@@ -144,9 +178,32 @@ def test_round_trip_is_exact(name, tmp_path):
     dx2 = imported.backward_with_context(context2, grad_output)
     assert_equal(y2, y)
     assert_equal(dx2, dx)
+    if name in EQUIVALENT:  # the same parameters, gradients equal to rounding
+        ours = sorted(((p.shape, p.grad) for p in model.parameters()), key=lambda t: t[0])
+        theirs = sorted(((p.shape, p.grad) for p in imported.parameters()), key=lambda t: t[0])
+        assert [s for s, _ in ours] == [s for s, _ in theirs]
+        for (_, a), (_, b) in zip(ours, theirs, strict=True):
+            assert_equal(b, a)
+        return
     theirs = {(p.grad.tobytes(), p.shape) for p in imported.parameters()}
     # every parameter's gradient is there (an imported BatchNorm2d(affine=False) has scale 1 and shift 0 too)
     assert {(p.grad.tobytes(), p.shape) for p in model.parameters()} <= theirs
+
+
+def test_graph_of_two_inputs_and_two_outputs(tmp_path):
+    conv = nn.Conv2d(4, 3, 3, padding=1, rng=1)
+    nodes = [("p", conv, ["x"]), ("q", conv, ["y"]), ("s", nn.Sub(), ["p", "q"]), ("t", nn.Add(), ["p", "q", "s"])]
+    model = nn.Graph(["x", "y"], nodes, ["t", "s"]).eval()
+    path = convprop_onnx.export(model, tmp_path / "m.onnx", [S, S])
+    rng = np.random.default_rng(0)
+    x, y = (rng.standard_normal((2, 4, 9, 10)).astype(np.float32) for _ in range(2))
+    expected = model.forward(x, y)
+    for got, want in zip(run_onnx(path, x, y), expected, strict=True):
+        assert rel_error(got, want) < RTOL
+    imported = convprop_onnx.load(path)
+    for got, want in zip(imported.forward(x, y), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert len(imported.parameters()) == 2  # the shared convolution's weight and bias, written once
 
 
 def test_float64_models_export_as_double(tmp_path):

@@ -215,6 +215,16 @@ def test_constant_is_a_trainable_parameter():
     assert nn.Constant(shape=[2, 3]).config() == {"shape": [2, 3]}
 
 
+def test_constant_ignores_its_inputs_and_their_gradient_is_a_zero_view():
+    layer = nn.Constant(randn(2, 3))
+    anchor = randn(5, 7)
+    y, context = layer.forward_with_context(anchor)
+    assert y is layer.value.data
+    d_anchor = layer.backward_with_context(context, randn(2, 3))
+    assert d_anchor.shape == (5, 7) and not d_anchor.any()
+    assert d_anchor.strides == (0, 0)  # a broadcast view: nothing allocated
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 5), (2, 3, 4, 5), (1, 2, 3, 2, 4)])
 def test_global_max_pool_matches_torch(shape):
     x = randn(*shape)

@@ -232,8 +232,12 @@ class Div(_Binary):
 
 
 class Constant(Module):
-    """A node of no inputs whose output is its one parameter ``value``: an imported weight that feeds an
-    operator as an input (e.g. a MatMul's matrix). Trainable: backward adds δ into ``value.grad``.
+    """A node whose output is its one parameter ``value``: an imported weight that feeds an operator as
+    an input (e.g. a MatMul's matrix). Trainable: backward adds δ into ``value.grad``.
+
+    It may be given inputs, which it ignores: they only place it in a graph (an ``nn.Graph`` node reads
+    at least one value). The output does not depend on them, so their gradients are zero — returned as
+    broadcast views of one zero, which allocate nothing.
 
     Args:
         value: the array; or ``shape`` alone (zeros, to be filled by ``load_state_dict``).
@@ -243,22 +247,28 @@ class Constant(Module):
         super().__init__()
         if (value is None) == (shape is None):
             raise ArgumentError("Constant needs exactly one of value and shape")
-        data = (
-            np.zeros(_int_list(shape, "shape"), check_dtype(dtype)) if value is None else as_float_array(value, "value")
-        )
+        if value is None:
+            data = np.zeros(_int_list(shape, "shape"), check_dtype(dtype))
+        else:
+            data = as_float_array(value, "value")
         self.value = Parameter(np.array(data, copy=True))
 
-    def forward_with_context(self) -> tuple[np.ndarray, None]:
-        return self.value.data, None
+    def forward_with_context(self, *ignored: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+        """Context: the shapes of the ignored inputs (for their zero gradients)."""
+        return self.value.data, [np.shape(x) for x in ignored]
 
-    def forward(self) -> np.ndarray:
+    def forward(self, *ignored: np.ndarray) -> np.ndarray:
         return self.value.data
 
-    def backward_with_context(self, context: None, grad_output: np.ndarray, *, input_grad: bool = True) -> tuple:
+    def backward_with_context(self, context: list[tuple[int, ...]], grad_output: np.ndarray, *, input_grad=True):
         if np.shape(grad_output) != self.value.data.shape:
             raise ArgumentError(f"Constant of shape {self.value.data.shape} got a gradient of {np.shape(grad_output)}")
         self.value.accumulate(grad_output)
-        return () if input_grad else None  # no inputs, so no input gradients
+        if not input_grad:
+            return None
+        zero = np.zeros((), self.value.data.dtype)
+        grads = tuple(np.broadcast_to(zero, shape) for shape in context)  # d value / d input = 0
+        return grads[0] if len(grads) == 1 else grads
 
     def config(self) -> dict[str, Any]:
         return {"shape": list(self.value.data.shape)}

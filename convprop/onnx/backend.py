@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.helper
 from onnx.backend.base import Backend as OnnxBackend
 from onnx.backend.base import BackendRep
 
@@ -29,6 +30,12 @@ class ConvpropRep(BackendRep):
         self.model = model
         initializers = {t.name for t in model.graph.initializer}
         self.input_names = [i.name for i in model.graph.input if i.name not in initializers]
+        self.anchor: list[np.ndarray] = []
+        if not self.input_names:  # a graph of constants: give its Constant nodes an input to hang from
+            self.model = onnx.ModelProto()
+            self.model.CopyFrom(model)
+            self.model.graph.input.append(onnx.helper.make_tensor_value_info("anchor", onnx.TensorProto.FLOAT, []))
+            self.input_names, self.anchor = ["anchor"], [np.zeros((), np.float32)]
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
         """Outputs in the graph's order, for inputs given as a list (graph order), a dict or one array."""
@@ -37,7 +44,7 @@ class ConvpropRep(BackendRep):
         else:
             if isinstance(inputs, np.ndarray) or not isinstance(inputs, Sequence):
                 inputs = [inputs]
-            values = {name: np.asarray(v) for name, v in zip(self.input_names, inputs, strict=False)}
+            values = {name: np.asarray(v) for name, v in zip(self.input_names, [*inputs, *self.anchor], strict=False)}
         graph, used = build(self.model, bound=values)
         outputs = graph.forward(*(values[name] for name in used))
         return tuple(outputs) if isinstance(outputs, tuple) else (outputs,)

@@ -65,6 +65,7 @@ class ImportContext:
             if info.type.HasField("tensor_type") and tensor_type.elem_type in DTYPES:
                 self.dtypes[info.name] = DTYPES[tensor_type.elem_type]
         self.runtime_inputs: set[str] = set()
+        self.shared: dict[tuple[Any, ...], nn.Module] = {}
         self.uses: dict[str, int] = {}  # ONNX value → how many node inputs and graph outputs read it
         for node in self.graph.node:
             for value in node.input:
@@ -134,8 +135,16 @@ class ImportContext:
                     f"node {node_label(node)} takes the {array.dtype} constant {value!r} as data; convprop computes "
                     "in float32 and float64 only"
                 )
-            return self.emit(value, nn.Constant(array), [])
+            return self.emit(value, nn.Constant(array), [self.anchor()])
         raise OnnxError(f"node {node_label(node)} reads {value!r}, which no earlier node or graph input produces")
+
+    def anchor(self) -> str:
+        """A runtime value a Constant node can hang from (an nn.Graph node reads at least one value): the
+        first graph input, which thereby stays an input of the graph."""
+        if not self.input_values:
+            raise OnnxError("the ONNX graph has no inputs: it computes a constant, which is not a model")
+        self.runtime_inputs.add(self.input_values[0])
+        return self.names[self.input_values[0]]
 
     def shape(self, value: str) -> tuple[int | None, ...] | None:
         if value in self.static_values:
@@ -154,6 +163,14 @@ class ImportContext:
         self.nodes.append((name, module, list(inputs)))
         self.names[value] = name
         return name
+
+    def share(self, weights: tuple[str, ...], layer: nn.Module) -> nn.Module:
+        """The layer already built from the same weight initializers and settings, if any, else ``layer``:
+        one weight read by two nodes stays one set of parameters (``nn.Graph`` shares the module)."""
+        if not all(w in self.static_values for w in weights if w):
+            return layer  # weights bound from the Backend's inputs are not stored weights
+        key = (type(layer).__name__, weights, repr(sorted(layer.config().items())))
+        return self.shared.setdefault(key, layer)
 
     def take_producer(self, value: str, kind: type[nn.Module]) -> tuple[nn.Module, list[str]] | None:
         """The ``kind`` node that computes ``value``, removed from the graph so that the caller can fold it

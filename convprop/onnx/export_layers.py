@@ -35,6 +35,63 @@ def sequential(b: Builder, model: nn.Sequential, inputs: list[str], values: list
     return name, value
 
 
+@exports(nn.Residual)
+def residual(b: Builder, model: nn.Residual, inputs: list[str], values: list[np.ndarray], path: str):
+    main, main_value = b.module(model.body, inputs, values, f"{path}.body" if path else "body")
+    skip, skip_value = inputs[0], values[0]
+    if model.shortcut is not None:
+        skip, skip_value = b.module(model.shortcut, inputs, values, f"{path}.shortcut" if path else "shortcut")
+    return b.node("Add", [main, skip], _hint(path, "residual")), main_value + skip_value
+
+
+@exports(nn.Concat)
+def concat(b: Builder, model: nn.Concat, inputs: list[str], values: list[np.ndarray], path: str):
+    outs = [b.module(branch, inputs, values, f"{path}.{i}" if path else str(i)) for i, branch in enumerate(model)]
+    y = np.concatenate([v for _, v in outs], axis=model.dim)
+    return b.node("Concat", [n for n, _ in outs], _hint(path, "concat"), axis=model.dim), y
+
+
+@exports(nn.Graph)
+def graph(b: Builder, model: nn.Graph, inputs: list[str], values: list[np.ndarray], path: str):
+    if len(inputs) != len(model.input_names):
+        raise OnnxError(
+            f"the graph at {path or 'the top'} takes {len(model.input_names)} inputs "
+            f"{list(model.input_names)}; input_shape gave {len(inputs)}"
+        )
+    names = dict(zip(model.input_names, inputs, strict=True))
+    samples = dict(zip(model.input_names, values, strict=True))
+    for node in model.nodes:
+        where = f"{path}.{node.name}" if path else node.name
+        names[node.name], samples[node.name] = b.module(
+            node.module, [names[s] for s in node.inputs], [samples[s] for s in node.inputs], where
+        )
+    outs = tuple(names[o] for o in model.output_names)
+    outs_values = tuple(samples[o] for o in model.output_names)
+    return (outs[0], outs_values[0]) if len(outs) == 1 else (outs, outs_values)
+
+
+def _chain(op_type: str):
+    """ONNX's Add and Mul take two inputs: x1 + x2 + x3 is written (x1 + x2) + x3, as convprop sums."""
+
+    def export_chain(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+        out = inputs[0]
+        for i, other in enumerate(inputs[1:]):
+            last = i == len(inputs) - 2
+            out = b.node(op_type, [out, other], _hint(path, op_type.lower()) if last else f"{path}.{i}")
+        return out, run(layer, values)
+
+    return export_chain
+
+
+exports(nn.Add)(_chain("Add"))
+exports(nn.Mul)(_chain("Mul"))
+
+
+@exports(nn.Cat)
+def cat(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+    return b.node("Concat", list(inputs), _hint(path, "cat"), axis=layer.dim), run(layer, values)
+
+
 # --- convolution and dense layers ---------------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ class Builder:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.taken: set[str] = set()
+        self.shared: dict[int, tuple[np.ndarray, str]] = {}  # id(array) → (array, initializer name)
 
     def name(self, hint: str) -> str:
         base, i, name = hint or "v", 1, hint or "v"
@@ -65,7 +66,13 @@ class Builder:
         return name
 
     def weight(self, hint: str, value: np.ndarray) -> str:
-        return self.constant(hint, np.asarray(value, dtype=self.dtype))
+        """A float initializer; one array used twice (a layer shared by two graph nodes) is written once."""
+        key = id(value)
+        if key in self.shared and self.shared[key][0] is value:
+            return self.shared[key][1]
+        name = self.constant(hint, np.asarray(value, dtype=self.dtype))
+        self.shared[key] = (value, name)
+        return name
 
     def ints(self, hint: str, values: Sequence[int]) -> str:
         return self.constant(hint, np.asarray(list(values), dtype=np.int64))

@@ -85,10 +85,7 @@ def _own_node(ctx: ImportContext, name: str) -> str:
 
 def make_graph(inputs: list[str], nodes: list[tuple[str, nn.Module, list[str]]], outputs: list[str]) -> nn.Module:
     """``nn.Graph(inputs, nodes, outputs)``; a graph that does not fit is an OnnxError."""
-    graph_class = getattr(nn, "Graph", None)
-    if graph_class is None:
-        from ._graph import Graph as graph_class
     try:
-        return graph_class(inputs, nodes, outputs)
+        return nn.Graph(inputs, nodes, outputs)
     except (ValueError, TypeError) as exc:
         raise OnnxError(f"the ONNX graph does not make a convprop graph: {exc}") from None

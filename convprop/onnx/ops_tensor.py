@@ -116,7 +116,7 @@ def gemm(ctx: ImportContext, node: Any) -> None:
                 set_data(layer.weight, np.ascontiguousarray(weight), node, "B")
                 if bias is not None:
                     set_data(layer.bias, bias.reshape(-1).astype(weight.dtype), node, "C")
-                ctx.emit(single_output(node, ctx), layer, [ctx.runtime(a, node)])
+                ctx.emit(single_output(node, ctx), ctx.share((b, c), layer), [ctx.runtime(a, node)])
                 return
     inputs = [ctx.runtime(v, node) for v in (a, b, c) if v]
     ctx.emit(single_output(node, ctx), nn.Gemm(alpha, beta, trans_a, trans_b), inputs)

@@ -117,7 +117,7 @@ def conv(ctx: ImportContext, node: Any) -> None:
     set_data(layer.weight, weight, node, "weight")
     if bias is not None:
         set_data(layer.bias, bias.astype(weight.dtype), node, "bias")
-    ctx.emit(single_output(node, ctx), layer, [x])
+    ctx.emit(single_output(node, ctx), ctx.share((w_name, b_name), layer), [x])
 
 
 @op("ConvTranspose", 11, 22)
@@ -190,6 +190,7 @@ def conv_transpose(ctx: ImportContext, node: Any) -> None:
     set_data(layer.weight, weight, node, "weight")
     if bias is not None:
         set_data(layer.bias, bias.astype(weight.dtype), node, "bias")
+    layer = ctx.share((w_name, b_name), layer)
     x = ctx.runtime(x_name, node)
     if sym:
         ctx.emit(single_output(node, ctx), layer, [x])
