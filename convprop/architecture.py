@@ -38,12 +38,18 @@ MAX_INT = 1 << 20  # any integer setting (channels, kernel, padding, sizes)
 ELEMENTS_PER_SETTING_PRODUCT = 4  # a layer allocates at most 4 × Π(its integer settings) elements
 
 
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"')  # a JSON string, matched without backtracking
+
+
 def json_depth(text: str) -> int:
     """The bracket nesting depth of a JSON text, found without parsing it (no recursion)."""
-    stripped = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)  # strings cannot open or close anything
+    stripped = _STRING.sub('""', text)  # strings cannot open or close anything
     codes = np.frombuffer(stripped.encode("utf-8", "replace"), dtype=np.uint8)
-    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int64) - np.isin(codes, (ord("]"), ord("}")))
-    return int(np.cumsum(steps).max(initial=0))
+    steps = np.zeros(codes.shape, dtype=np.int32)  # 4 bytes per character, the only large array
+    steps[(codes == ord("[")) | (codes == ord("{"))] = 1
+    steps[(codes == ord("]")) | (codes == ord("}"))] = -1
+    np.cumsum(steps, out=steps)
+    return int(steps.max(initial=0))
 
 
 # ---------------------------------------------------------------------------------------------- describe

@@ -58,7 +58,7 @@ def _check_tensor_entries(header: Any, data_bytes: int, path: Path) -> None:
         shape, dtype, offsets = entry["shape"], entry.get("dtype"), entry.get("data_offsets")
         if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 40 for d in shape):
             raise CheckpointError(f"{str(path)!r}: tensor {name!r:.100} has shape {shape!r:.100}")
-        if dtype not in _ITEMSIZE:
+        if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
             raise CheckpointError(f"{str(path)!r}: tensor {name!r:.100} has dtype {dtype!r:.50}")
         valid = isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
         size = math.prod(shape) * _ITEMSIZE[dtype]

@@ -21,6 +21,7 @@ import itertools
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -213,14 +214,14 @@ def pad(x: np.ndarray, pads: Pads, padding_mode: str = "zeros", value: float = 0
     widths = [(0, 0)] * (x.ndim - len(pads)) + list(pads)
     if padding_mode == "zeros":
         return np.pad(x, widths, mode="constant", constant_values=value)
-    return np.pad(x, widths, mode=_NUMPY_PAD_MODE[padding_mode])
+    return np.pad(x, widths, mode=_NUMPY_PAD_MODE[padding_mode])  # type: ignore[call-overload]  # a numpy mode name
 
 
 def _source_index(size: int, before: int, after: int, padding_mode: str) -> np.ndarray:
     """For each padded position, the input position it copies (-1 for a zero pad)."""
     if padding_mode == "zeros":
         return np.concatenate([np.full(before, -1), np.arange(size), np.full(after, -1)])
-    return np.pad(np.arange(size), (before, after), mode=_NUMPY_PAD_MODE[padding_mode])
+    return np.pad(np.arange(size), (before, after), mode=_NUMPY_PAD_MODE[padding_mode])  # type: ignore[call-overload]  # a numpy mode name
 
 
 def crop(padded: np.ndarray, in_size: Sizes, pads: Pads) -> np.ndarray:
@@ -292,4 +293,6 @@ def scatter_windows(columns: np.ndarray, out: np.ndarray, stride: Sizes, dilatio
     kernel, out_size = columns.shape[-2 * n : -n], columns.shape[-n:]
     every = (slice(None),) * n
     for tap, slices in tap_slices(kernel, stride, dilation, out_size):
-        out[(Ellipsis, *slices)] += columns[(Ellipsis, *tap, *every)]  # (..., *O) plane of this tap
+        target: tuple[Any, ...] = (Ellipsis, *slices)
+        source: tuple[Any, ...] = (Ellipsis, *tap, *every)
+        out[target] += columns[source]  # (..., *O) plane of this tap

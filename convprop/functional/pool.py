@@ -18,12 +18,13 @@ KH, KW, OH, OW).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from ..errors import ArgumentError
 from . import pool_compiled
-from .geometry import pad, windows
+from .geometry import AXIS_NAMES, pad, windows
 from .pool_avg import (
     adaptive_avg_pool1d,
     adaptive_avg_pool1d_backward,
@@ -116,7 +117,8 @@ def _max_pool_taps(x: np.ndarray, geo: PoolGeometry) -> tuple[np.ndarray, np.nda
     indices = np.empty(shape, dtype=np.int64)
     indices[...] = _first_valid_index(geo)  # the answer when every tap is -inf
     for tap, _ in geo.window.taps():
-        values = view[(slice(None), slice(None), *tap)]  # (N, C, *Q)
+        index: tuple[Any, ...] = (slice(None), slice(None), *tap)
+        values = view[index]  # (N, C, *Q)
         wins = (values > y) | np.isnan(values)
         np.copyto(y, values, where=wins)
         np.copyto(indices, _tap_index(geo, tap), where=wins)
@@ -171,7 +173,8 @@ def _max_pool_backward(grad_output, x, ndim: int, kernel_size, stride, padding, 
         plane = math.prod(geo.in_size)
         if indices.size and (indices.min() < 0 or indices.max() >= plane):
             raise ArgumentError(
-                f"indices must lie in [0, {plane}) (one input plane, flat) for input of spatial size {geo.in_size}, "
+                f"indices must lie in [0, {'·'.join(AXIS_NAMES[ndim])}) = [0, {plane}) (one input plane, flat) "
+                f"for input of spatial size {geo.in_size}, "
                 f"got values from {indices.min()} to {indices.max()}"
             )
         indices = indices[None] if unbatched else indices  # (N, C, *Q)

@@ -1,8 +1,8 @@
-"""BatchNorm2d and Dropout: the layers own the running statistics and the random stream."""
+"""BatchNorm1d/2d/3d and Dropout: the layers own the running statistics and the random stream."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -12,8 +12,8 @@ from .module import Module, Parameter
 from .validate import check_dtype, check_positive_int, check_probability
 
 
-class BatchNorm2d(Module):
-    """Batch normalisation over (N, H, W) per channel, ``torch.nn.BatchNorm2d``.
+class _BatchNorm(Module):
+    """Batch normalisation per channel over every other axis, ``torch.nn.BatchNorm{1,2,3}d``.
 
     Training: normalise with the batch mean and (biased) variance and update the running statistics
     (``running = (1 − momentum)·running + momentum·batch``, the variance unbiased; ``momentum=None``
@@ -21,8 +21,11 @@ class BatchNorm2d(Module):
     running statistics. See ``functional.norm.batch_norm`` and ``docs/normalisation.md``.
 
     Shapes:
-        x: (N, C, H, W); weight, bias, running_mean, running_var: (C,)
+        x: (N, C, *S), the ranks ``shapes`` lists; weight, bias, running_mean, running_var: (C,)
     """
+
+    registered = False
+    shapes: ClassVar[dict[int, str]]  # accepted x.ndim → the shape shown in an error
 
     def __init__(
         self,
@@ -62,10 +65,9 @@ class BatchNorm2d(Module):
         running statistics) the backward recomputes them from x and mean/var are None; otherwise they
         are copies of the running statistics this call used, so a later training step cannot change
         the gradient of this call. In training mode the running statistics are updated, as PyTorch."""
-        if np.ndim(x) != 4 or np.shape(x)[1] != self.num_features:
-            raise ValueError(
-                f"BatchNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), got shape {np.shape(x)}"
-            )
+        if np.ndim(x) not in self.shapes or np.shape(x)[1] != self.num_features:
+            expected = " or ".join(shape.replace("C", str(self.num_features)) for shape in self.shapes.values())
+            raise ValueError(f"{type(self).__name__}({self.num_features}) expects {expected}, got shape {np.shape(x)}")
         use_batch = self.training or not self.track_running_stats
         rm, rv = self._stats()
         momentum = self.momentum
@@ -114,6 +116,24 @@ class BatchNorm2d(Module):
             affine=self.affine,
             track_running_stats=self.track_running_stats,
         )
+
+
+class BatchNorm1d(_BatchNorm):
+    """``torch.nn.BatchNorm1d``: statistics per channel over N (for (N, C)) or over (N, L) (for (N, C, L))."""
+
+    shapes: ClassVar[dict[int, str]] = {2: "(N, C)", 3: "(N, C, L)"}
+
+
+class BatchNorm2d(_BatchNorm):
+    """``torch.nn.BatchNorm2d``: statistics per channel over (N, H, W). See ``_BatchNorm``."""
+
+    shapes: ClassVar[dict[int, str]] = {4: "(N, C, H, W)"}
+
+
+class BatchNorm3d(_BatchNorm):
+    """``torch.nn.BatchNorm3d``: statistics per channel over (N, D, H, W). See ``_BatchNorm``."""
+
+    shapes: ClassVar[dict[int, str]] = {5: "(N, C, D, H, W)"}
 
 
 class Dropout(Module):

@@ -1,40 +1,60 @@
-"""Pooling layers: MaxPool2d, AvgPool2d, AdaptiveAvgPool2d (math in ``functional.pool``)."""
+"""Pooling layers, 1-, 2- and 3-D: MaxPool, AvgPool, AdaptiveAvgPool (math in ``functional.pool``).
+
+One base class per kind holds the settings and calls the functional pooling of its dimension; the
+1/2/3-D classes only say how many spatial axes they have (and which functions to call).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import ArgumentError
 from ..functional import pool as P
-from ..functional.geometry import pair
+from ..functional.geometry import is_per_side, ntuple, per_side_pads
 from .module import Module
 
 
-def _listed(v):
-    return list(v) if isinstance(v, tuple) else v
+def _listed(v: Any) -> Any:
+    return [_listed(i) for i in v] if isinstance(v, (tuple, list)) else v
 
 
-def _check_half_kernel(padding, kernel_size) -> None:
-    """PyTorch's rule: padding at most half the kernel, so no window lies wholly in the padding."""
-    if any(p > k // 2 for p, k in zip(padding, kernel_size, strict=True)):
-        raise ValueError(f"padding (={padding}) must be at most half of kernel_size (={kernel_size})")
+def _pool_padding(padding: Any, kernel_size: tuple[int, ...]) -> Any:
+    """One int per axis, or one (before, after) pair per axis; each at most half the kernel (PyTorch's
+    rule, so no window lies wholly in the padding)."""
+    n = len(kernel_size)
+    if is_per_side(padding):
+        pads: Any = per_side_pads(padding, n)
+        sides = pads
+    else:
+        pads = ntuple(padding, n, "padding", minimum=0)
+        sides = tuple((p, p) for p in pads)
+    if any(p > k // 2 for pair, k in zip(sides, kernel_size, strict=True) for p in pair):
+        raise ArgumentError(f"padding (={pads}) must be at most half of kernel_size (={kernel_size})")
+    return pads
 
 
-class MaxPool2d(Module):
-    """Max pooling, ``torch.nn.MaxPool2d``: y = max over each window; the gradient goes to the argmax.
+class _MaxPoolNd(Module):
+    """Max pooling, ``torch.nn.MaxPool{1,2,3}d``: y = max over each window; the gradient goes to the argmax.
 
-    Shapes:
-        x: (N, C, H, W) or (C, H, W); y: (N, C, OH, OW)
+    Shapes (n spatial axes): x (N, C, *S) or (C, *S); y (N, C, *Q)
     """
+
+    registered = False
+    ndim: ClassVar[int]
+    _forward: ClassVar[Callable[..., tuple[np.ndarray, np.ndarray]]]
+    _backward: ClassVar[Callable[..., np.ndarray]]
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
         super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = pair(stride, "stride") if stride is not None else self.kernel_size
-        self.padding, self.dilation = pair(padding, "padding", minimum=0), pair(dilation, "dilation")
+        n = self.ndim
+        self.kernel_size = ntuple(kernel_size, n, "kernel_size")
+        self.stride = ntuple(stride, n, "stride") if stride is not None else self.kernel_size
+        self.padding = _pool_padding(padding, self.kernel_size)
+        self.dilation = ntuple(dilation, n, "dilation")
         self.ceil_mode = bool(ceil_mode)
-        _check_half_kernel(self.padding, self.kernel_size)
 
     def _options(self) -> dict[str, Any]:
         return dict(
@@ -47,11 +67,11 @@ class MaxPool2d(Module):
 
     def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Context: ``(x, indices)``, the input and each window's argmax (where the gradient goes)."""
-        y, indices = P.max_pool2d_with_indices(x, **self._options())
+        y, indices = type(self)._forward(x, **self._options())
         return y, (x, indices)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return P.max_pool2d(x, **self._options())
+        return type(self)._forward(x, **self._options())[0]
 
     def backward_with_context(
         self, context: tuple[np.ndarray, np.ndarray], grad_output: np.ndarray, *, input_grad: bool = True
@@ -59,14 +79,43 @@ class MaxPool2d(Module):
         if not input_grad:
             return None
         x, indices = context
-        return P.max_pool2d_backward(grad_output, x, **self._options(), indices=indices)
+        return type(self)._backward(grad_output, x, **self._options(), indices=indices)
 
     def config(self) -> dict[str, Any]:
         return {k: _listed(v) for k, v in self._options().items()}
 
 
-class AvgPool2d(Module):
-    """Average pooling, ``torch.nn.AvgPool2d``: y = mean over each window; each input gets δ/divisor."""
+class MaxPool1d(_MaxPoolNd):
+    """``torch.nn.MaxPool1d``: x (N, C, L) or (C, L). See ``_MaxPoolNd``."""
+
+    ndim = 1
+    _forward = staticmethod(P.max_pool1d_with_indices)
+    _backward = staticmethod(P.max_pool1d_backward)
+
+
+class MaxPool2d(_MaxPoolNd):
+    """``torch.nn.MaxPool2d``: x (N, C, H, W) or (C, H, W). See ``_MaxPoolNd``."""
+
+    ndim = 2
+    _forward = staticmethod(P.max_pool2d_with_indices)
+    _backward = staticmethod(P.max_pool2d_backward)
+
+
+class MaxPool3d(_MaxPoolNd):
+    """``torch.nn.MaxPool3d``: x (N, C, D, H, W) or (C, D, H, W). See ``_MaxPoolNd``."""
+
+    ndim = 3
+    _forward = staticmethod(P.max_pool3d_with_indices)
+    _backward = staticmethod(P.max_pool3d_backward)
+
+
+class _AvgPoolNd(Module):
+    """Average pooling, ``torch.nn.AvgPool{1,2,3}d``: y = mean over each window; each input gets δ/divisor."""
+
+    registered = False
+    ndim: ClassVar[int]
+    _forward: ClassVar[Callable[..., np.ndarray]]
+    _backward: ClassVar[Callable[..., np.ndarray]]
 
     def __init__(
         self,
@@ -78,16 +127,16 @@ class AvgPool2d(Module):
         divisor_override: int | None = None,
     ):
         super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = pair(stride, "stride") if stride is not None else self.kernel_size
-        self.padding = pair(padding, "padding", minimum=0)
+        n = self.ndim
+        self.kernel_size = ntuple(kernel_size, n, "kernel_size")
+        self.stride = ntuple(stride, n, "stride") if stride is not None else self.kernel_size
+        self.padding = _pool_padding(padding, self.kernel_size)
         self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
-        self.divisor_override = divisor_override
-        _check_half_kernel(self.padding, self.kernel_size)
         if divisor_override is not None and (
             isinstance(divisor_override, bool) or not isinstance(divisor_override, int) or divisor_override < 1
         ):
-            raise ValueError(f"divisor_override must be None or a positive int, got {divisor_override!r}")
+            raise ArgumentError(f"divisor_override must be None or a positive int, got {divisor_override!r}")
+        self.divisor_override = divisor_override
 
     def _options(self) -> dict[str, Any]:
         return dict(
@@ -104,43 +153,97 @@ class AvgPool2d(Module):
         return self.forward(x), x
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return P.avg_pool2d(x, **self._options())
+        return type(self)._forward(x, **self._options())
 
     def backward_with_context(
         self, context: np.ndarray, grad_output: np.ndarray, *, input_grad: bool = True
     ) -> np.ndarray | None:
         if not input_grad:
             return None
-        return P.avg_pool2d_backward(grad_output, context, **self._options())
+        return type(self)._backward(grad_output, context, **self._options())
 
     def config(self) -> dict[str, Any]:
         return {k: _listed(v) for k, v in self._options().items()}
 
 
-class AdaptiveAvgPool2d(Module):
-    """Adaptive average pooling to a fixed ``output_size`` (``(1, 1)``: global average pooling)."""
+class AvgPool1d(_AvgPoolNd):
+    """``torch.nn.AvgPool1d`` (plus ``divisor_override``, as the 2-D one). See ``_AvgPoolNd``."""
+
+    ndim = 1
+    _forward = staticmethod(P.avg_pool1d)
+    _backward = staticmethod(P.avg_pool1d_backward)
+
+
+class AvgPool2d(_AvgPoolNd):
+    """``torch.nn.AvgPool2d``. See ``_AvgPoolNd``."""
+
+    ndim = 2
+    _forward = staticmethod(P.avg_pool2d)
+    _backward = staticmethod(P.avg_pool2d_backward)
+
+
+class AvgPool3d(_AvgPoolNd):
+    """``torch.nn.AvgPool3d``. See ``_AvgPoolNd``."""
+
+    ndim = 3
+    _forward = staticmethod(P.avg_pool3d)
+    _backward = staticmethod(P.avg_pool3d_backward)
+
+
+class _AdaptiveAvgPoolNd(Module):
+    """Adaptive average pooling to a fixed ``output_size`` (all ones: global average pooling); an entry
+    of ``None`` keeps that axis' input size, as in PyTorch."""
+
+    registered = False
+    ndim: ClassVar[int]
+    _forward: ClassVar[Callable[..., np.ndarray]]
+    _backward: ClassVar[Callable[..., np.ndarray]]
 
     def __init__(self, output_size):
         super().__init__()
-        if isinstance(output_size, (tuple, list)) and len(output_size) == 2 and None in output_size:
-            # None keeps that axis' input size, as in PyTorch
-            self.output_size = tuple(None if v is None else pair(v, "output_size")[0] for v in output_size)
+        n = self.ndim
+        if isinstance(output_size, (tuple, list)) and len(output_size) == n and None in output_size:
+            self.output_size = tuple(None if v is None else ntuple(v, 1, "output_size")[0] for v in output_size)
         else:
-            self.output_size = pair(output_size, "output_size")
+            self.output_size = ntuple(output_size, n, "output_size")
 
     def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Context: the input x (its shape fixes the bins)."""
         return self.forward(x), x
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return P.adaptive_avg_pool2d(x, self.output_size)
+        return type(self)._forward(x, self.output_size)
 
     def backward_with_context(
         self, context: np.ndarray, grad_output: np.ndarray, *, input_grad: bool = True
     ) -> np.ndarray | None:
         if not input_grad:
             return None
-        return P.adaptive_avg_pool2d_backward(grad_output, context, self.output_size)
+        return type(self)._backward(grad_output, context, self.output_size)
 
     def config(self) -> dict[str, Any]:
         return dict(output_size=list(self.output_size))
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
+    """``torch.nn.AdaptiveAvgPool1d``: x (N, C, L) → (N, C, output_size)."""
+
+    ndim = 1
+    _forward = staticmethod(P.adaptive_avg_pool1d)
+    _backward = staticmethod(P.adaptive_avg_pool1d_backward)
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    """``torch.nn.AdaptiveAvgPool2d``: ``(1, 1)`` is global average pooling."""
+
+    ndim = 2
+    _forward = staticmethod(P.adaptive_avg_pool2d)
+    _backward = staticmethod(P.adaptive_avg_pool2d_backward)
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
+    """``torch.nn.AdaptiveAvgPool3d``: x (N, C, D, H, W) → (N, C, *output_size)."""
+
+    ndim = 3
+    _forward = staticmethod(P.adaptive_avg_pool3d)
+    _backward = staticmethod(P.adaptive_avg_pool3d_backward)
