@@ -114,7 +114,7 @@ def padded_input(b: Builder, x: str, pairs: list[tuple[int, int]], mode: str, pa
     return b.node("Pad", [x, pads], f"{path}.padded", mode=onnx_mode)
 
 
-@exports(nn.Conv2d)
+@exports(nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def conv(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
     x, value = inputs[0], values[0]
     y = run(layer, [value])
@@ -138,6 +138,27 @@ def conv(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], pa
     if layer.bias_kind == "untied":  # one bias per output position: (O, OH, OW) broadcast over the batch
         out = b.node("Add", [out, b.weight(f"{path}.bias", layer.bias.data)], f"{path}.untied")
     return out, y
+
+
+@exports(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+def conv_transpose(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+    path = _hint(path, "conv_transpose")
+    pairs = [tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in layer.padding]
+    operands = [inputs[0], b.weight(f"{path}.weight", layer.weight.data)]
+    if layer.bias is not None:
+        operands.append(b.weight(f"{path}.bias", layer.bias.data))
+    out = b.node(
+        "ConvTranspose",
+        operands,
+        path,
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        dilations=list(layer.dilation),
+        pads=_flat_pads(pairs),  # type: ignore[arg-type]
+        output_padding=list(layer.output_padding),
+        group=layer.groups,
+    )
+    return out, run(layer, values)
 
 
 @exports(nn.Linear)
@@ -208,7 +229,7 @@ def dropout(b: Builder, layer: nn.Dropout, inputs: list[str], values: list[np.nd
 # --- normalisation and pooling ------------------------------------------------------------------------
 
 
-@exports(nn.BatchNorm2d)
+@exports(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 def batch_norm(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
     if not layer.track_running_stats:
         raise OnnxError(
@@ -233,14 +254,12 @@ def batch_norm(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarra
 
 
 def _pool_pads(layer: Any, ndim: int) -> list[int]:
-    return (
-        [*layer.padding, *layer.padding][: 2 * ndim]
-        if isinstance(layer.padding, tuple)
-        else [layer.padding] * (2 * ndim)
-    )
+    """A pool's padding (one int or one (before, after) pair per axis) as ONNX's begins-then-ends list."""
+    pairs = [tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in layer.padding]
+    return _flat_pads(pairs)  # type: ignore[arg-type]
 
 
-@exports(nn.MaxPool2d)
+@exports(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 def max_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
     k = len(layer.kernel_size)
     out = b.node(
@@ -256,7 +275,7 @@ def max_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray]
     return out, run(layer, values)
 
 
-@exports(nn.AvgPool2d)
+@exports(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 def avg_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
     if layer.divisor_override is not None:
         raise OnnxError(
@@ -277,7 +296,7 @@ def avg_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray]
     return out, run(layer, values)
 
 
-@exports(nn.AdaptiveAvgPool2d)
+@exports(nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 def adaptive_avg_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
     value = values[0]
     y = run(layer, values)

@@ -48,6 +48,16 @@ def window_geometry(ctx: ImportContext, node: Any, attrs: dict[str, Any], x: str
     return stride, dilation, pairs
 
 
+def as_padding(pairs: list[tuple[int, int]]) -> tuple[Any, ...]:
+    """A layer's ``padding``: one int per axis when symmetric, else one (before, after) pair per axis."""
+    return tuple(b for b, _ in pairs) if symmetric(pairs) else tuple((int(b), int(a)) for b, a in pairs)
+
+
+def half_kernel(pairs: list[tuple[int, int]], kernel: list[int]) -> bool:
+    """PyTorch's pooling rule: every pad at most half the kernel."""
+    return all(p <= k // 2 for pair, k in zip(pairs, kernel, strict=True) for p in pair)
+
+
 def symmetric(pairs: list[tuple[int, int]]) -> bool:
     return all(b == a for b, a in pairs)
 
@@ -97,8 +107,6 @@ def conv(ctx: ImportContext, node: Any) -> None:
     padding_mode = "zeros"
     if not any(p for pair in pairs for p in pair):
         x, pairs, padding_mode = fold_pad(ctx, x_name, x, pairs)
-    if not symmetric(pairs):
-        x, pairs = pad_in_front(ctx, node, x, pairs), [(0, 0)] * len(kernel)
     group = int(attrs["group"])
     cls = layer_class(node, "Conv", len(kernel))
     layer = cls(
@@ -106,7 +114,7 @@ def conv(ctx: ImportContext, node: Any) -> None:
         weight.shape[0],
         tuple(kernel),
         stride=tuple(stride),
-        padding=tuple(b for b, _ in pairs),
+        padding=as_padding(pairs),
         dilation=tuple(dilation),
         groups=group,
         bias=bias is not None,
@@ -173,13 +181,12 @@ def conv_transpose(ctx: ImportContext, node: Any) -> None:
         pairs = [(0, 0)] * k
     group = int(attrs["group"])
     cls = layer_class(node, "ConvTranspose", k)
-    sym = symmetric(pairs)
     layer = cls(
         weight.shape[0],
         weight.shape[1] * group,
         tuple(kernel),
         stride=tuple(stride),
-        padding=tuple(b for b, _ in pairs) if sym else 0,
+        padding=as_padding(pairs),
         output_padding=tuple(out_pad),
         groups=group,
         bias=bias is not None,
@@ -191,13 +198,7 @@ def conv_transpose(ctx: ImportContext, node: Any) -> None:
     if bias is not None:
         set_data(layer.bias, bias.astype(weight.dtype), node, "bias")
     layer = ctx.share((w_name, b_name), layer)
-    x = ctx.runtime(x_name, node)
-    if sym:
-        ctx.emit(single_output(node, ctx), layer, [x])
-        return
-    # the transposed convolution with pads (b, a) is the unpadded one cropped by b before and a after
-    full = ctx.emit_hidden(f"{node.output[0]}_full", layer, [x])
-    ctx.emit(single_output(node, ctx), nn.Pad([[-b, -a] for b, a in pairs]), [full])
+    ctx.emit(single_output(node, ctx), layer, [ctx.runtime(x_name, node)])
 
 
 # --- pooling ----------------------------------------------------------------------------------------
@@ -229,14 +230,13 @@ def max_pool(ctx: ImportContext, node: Any) -> None:
     )
     kernel, stride, dilation, pairs = _pool_geometry(ctx, node, attrs)
     x = ctx.runtime(inputs_of(node, 1, 1)[0], node)
-    fits = symmetric(pairs) and all(b <= kk // 2 for (b, _), kk in zip(pairs, kernel, strict=True))
-    if not fits:  # −∞ padding, then an unpadded pool: the max never picks the padding
+    if not half_kernel(pairs, kernel):  # −∞ padding, then an unpadded pool: the max never picks the padding
         x, pairs = pad_in_front(ctx, node, x, pairs, value=-np.inf), [(0, 0)] * len(kernel)
     cls = layer_class(node, "MaxPool", len(kernel))
     layer = cls(
         tuple(kernel),
         stride=tuple(stride),
-        padding=tuple(b for b, _ in pairs),
+        padding=as_padding(pairs),
         dilation=tuple(dilation),
         ceil_mode=bool(attrs["ceil_mode"]),
     )
@@ -264,16 +264,15 @@ def average_pool(ctx: ImportContext, node: Any) -> None:
         )
     include = bool(attrs["count_include_pad"])
     x = ctx.runtime(inputs_of(node, 1, 1)[0], node)
-    fits = symmetric(pairs) and all(b <= kk // 2 for (b, _), kk in zip(pairs, kernel, strict=True))
-    if not fits:
-        if not include and any(p for pair in pairs for p in pair):
-            raise unsupported(node, f"AveragePool with asymmetric pads {attrs['pads']} and count_include_pad=0")
+    if not half_kernel(pairs, kernel):  # zero padding counted in the divisor, then an unpadded pool
+        if not include:
+            raise unsupported(node, f"AveragePool with pads {pairs} beyond half the kernel and count_include_pad=0")
         x, pairs = pad_in_front(ctx, node, x, pairs), [(0, 0)] * len(kernel)
     cls = layer_class(node, "AvgPool", len(kernel))
     layer = cls(
         tuple(kernel),
         stride=tuple(stride),
-        padding=tuple(b for b, _ in pairs),
+        padding=as_padding(pairs),
         ceil_mode=bool(attrs["ceil_mode"]),
         count_include_pad=include,
     )
