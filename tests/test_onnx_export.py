@@ -20,7 +20,7 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random running statistics and biases, so that nothing exported is a trivial 0 or 1."""
     rng = np.random.default_rng(seed)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d) and m.track_running_stats:
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and m.track_running_stats:
             m.running_mean[...] = rng.standard_normal(m.num_features)
             m.running_var[...] = rng.uniform(0.5, 2.0, m.num_features)
             if m.affine:
@@ -48,6 +48,7 @@ def check_export(model, input_shape, tmp_path, *, seed=0, batch=3, opset=None):
 
 
 S = (1, 4, 9, 10)  # (N, C, H, W): odd and even sizes, so strides leave remainders
+S1, S3 = (1, 4, 11), (1, 4, 5, 6, 7)  # (N, C, L) and (N, C, D, H, W)
 
 LAYERS = {
     "conv": (lambda: nn.Conv2d(4, 6, 3, rng=1), S),
@@ -120,6 +121,30 @@ LAYERS = {
         S,
     ),
     "graph with a shared layer": (lambda: shared_graph(), S),
+    "conv per-side padding": (lambda: nn.Conv2d(4, 6, 3, padding=((0, 2), (1, 0)), rng=1), S),
+    "conv1d": (lambda: nn.Conv1d(4, 6, 3, stride=2, padding=1, rng=1), S1),
+    "conv1d same dilated": (lambda: nn.Conv1d(4, 6, 3, dilation=2, padding="same", rng=1), S1),
+    "conv1d reflect": (lambda: nn.Conv1d(4, 6, 3, padding=2, padding_mode="reflect", rng=1), S1),
+    "conv3d": (lambda: nn.Conv3d(4, 6, (2, 3, 1), stride=(1, 2, 1), padding=(1, 0, 1), rng=1), S3),
+    "conv3d groups": (lambda: nn.Conv3d(4, 6, 2, groups=2, rng=1), S3),
+    "conv transpose 1d": (lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1, output_padding=1, rng=1), S1),
+    "conv transpose 2d": (lambda: nn.ConvTranspose2d(4, 6, (3, 2), stride=2, rng=1), S),
+    "conv transpose 2d groups dilated": (
+        lambda: nn.ConvTranspose2d(4, 6, 3, stride=(2, 1), padding=(1, 2), dilation=2, groups=2, rng=1),
+        S,
+    ),
+    "conv transpose 2d per-side": (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=((0, 1), (2, 0)), rng=1), S),
+    "conv transpose 3d": (lambda: nn.ConvTranspose3d(4, 6, 2, stride=2, bias=False, rng=1), S3),
+    "max pool 1d": (lambda: nn.MaxPool1d(3, stride=2, padding=1), S1),
+    "max pool 3d": (lambda: nn.MaxPool3d(2, ceil_mode=True), S3),
+    "max pool per-side": (lambda: nn.MaxPool2d(3, stride=2, padding=((0, 1), (1, 0))), S),
+    "avg pool 1d": (lambda: nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False), S1),
+    "avg pool 3d": (lambda: nn.AvgPool3d(2, stride=1), S3),
+    "adaptive avg pool 1d": (lambda: nn.AdaptiveAvgPool1d(1), S1),
+    "adaptive avg pool 3d": (lambda: nn.AdaptiveAvgPool3d(1), S3),
+    "batch norm 1d (N, C)": (lambda: nn.BatchNorm1d(5), (1, 5)),
+    "batch norm 1d (N, C, L)": (lambda: nn.BatchNorm1d(4), S1),
+    "batch norm 3d": (lambda: nn.BatchNorm3d(4), S3),
 }
 
 
