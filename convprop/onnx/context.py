@@ -81,7 +81,7 @@ class ImportContext:
     # --- names --------------------------------------------------------------------------------------
     def unique(self, hint: str) -> str:
         """A graph name made from an ONNX name: word characters only, not starting with a digit, unique."""
-        base = re.sub(r"\W+", "_", hint).strip("_") or "node"
+        base = re.sub(r"\W+", "_", hint.removesuffix("_output_0")).strip("_") or "node"
         if base[0].isdigit():
             base = "v" + base
         name, i = base, 1

@@ -178,7 +178,10 @@ def batch_normalization(ctx: ImportContext, node: Any) -> None:
     family = "BatchNorm1d" if rank in (2, 3) else f"BatchNorm{rank - 2}d"
     dtype = arrays[0].dtype if arrays[0].dtype in FLOAT_DTYPES else np.dtype(np.float32)
     layer = _module(node, family)(
-        arrays[0].shape[0], eps=float(attrs["epsilon"]), momentum=1.0 - float(attrs["momentum"]), dtype=dtype
+        arrays[0].shape[0],
+        eps=float(attrs["epsilon"]),
+        momentum=float(f"{1.0 - float(attrs['momentum']):.7g}"),
+        dtype=dtype,
     )
     for param, value, what in ((layer.weight, arrays[0], "scale"), (layer.bias, arrays[1], "B")):
         set_data(param, value.astype(dtype), node, what)
@@ -267,6 +270,10 @@ def pad(ctx: ImportContext, node: Any) -> None:
 @op("Identity", 1, 13, 14, 16, 19, 21, 23, 24, 25)
 def identity(ctx: ImportContext, node: Any) -> None:
     attributes(node, {})
+    x = inputs_of(node, 1, 1)[0]
+    if ctx.is_static(x) and x not in ctx.input_values:  # a constant stays a constant (torch's exported buffers)
+        ctx.static_values[single_output(node, ctx)] = ctx.static(x, node, "input")
+        return
     _unary(ctx, node, nn.Identity())
 
 
