@@ -52,10 +52,11 @@ class ImportContext:
         self.input_values: list[str] = []  # the ONNX names of self.inputs, in order
         self.shapes: dict[str, tuple[int | None, ...]] = {}
         self.dtypes: dict[str, np.dtype] = {}
-        try:
-            inferred = onnx.shape_inference.infer_shapes(model)
-        except Exception:
-            inferred = model
+        try:  # ONNX's own shape inference: the shapes converters need, and a check that they fit
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        except Exception as exc:  # (onnx raises InferenceError, or ValidationError, or others)
+            message = str(exc).strip().replace("\n", " ")
+            raise OnnxError(f"the graph's shapes or types do not fit together: {message[:500]}") from None
         g = inferred.graph
         for info in [*g.input, *g.value_info, *g.output]:
             tensor_type = info.type.tensor_type

@@ -42,17 +42,18 @@ def build(model: Any, bound: dict[str, np.ndarray] | None = None) -> tuple[nn.Mo
     those inputs are then not inputs of the graph.
     """
     onnx = require_onnx()
-    ctx = ImportContext(model, bound)
     for node in model.graph.node:
-        convert = OPS.get(node.op_type)
-        if convert is None:
+        if node.op_type not in OPS:
             raise OnnxError(
                 f"node {node_label(node)} uses the operator {node.op_type!r}, which convprop does not implement "
                 f"(it implements {', '.join(sorted(OPS))})"
             )
+    ctx = ImportContext(model, bound)
+    for node in model.graph.node:
+        convert = OPS[node.op_type]
         try:
             version = onnx.defs.get_schema(node.op_type, ctx.opset).since_version
-        except Exception:
+        except Exception:  # (the schema lookup raises its own SchemaError)
             version = None
         if version is not None and VERSIONS[node.op_type] and version not in VERSIONS[node.op_type]:
             raise OnnxError(
