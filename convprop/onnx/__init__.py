@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from .exporter import DEFAULT_OPSET, export
-from .importer import load
+from .importer import load, load_with_metadata
 from .reader import MAX_OPSET, MIN_OPSET
 
-__all__ = ["DEFAULT_OPSET", "MAX_OPSET", "MIN_OPSET", "Backend", "export", "load"]
+__all__ = ["DEFAULT_OPSET", "MAX_OPSET", "MIN_OPSET", "Backend", "export", "load", "load_with_metadata"]
 
 
 def __getattr__(name: str) -> Any:

@@ -106,7 +106,14 @@ def run(module: nn.Module, values: list[np.ndarray]) -> Any:
     return module.forward(*values)
 
 
-def export(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int], *, opset: int | None = None) -> Path:
+def export(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_shape: Sequence[int] | Sequence[Sequence[int]],
+    *,
+    opset: int | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write ``model`` (in eval mode) as an ONNX file at ``path``, atomically; returns the path.
 
     Args:
@@ -114,6 +121,8 @@ def export(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int]
         input_shape: the shape of one input, batch axis first, e.g. ``(1, 1, 28, 28)``; the batch axis is
             symbolic in the file. A graph of several inputs takes a list of shapes.
         opset: the ONNX opset to write (``DEFAULT_OPSET`` when None).
+        metadata: strings stored in the file's ``metadata_props`` (``convprop export`` writes a run's class
+            names, image size and normalisation there, which ``convprop predict`` reads back).
 
     Raises:
         OnnxError: a layer or setting ONNX cannot express at that opset (the message says which).
@@ -162,6 +171,10 @@ def export(model: nn.Module, path: str | os.PathLike, input_shape: Sequence[int]
         producer_version=__version__,
     )
     proto.ir_version = IR_VERSION
+    extra = dict(metadata or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+        raise OnnxError("metadata must map strings to strings")
+    onnx.helper.set_model_props(proto, extra)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:

@@ -35,6 +35,21 @@ def load(source: str | os.PathLike | bytes | Any) -> nn.Module:
     return graph
 
 
+def load_with_metadata(source: str | os.PathLike | bytes | Any) -> tuple[nn.Module, dict[str, str]]:
+    """:func:`load`, also returning the file's ``metadata_props`` as a dict (the training metadata that
+    ``convprop export`` stores). A model without ``image_size`` metadata whose one input is declared
+    (N, 1, H, W) gets ``image_size`` from that declaration."""
+    model = read_model(source)
+    graph, _ = build(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if "image_size" not in meta and len(inputs) == 1:
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+        if len(dims) == 4 and dims[1] == 1 and all(dims[2:]):
+            meta["image_size"] = f"[{dims[2]}, {dims[3]}]"
+    return graph, meta
+
+
 def build(model: Any, bound: dict[str, np.ndarray] | None = None) -> tuple[nn.Module, list[str]]:
     """The graph for a checked ModelProto and the ONNX names of its inputs, in order.
 
