@@ -222,7 +222,7 @@ def cmd_export(args) -> int:
         raise CLIError(f"{out} exists; pass --force to overwrite it")
     model, meta = load_model_file(source)
     image_size = json.loads(meta.get("image_size", "[28, 28]"))
-    kept = {k: meta[k] for k in ("classes", "image_size", "normalization", "dataset") if k in meta}
+    kept: dict[str, str] = {k: meta[k] for k in ("classes", "image_size", "normalization", "dataset") if k in meta}
     export(model, out, (1, 1, *image_size), opset=args.opset, metadata=kept)
     print(
         f"{source} -> {out} (ONNX opset {args.opset or DEFAULT_OPSET}, input (N, 1, {image_size[0]}, {image_size[1]}))"

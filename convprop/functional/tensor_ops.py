@@ -200,7 +200,7 @@ def pad_nd(x, widths: Sequence[tuple[int, int]], mode: str = "constant", value: 
     positive = [(max(b, 0), max(a, 0)) for b, a in widths]
     if mode == "constant":
         return np.pad(x, positive, mode="constant", constant_values=x.dtype.type(value))
-    return np.pad(x, positive, mode=mode)
+    return np.pad(x, positive, mode=mode)  # type: ignore[call-overload]  # mode: one of PAD_MODES, checked
 
 
 def pad_nd_backward(grad_output, x_shape: tuple[int, ...], widths: Sequence[tuple[int, int]], mode: str = "constant"):
@@ -220,7 +220,7 @@ def pad_nd_backward(grad_output, x_shape: tuple[int, ...], widths: Sequence[tupl
         if mode == "constant":
             g = g[(slice(None),) * axis + (slice(before, before + n),)]  # the border was constant: crop
             continue
-        source = np.pad(np.arange(n), (before, after), mode=mode)  # padded position → input position
+        source = np.pad(np.arange(n), (before, after), mode=mode)  # type: ignore[call-overload]  # (as above)  # padded position → input position
         moved = np.moveaxis(g, axis, 0)  # (padded_n, ...)
         folded = np.zeros((n, *moved.shape[1:]), dtype=g.dtype)  # (n, ...)
         np.add.at(folded, source, moved)  # sum the gradients of every copy of each entry

@@ -52,7 +52,7 @@ def concat(b: Builder, model: nn.Concat, inputs: list[str], values: list[np.ndar
 
 
 @exports(nn.Graph)
-def graph(b: Builder, model: nn.Graph, inputs: list[str], values: list[np.ndarray], path: str):
+def graph(b: Builder, model: Any, inputs: list[str], values: list[np.ndarray], path: str):
     if len(inputs) != len(model.input_names):
         raise OnnxError(
             f"the graph at {path or 'the top'} takes {len(model.input_names)} inputs "
@@ -95,7 +95,7 @@ def cat(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], pat
 # --- convolution and dense layers ---------------------------------------------------------------------
 
 
-def conv_pads(layer: nn.Module, spatial: tuple[int, ...]) -> list[tuple[int, int]]:
+def conv_pads(layer: Any, spatial: tuple[int, ...]) -> list[tuple[int, int]]:
     """The layer's padding as explicit (before, after) pairs for an input of this spatial size."""
     pads = resolve_padding(layer.padding, spatial, layer.kernel_size, layer.stride, layer.dilation)
     return [tuple(p) for p in pads]  # type: ignore[misc]

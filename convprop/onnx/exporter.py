@@ -25,7 +25,7 @@ DEFAULT_OPSET = 20  # the first with a Gelu operator; also has Pad's "wrap" mode
 MIN_EXPORT_OPSET = 13  # Softmax over one axis (before 13 it flattened the trailing axes)
 IR_VERSION = 8  # readable by ONNX Runtime 1.14 and later
 
-Exporter = Callable[["Builder", Any, list[str], list[np.ndarray], str], str]
+Exporter = Callable[["Builder", Any, list[str], list[np.ndarray], str], tuple[Any, Any]]  # → (name(s), value(s))
 EXPORTERS: dict[type, Exporter] = {}
 
 
@@ -89,12 +89,12 @@ class Builder:
         if self.opset < opset:
             raise OnnxError(f"{what} needs ONNX opset {opset} or later; export with opset={max(opset, DEFAULT_OPSET)}")
 
-    def module(self, module: nn.Module, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[str, Any]:
+    def module(self, module: nn.Module, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
         """Write ``module`` applied to ``inputs`` (whose sample values are ``values``); returns the output's
         name and sample value."""
         for cls in type(module).__mro__:
             if cls in EXPORTERS:
-                return EXPORTERS[cls](self, module, inputs, values, path)
+                return EXPORTERS[cls](self, module, inputs, values, path)  # type: ignore[return-value]  # a tuple
         raise OnnxError(
             f"cannot export {type(module).__name__} at {path or 'the top'}: convprop has no ONNX "
             f"mapping for it (exportable: {', '.join(sorted(c.__name__ for c in EXPORTERS))})"
@@ -142,7 +142,7 @@ def export(
     builder = Builder(opset, dtype)
     names = [builder.name("input" if len(shapes) == 1 else f"input{i}") for i in range(len(shapes))]
     values = [np.zeros(s, dtype) for s in shapes]
-    was_training = model.training
+    was_training = bool(model.__dict__.get("training", False))
     model.eval()
     try:
         out, sample = builder.module(model, names, values, "")

@@ -73,7 +73,7 @@ def single_output(node: Any, ctx: ImportContext) -> str:
     return str(node.output[0])
 
 
-def layer_class(node: Any, family: str, spatial: int) -> type[nn.Module]:
+def layer_class(node: Any, family: str, spatial: int) -> Any:
     cls = getattr(nn, f"{family}{spatial}d", None)
     if cls is None:
         raise unsupported(node, f"a {spatial}-D {family} (convprop has no nn.{family}{spatial}d)")

@@ -12,7 +12,7 @@ from .context import FLOAT_DTYPES, ImportContext, node_label
 from .ops import attributes, inputs_of, op, set_data, single_output, unsupported
 
 
-def _module(node: Any, name: str) -> type[nn.Module]:
+def _module(node: Any, name: str) -> Any:
     cls = getattr(nn, name, None)
     if cls is None:
         raise unsupported(node, f"{node.op_type} (convprop has no nn.{name})")
@@ -61,7 +61,7 @@ def gelu(ctx: ImportContext, node: Any) -> None:
     _unary(ctx, node, nn.GELU(attributes(node, {"approximate": "none"})["approximate"]))
 
 
-def _softmax(ctx: ImportContext, node: Any, cls: type[nn.Module], version: int) -> None:
+def _softmax(ctx: ImportContext, node: Any, cls: Any, version: int) -> None:
     x_name = inputs_of(node, 1, 1)[0]
     if version >= 13:
         _unary(ctx, node, cls(dim=int(attributes(node, {"axis": -1})["axis"])))
@@ -80,7 +80,7 @@ def _softmax(ctx: ImportContext, node: Any, cls: type[nn.Module], version: int) 
     x = ctx.runtime(x_name, node)
     rows = ctx.emit_hidden(f"{node.output[0]}_rows", nn.Reshape([0] * axis + [-1]), [x])
     y = ctx.emit_hidden(f"{node.output[0]}_2d", cls(dim=-1), [rows])
-    ctx.emit(single_output(node, ctx), nn.Reshape([0] * axis + list(shape[axis:])), [y])
+    ctx.emit(single_output(node, ctx), nn.Reshape([0] * axis + [int(s or 0) for s in shape[axis:]]), [y])
 
 
 @op("Softmax", 11, 13)

@@ -36,7 +36,7 @@ def window_geometry(ctx: ImportContext, node: Any, attrs: dict[str, Any], x: str
         if shape is None or any(s is None for s in shape[2:]):
             raise unsupported(node, f"auto_pad={auto_pad} on an input of unknown spatial size")
         pairs = []
-        for size, kk, s, d in zip(shape[2:], kernel, stride, dilation, strict=True):
+        for size, kk, s, d in zip((int(n) for n in shape[2:] if n is not None), kernel, stride, dilation, strict=True):
             out = -(-size // s)
             total = max((out - 1) * s + d * (kk - 1) + 1 - size, 0)
             small, large = total // 2, total - total // 2
@@ -77,7 +77,8 @@ def fold_pad(ctx: ImportContext, x_name: str, x: str, pairs: list[tuple[int, int
     found = ctx.take_producer(x_name, nn.Pad)
     if found is None:
         return x, pairs, "zeros"
-    pad, inputs = found
+    pad: Any = found[0]
+    inputs = found[1]
     pads = [(int(p[0]), int(p[1])) for p in pad.pads]
     if pad.mode not in PADDING_MODES or len(pads) > k or not symmetric(pads):
         ctx.nodes.append((x, pad, inputs))  # not a padding mode: keep the Pad node as it was
@@ -160,7 +161,9 @@ def conv_transpose(ctx: ImportContext, node: Any) -> None:
             raise unsupported(node, "output_shape or auto_pad on an input of unknown spatial size")
         full = [
             s * (n - 1) + op_ + d * (kk - 1) + 1
-            for s, n, op_, d, kk in zip(stride, shape[2:], out_pad, dilation, kernel, strict=True)
+            for s, n, op_, d, kk in zip(
+                stride, [int(v or 0) for v in shape[2:]], out_pad, dilation, kernel, strict=True
+            )
         ]
         target = (
             list(attrs["output_shape"])[-k:]
