@@ -194,3 +194,14 @@ def test_imported_graph_is_inspectable(pair):
     text = repr(imported)
     assert "Conv" in text and "<-" in text
     assert imported.state_dict()  # named weights, as a checkpoint would save them
+
+
+def test_an_imported_graph_saves_as_a_checkpoint(pair, tmp_path):
+    """Fine-tuned, it can be kept as a convprop checkpoint: rebuilt from the file, the same outputs."""
+    import convprop
+
+    _, imported, shape = pair
+    convprop.save(imported, tmp_path / "imported.safetensors")
+    rebuilt = convprop.load(tmp_path / "imported.safetensors")
+    x = np.random.default_rng(6).standard_normal(shape)
+    np.testing.assert_array_equal(rebuilt.forward(x), imported.forward(x))

@@ -59,7 +59,7 @@ BINARY = {"Sub": (nn.Sub, torch.sub), "Div": (nn.Div, torch.div)}
 @pytest.mark.parametrize(("shape_a", "shape_b"), BROADCAST)
 def test_binary_matches_torch(name, shape_a, shape_b):
     cls, torch_op = BINARY[name]
-    b = randn(*shape_b) + (3.0 if name == "Div" else 0.0)  # keep divisors away from 0
+    b = rng.uniform(0.5, 2.0, shape_b) if name == "Div" else randn(*shape_b)  # keep divisors away from 0
     check(cls(), torch_op, randn(*shape_a), np.asarray(b))
 
 
@@ -245,3 +245,22 @@ def test_float32_stays_float32(layer):
     grads = layer.backward_with_context(context, np.ones_like(y))
     for g in grads if isinstance(grads, tuple) else (grads,):
         assert g.dtype == np.float32
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 4), min_size=1, max_size=4),
+    keep=st.lists(st.booleans(), min_size=4, max_size=4),
+    drop=st.integers(0, 3),
+    name=st.sampled_from(sorted(BINARY)),
+    seed=st.integers(0, 2**16),
+)
+def test_binary_broadcasting_matches_torch(shape, keep, drop, name, seed):
+    """b takes a's shape with some axes set to 1 and some leading axes dropped: every broadcast pattern."""
+    other = [n if k else 1 for n, k in zip(shape, keep, strict=False)][min(drop, len(shape) - 1) :]
+    gen = np.random.default_rng(seed)
+    cls, torch_op = BINARY[name]
+    b = gen.uniform(0.5, 2.0, other) if name == "Div" else gen.standard_normal(other)  # divisors away from 0
+    a = gen.standard_normal(shape)
+    forward, backward = as_pair(cls())
+    check_against_torch(forward, backward, torch_op, [a, b])
