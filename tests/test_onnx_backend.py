@@ -53,3 +53,24 @@ def test_docs_list_every_exclusion_with_its_reason():
     text = (Path(__file__).resolve().parent.parent / "docs" / "onnx.md").read_text(encoding="utf-8")
     missing = [reason for reason in EXCLUDED.values() if reason not in text]
     assert not missing, f"docs/onnx.md does not give these exclusions: {missing}"
+
+
+def test_backend_runs_inputs_given_as_a_list_a_dict_or_one_array():
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    rep = Backend.prepare(model)
+    x = np.array([-1.0, 0.0, 2.0], np.float32)
+    for inputs in ([x], {"x": x}, x):
+        (y,) = rep.run(inputs)
+        np.testing.assert_array_equal(y, [0.0, 0.0, 2.0])
+    assert Backend.supports_device("CPU") and not Backend.supports_device("CUDA")
+    with pytest.raises(ValueError, match="CPU only"):
+        Backend.prepare(model, "CUDA")

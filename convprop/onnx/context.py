@@ -45,7 +45,6 @@ class ImportContext:
             t.name: to_array(t, f"initializer {t.name!r}") for t in self.graph.initializer
         }
         self.bound = dict(bound or {})
-        self.used_bound: set[str] = set()
         self.names: dict[str, str] = {}  # ONNX value name → graph name
         self.taken: set[str] = set()
         self.nodes: list[tuple[str, nn.Module, list[str]]] = []
@@ -116,7 +115,6 @@ class ImportContext:
         if value in self.static_values:
             return self.static_values[value]
         if value in self.bound:
-            self.used_bound.add(value)
             return np.asarray(self.bound[value])
         raise OnnxError(
             f"node {node_label(node)} needs its {what} {value!r} to be a constant (an initializer or a Constant "
@@ -190,7 +188,3 @@ class ImportContext:
         name = self.unique(hint)
         self.nodes.append((name, module, list(inputs)))
         return name
-
-    def alias(self, value: str, graph_name: str) -> None:
-        """``value`` is computed by an existing node (an ONNX value that is another one, e.g. Identity)."""
-        self.names[value] = graph_name

@@ -14,7 +14,9 @@ from .ops import attributes, inputs_of, layer_class, op, set_data, single_output
 # --- window geometry shared by Conv, ConvTranspose and the pools -------------------------------------
 
 
-def window_geometry(ctx: ImportContext, node: Any, attrs: dict[str, Any], x: str, kernel: list[int], transposed=False):
+def window_geometry(
+    ctx: ImportContext, node: Any, attrs: dict[str, Any], x: str, kernel: list[int]
+) -> tuple[list[int], list[int], list[tuple[int, int]]]:
     """(stride, dilation, pads as (before, after) per axis) with ``auto_pad`` resolved."""
     k = len(kernel)
     stride = list(attrs.get("strides") or [1] * k)
@@ -31,8 +33,6 @@ def window_geometry(ctx: ImportContext, node: Any, attrs: dict[str, Any], x: str
         pairs = [(0, 0)] * k
     elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         shape = ctx.shape(x)
-        if transposed:
-            raise unsupported(node, "auto_pad on ConvTranspose")  # handled by the ConvTranspose converter
         if shape is None or any(s is None for s in shape[2:]):
             raise unsupported(node, f"auto_pad={auto_pad} on an input of unknown spatial size")
         pairs = []
@@ -159,16 +159,15 @@ def conv_transpose(ctx: ImportContext, node: Any) -> None:
         shape = ctx.shape(x_name)
         if shape is None or any(s is None for s in shape[2:]):
             raise unsupported(node, "output_shape or auto_pad on an input of unknown spatial size")
+        sizes = [int(v or 0) for v in shape[2:]]
         full = [
             s * (n - 1) + op_ + d * (kk - 1) + 1
-            for s, n, op_, d, kk in zip(
-                stride, [int(v or 0) for v in shape[2:]], out_pad, dilation, kernel, strict=True
-            )
+            for s, n, op_, d, kk in zip(stride, sizes, out_pad, dilation, kernel, strict=True)
         ]
         target = (
             list(attrs["output_shape"])[-k:]
             if attrs["output_shape"] is not None
-            else [n * s for n, s in zip(shape[2:], stride, strict=True)]
+            else [n * s for n, s in zip(sizes, stride, strict=True)]
         )
         pairs = []
         for axis, (f, t) in enumerate(zip(full, target, strict=True)):
