@@ -85,6 +85,23 @@ def test_matmul_matches_torch(shape_a, shape_b):
     check(nn.MatMul(), torch.matmul, randn(*shape_a), randn(*shape_b))
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    m=st.integers(1, 4),
+    k=st.integers(1, 4),
+    n=st.integers(1, 4),
+    batch=st.lists(st.integers(1, 3), max_size=2),
+    ones=st.lists(st.booleans(), min_size=2, max_size=2),
+    seed=st.integers(0, 2**16),
+)
+def test_matmul_broadcast_batches_match_torch(m, k, n, batch, ones, seed):
+    gen = np.random.default_rng(seed)
+    batch_b = [1 if one else b for b, one in zip(batch, ones, strict=False)]  # some batch axes broadcast
+    a, b = gen.standard_normal((*batch, m, k)), gen.standard_normal((*batch_b, k, n))
+    forward, backward = as_pair(nn.MatMul())
+    check_against_torch(forward, backward, torch.matmul, [a, b])
+
+
 def test_matmul_mismatch_is_refused():
     with pytest.raises(ArgumentError, match="must match b's contracted axis"):
         nn.MatMul().forward(np.zeros((2, 3)), np.zeros((4, 5)))

@@ -249,7 +249,8 @@ def global_max_pool(x) -> np.ndarray:
 
 
 def global_max_pool_backward(grad_output, x) -> np.ndarray:
-    """The gradient goes to the first maximum of each (n, c) plane, as ``torch.amax``'s max-pool does."""
+    """The whole gradient goes to the first maximum of each (n, c) plane — one index, as max pooling
+    (``torch.nn.functional.adaptive_max_pool2d(x, 1)``) picks; ``torch.amax`` would split it among ties."""
     x = as_float_array(x, "x")
     N, C = x.shape[:2]
     flat = x.reshape(N, C, -1)  # (N, C, D1·...·Dk)
