@@ -199,3 +199,27 @@ def test_a_wrong_input_at_run_time_is_a_clear_error():
     graph = convprop_onnx.load(conv_model())
     with pytest.raises(ValueError, match=r"channel|C_in|in_channels"):
         graph.forward(np.zeros((1, 3, 5, 5), np.float32))
+
+
+def test_a_missing_onnx_package_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if it were not installed
+    with pytest.raises(OnnxError, match=r'pip install "convprop\[onnx\]"'):
+        convprop_onnx.load(b"")
+    with pytest.raises(OnnxError, match=r'pip install "convprop\[onnx\]"'):
+        convprop_onnx.export(nn.ReLU(), "never.onnx", (1, 2))
+
+
+@pytest.mark.parametrize(("axis", "shape"), [(1, (2, 3, 4)), (0, (2, 3)), (2, (2, 3, 4)), (-1, (2, 3, 4))])
+def test_softmax_before_opset_13_normalises_the_flattened_trailing_axes(axis, shape):
+    """Opset 11's Softmax sees the input as 2-D, (d0·...·d[axis-1], d[axis]·...), as ONNX Runtime does (ONNX's
+    own reference evaluator applies opset 13's meaning here)."""
+    ort = pytest.importorskip("onnxruntime")
+
+    for op in ("Softmax", "LogSoftmax"):
+        node = helper.make_node(op, ["x"], ["y"], axis=axis)
+        model = model_of([node], [info("x", list(shape))], [info("y", list(shape))], opset=11)
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        (expected,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+        np.testing.assert_allclose(convprop_onnx.load(model).forward(x), expected, rtol=1e-6, atol=1e-7)
