@@ -223,3 +223,15 @@ def test_softmax_before_opset_13_normalises_the_flattened_trailing_axes(axis, sh
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         (expected,) = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
         np.testing.assert_allclose(convprop_onnx.load(model).forward(x), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_settings_that_would_allocate_what_the_file_claims_are_refused():
+    pads = numpy_helper.from_array(np.array([0, 0, 10**9, 0, 0, 0], np.int64), "pads")
+    node = helper.make_node("Pad", ["x", "pads"], ["y"], name="huge")
+    model = model_of([node], [info("x", [1, 1, 4])], [info("y", None)], [pads])
+    with pytest.raises(OnnxError, match=r"'huge' \(Pad\): pads .* beyond convprop's limit"):
+        convprop_onnx.load(model)
+    pool = helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2], pads=[0, 10**8])
+    model = model_of([pool], [info("x", [1, 1, 4])], [info("y", None)])
+    with pytest.raises(OnnxError, match=r"attribute 'pads' .* beyond convprop's limit"):
+        convprop_onnx.load(model)

@@ -34,8 +34,20 @@ def op(name: str, *versions: int) -> Callable[[Converter], Converter]:
     return register
 
 
+MAX_SETTING = 1 << 20  # any integer setting (a pad, a kernel size, an output size): larger ones would only
+# make convprop allocate what the file claims
+
+
+def check_setting(values: Any, node: Any, what: str) -> None:
+    """Integers in an attribute or a settings tensor (pads, shapes) within ``MAX_SETTING``."""
+    flat = [values] if isinstance(values, (int, np.integer)) else list(np.ravel(values))
+    if any(isinstance(v, (int, np.integer)) and abs(int(v)) > MAX_SETTING for v in flat):
+        raise OnnxError(f"node {node_label(node)}: {what} {list(flat)[:8]} is beyond convprop's limit of {MAX_SETTING}")
+
+
 def attributes(node: Any, known: dict[str, Any]) -> dict[str, Any]:
-    """The node's attributes over the defaults in ``known``; an attribute not in ``known`` is refused."""
+    """The node's attributes over the defaults in ``known``; an attribute not in ``known`` is refused, and
+    integers beyond ``MAX_SETTING`` too."""
     onnx = require_onnx()
     values = dict(known)
     for attr in node.attribute:
@@ -45,6 +57,9 @@ def attributes(node: Any, known: dict[str, Any]) -> dict[str, Any]:
                 f"(it reads {sorted(known) or 'none'})"
             )
         value = onnx.helper.get_attribute_value(attr)
+        if isinstance(value, (int, list)) and not isinstance(value, bool) and attr.name != "seed":
+            check_setting(value if isinstance(value, int) else [v for v in value if isinstance(v, int)], node,
+                          f"attribute {attr.name!r}")  # fmt: skip
         if isinstance(value, float):  # stored as float32: the shortest decimal gives back e.g. eps=1e-5 exactly
             value = float(str(np.float32(value)))
         values[attr.name] = value.decode() if isinstance(value, bytes) else value

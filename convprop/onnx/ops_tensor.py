@@ -9,7 +9,7 @@ import numpy as np
 from .. import nn
 from ..errors import OnnxError
 from .context import FLOAT_DTYPES, ImportContext, node_label
-from .ops import attributes, inputs_of, op, set_data, single_output, unsupported
+from .ops import attributes, check_setting, inputs_of, op, set_data, single_output, unsupported
 
 
 def _module(node: Any, name: str) -> Any:
@@ -251,6 +251,7 @@ def pad(ctx: ImportContext, node: Any) -> None:
         raise unsupported(node, f"mode={mode!r}")
     data, pads_name, value_name, axes_name = inputs_of(node, 2, 4)
     pads = [int(p) for p in ctx.static(pads_name, node, "pads").reshape(-1)]
+    check_setting(pads, node, "pads")
     value = float(ctx.static(value_name, node, "constant_value").reshape(-1)[0]) if value_name else 0.0
     if axes_name:
         rank = _rank(ctx, node, data)
