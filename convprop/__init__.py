@@ -2,17 +2,20 @@
 
 __version__ = "0.1.0"
 
-from . import data, functional, nn, optim
-from .checkpoint import CheckpointError, load, save
+from . import data, errors, functional, nn, optim
+from .checkpoint import load, save
+from .errors import CheckpointError, ConvpropError
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_module
 from .nn.grad_mode import is_grad_enabled, no_grad
 
 __all__ = [
     "CheckpointError",
+    "ConvpropError",
     "GradcheckError",
     "GradcheckResult",
     "__version__",
     "data",
+    "errors",
     "functional",
     "gradcheck",
     "gradcheck_module",

@@ -180,12 +180,17 @@ class _Builder:
 
 
 def _integers(value: Any, where: str) -> list[int]:
-    """The integers in one config value (a scalar or a flat list), each within ±MAX_INT."""
+    """The integers in one config value (a scalar, a flat list, or a list of flat lists such as per-side
+    padding ``[[before, after], ...]``), each within ±MAX_INT."""
     items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, list) for item in items):  # one level of nesting: per-side pairs
+        items = [inner for item in items for inner in (item if isinstance(item, list) else [item])]
     found = []
     for item in items:
         if isinstance(item, (list, dict)):
-            raise CheckpointError(f"{where} must be a number, string, bool, null or a flat list, got {value!r:.200}")
+            raise CheckpointError(
+                f"{where} must be a number, string, bool, null, a flat list or a list of flat lists, got {value!r:.200}"
+            )
         if isinstance(item, int) and not isinstance(item, bool):
             if abs(item) > MAX_INT:
                 raise CheckpointError(f"{where} = {item} is beyond the largest setting convprop accepts ({MAX_INT})")

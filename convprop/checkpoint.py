@@ -34,7 +34,7 @@ from safetensors.numpy import save as st_save
 from . import __version__
 from .architecture import MAX_DEPTH, describe, json_depth
 from .architecture import build as build_architecture
-from .errors import CheckpointError
+from .errors import ArgumentTypeError, CheckpointError
 from .fileio import write_atomic
 from .nn.module import Module
 
@@ -92,13 +92,13 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, str] | None
     ``metadata``: extra string key/values stored in the header (e.g. normalisation constants).
     """
     if not isinstance(model, Module):
-        raise TypeError(f"save needs a convprop Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"save needs a convprop Module, got {type(model).__name__}")
     path = Path(path)
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"directory {str(path.parent)!r} does not exist")
+        raise CheckpointError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
     extra = dict(metadata or {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
-        raise TypeError("metadata must map strings to strings")
+        raise ArgumentTypeError("metadata must map strings to strings")
     tensors = {
         name: np.array(a, order="C") for name, a in model.state_dict().items()
     }  # (ascontiguousarray would make 0-d 1-d)
@@ -118,7 +118,7 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]
     """The tensors and the header metadata of any safetensors file, with clear errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+        raise CheckpointError(f"no checkpoint at {str(path)!r}")
     data = path.read_bytes()
     if len(data) < 8:
         raise CheckpointError(f"{str(path)!r} is not a safetensors file: only {len(data)} bytes")

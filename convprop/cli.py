@@ -1,8 +1,9 @@
 """Command-line interface: the only module that parses arguments or calls sys.exit.
 
 Every failure a user can cause (missing files, corrupt checkpoints, unreadable images, unknown names,
-impossible values) ends in one line ``convprop: error: ...`` and exit code 2, with no traceback
-unless ``--debug`` is given.
+impossible values) is a ``convprop.errors.ConvpropError`` and ends in one line ``convprop: error: ...``
+and exit code 2, with no traceback unless ``--debug`` is given. Any other exception is a bug in convprop:
+it shows its traceback and exits with code 1 (STYLE rule 16).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import dataclasses
 import json
 import sys
 import textwrap
+import traceback
 import types
 import typing
 from pathlib import Path
 
 from . import __version__
+from .errors import ConfigError, ConvpropError
 
 EXAMPLES = {
     "train": """
@@ -50,11 +53,7 @@ EXAMPLES = {
 }
 
 
-class CLIError(Exception):
-    """A user-facing failure: printed as one line, exit code 2."""
-
-
-def _parser_for(name: str, sub, help: str) -> argparse.ArgumentParser:
+def _parser_for(name: str, sub: argparse._SubParsersAction, help: str) -> argparse.ArgumentParser:
     return sub.add_parser(
         name,
         help=help,
@@ -135,15 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .train import TrainConfig, fit
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    result = fit(config)
+    # `mpiexec -n N convprop train ...` trains data-parallel (docs/distributed.md); a DistributedError is a
+    # ConvpropError, so a missing mpi4py is the usual one-line error
+    world = distributed.init()
+    with world.guard():  # under MPI an error on one rank ends every rank, never a hang
+        result = fit(config)
     return 130 if result.interrupted else 0
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import data
     from .inference import Predictor
     from .train import evaluate
@@ -151,10 +155,10 @@ def cmd_evaluate(args) -> int:
     predictor = Predictor(args.checkpoint)
     name = args.dataset or predictor.dataset
     if name not in data.DATASETS:
-        raise CLIError(f"unknown dataset {name!r}; choose one of {', '.join(data.DATASETS)} with --dataset")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(data.DATASETS)} with --dataset")
     dataset = data.load_dataset(name, data_dir=args.data_dir)
     if dataset.image_size != predictor.image_size:
-        raise CLIError(f"the model takes {predictor.image_size} images but {name} has {dataset.image_size}")
+        raise ConfigError(f"the model takes {predictor.image_size} images but {name} has {dataset.image_size}")
     result = evaluate(predictor.model, predictor.normalization(dataset.test_images), dataset.test_labels)
     precision, recall = result.per_class()
     print(f"{predictor.path}: {name} test split, {len(dataset.test_labels)} images")
@@ -170,11 +174,11 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import Predictor
 
     if args.top < 1:
-        raise CLIError(f"--top must be at least 1, got {args.top}")
+        raise ConfigError(f"--top must be at least 1, got {args.top}")
     predictor = Predictor(args.checkpoint)
     results = []
     for image in args.images:
@@ -195,7 +199,7 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def cmd_inspect(args) -> int:
+def cmd_inspect(args: argparse.Namespace) -> int:
     import numpy as np
 
     from . import plots
@@ -204,7 +208,9 @@ def cmd_inspect(args) -> int:
     predictor = Predictor(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.image).with_name(Path(args.image).stem + "_feature_maps.png")
     if out.exists() and not args.force:
-        raise CLIError(f"{out} exists; pass --force to overwrite it or choose another --out")
+        raise ConfigError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist (choose another --out)")
     x = predictor.preprocess(args.image)  # (1, H, W), preprocessed once for both uses below
     label = predictor.classes[int(np.argmax(predictor.probabilities(x)[0]))]
     plots.plot_feature_maps(x[0], predictor.feature_maps(x), out)
@@ -212,14 +218,14 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     from .inference import load_model_file, resolve_checkpoint
     from .onnx import DEFAULT_OPSET, export
 
     source = resolve_checkpoint(args.checkpoint)
     out = Path(args.out)
     if out.exists() and not args.force:
-        raise CLIError(f"{out} exists; pass --force to overwrite it")
+        raise ConfigError(f"{out} exists; pass --force to overwrite it")
     model, meta = load_model_file(source)
     image_size = json.loads(meta.get("image_size", "[28, 28]"))
     kept: dict[str, str] = {k: meta[k] for k in ("classes", "image_size", "normalization", "dataset") if k in meta}
@@ -230,7 +236,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_gradcheck(args) -> int:
+def cmd_gradcheck(args: argparse.Namespace) -> int:
     from .layer_check import check_all_layers
 
     rows = check_all_layers(seed=args.seed)
@@ -248,15 +254,15 @@ def cmd_gradcheck(args) -> int:
     return 1 if failed else 0
 
 
-def cmd_serve(args) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .serve import run
     except ImportError as exc:
-        raise CLIError(f"convprop serve is not available: {exc}") from None
+        raise ConvpropError(f"convprop serve is not available: {exc}") from None
     return run(args.checkpoint, host=args.host, port=args.port)
 
 
-COMMANDS = {
+COMMANDS: dict[str, typing.Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
@@ -268,9 +274,8 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data import DownloadError
-
+    """Run one command. Exit codes: 0 success, 1 a bug (traceback shown) or failed gradcheck,
+    2 a user error (``ConvpropError``, one line) or bad arguments (argparse), 130 interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -278,14 +283,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nconvprop: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, TypeError, OSError, CheckpointError, DownloadError) as exc:
+    except ConvpropError as exc:
         if args.debug:
             raise
-        message = (
-            str(exc) if not isinstance(exc, FileNotFoundError) or not exc.filename else f"no such file: {exc.filename}"
-        )
-        print(f"convprop: error: {message}", file=sys.stderr)
+        print(f"convprop: error: {exc}", file=sys.stderr)
         return 2
+    except Exception:  # not a user error: a bug in convprop, so the traceback is the useful output
+        traceback.print_exc()
+        print(
+            f"convprop: internal error (a bug in convprop {__version__}); please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

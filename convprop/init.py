@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+from .errors import ArgumentTypeError
 
 RngLike = np.random.Generator | int | None
 
@@ -20,7 +23,9 @@ def as_generator(rng: RngLike, name: str = "rng") -> np.random.Generator:
         return rng
     if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
         return np.random.default_rng(rng)
-    raise TypeError(f"{name} must be None, an int seed or a numpy.random.Generator, got {rng!r} ({type(rng).__name__})")
+    raise ArgumentTypeError(
+        f"{name} must be None, an int seed or a numpy.random.Generator, got {rng!r} ({type(rng).__name__})"
+    )
 
 
 def fan_in(shape: tuple[int, ...]) -> int:
@@ -28,18 +33,27 @@ def fan_in(shape: tuple[int, ...]) -> int:
     return int(shape[1] * np.prod(shape[2:], dtype=np.int64)) if len(shape) > 1 else int(shape[0])
 
 
-def uniform(shape, bound: float, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+def uniform(
+    shape: tuple[int, ...], bound: float, rng: np.random.Generator, dtype: DTypeLike = np.float32
+) -> np.ndarray:
     """U(−bound, bound)."""
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
 
 
-def kaiming_uniform(shape, rng: np.random.Generator, a: float = math.sqrt(5), dtype=np.float32) -> np.ndarray:
+def kaiming_uniform(
+    shape: tuple[int, ...], rng: np.random.Generator, a: float = math.sqrt(5), dtype: DTypeLike = np.float32
+) -> np.ndarray:
     """He/Kaiming uniform: bound = gain·√(3 / fan_in), gain = √(2 / (1 + a²)) (leaky-ReLU slope a)."""
     gain = math.sqrt(2.0 / (1 + a * a))
     return uniform(shape, gain * math.sqrt(3.0 / fan_in(shape)), rng, dtype)
 
 
-def torch_default(weight_shape, bias_shape, rng: np.random.Generator, dtype=np.float32):
+def torch_default(
+    weight_shape: tuple[int, ...],
+    bias_shape: tuple[int, ...] | None,
+    rng: np.random.Generator,
+    dtype: DTypeLike = np.float32,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(weight, bias) as ``torch.nn.Conv2d``/``nn.Linear.reset_parameters`` draw them (distribution, not stream)."""
     weight = kaiming_uniform(weight_shape, rng, dtype=dtype)
     bias = uniform(bias_shape, 1.0 / math.sqrt(fan_in(weight_shape)), rng, dtype) if bias_shape is not None else None

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ArgumentError
+
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """(K, K) counts: row = true class, column = predicted class."""
     true, predicted = np.asarray(true), np.asarray(predicted)
     if true.shape != predicted.shape or true.ndim != 1:
-        raise ValueError(f"true and predicted must be 1-D of one length, got shapes {true.shape} and {predicted.shape}")
+        raise ArgumentError(
+            f"true and predicted must be 1-D of one length, got shapes {true.shape} and {predicted.shape}"
+        )
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (true, predicted), 1)  # N ≤ 10⁵ increments: fine here
     return matrix

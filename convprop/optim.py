@@ -14,45 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from numbers import Real
 from typing import Any
 
 import numpy as np
 
-# ---------------------------------------------------------------------------------- validation
-
-
-def _real(name: str, value: Any) -> float:
-    """``value`` as a finite float, or TypeError/ValueError quoting it."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} (={value}) must be finite")
-    return float(value)
-
-
-def _at_least(name: str, value: Any, low: float, *, strict: bool = False) -> float:
-    v = _real(name, value)
-    if v < low or (strict and v == low):
-        raise ValueError(f"{name} (={value}) must be {'>' if strict else '>='} {low}")
-    return v
-
-
-def _in_unit(name: str, value: Any, *, closed: bool) -> float:
-    """``value`` in [0, 1] (``closed``) or [0, 1)."""
-    v = _real(name, value)
-    if not (0.0 <= v <= 1.0) or (not closed and v == 1.0):
-        raise ValueError(f"{name} (={value}) must be in [0, 1{']' if closed else ')'}")
-    return v
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} (={value}) must be >= 1")
-    return int(value)
-
+from .errors import ArgumentError, ArgumentTypeError
+from .functional.validation import check_at_least, check_positive_int, check_probability, check_real
 
 # ---------------------------------------------------------------------------------- optimizers
 
@@ -68,23 +35,25 @@ class Optimizer:
 
     _COUNTERS: tuple[str, ...] = ()  # state entries that are numbers; all others are arrays like ``data``
 
-    def __init__(self, params: Iterable[Any], lr: float):
+    def __init__(self, params: Iterable[Any], lr: float) -> None:
         if isinstance(params, np.ndarray) or not isinstance(params, Iterable):
-            raise TypeError(f"params must be an iterable of parameters, got {type(params).__name__}")
+            raise ArgumentTypeError(f"params must be an iterable of parameters, got {type(params).__name__}")
         self.params = list(params)
         if not self.params:
-            raise ValueError("params is empty: the optimizer needs at least one parameter")
+            raise ArgumentError("params is empty: the optimizer needs at least one parameter")
         seen: dict[int, int] = {}
         for i, p in enumerate(self.params):
             data = getattr(p, "data", None)
             if not hasattr(p, "grad") or not isinstance(data, np.ndarray):
-                raise TypeError(f"parameter {i} must have `data` (an ndarray) and `grad`, got {type(p).__name__}")
+                raise ArgumentTypeError(
+                    f"parameter {i} must have `data` (an ndarray) and `grad`, got {type(p).__name__}"
+                )
             if not np.issubdtype(data.dtype, np.floating):
-                raise TypeError(f"parameter {i} data must be floating point, got dtype {data.dtype}")
+                raise ArgumentTypeError(f"parameter {i} data must be floating point, got dtype {data.dtype}")
             if id(p) in seen:
-                raise ValueError(f"parameter {i} is the same object as parameter {seen[id(p)]}; pass each once")
+                raise ArgumentError(f"parameter {i} is the same object as parameter {seen[id(p)]}; pass each once")
             seen[id(p)] = i
-        self.lr = _at_least("lr", lr, 0.0, strict=True)
+        self.lr = check_at_least(lr, "lr", 0.0, strict=True)
         self.state: list[dict[str, Any]] = [{} for _ in self.params]  # empty until the first gradient
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -106,7 +75,7 @@ class Optimizer:
         live = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
         for i, p in live:
             if np.shape(p.grad) != p.data.shape:
-                raise ValueError(
+                raise ArgumentError(
                     f"parameter {i}: grad shape {np.shape(p.grad)} does not match data shape {p.data.shape}"
                 )
         for i, p in live:
@@ -133,8 +102,8 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore ``lr`` and per-parameter state from ``state_dict()`` output (copied, validated first)."""
         if "lr" not in state_dict:
-            raise ValueError(f"state_dict has no 'lr'; keys are {sorted(state_dict)}")
-        lr = _at_least("state_dict['lr']", state_dict["lr"], 0.0)
+            raise ArgumentError(f"state_dict has no 'lr'; keys are {sorted(state_dict)}")
+        lr = check_at_least(state_dict["lr"], "state_dict['lr']", 0.0)
         expected = set(self._state_keys())
         new: list[dict[str, Any]] = [{} for _ in self.params]
         for full_key, value in state_dict.items():
@@ -142,21 +111,21 @@ class Optimizer:
                 continue
             key, _, index = full_key.rpartition(".")
             if key not in expected or not index.isdigit() or int(index) >= len(self.params):
-                raise ValueError(
+                raise ArgumentError(
                     f"unexpected state_dict key {full_key!r}: expected 'lr' or '<entry>.<index>' with "
                     f"entry in {sorted(expected)} and index < {len(self.params)}"
                 )
             i = int(index)
             if key in self._COUNTERS:
-                new[i][key] = _positive_int(f"state_dict[{full_key!r}]", value)
+                new[i][key] = check_positive_int(value, f"state_dict[{full_key!r}]")
             else:
                 shape = self.params[i].data.shape
                 if np.shape(value) != shape:
-                    raise ValueError(f"state_dict[{full_key!r}] has shape {np.shape(value)}, expected {shape}")
+                    raise ArgumentError(f"state_dict[{full_key!r}] has shape {np.shape(value)}, expected {shape}")
                 new[i][key] = np.array(value, dtype=self.params[i].data.dtype, copy=True)
         for i, st in enumerate(new):
             if st and set(st) != expected:
-                raise ValueError(
+                raise ArgumentError(
                     f"state for parameter {i} has entries {sorted(st)}, expected all of {sorted(expected)}"
                 )
         self.lr, self.state = lr, new
@@ -179,22 +148,30 @@ class SGD(Optimizer):
         nesterov: needs momentum > 0 and dampening == 0.
     """
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         super().__init__(params, lr)
-        self.momentum = _at_least("momentum", momentum, 0.0)
-        self.dampening = _in_unit("dampening", dampening, closed=True)
-        self.weight_decay = _at_least("weight_decay", weight_decay, 0.0)
+        self.momentum = check_at_least(momentum, "momentum", 0.0)
+        self.dampening = check_probability(dampening, "dampening", allow_one=True)
+        self.weight_decay = check_at_least(weight_decay, "weight_decay", 0.0)
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError(
+            raise ArgumentError(
                 f"nesterov=True requires momentum > 0 and dampening == 0, "
                 f"got momentum={momentum} and dampening={dampening}"
             )
 
-    def _state_keys(self):
+    def _state_keys(self) -> tuple[str, ...]:
         return ("momentum_buffer",) if self.momentum != 0 else ()
 
-    def _update(self, w, grad, state):
+    def _update(self, w: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> None:
         g = grad + self.weight_decay * w if self.weight_decay != 0 else grad
         if self.momentum != 0:
             buf = state.get("momentum_buffer")
@@ -240,19 +217,27 @@ class Adam(Optimizer):
     _COUNTERS = ("step",)
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ) -> None:
         super().__init__(params, lr)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_in_unit("betas[0]", betas[0], closed=False), _in_unit("betas[1]", betas[1], closed=False))
-        self.eps = _at_least("eps", eps, 0.0, strict=True)
-        self.weight_decay = _at_least("weight_decay", weight_decay, 0.0)
+            raise ArgumentTypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (check_probability(betas[0], "betas[0]"), check_probability(betas[1], "betas[1]"))
+        self.eps = check_at_least(eps, "eps", 0.0, strict=True)
+        self.weight_decay = check_at_least(weight_decay, "weight_decay", 0.0)
         self.amsgrad = bool(amsgrad)
 
-    def _state_keys(self):
+    def _state_keys(self) -> tuple[str, ...]:
         return ("step", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
 
-    def _update(self, w, grad, state):
+    def _update(self, w: np.ndarray, grad: np.ndarray, state: dict[str, Any]) -> None:
         beta1, beta2 = self.betas
         if not state:
             state.update(step=0, exp_avg=np.zeros_like(w), exp_avg_sq=np.zeros_like(w))
@@ -293,7 +278,15 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
 
 
@@ -308,9 +301,9 @@ class LRScheduler:
     PyTorch's recursive ones to rounding, but a change to ``optimizer.lr`` from elsewhere is overwritten.
     """
 
-    def __init__(self, optimizer: Optimizer):
+    def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a convprop.optim.Optimizer, got {type(optimizer).__name__}")
+            raise ArgumentTypeError(f"optimizer must be a convprop.optim.Optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_epoch = 0
@@ -333,11 +326,11 @@ class LRScheduler:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         missing = {"last_epoch", "base_lr"} - set(state_dict)
         if missing:
-            raise ValueError(f"scheduler state_dict is missing {sorted(missing)}; got keys {sorted(state_dict)}")
+            raise ArgumentError(f"scheduler state_dict is missing {sorted(missing)}; got keys {sorted(state_dict)}")
         epoch = state_dict["last_epoch"]
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"state_dict['last_epoch'] (={epoch!r}) must be an int >= 0")
-        self.base_lr = _at_least("state_dict['base_lr']", state_dict["base_lr"], 0.0)
+            raise ArgumentError(f"state_dict['last_epoch'] (={epoch!r}) must be an int >= 0")
+        self.base_lr = check_at_least(state_dict["base_lr"], "state_dict['base_lr']", 0.0)
         self.last_epoch = int(epoch)
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
@@ -345,12 +338,12 @@ class LRScheduler:
 class StepLR(LRScheduler):
     """``lr = base_lr * gamma ** (epoch // step_size)``.  step_size: int >= 1; gamma: > 0."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
-        self.step_size = _positive_int("step_size", step_size)
-        self.gamma = _at_least("gamma", gamma, 0.0, strict=True)
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
+        self.step_size = check_positive_int(step_size, "step_size")
+        self.gamma = check_at_least(gamma, "gamma", 0.0, strict=True)
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
 
@@ -360,12 +353,12 @@ class CosineAnnealingLR(LRScheduler):
     Past ``T_max`` the cosine rises again, as in PyTorch.  T_max: int >= 1; eta_min: >= 0.
     """
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):
-        self.T_max = _positive_int("T_max", T_max)
-        self.eta_min = _at_least("eta_min", eta_min, 0.0)
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
+        self.T_max = check_positive_int(T_max, "T_max")
+        self.eta_min = check_at_least(eta_min, "eta_min", 0.0)
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
 
 
@@ -378,14 +371,16 @@ class LinearLR(LRScheduler):
         start_factor: in (0, 1].  end_factor: in [0, 1].  total_iters: int >= 1.
     """
 
-    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
-        self.start_factor = _real("start_factor", start_factor)
+    def __init__(
+        self, optimizer: Optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5
+    ) -> None:
+        self.start_factor = check_real(start_factor, "start_factor")
         if not 0 < self.start_factor <= 1:
-            raise ValueError(f"start_factor (={start_factor}) must be in (0, 1]")
-        self.end_factor = _in_unit("end_factor", end_factor, closed=True)
-        self.total_iters = _positive_int("total_iters", total_iters)
+            raise ArgumentError(f"start_factor must be in (0, 1], got {start_factor!r}")
+        self.end_factor = check_probability(end_factor, "end_factor", allow_one=True)
+        self.total_iters = check_positive_int(total_iters, "total_iters")
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         rise = (self.end_factor - self.start_factor) * min(self.total_iters, epoch) / self.total_iters
         return self.base_lr * (self.start_factor + rise)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ArgumentError
 from .fileio import write_atomic
 
 DPI = 100  # small PNGs: they are committed to docs/ and embedded in the README
@@ -58,7 +59,7 @@ def _as_images(images: Any, name: str) -> np.ndarray:
     if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]  # (N, H, W)
     if images.ndim != 3:
-        raise ValueError(f"{name} must have shape (N, H, W) or (N, 1, H, W), got {images.shape}")
+        raise ArgumentError(f"{name} must have shape (N, H, W) or (N, 1, H, W), got {images.shape}")
     return images
 
 
@@ -77,11 +78,11 @@ def plot_learning_curves(history: Sequence[Mapping[str, float]], path: str | os.
     """
     history = list(history)
     if not history:
-        raise ValueError("history is empty: need at least one epoch")
+        raise ArgumentError("history is empty: need at least one epoch")
     for i, row in enumerate(history):
         missing = [k for k in HISTORY_KEYS if k not in row]
         if missing:
-            raise ValueError(f"history[{i}] is missing keys {missing}; expected {list(HISTORY_KEYS)}")
+            raise ArgumentError(f"history[{i}] is missing keys {missing}; expected {list(HISTORY_KEYS)}")
     col = {k: np.array([float(row[k]) for row in history]) for k in HISTORY_KEYS}
 
     fig = _new_figure(8.0, 3.2)
@@ -116,11 +117,11 @@ def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: str | os.Pa
     matrix = np.asarray(matrix)
     classes = [str(c) for c in classes]
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"matrix must be square (K, K), got shape {matrix.shape}")
+        raise ArgumentError(f"matrix must be square (K, K), got shape {matrix.shape}")
     if matrix.shape[0] != len(classes):
-        raise ValueError(f"matrix is {matrix.shape} but {len(classes)} class names were given")
+        raise ArgumentError(f"matrix is {matrix.shape} but {len(classes)} class names were given")
     if matrix.size and (not np.all(np.isfinite(matrix)) or matrix.min() < 0):
-        raise ValueError("matrix must hold non-negative finite counts")
+        raise ArgumentError("matrix must hold non-negative finite counts")
     k = len(classes)
     side = min(9.0, max(3.5, 0.45 * k + 1.5))
     fig = _new_figure(side + 0.8, side)
@@ -164,9 +165,9 @@ def plot_filters(weight: Any, path: str | os.PathLike, *, title: str = "first-la
     """
     weight = np.asarray(weight, dtype=np.float64)
     if weight.ndim != 4:
-        raise ValueError(f"weight must have shape (O, C, KH, KW), got {weight.shape}")
+        raise ArgumentError(f"weight must have shape (O, C, KH, KW), got {weight.shape}")
     if 0 in weight.shape:
-        raise ValueError(f"weight has an empty dimension: {weight.shape}")
+        raise ArgumentError(f"weight has an empty dimension: {weight.shape}")
     tiles = weight.mean(axis=1)[:MAX_TILES]  # (O, KH, KW)
     limit = float(np.abs(tiles).max()) or 1.0
     rows, cols = _grid(len(tiles))
@@ -204,20 +205,20 @@ def plot_feature_maps(image: Any, maps: Sequence[tuple[str, Any]], path: str | o
     if image.ndim == 3 and image.shape[0] == 1:
         image = image[0]  # (H, W)
     if image.ndim != 2:
-        raise ValueError(f"image must have shape (H, W) or (1, H, W), got {image.shape}")
+        raise ArgumentError(f"image must have shape (H, W) or (1, H, W), got {image.shape}")
     blocks: list[tuple[str, np.ndarray]] = []
     for i, item in enumerate(maps):
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise ValueError(f"maps[{i}] must be a (label, array) pair, got {type(item).__name__}")
+            raise ArgumentError(f"maps[{i}] must be a (label, array) pair, got {type(item).__name__}")
         label, arr = item
         arr = np.asarray(arr, dtype=np.float64)
         if arr.ndim == 4 and arr.shape[0] == 1:
             arr = arr[0]  # (C, h, w)
         if arr.ndim != 3 or 0 in arr.shape:
-            raise ValueError(f"maps[{i}] ({label!r}) must have shape (C, h, w), got {arr.shape}")
+            raise ArgumentError(f"maps[{i}] ({label!r}) must have shape (C, h, w), got {arr.shape}")
         blocks.append((str(label), arr[:max_channels]))
     if not blocks:
-        raise ValueError("maps is empty: give at least one (label, array) pair")
+        raise ArgumentError("maps is empty: give at least one (label, array) pair")
 
     cols = min(8, max(len(a) for _, a in blocks))
     rows_per_block = [math.ceil(len(a) / cols) for _, a in blocks]
@@ -270,13 +271,13 @@ def plot_worst(images: Any, true_labels: Any, predicted: Any, confidence: Any, c
     confidence = np.asarray(confidence, dtype=np.float64)
     for name, arr in (("true_labels", true_labels), ("predicted", predicted), ("confidence", confidence)):
         if arr.shape != (n,):
-            raise ValueError(f"{name} must have shape ({n},) to match images {images.shape}, got {arr.shape}")
+            raise ArgumentError(f"{name} must have shape ({n},) to match images {images.shape}, got {arr.shape}")
     if n == 0:
-        raise ValueError("images is empty: nothing to plot")
+        raise ArgumentError("images is empty: nothing to plot")
     k = len(classes)
     for name, arr in (("true_labels", true_labels), ("predicted", predicted)):
         if arr.min() < 0 or arr.max() >= k:
-            raise ValueError(f"{name} must lie in [0, {k}) for {k} classes, got range [{arr.min()}, {arr.max()}]")
+            raise ArgumentError(f"{name} must lie in [0, {k}) for {k} classes, got range [{arr.min()}, {arr.max()}]")
 
     rows, cols = _grid(n)
     fig = _new_figure(max(3.6, 1.25 * cols), 1.4 * rows + 0.3)  # wide enough for the title
@@ -309,9 +310,9 @@ def heatmap_png(array2d: Any, *, cmap: str = "viridis", scale: int = 8, symmetri
     """
     arr = np.asarray(array2d, dtype=np.float64)
     if arr.ndim != 2 or 0 in arr.shape:
-        raise ValueError(f"array2d must be a non-empty (H, W) array, got shape {arr.shape}")
+        raise ArgumentError(f"array2d must be a non-empty (H, W) array, got shape {arr.shape}")
     if scale < 1:
-        raise ValueError(f"scale must be >= 1, got {scale}")
+        raise ArgumentError(f"scale must be >= 1, got {scale}")
     from matplotlib import colormaps
     from PIL import Image
 

@@ -18,7 +18,7 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,11 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, checkpoint, data, nn, optim
+from . import __version__, checkpoint, data, distributed, nn, optim
+from .errors import ArgumentError, ConfigError
 from .fileio import write_text_atomic
 from .functional import ALGORITHMS
 from .functional.activation import softmax
 from .functional.loss import cross_entropy
+from .functional.validation import check_at_least, check_positive_int
 from .metrics import confusion_matrix, precision_recall
 from .models import MODELS, build_model, feature_maps
 
@@ -40,7 +42,7 @@ CHECKPOINT_NAME = "model.safetensors"
 PLOT_NAMES = ("learning_curves.png", "confusion_matrix.png", "filters.png", "feature_maps.png", "worst.png")
 
 
-def option(default, help: str, choices=None):
+def option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
     """A config field whose help text (and choices) the CLI reads: one place documents each default."""
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -75,31 +77,26 @@ class TrainConfig:
     progress: bool = option(True, "show a progress bar per epoch")
 
     def validate(self) -> None:
-        """Raise ValueError naming the first impossible value."""
-
-        def positive_int(name):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-        positive_int("epochs")
-        positive_int("batch_size")
+        """Raise ConfigError naming the first impossible value."""
+        try:
+            check_positive_int(self.epochs, "epochs")
+            check_positive_int(self.batch_size, "batch_size")
+            check_at_least(self.lr, "lr", 0.0, strict=True)
+            check_at_least(self.weight_decay, "weight_decay", 0.0)
+        except ArgumentError as exc:  # the shared check's message, as an option error
+            raise ConfigError(str(exc)) from None
         if self.dataset not in data.DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(sorted(MODELS))}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if isinstance(self.augment, bool) or not isinstance(self.augment, int) or not 0 <= self.augment <= 4:
-            raise ValueError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
+            raise ConfigError(f"augment must be a shift of 0 to 4 pixels, got {self.augment!r}")
         if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {self.algorithm!r}; choose auto or one of {', '.join(ALGORITHMS)}")
+            raise ConfigError(f"unknown algorithm {self.algorithm!r}; choose auto or one of {', '.join(ALGORITHMS)}")
 
 
 @dataclass
@@ -127,7 +124,7 @@ class RunResult:
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> Evaluation:
     """Run ``model`` in eval mode over ``images`` (N, C, H, W) already normalised, labels (N,)."""
-    was_training = model.training
+    was_training = model.training  # type: ignore[attr-defined]  # Module sets it via object.__setattr__ (nn/module.py)
     model.eval()
     total_loss, probs = 0.0, []
     try:
@@ -176,15 +173,16 @@ def prepare_run_dir(config: TrainConfig) -> Path:
                 return run_dir
             except FileExistsError:
                 continue
-        raise FileExistsError(f"could not create a new run directory next to {stem}")
+        raise ConfigError(f"could not create a new run directory next to {stem}")
     run_dir = Path(config.out_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"output path {str(run_dir)!r} exists and is not a directory")
+        raise ConfigError(f"output path {str(run_dir)!r} exists and is not a directory")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
-        raise FileExistsError(
-            f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
+        raise ConfigError(f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # permission denied, read-only file system, a file in the way, ...
+        raise ConfigError(f"cannot create run directory {str(run_dir)!r}: {exc.strerror}") from None
     return run_dir
 
 
@@ -200,7 +198,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool) -> Any:  # a tqdm bar (tqdm ships no types)
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -216,32 +214,51 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def train_epoch(
-    model, opt, x, y, config: TrainConfig, rng: np.random.Generator, desc: str
+    model: nn.Module,
+    opt: optim.Optimizer,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    desc: str,
+    world: distributed.World | None = None,
 ) -> tuple[float, float, float]:
-    """One pass over the training set; returns (mean loss, accuracy, seconds)."""
+    """One pass over the training set; returns (mean loss, accuracy, seconds).
+
+    Under MPI (``world.size > 1``) each rank trains on its shard of every global batch (augmented whole,
+    so the run does not depend on the number of ranks) and the gradients are allreduced before the step.
+    """
+    world = world or distributed.world()
     model.train()
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
-    with _progress(len(x), desc, config.progress) as bar:
-        for xb, yb in data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng):
+    with _progress(len(x), desc, config.progress and world.rank == 0) as bar:
+        for xb_global, yb_global in data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng):
             if config.augment:
-                xb = data.random_shift(xb, config.augment, rng)
+                xb_global = data.random_shift(xb_global, config.augment, rng)
+            xb, yb = world.shard_batch(xb_global, yb_global)  # the whole batch on one process
             opt.zero_grad()
-            logits = model(xb)
-            loss, grad = cross_entropy(logits, yb)
-            model.backward(grad, input_grad=False)  # the images need no gradient: the first layer skips it
+            if len(yb):  # a rank whose shard of a short last batch is empty contributes zero gradient
+                logits = model(xb)
+                loss, grad = cross_entropy(logits, yb)
+                model.backward(grad, input_grad=False)  # the images need no gradient: the first layer skips it
+            world.allreduce_grads(model, weight=len(yb) / len(yb_global))  # b_r/B: 1 rank's mean-loss gradient
             opt.step()
+            if not len(yb):
+                continue
             seen += len(yb)
             correct += int((logits.argmax(axis=1) == yb).sum())
             loss_sum += float(loss) * len(yb)
-            bar.update(len(yb))
+            bar.update(len(yb_global))  # on rank 0 under MPI: every rank's images; loss and acc: rank 0's shard
             elapsed = time.perf_counter() - start
             bar.set_postfix(
                 loss=f"{loss_sum / seen:.4f}",
                 acc=f"{100 * correct / seen:.2f}%",
-                speed=f"{seen / max(elapsed, 1e-9):.0f} img/s",
+                speed=f"{bar.n / max(elapsed, 1e-9):.0f} img/s",
                 refresh=False,
             )
+    if world.size > 1:  # every rank's images: (loss sum, correct, seen) summed over the ranks
+        loss_sum, correct, seen = world.allreduce_sum(np.array([loss_sum, correct, seen], dtype=np.float64))
     return loss_sum / seen, correct / seen, time.perf_counter() - start
 
 
@@ -253,13 +270,15 @@ def print_line(line: str) -> None:
 def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunResult:
     """Train ``config.model`` on ``config.dataset``, evaluating on the test split after every epoch."""
     config.validate()
-    run_dir = prepare_run_dir(config)
+    world = distributed.world()  # one process unless started by mpiexec; then rank 0 alone writes and logs
+    run_dir = Path(world.on_rank_zero(lambda: str(prepare_run_dir(config))))
+    log = log if world.rank == 0 else _silent
     rng = np.random.default_rng(config.seed)
     dataset = data.load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed)
     norm = data.Normalization.fit(dataset.train_images)
     x_train, x_test = norm(dataset.train_images), norm(dataset.test_images)
     y_train, y_test = dataset.train_labels, dataset.test_labels
-    model = build_model(
+    model: nn.Module = build_model(
         config.model,
         dataset.in_channels,
         dataset.image_size,
@@ -267,6 +286,8 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
         rng=int(rng.integers(2**31)),
         algorithm=config.algorithm,
     )
+    world.broadcast_parameters(model)  # the same seed builds the same model everywhere; this makes sure
+    world.share_dropout_masks(model)
     opt = make_optimizer(config, model.parameters())
     schedule = make_schedule(config, opt)
     log(
@@ -288,8 +309,8 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     try:
         for epoch in range(1, config.epochs + 1):
             desc = f"epoch {epoch}/{config.epochs}"
-            train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc)
-            test = evaluate(model, x_test, y_test)
+            train_loss, train_acc, seconds = train_epoch(model, opt, x_train, y_train, config, rng, desc, world)
+            test = world.evaluate(model, x_test, y_test)  # sharded over the ranks; `evaluate` on one process
             record = {
                 "epoch": epoch,
                 "lr": opt.lr,
@@ -300,18 +321,22 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
                 "seconds": seconds,
                 "images_per_second": len(x_train) / seconds,
             }
-            checkpoint.save(model, ckpt, metadata=meta | {"epoch": str(epoch)})  # atomic: old or new, never half
+            if world.rank == 0:
+                checkpoint.save(model, ckpt, metadata=meta | {"epoch": str(epoch)})  # atomic: old or new, never half
             history.append(record)
             log(
                 f"{desc}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
                 f"test loss {test.loss:.4f} acc {100 * test.accuracy:.2f}% | {seconds:.1f} s, "
                 f"{len(x_train) / seconds:.0f} img/s"
             )
-            _write_metrics(run_dir, config, history, test, dataset.classes, interrupted=False)
+            if world.rank == 0:
+                _write_metrics(run_dir, config, history, test, dataset.classes, interrupted=False)
             if schedule is not None:
                 schedule.step()
     except KeyboardInterrupt:
         interrupted = True
+        if world.rank != 0:  # under MPI rank 0 alone wraps up, with no collective that could wait forever
+            return RunResult(run_dir, history, test, interrupted)
         saved = int(checkpoint.metadata(ckpt).get("epoch", 0)) if ckpt.exists() else 0
         if saved == len(history) + 1:  # interrupted between saving an epoch and recording it
             history.append(record)
@@ -320,8 +345,11 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
         if history:
             model = checkpoint.load(ckpt)  # the last good weights, not the half-updated ones
             test = evaluate(model, x_test, y_test)
+    if world.rank != 0:
+        return RunResult(run_dir, history, test, interrupted)
     files = [ckpt] if history else []
     if history:
+        assert test is not None  # every recorded epoch evaluated the test split
         files.append(_write_metrics(run_dir, config, history, test, dataset.classes, interrupted))
         files += write_plots(run_dir, model, history, test, x_test, dataset.test_images, y_test, dataset.classes)
         log(f"test accuracy: {100 * test.accuracy:.2f}%")
@@ -329,7 +357,18 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     return RunResult(run_dir, history, test, interrupted, files)
 
 
-def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation, classes, interrupted: bool) -> Path:
+def _silent(line: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _write_metrics(
+    run_dir: Path,
+    config: TrainConfig,
+    history: list[dict[str, Any]],
+    test: Evaluation,
+    classes: Sequence[str],
+    interrupted: bool,
+) -> Path:
     precision, recall = test.per_class()
     report = {
         "config": dataclasses.asdict(config),
@@ -351,7 +390,14 @@ def _write_metrics(run_dir: Path, config: TrainConfig, history, test: Evaluation
 
 
 def write_plots(
-    run_dir: Path, model, history, test: Evaluation, x_test, raw_test_images, y_test, classes
+    run_dir: Path,
+    model: nn.Module,
+    history: list[dict[str, Any]],
+    test: Evaluation,
+    x_test: np.ndarray,
+    raw_test_images: np.ndarray,
+    y_test: np.ndarray,
+    classes: Sequence[str],
 ) -> list[Path]:
     """The five pictures of a run (see the module docstring)."""
     from . import plots

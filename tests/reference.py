@@ -1,4 +1,5 @@
-"""One helper that checks an op against PyTorch: forward and every gradient, in float64.
+"""One helper that checks an op against PyTorch: forward and every gradient, in float64; and the one
+definition of relative error (:func:`rel_error`) that every comparison in the tests uses.
 
 An op is given the way ``convprop.gradcheck`` takes it — ``forward(*inputs) -> y`` and
 ``backward(grad_output, *inputs) -> grads`` (one per input, ``None`` to skip) — plus the same
@@ -27,9 +28,14 @@ def rel_error(ours, reference) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
-def assert_close(ours, reference, what: str, rtol: float = RTOL) -> None:
+def assert_close(ours, reference, what: str, rtol: float = RTOL, *, atol: float = 0.0) -> None:
+    """:func:`rel_error` below ``rtol``, or (only if ``atol`` is given) every entry within ``atol``: the
+    floor for values that are zero in exact arithmetic, where both sides hold only rounding noise."""
     err = rel_error(ours, reference)
-    assert err < rtol, f"{what}: relative error {err:.3e} >= {rtol:.0e}"
+    if err < rtol:
+        return
+    abs_err = float(np.abs(np.asarray(ours, np.float64) - np.asarray(reference, np.float64)).max(initial=0.0))
+    assert abs_err < atol, f"{what}: relative error {err:.3e} >= {rtol:.0e} (absolute {abs_err:.3e}, atol {atol:.0e})"
 
 
 def check_against_torch(

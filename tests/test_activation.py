@@ -128,7 +128,7 @@ BAD_CALLS = [
     (lambda: relu([["a"]]), TypeError, r"x must have dtype float32 or float64, got <U1"),
     (lambda: relu_backward(np.ones(3), np.ones(4)), ValueError, r"grad_output must have x's shape \(4,\), got \(3,\)"),
     (lambda: tanh_backward(np.ones(3, np.float32), np.ones(3)), TypeError, r"grad_output=float32, x=float64"),
-    (lambda: leaky_relu(np.ones(3), "0.1"), TypeError, r"negative_slope must be a number, got '0.1'"),
+    (lambda: leaky_relu(np.ones(3), "0.1"), TypeError, r"negative_slope must be a real number, got '0.1'"),
     (lambda: gelu(np.ones(3), approximate="erf"), ValueError, r"approximate must be one of .*got 'erf'"),
     (lambda: softmax(np.ones((2, 3)), axis=2), ValueError, r"axis 2 is out of range .*\(2, 3\)"),
     (lambda: log_softmax(np.ones((2, 3)), axis=1.0), TypeError, r"axis must be an int, got 1.0"),

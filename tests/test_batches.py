@@ -66,8 +66,8 @@ def test_batches_are_copies():
     "args, kwargs, error, match",
     [
         ((np.zeros((3, 1)), np.zeros(4), 2), {}, ValueError, r"same N, got shapes \(3, 1\) and \(4,\)"),
-        ((np.zeros((3, 1)), np.zeros(3), 0), {}, ValueError, "batch_size must be a positive int, got 0"),
-        ((np.zeros((3, 1)), np.zeros(3), True), {}, ValueError, "batch_size must be a positive int, got True"),
+        ((np.zeros((3, 1)), np.zeros(3), 0), {}, ValueError, "batch_size must be >= 1, got 0"),
+        ((np.zeros((3, 1)), np.zeros(3), True), {}, TypeError, "batch_size must be an int, got True of type bool"),
         (([1, 2], np.zeros(2), 1), {}, TypeError, "must be numpy arrays, got list and ndarray"),
         ((np.zeros((3, 1)), np.zeros(3), 2), {"rng": "seed"}, TypeError, (
             "rng must be None, an int seed or a numpy.random.Generator, got .seed. \\(str\\)"

@@ -122,7 +122,7 @@ def test_truncated_corrupted_and_foreign_files(tmp_path):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(CheckpointError, match=rf"{name}' (is not a safetensors file|is truncated|is corrupted)"):
             convprop.load(tmp_path / name)
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
         convprop.load(tmp_path / "missing.safetensors")
 
 
@@ -158,7 +158,7 @@ def test_checkpoints_that_lie_about_their_architecture(tmp_path):
 def test_save_rejects_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="needs a convprop Module, got dict"):
         convprop.save({}, tmp_path / "m.safetensors")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         convprop.save(nn.Linear(2, 2), tmp_path / "nowhere" / "m.safetensors")
     with pytest.raises(TypeError, match="metadata must map strings to strings"):
         convprop.save(nn.Linear(2, 2), tmp_path / "m.safetensors", metadata={"epochs": 3})
@@ -170,3 +170,23 @@ def test_saved_files_get_ordinary_permissions(tmp_path):
     os.umask(mask)
     path = convprop.save(nn.Sequential(nn.Linear(2, 2, rng=0)), tmp_path / "m.safetensors")
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_numpy_integer_arguments_still_make_a_savable_model(tmp_path):
+    model = nn.Sequential(nn.Conv2d(np.int64(1), np.int64(2), np.int64(3), padding=np.int64(1), groups=np.int64(1)))
+    path = convprop.save(model, tmp_path / "m.safetensors")
+    assert repr(convprop.load(path)) == repr(model)
+
+
+def test_checkpoint_with_a_bad_dtype_is_a_checkpoint_error(tmp_path):
+    arch = json.dumps(
+        {"type": "Sequential", "layers": [{"type": "Linear", "config": {"in_features": 2, "out_features": 2}}]}
+    )
+    meta = {"format": "convprop", "format_version": "1", "architecture": arch, "dtype": "nonsense"}
+    np_save_file(
+        {"0.weight": np.zeros((2, 2), np.float32), "0.bias": np.zeros(2, np.float32)},
+        tmp_path / "x.safetensors",
+        metadata=meta,
+    )
+    with pytest.raises(CheckpointError, match="dtype metadata must be 'float32' or 'float64', got 'nonsense'"):
+        convprop.load(tmp_path / "x.safetensors")

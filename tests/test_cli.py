@@ -15,6 +15,7 @@ import pytest
 from digit_images import render_digit
 
 import convprop
+from convprop.errors import ArgumentTypeError, CheckpointError, ConfigError, DataError, DownloadError
 
 
 def run(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
@@ -135,6 +136,7 @@ def test_inspect_writes_feature_maps(digits_run, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert_clean_error(run("inspect", digits_run, image), "exists", "--force")
     assert run("inspect", digits_run, image, "--force").returncode == 0
+    assert_clean_error(run("inspect", digits_run, image, "--out", tmp_path / "nowhere" / "m.png"), "does not exist")
 
 
 def test_gradcheck_command():
@@ -155,8 +157,8 @@ def test_user_errors_are_one_line(digits_run, tmp_path):
     assert_clean_error(run("predict", digits_run, tmp_path / "nothing.png"), "nothing.png")
     assert_clean_error(run("predict", digits_run, good, "--top", "0"), "--top must be at least 1")
     assert_clean_error(run("evaluate", digits_run, "--dataset", "cifar"), "unknown dataset 'cifar'")
-    assert_clean_error(run("train", "--epochs", "0", "--out-dir", tmp_path / "r"), "epochs must be a positive integer")
-    assert_clean_error(run("train", "--lr", "-1", "--out-dir", tmp_path / "r"), "lr must be positive")
+    assert_clean_error(run("train", "--epochs", "0", "--out-dir", tmp_path / "r"), "epochs must be >= 1, got 0")
+    assert_clean_error(run("train", "--lr", "-1", "--out-dir", tmp_path / "r"), "lr must be > 0.0, got -1.0")
     assert_clean_error(
         run("train", "--dataset", "mnist", "--data-dir", tmp_path / "empty", "--out-dir", tmp_path / "r"),
         str(tmp_path / "empty"),
@@ -165,6 +167,58 @@ def test_user_errors_are_one_line(digits_run, tmp_path):
     assert bad_choice.returncode == 2 and "invalid choice: 'cifar'" in bad_choice.stderr  # argparse's own message
     debug = run("--debug", "predict", tmp_path / "missing.safetensors", good)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def _failing_gradcheck(monkeypatch, exc: BaseException) -> None:
+    """Make `convprop gradcheck` raise ``exc`` from inside the command, as a bug or a user mistake would."""
+    from convprop import layer_check
+
+    def fail(seed: int = 0):
+        raise exc
+
+    monkeypatch.setattr(layer_check, "check_all_layers", fail)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ZeroDivisionError("division by zero"),
+        RuntimeError("an internal invariant broke"),
+        ValueError("a bare ValueError is a bug, not a user mistake"),
+        FileNotFoundError(2, "No such file or directory", "/internal/asset"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_an_internal_error_shows_its_traceback_and_exits_1(monkeypatch, capsys, exc):
+    from convprop import cli
+
+    _failing_gradcheck(monkeypatch, exc)
+    assert cli.main(["gradcheck"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert f"{type(exc).__name__}: " in err and "in fail" in err  # the frame that raised it
+    assert err.rstrip().splitlines()[-1].startswith("convprop: internal error (a bug in convprop")
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        DataError("cannot read image a.png: not an image"),
+        CheckpointError("no checkpoint at 'x'"),
+        ConfigError("--top must be at least 1, got 0"),
+        ArgumentTypeError("n must be an int, got 'x' of type str"),
+        DownloadError("could not download mnist: no network"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_user_error_is_one_line_and_exits_2(monkeypatch, capsys, exc):
+    from convprop import cli
+
+    _failing_gradcheck(monkeypatch, exc)
+    assert cli.main(["gradcheck"]) == 2
+    assert capsys.readouterr().err == f"convprop: error: {exc}\n"
+    with pytest.raises(type(exc)):  # --debug: the user error with its traceback
+        cli.main(["--debug", "gradcheck"])
 
 
 def test_ctrl_c_keeps_the_last_good_checkpoint(tmp_path):

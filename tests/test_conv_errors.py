@@ -25,8 +25,8 @@ W = np.zeros((6, 4, 3, 3))
             ValueError,
             r"out_channels \(=weight.shape\[0\]=5\) must be divisible by groups \(=2\)",
         ),
-        (dict(groups=0), ValueError, r"groups must be a positive int, got 0"),
-        (dict(groups=1.5), ValueError, r"groups must be a positive int, got 1.5"),
+        (dict(groups=0), ValueError, r"groups must be >= 1, got 0"),
+        (dict(groups=1.5), TypeError, r"groups must be an int, got 1.5 of type float"),
         (dict(weight=np.zeros((6, 4, 9, 3))), ValueError, r"larger than the padded input \(8 = 8 \+ pads \(0, 0\)\)"),
         (dict(weight=np.zeros((6, 4, 3, 3)), dilation=4), ValueError, r"dilated size 9 along H"),
         (

@@ -6,6 +6,8 @@ against a local HTTP server.
 
 import gzip
 import importlib.resources
+import re
+import tracemalloc
 import urllib.request
 
 import numpy as np
@@ -16,6 +18,7 @@ from convprop.data import (
     DEFAULT_DATASET,
     DIGIT_CLASSES,
     FASHION_CLASSES,
+    DataFileNotFoundError,
     Dataset,
     find_idx_files,
     load_dataset,
@@ -25,6 +28,7 @@ from convprop.data import (
 )
 from convprop.data import datasets as datasets_module
 from convprop.data.datasets import load_idx_dataset
+from convprop.errors import ArgumentError, DataError
 
 # ---------------------------------------------------------------------------------------------
 # Offline datasets
@@ -170,14 +174,17 @@ def idx_bytes(code: int, shape: tuple[int, ...], payload: int) -> bytes:
         (idx_bytes(0x08, (2, 3), 5), None, r"truncated IDX file: header says shape \(2, 3\) of uint8 = 6 "
         r"payload bytes, file has 5"),
         (idx_bytes(0x0B, (2, 3), 13), None, r"IDX size mismatch: header says shape \(2, 3\) of int16 = 12 "
-        r"payload bytes, file has 13"),
+        r"payload bytes, (file has 13|the file holds more \(the rest was not read\))$"),
+        (idx_bytes(0x08, (1 << 16, 1 << 16), 0), None, r"shape \(65536, 65536\) of uint8 = 4294967296 payload bytes, "
+        r"more than the 2147483648-byte limit"),
+        (idx_bytes(0x0E, (0xFFFFFFFF,) * 255, 0), None, r"of float64 = \d{2000,} payload bytes, more than"),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_malformed_files_are_named_and_explained(tmp_path, data, ndim, match, compress):
     path = tmp_path / "bad-idx"
     path.write_bytes(gzip.compress(data) if compress else data)
-    with pytest.raises(ValueError, match=match) as info:
+    with pytest.raises(DataError, match=match) as info:
         read_idx(path, ndim=ndim)
     assert str(path) in str(info.value)
 
@@ -185,7 +192,7 @@ def test_idx_malformed_files_are_named_and_explained(tmp_path, data, ndim, match
 def test_idx_corrupt_gzip(tmp_path):
     path = tmp_path / "x.gz"
     path.write_bytes(gzip.compress(idx_bytes(0x08, (100,), 100))[:-12])
-    with pytest.raises(ValueError, match="corrupt or truncated gzip stream"):
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: corrupt or truncated gzip stream"):
         read_idx(path)
 
 
@@ -230,26 +237,81 @@ def test_data_dir_accepts_dotted_names(tmp_path):
 def test_data_dir_missing_files(tmp_path):
     write_idx_set(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(FileNotFoundError, match=r"lacks t10k-labels-idx1-ubyte\[.gz\]"):
+    with pytest.raises(DataFileNotFoundError, match=r"lacks t10k-labels-idx1-ubyte\[.gz\]"):
         load_dataset("mnist", data_dir=tmp_path)
-    with pytest.raises(FileNotFoundError, match="is not a directory"):
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):  # also a DataError
         load_dataset("mnist", data_dir=tmp_path / "nowhere")
+    with pytest.raises(DataError, match="is not a directory"):
+        load_dataset("mnist", data_dir=tmp_path / "train-images-idx3-ubyte.gz")
 
 
 @pytest.mark.parametrize(
     "change, match",
     [
-        (("test_labels", np.zeros(4, np.uint8)), r"test split of mnist: 5 images in t10k-images-idx3-ubyte.gz "
-        r"but 4 labels"),
+        (("test_labels", np.zeros(4, np.uint8)), r"test split of mnist: 5 images in \S*t10k-images-idx3-ubyte.gz "
+        r"but 4 labels in \S*t10k-labels-idx1-ubyte.gz"),
         (("train_labels", np.full(12, 10, np.uint8)), r"label 10 out of range: mnist has 10 classes"),
         (("train_images", np.zeros((12, 6, 5), np.int16)), r"expected uint8 images, got int16"),
         (("train_labels", np.zeros((12, 1), np.uint8)), r"IDX file has 2 dimensions, expected 1"),
-        (("test_images", np.zeros((5, 6, 6), np.uint8)), r"train images are \(6, 5\) but test images \(6, 6\)"),
+        (("test_images", np.zeros((5, 6, 6), np.uint8)), r"train images in \S*train-images-idx3-ubyte.gz are "
+        r"\(6, 5\) but test images in \S*t10k-images-idx3-ubyte.gz are \(6, 6\)"),
+        (("test_images", np.zeros((0, 6, 5), np.uint8)), r"t10k-images-idx3-ubyte.gz: the test split of mnist has "
+        r"0 images: expected at least 1"),
+        (("train_images", np.zeros((12, 0, 5), np.uint8)), r"train-images-idx3-ubyte.gz: train images of mnist are "
+        r"0 x 5 pixels"),
     ],
 )  # fmt: skip
 def test_inconsistent_idx_set(tmp_path, change, match):
     write_idx_set(tmp_path)
     key, array = change
     write_idx(tmp_path / (datasets_module.IDX_STEMS[key] + ".gz"), array)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(DataError, match=match):
         load_idx_dataset("mnist", DIGIT_CLASSES, find_idx_files(tmp_path))
+
+
+def test_empty_split_in_data_dir_is_a_clear_error(tmp_path):
+    write_idx_set(tmp_path, n_test=0)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz: the test split of mnist has 0 images"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def peak_bytes(call):
+    """Peak traced allocation (NumPy reports its buffers to tracemalloc) while ``call()`` runs."""
+    tracemalloc.start()
+    try:
+        call()
+    except DataError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_gzip_that_expands_without_bound_is_refused_after_the_declared_payload(tmp_path):
+    """A gzip IDX whose header declares 10 bytes, followed by 64 MB of zeros: not decompressed, refused."""
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(0x08, (10,), 10) + bytes(64 << 20), compresslevel=9))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: IDX size mismatch: .* = 10 payload bytes, the file"):
+        read_idx(path)
+    assert peak_bytes(lambda: read_idx(path)) < 4 << 20  # the 64 MB were never expanded
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_header_claiming_a_terabyte_is_refused_before_reading(tmp_path, compress):
+    data = idx_bytes(0x08, (1_000_000, 1_000, 1_000), 100)  # 10**12 bytes declared, 100 present
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(gzip.compress(data) if compress else data)
+    with pytest.raises(DataError, match=r"= 1000000000000 payload bytes, (more than|file has 100$)"):
+        read_idx(path, max_bytes=1 << 40)  # even with the limit lifted: the file cannot hold that much
+    assert peak_bytes(lambda: read_idx(path, max_bytes=1 << 40)) < 1 << 20
+
+
+def test_read_idx_arguments(tmp_path):
+    with pytest.raises(DataFileNotFoundError, match=r"no such IDX file: .*missing-idx"):
+        read_idx(tmp_path / "missing-idx")
+    with pytest.raises(DataError, match="is not a regular file"):
+        read_idx(tmp_path)
+    with pytest.raises(ArgumentError, match=r"ndim must be an int in 1..255 or None, got '3'"):
+        read_idx(tmp_path / "x", ndim="3")

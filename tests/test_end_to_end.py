@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference import rel_error
 from scipy import signal
-from torch_reference import rel_error
 
 from convprop import nn, optim
 from convprop.errors import ContextError

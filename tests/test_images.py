@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import os
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from digit_images import render_digit
 from PIL import Image
 
-from convprop.data import load_dataset
-from convprop.data.images import MAX_SIDE, load_image, preprocess_image, to_mnist
+from convprop.data import DataFileNotFoundError, load_dataset
+from convprop.data.images import MAX_FILE_BYTES, MAX_SIDE, decode_image, load_image, preprocess_image, to_mnist
+from convprop.errors import ArgumentError, DataError
 
 
 def as_array(img: Image.Image) -> np.ndarray:
@@ -148,7 +154,7 @@ def test_preprocess_image_accepts_paths_pillow_images_and_arrays(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nope\.png"):
+    with pytest.raises(DataFileNotFoundError, match=r"nope\.png"):
         load_image(tmp_path / "nope.png")
     with pytest.raises(FileNotFoundError, match=r"nope\.png"):
         preprocess_image(tmp_path / "nope.png")
@@ -157,7 +163,7 @@ def test_missing_file(tmp_path):
 def test_text_file_renamed_png(tmp_path):
     path = tmp_path / "digit.png"
     path.write_text("this is not an image\n")
-    with pytest.raises(ValueError, match=r"cannot read image .*digit\.png"):
+    with pytest.raises(DataError, match=r"cannot read image .*digit\.png: not an image Pillow can read, expected one"):
         load_image(path)
 
 
@@ -165,7 +171,7 @@ def test_truncated_png(tmp_path):
     render_digit(3, tmp_path / "full.png")
     data = (tmp_path / "full.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="cannot read image"):
+    with pytest.raises(DataError, match=r"cannot read image .*cut\.png: OSError: image file is truncated"):
         load_image(tmp_path / "cut.png")
 
 
@@ -220,7 +226,120 @@ def test_bad_arrays(image, message):
         to_mnist(image)
 
 
-@pytest.mark.parametrize(("size", "box"), [(28, 29), (28, 0), (28, 20.0)])
+@pytest.mark.parametrize(("size", "box"), [(28, 29), (28, 0), (28, 20.0), (True, True), (MAX_SIDE + 1, 20)])
 def test_bad_size_or_box(size, box):
-    with pytest.raises(ValueError, match="box <= size"):
+    with pytest.raises(ArgumentError, match="box <= size"):
         to_mnist(np.eye(10), size=size, box=box)
+    with pytest.raises(ArgumentError, match="box <= size"):
+        preprocess_image(np.eye(10), size=size, box=box)
+
+
+# ---------------------------------------------------------------------------------------------------
+# hostile and broken image bytes: a DataError naming the file, never a Pillow traceback
+# ---------------------------------------------------------------------------------------------------
+
+
+def png_header(width: int, height: int, bit_depth: int = 8, colour_type: int = 0, idat: bytes = b"") -> bytes:
+    """A PNG whose IHDR declares ``width`` x ``height`` (with whatever image data follows)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(idat)) + chunk(b"IEND", b"")
+
+
+def encoded(img: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (png_header(100_000, 100_000), r"DecompressionBombError: Image size \(10000000000 pixels\) exceeds limit"),
+        (png_header(5000, 5000), r"is 5000 x 5000 pixels; at most 4096 x 4096 is accepted"),
+        (png_header(0, 10), r"not an image Pillow can read, expected one of PNG, JPEG"),
+        (encoded(Image.new("RGB", (64, 64), "red"), "PNG")[:60], r"OSError: image file is truncated"),
+        (b"", r"it is empty \(0 bytes\)"),
+        (b"GIF89a" + bytes(7), r"not an image Pillow can read"),
+        (png_header(64, 64, idat=bytes(10)), r"cannot read .*: (OSError|ValueError|SyntaxError): "),
+        (encoded(Image.new("RGB", (16, 16)), "ICO"), r"not an image Pillow can read, expected one of PNG"),
+        (encoded(Image.fromarray(np.full((8, 8), np.nan, np.float32)), "TIFF"), r"NaN or infinite pixel values"),
+    ],
+    ids=["bomb", "over-max-side", "zero-width", "truncated", "empty", "broken-gif", "short-data", "ico", "nan-tiff"],
+)
+def test_hostile_image_bytes_are_data_errors_naming_the_file(tmp_path, data, match):
+    path = tmp_path / "upload.png"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=match) as info:
+        load_image(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(DataError, match=match):
+        decode_image(data, source="the upload")
+
+
+def test_declared_dimensions_are_refused_before_pillow_allocates(monkeypatch):
+    """A 5000 x 5000 header with 25 MB of real pixel data behind it: no image buffer is ever made."""
+    sizes = []
+    new = Image.core.new
+    monkeypatch.setattr(Image.core, "new", lambda mode, size: sizes.append(size) or new(mode, size))
+    with pytest.raises(DataError, match="at most 4096 x 4096"):
+        decode_image(png_header(5000, 5000, idat=bytes(5001 * 5000)))
+    assert sizes == []
+    decode_image(png_header(300, 200, idat=bytes(301 * 200)))  # and a fine one does allocate, once, its size
+    assert sizes == [(300, 200)]
+
+
+def big_16_bit() -> Image.Image:
+    ramp = np.tile(np.linspace(0, 65535, 700), (600, 1)).astype(np.uint16)  # (600, 700): 0 .. 65535 left to right
+    return Image.fromarray(ramp)
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: Image.fromarray(np.full((20, 20), 30000, np.uint16)), 30000 / 65535),  # 16-bit, kept exact
+        (big_16_bit, None),  # 16-bit and larger than the working size: Pillow cannot resample I;16 itself
+        (lambda: Image.new("P", (30, 30), 0), 1.0),  # palette, index 0 transparent: white paper
+        (lambda: Image.new("LA", (600, 30), (0, 255)), 0.0),  # grey + alpha, shrunk
+        (lambda: Image.new("CMYK", (8, 8), (0, 0, 0, 0)), 1.0),
+        (lambda: Image.new("I", (8, 8), 128), 128 / 255),
+    ],
+    ids=["16-bit", "16-bit-large", "palette-transparent", "LA", "CMYK", "32-bit-int"],
+)
+def test_unusual_modes_decode(make, expected):
+    img = make()
+    fmt = "TIFF" if img.mode in ("CMYK", "I") else "PNG"
+    gray = decode_image(encoded(img, fmt, **({"transparency": 0} if img.mode == "P" else {})))
+    assert gray.dtype == np.float32 and gray.ndim == 2 and max(gray.shape) <= 512
+    if expected is None:
+        assert gray[:, 0].max() < 0.01 and gray[:, -1].min() > 0.99  # the ramp survived the shrink
+    else:
+        np.testing.assert_allclose(gray, expected, atol=1e-3)
+
+
+def test_animated_images_read_their_first_frame():
+    frames = [Image.new("L", (20, 20), 0), Image.new("L", (20, 20), 255)]
+    for fmt in ("GIF", "PNG"):
+        data = encoded(frames[0], fmt, save_all=True, append_images=frames[1:])
+        assert decode_image(data).max() == 0.0
+
+
+def test_files_that_are_not_regular_or_too_large(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"pipe\.png: not a regular file"):
+        load_image(fifo)  # would block forever if opened
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(DataError, match=rf"big\.png is {MAX_FILE_BYTES + 1} bytes; at most {MAX_FILE_BYTES}"):
+        load_image(big)
+
+
+def test_preprocess_errors_name_the_file(tmp_path):
+    Image.new("L", (40, 40), 255).save(tmp_path / "white.png")
+    with pytest.raises(DataError, match=r"image .*white\.png: image is blank"):
+        preprocess_image(tmp_path / "white.png")

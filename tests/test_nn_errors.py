@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pytest
 
+from convprop import functional as F
 from convprop import nn
 from convprop.errors import ContextError
 
@@ -31,7 +32,7 @@ CONSTRUCTORS = [
     # Conv2d
     row("conv-in-channels-0", lambda: nn.Conv2d(0, 4, 3), ValueError, r"in_channels.*got 0"),
     row("conv-in-channels-negative", lambda: nn.Conv2d(-2, 4, 3), ValueError, r"in_channels.*got -2"),
-    row("conv-in-channels-float", lambda: nn.Conv2d(2.0, 4, 3), ValueError, r"in_channels.*got 2\.0"),
+    row("conv-in-channels-float", lambda: nn.Conv2d(2.0, 4, 3), TypeError, r"in_channels.*got 2\.0"),
     row("conv-out-channels-0", lambda: nn.Conv2d(3, 0, 3), ValueError, r"out_channels.*got 0"),
     row("conv-groups-0", lambda: nn.Conv2d(4, 4, 3, groups=0), ValueError, r"groups.*got 0"),
     row(
@@ -115,7 +116,7 @@ CONSTRUCTORS = [
     # Linear
     row("linear-in-0", lambda: nn.Linear(0, 4), ValueError, r"in_features.*got 0"),
     row("linear-out-negative", lambda: nn.Linear(3, -1), ValueError, r"out_features.*got -1"),
-    row("linear-in-float", lambda: nn.Linear(2.5, 3), ValueError, r"in_features.*got 2\.5"),
+    row("linear-in-float", lambda: nn.Linear(2.5, 3), TypeError, r"in_features.*got 2\.5"),
     row("linear-bias-int", lambda: nn.Linear(3, 4, bias=1), TypeError, r"bias.*got 1"),
     row("linear-bias-string", lambda: nn.Linear(3, 4, bias="yes"), TypeError, r"bias.*got 'yes'"),
     row("linear-dtype-int32", lambda: nn.Linear(3, 4, dtype=np.int32), TypeError, r"float32 or float64.*got int32"),
@@ -143,16 +144,16 @@ CONSTRUCTORS = [
     row("avgpool-padding-over-half", lambda: nn.AvgPool2d(2, padding=2), ValueError, r"padding \(=\(2, 2\)\).*half"),
     row("avgpool-divisor-0", lambda: nn.AvgPool2d(2, divisor_override=0), ValueError, r"divisor_override.*got 0"),
     row(
-        "avgpool-divisor-negative",
-        lambda: nn.AvgPool2d(2, divisor_override=-1),
-        ValueError,
-        r"divisor_override.*got -1",
-    ),
-    row(
         "avgpool-divisor-float",
         lambda: nn.AvgPool2d(2, divisor_override=1.5),
-        ValueError,
-        r"divisor_override.*got 1\.5",
+        TypeError,
+        r"divisor_override must be None or a non-zero int, got 1\.5",
+    ),
+    row(
+        "avgpool-divisor-string",
+        lambda: nn.AvgPool2d(2, divisor_override="2"),
+        TypeError,
+        r"divisor_override must be None or a non-zero int, got '2'",
     ),
     row("adaptive-0", lambda: nn.AdaptiveAvgPool2d(0), ValueError, r"output_size.*got 0"),
     row("adaptive-pair-with-0", lambda: nn.AdaptiveAvgPool2d((2, 0)), ValueError, r"output_size.*got \(2, 0\)"),
@@ -166,8 +167,8 @@ CONSTRUCTORS = [
     row("log-softmax-dim-float", lambda: nn.LogSoftmax(dim=1.5), TypeError, r"dim.*got 1\.5"),
     # BatchNorm2d, Dropout
     row("bn-features-0", lambda: nn.BatchNorm2d(0), ValueError, r"num_features.*got 0"),
-    row("bn-features-float", lambda: nn.BatchNorm2d(2.0), ValueError, r"num_features.*got 2\.0"),
-    row("bn-eps-0", lambda: nn.BatchNorm2d(3, eps=0), ValueError, r"eps.*positive.*got 0"),
+    row("bn-features-float", lambda: nn.BatchNorm2d(2.0), TypeError, r"num_features.*got 2\.0"),
+    row("bn-eps-0", lambda: nn.BatchNorm2d(3, eps=0), ValueError, r"eps must be > 0\.0, got 0"),
     row("bn-eps-negative", lambda: nn.BatchNorm2d(3, eps=-1e-5), ValueError, r"eps.*got -1e-05"),
     row("bn-eps-bool", lambda: nn.BatchNorm2d(3, eps=True), (TypeError, ValueError), r"eps.*got True"),
     row("bn-momentum-over-1", lambda: nn.BatchNorm2d(3, momentum=1.5), ValueError, r"momentum.*\[0, 1\].*got 1\.5"),
@@ -175,7 +176,7 @@ CONSTRUCTORS = [
     row("bn-dtype-int32", lambda: nn.BatchNorm2d(3, dtype=np.int32), TypeError, r"float32 or float64.*got int32"),
     row("dropout-p-negative", lambda: nn.Dropout(p=-0.1), ValueError, r"p must be.*\[0, 1\].*got -0\.1"),
     row("dropout-p-over-1", lambda: nn.Dropout(p=1.5), ValueError, r"p must be.*got 1\.5"),
-    row("dropout-p-string", lambda: nn.Dropout(p="0.5"), ValueError, r"p must be.*got '0\.5'"),
+    row("dropout-p-string", lambda: nn.Dropout(p="0.5"), TypeError, r"p must be.*got '0\.5'"),
     row(
         "dropout-rng-string",
         lambda: nn.Dropout(rng="seed"),
@@ -387,3 +388,12 @@ def test_summary_rejects_bad_arguments():
         nn.summary(3, (3, 8, 8))
     with pytest.raises(ValueError, match=re.escape("got (3, 0, 8)")):
         nn.summary(model(), (3, 0, 8))
+
+
+def test_linear_param_grads_check_grad_output():
+    layer = nn.Linear(4, 2, rng=0, dtype=np.float64)
+    layer(np.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"grad_output must have shape \(2, 2\), got \(3, 2\)"):
+        layer.backward(np.ones((3, 2)), input_grad=False)
+    with pytest.raises(TypeError, match="grad_output=float32, x=float64"):
+        F.linear_backward(np.ones((2, 2), np.float32), np.ones((2, 4)), np.ones((2, 4)))

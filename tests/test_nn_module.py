@@ -12,8 +12,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from reference import rel_error
 from test_nn_layers import TOL, check_layer, distinct_values, random_bn_state
-from torch_reference import rel_error
 
 import convprop
 from convprop import nn
@@ -437,3 +437,13 @@ def test_batchnorm_momentum_none_is_torchs_cumulative_average():
     for name in ("running_mean", "running_var"):
         assert rel_error(getattr(ours, name), getattr(theirs, name).numpy()) < TOL
     assert int(ours.num_batches_tracked) == 4 and ours.config()["momentum"] is None
+
+
+def test_a_failed_load_leaves_the_model_untouched():
+    model = nn.Sequential(nn.Linear(2, 2, rng=0), nn.Linear(2, 3, rng=1))
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    bad = {k: np.full_like(v, 7.0) for k, v in before.items()}
+    bad["1.weight"] = np.zeros((9, 9), np.float32)  # the second layer does not fit
+    with pytest.raises(ValueError, match=r"state_dict\['1.weight'\] has shape \(9, 9\)"):
+        model.load_state_dict(bad)
+    assert all(np.array_equal(model.state_dict()[k], v) for k, v in before.items())

@@ -296,3 +296,11 @@ def test_compiled_max_pool_matches_torch_in_both_dtypes(dtype, k, s, p, d, ceil,
     np.testing.assert_array_equal(y, ty.numpy())
     np.testing.assert_array_equal(idx, tidx.numpy())
     assert y.dtype == dtype
+
+
+def test_max_pool_backward_rejects_indices_outside_the_plane():
+    x, dy = np.zeros((1, 2, 4, 4)), np.ones((1, 2, 2, 2))
+    idx = np.zeros((1, 2, 2, 2), dtype=np.int64)
+    idx[0, 0, 0, 0] = 16  # one past the 4×4 plane: would land in the next channel
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, H·W\) = \[0, 16\).*to 16"):
+        max_pool2d_backward(dy, x, 2, indices=idx)

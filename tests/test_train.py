@@ -9,6 +9,7 @@ import pytest
 
 import convprop
 from convprop import nn
+from convprop.errors import ConfigError
 from convprop.train import TrainConfig, fit
 
 QUIET = dict(dataset="digits", epochs=3, progress=False)
@@ -66,7 +67,7 @@ def test_same_seed_same_run_bit_for_bit(tmp_path):
 
 def test_force_allows_reusing_a_run_directory(tmp_path):
     first = run(tmp_path, "again", epochs=1)
-    with pytest.raises(FileExistsError, match="already has files"):
+    with pytest.raises(ConfigError, match="already has files"):
         run(tmp_path, "again", epochs=1)
     second = run(tmp_path, "again", epochs=1, force=True, seed=9)
     assert second.run_dir == first.run_dir and len(second.history) == 1
@@ -80,12 +81,12 @@ def test_augmentation_changes_the_run(tmp_path):
 @pytest.mark.parametrize(
     "field, value, match",
     [
-        ("epochs", 0, "epochs must be a positive integer, got 0"),
-        ("batch_size", -1, "batch_size must be a positive integer, got -1"),
+        ("epochs", 0, "epochs must be >= 1, got 0"),
+        ("batch_size", -1, "batch_size must be >= 1, got -1"),
         ("optimizer", "rmsprop", "unknown optimizer 'rmsprop'"),
         ("schedule", "linear", "unknown schedule 'linear'"),
-        ("lr", 0.0, "lr must be positive, got 0.0"),
-        ("weight_decay", -0.1, "weight_decay must be >= 0, got -0.1"),
+        ("lr", 0.0, "lr must be > 0.0, got 0.0"),
+        ("weight_decay", -0.1, "weight_decay must be >= 0.0, got -0.1"),
         ("augment", 9, "augment must be a shift of 0 to 4 pixels, got 9"),
         ("algorithm", "fft", "unknown algorithm 'fft'"),
         ("model", "resnet", "unknown model 'resnet'"),
@@ -108,3 +109,29 @@ def test_make_optimizer(name, cls):
     assert type(opt) is getattr(optim, cls) and opt.lr == 0.05 and opt.weight_decay == 0.01
     if name == "sgd":
         assert opt.momentum == 0.9
+
+
+def test_default_run_directories_never_collide(tmp_path, monkeypatch):
+    import datetime as real_datetime
+
+    from convprop import train
+    from convprop.train import TrainConfig, prepare_run_dir
+
+    class FrozenClock(real_datetime.datetime):  # two runs started within the same second
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 11, 21, 6, 0, 0)
+
+    monkeypatch.setattr(train, "datetime", FrozenClock)
+    monkeypatch.chdir(tmp_path)
+    first, second, third = (prepare_run_dir(TrainConfig()) for _ in range(3))
+    assert [p.name for p in (first, second, third)] == ["20261121-060000", "20261121-060000-2", "20261121-060000-3"]
+    assert all(p.is_dir() for p in (first, second, third))
+
+
+def test_a_run_directory_that_cannot_be_created_is_a_config_error(tmp_path):
+    from convprop.train import prepare_run_dir
+
+    (tmp_path / "a-file").write_text("in the way")
+    with pytest.raises(ConfigError, match=r"cannot create run directory .*a-file/run"):
+        prepare_run_dir(TrainConfig(out_dir=str(tmp_path / "a-file" / "run")))

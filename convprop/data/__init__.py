@@ -21,6 +21,7 @@ from .download import (
     REMOTE_DATASETS,
     ChecksumError,
     DownloadError,
+    NotCachedError,
     OfflineError,
     RemoteDataset,
     RemoteFile,
@@ -28,7 +29,7 @@ from .download import (
     download_files,
     sha256_of,
 )
-from .idx import read_idx, write_idx
+from .idx import DataFileNotFoundError, read_idx, write_idx
 
 __all__ = [
     "DATASETS",
@@ -37,9 +38,11 @@ __all__ = [
     "FASHION_CLASSES",
     "REMOTE_DATASETS",
     "ChecksumError",
+    "DataFileNotFoundError",
     "Dataset",
     "DownloadError",
     "Normalization",
+    "NotCachedError",
     "OfflineError",
     "RemoteDataset",
     "RemoteFile",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..errors import ArgumentError, ArgumentTypeError
 from ..functional.validation import check_positive_int
 from ..init import RngLike, as_generator
 
@@ -49,11 +50,11 @@ def iterate_batches(
         drop_last: skip a final batch smaller than ``batch_size``.
     """
     if not isinstance(images, np.ndarray) or not isinstance(labels, np.ndarray):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"images and labels must be numpy arrays, got {type(images).__name__} and {type(labels).__name__}"
         )
     if images.ndim < 1 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(
+        raise ArgumentError(
             f"images (N, ...) and labels (N,) must have the same N, got shapes {images.shape} and {labels.shape}"
         )
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -108,9 +109,9 @@ def normalize(images: np.ndarray, mean: float | Sequence[float], std: float | Se
     std_c = np.asarray(std, dtype=images.dtype).reshape(-1)  # (1,) or (C,)
     for name, value in (("mean", mean_c), ("std", std_c)):
         if value.size not in (1, channels):
-            raise ValueError(f"{name} must be a float or {channels} floats (one per channel), got {value.size}")
+            raise ArgumentError(f"{name} must be a float or {channels} floats (one per channel), got {value.size}")
     if np.any(~(std_c > 0)):
-        raise ValueError(f"std must be positive, got {std!r}")
+        raise ArgumentError(f"std must be positive, got {std!r}")
     return (images - mean_c.reshape(1, -1, 1, 1)) / std_c.reshape(1, -1, 1, 1)  # (N, C, H, W)
 
 
@@ -131,7 +132,7 @@ def random_shift(images: np.ndarray, max_shift: int, rng: RngLike) -> np.ndarray
     """
     images = _check_images(images, "images", float_only=False)
     if isinstance(max_shift, bool) or not isinstance(max_shift, (int, np.integer)) or max_shift < 0:
-        raise ValueError(f"max_shift must be an int >= 0, got {max_shift!r}")
+        raise ArgumentError(f"max_shift must be an int >= 0, got {max_shift!r}")
     generator = as_generator(rng)
     n, _, h, w = images.shape
     s = int(max_shift)
@@ -146,9 +147,9 @@ def random_shift(images: np.ndarray, max_shift: int, rng: RngLike) -> np.ndarray
 
 def _check_images(images: np.ndarray, name: str, *, float_only: bool = True) -> np.ndarray:
     if not isinstance(images, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array (N, C, H, W), got {type(images).__name__}")
+        raise ArgumentTypeError(f"{name} must be a numpy array (N, C, H, W), got {type(images).__name__}")
     if images.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W), got {images.ndim}-D shape {images.shape}")
+        raise ArgumentError(f"{name} must have shape (N, C, H, W), got {images.ndim}-D shape {images.shape}")
     if float_only and images.dtype.kind != "f":
-        raise TypeError(f"{name} must have a float dtype, got {images.dtype}")
+        raise ArgumentTypeError(f"{name} must have a float dtype, got {images.dtype}")
     return images

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError, DataError
 from .batches import RngLike, as_generator
 from .download import REMOTE_DATASETS, ProgressCallback, download_files
-from .idx import read_idx
+from .idx import DataFileNotFoundError, read_idx
 
 DIGIT_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 FASHION_CLASSES: tuple[str, ...] = (
@@ -69,14 +70,14 @@ class Dataset:
         for split in ("train", "test"):
             images, labels = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
             if images.ndim != 4 or images.shape[1] != 1 or images.dtype != np.float32:
-                raise ValueError(f"{split}_images must be float32 (N, 1, H, W), got {images.dtype} {images.shape}")
+                raise DataError(f"{split}_images must be float32 (N, 1, H, W), got {images.dtype} {images.shape}")
             if labels.shape != (len(images),) or labels.dtype != np.int64:
-                raise ValueError(
+                raise DataError(
                     f"{split}_labels must be int64 ({len(images)},) to match the images, "
                     f"got {labels.dtype} {labels.shape}"
                 )
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
-            raise ValueError(f"train and test images differ: {self.train_images.shape} vs {self.test_images.shape}")
+            raise DataError(f"train and test images differ: {self.train_images.shape} vs {self.test_images.shape}")
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -105,7 +106,7 @@ def load_dataset(
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
     download: bool = True,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool = True,
 ) -> Dataset:
     """Load a named dataset (see ``DATASETS``) as float32 (N, 1, H, W) images in [0, 1].
 
@@ -118,14 +119,21 @@ def load_dataset(
         seed: the train/test split of mnist-5k and digits (same seed, same split). mnist and
             fashion-mnist keep their official split, so the seed does not affect them.
         download: if False, mnist / fashion-mnist must already be in the cache.
-        progress: optional ``(file name, bytes so far, total or None)`` callback while downloading.
+        progress: while downloading, True for a tqdm bar on stderr, False for none, or a callback
+            ``(file name, bytes so far, total or None)``.
+
+    Raises:
+        ArgumentError: an unknown name, a bad seed, or ``data_dir`` for a dataset that does not take one.
+        DataError: the IDX files are malformed or inconsistent, or a split is empty (the message names
+            the file); ``DataFileNotFoundError`` when ``data_dir`` or a file in it is missing.
+        DownloadError: see :func:`convprop.data.download_files`.
     """
     if not isinstance(name, str) or name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+        raise ArgumentError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        raise ArgumentError(f"seed must be an int >= 0, got {seed!r}")
     if data_dir is not None and name not in IDX_DATASETS:
-        raise ValueError(f"data_dir only applies to {' and '.join(IDX_DATASETS)}, got dataset {name!r}")
+        raise ArgumentError(f"data_dir only applies to {' and '.join(IDX_DATASETS)}, got dataset {name!r}")
     if name == "mnist-5k":
         images, labels = _mnist_5k_arrays()
         return _split(name, DIGIT_CLASSES, images, labels, seed)
@@ -150,7 +158,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, rng: RngLike) -> 
         labels: (N,) -> train: (N - T,), test: (T,), int64 indices into labels.
     """
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
+        raise ArgumentError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
     generator = as_generator(rng)
     train, test = [], []
     for label in np.unique(labels):
@@ -164,12 +172,16 @@ def stratified_split(labels: np.ndarray, test_fraction: float, rng: RngLike) -> 
 def find_idx_files(data_dir: str | os.PathLike) -> dict[str, Path]:
     """The four IDX files in ``data_dir``: ``{"train_images": path, ...}``, gzipped or not.
 
-    Accepts the mirror names (``train-images-idx3-ubyte.gz``), their unpacked form
+    Accepts the mirror names (``train-images-idx3-ubyte.gz``), their uncompressed form
     (``train-images-idx3-ubyte``) and the dotted variant some copies use (``train-images.idx3-ubyte``).
     """
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise ArgumentTypeError(f"data_dir must be a folder path, got {type(data_dir).__name__}")
     directory = Path(data_dir).expanduser()
+    if not directory.exists():
+        raise DataFileNotFoundError(f"data_dir {directory} does not exist: expected a folder with the four IDX files")
     if not directory.is_dir():
-        raise FileNotFoundError(f"data_dir {directory} is not a directory: expected one holding the four IDX files")
+        raise DataError(f"data_dir {directory} is not a directory: expected one holding the four IDX files")
     found: dict[str, Path] = {}
     missing: list[str] = []
     for key, stem in IDX_STEMS.items():
@@ -181,34 +193,46 @@ def find_idx_files(data_dir: str | os.PathLike) -> dict[str, Path]:
         else:
             found[key] = path
     if missing:
-        raise FileNotFoundError(f"data_dir {directory} lacks {', '.join(missing)}: expected all four IDX files")
+        raise DataFileNotFoundError(f"data_dir {directory} lacks {', '.join(missing)}: expected all four IDX files")
     return found
 
 
 def load_idx_dataset(name: str, classes: tuple[str, ...], paths: dict[str, Path]) -> Dataset:
-    """A :class:`Dataset` from four IDX files (uint8 images (N, H, W), uint8 labels (N,)), checked."""
+    """A :class:`Dataset` from four IDX files (uint8 images (N, H, W), uint8 labels (N,)), checked.
+
+    Every message names the file it is about. A split with no images, or images of 0 pixels, is refused.
+    """
     arrays = {}
     for split in ("train", "test"):
-        images = read_idx(paths[f"{split}_images"], ndim=3)  # (N, H, W)
-        labels = read_idx(paths[f"{split}_labels"], ndim=1)  # (N,)
-        for kind, array in (("images", images), ("labels", labels)):
+        images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
+        images = read_idx(images_path, ndim=3)  # (N, H, W)
+        labels = read_idx(labels_path, ndim=1)  # (N,)
+        for path, kind, array in ((images_path, "images", images), (labels_path, "labels", labels)):
             if array.dtype != np.uint8:
-                raise ValueError(f"{paths[f'{split}_{kind}']}: expected uint8 {kind}, got {array.dtype}")
+                raise DataError(f"{path}: expected uint8 {kind}, got {array.dtype}")
+        if len(images) == 0:
+            raise DataError(f"{images_path}: the {split} split of {name} has 0 images: expected at least 1")
+        if images.shape[1] == 0 or images.shape[2] == 0:
+            raise DataError(
+                f"{images_path}: {split} images of {name} are {images.shape[1]} x {images.shape[2]} pixels: "
+                f"expected at least 1 x 1"
+            )
         if len(images) != len(labels):
-            raise ValueError(
-                f"{split} split of {name}: {len(images)} images in {paths[f'{split}_images'].name} "
-                f"but {len(labels)} labels in {paths[f'{split}_labels'].name}"
+            raise DataError(
+                f"{split} split of {name}: {len(images)} images in {images_path} "
+                f"but {len(labels)} labels in {labels_path}"
             )
-        if labels.size and labels.max() >= len(classes):
-            raise ValueError(
-                f"{paths[f'{split}_labels']}: label {labels.max()} out of range: {name} has {len(classes)} classes"
+        if labels.max() >= len(classes):
+            raise DataError(
+                f"{labels_path}: label {labels.max()} out of range: {name} has {len(classes)} classes "
+                f"(labels 0..{len(classes) - 1})"
             )
-        arrays[f"{split}_images"] = _to_unit_float(images[:, None], 255)  # (N, 1, H, W)
+        arrays[f"{split}_images"] = _to_unit_float(images[:, None], 255)  # (N, H, W) -> (N, 1, H, W)
         arrays[f"{split}_labels"] = labels.astype(np.int64)
     if arrays["train_images"].shape[2:] != arrays["test_images"].shape[2:]:
-        raise ValueError(
-            f"{name}: train images are {arrays['train_images'].shape[2:]} but test images "
-            f"{arrays['test_images'].shape[2:]}: expected the same H x W"
+        raise DataError(
+            f"{name}: train images in {paths['train_images']} are {arrays['train_images'].shape[2:]} but test images "
+            f"in {paths['test_images']} are {arrays['test_images'].shape[2:]}: expected the same H x W"
         )
     return Dataset(name=name, classes=classes, **arrays)
 
@@ -227,7 +251,7 @@ def _mnist_5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     text = gzip.decompress(raw).decode("ascii")
     table = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.int64, ndmin=2)  # (5000, 785)
     if table.shape != MNIST_5K_SHAPE or table.min() < 0 or table[:, :-1].max() > 255 or table[:, -1].max() > 9:
-        raise ValueError(
+        raise DataError(
             f"{package}/{inner}: expected {MNIST_5K_SHAPE[0]} rows of 784 pixels in 0..255 and a label in 0..9, "
             f"got shape {table.shape}, values {table.min()}..{table.max()}"
         )

@@ -1,36 +1,69 @@
-"""Fetching dataset files from public mirrors into a cache, verified by SHA-256.
+"""Fetching dataset files from public mirrors into a cache, verified by SHA-256, with pooch.
 
-Each downloadable dataset is a :class:`RemoteDataset`: mirror base URLs tried in order and the
-files, each a :class:`RemoteFile` with its published SHA-256. ``REMOTE_DATASETS`` is the registry;
-tests (and anyone with a private mirror) build their own ``RemoteDataset`` and pass it in.
+Each downloadable dataset is a :class:`RemoteDataset`: mirror base URLs and the files, each a
+:class:`RemoteFile` with its published SHA-256 and size (:mod:`convprop.data.registry`).
+``REMOTE_DATASETS`` is the registry; tests (and anyone with a private mirror) build their own
+``RemoteDataset`` and pass it in.
 
-A download streams into ``<name>.part`` beside the final file, is hashed on the way, and is moved
-onto ``<name>`` with ``os.replace`` only when the hash matches, so a partial or corrupt download is
-never taken for a complete one. A ``.part`` left by a crash is overwritten, never read. A cached
-file whose hash matches is used without touching the network.
+`pooch <https://www.fatiando.org/pooch/>`_ (the download-and-cache library SciPy and scikit-image use)
+does the transfer: its registry of SHA-256 hashes, retries, a private temporary file per attempt and
+the move into place once the hash matches, and the progress bar (tqdm). convprop adds what a user of
+``convprop train --dataset mnist`` relies on:
 
-The checksums are the ones TensorFlow Datasets publishes for these exact files
-(``tensorflow_datasets/url_checksums/mnist.txt`` and ``fashion_mnist.txt``: URL, size, SHA-256),
-the same values torchvision-ruby, Quilt and others pin.
+- **several mirrors**, HTTPS ones first, each tried in turn until one serves the published bytes;
+- **a size cap**: a body larger than the published size is refused (from ``Content-Length`` before a
+  byte is read, else as soon as it is exceeded), so a hostile or broken mirror cannot fill the disk;
+- **nothing is deleted that convprop did not write**: a cached file whose SHA-256 does not match is set
+  aside as ``<name>.corrupt`` (then ``.corrupt-2``, ... keeping earlier ones) before the network is
+  tried, and the message says which file and why;
+- **private partial files**: each download works in its own ``.convprop-partial-*`` folder beside the
+  cache, removed when it ends however it ends; one left by a killed process is removed by the next
+  download once it is older than ``STALE_PARTIAL_SECONDS`` (a live download writes far more often), and
+  is never read (:mod:`convprop.data.cache`);
+- **an offline message** that says what is missing, where to put it, and names ``--data-dir``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
+import logging
 import os
-import socket
+import re
+import shutil
+import sys
 import tempfile
-import urllib.error
-import urllib.request
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
-from ..errors import DownloadError
+from ..errors import ArgumentError, ArgumentTypeError, DownloadError
+from .cache import PARTIAL_PREFIX, STALE_PARTIAL_SECONDS, remove_stale_partials, set_aside
+from .registry import REMOTE_DATASETS, UNKNOWN_SIZE_CAP, RemoteDataset, RemoteFile
+
+__all__ = [  # the registry and the cache helpers are re-exported: convprop 0.1 imported them from here
+    "PARTIAL_PREFIX",
+    "REMOTE_DATASETS",
+    "STALE_PARTIAL_SECONDS",
+    "UNKNOWN_SIZE_CAP",
+    "ChecksumError",
+    "DownloadError",
+    "NotCachedError",
+    "OfflineError",
+    "ProgressCallback",
+    "RemoteDataset",
+    "RemoteFile",
+    "default_cache_dir",
+    "download_files",
+    "fetch_file",
+    "remove_stale_partials",
+    "set_aside",
+    "sha256_of",
+]
 
 CHUNK_BYTES = 1 << 16  # read/write granularity while streaming
-TIMEOUT_SECONDS = 30.0  # per socket operation, not per file
+TIMEOUT_SECONDS = 30.0  # per socket operation (connect, each read), not per file
+RETRIES = 1  # further attempts per mirror after a failed one (pooch waits 1 s, 2 s, ... between them)
 
 # (file name, bytes so far, total bytes or None when the server does not say)
 ProgressCallback = Callable[[str, int, "int | None"], None]
@@ -44,90 +77,15 @@ class OfflineError(DownloadError, ConnectionError):
     """No mirror could be reached at all (no route, refused, DNS failure, timeout)."""
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of a dataset: its name on every mirror and its SHA-256 (lower-case hex)."""
-
-    name: str  # e.g. "train-images-idx3-ubyte.gz"
-    sha256: str
-    size: int | None = None  # bytes, as published; informative only, the hash decides
+class NotCachedError(DownloadError, FileNotFoundError):
+    """``download=False`` and a file is missing from the cache or does not have its published SHA-256."""
 
 
-@dataclass(frozen=True)
-class RemoteDataset:
-    """Where a dataset's files live: base URLs (tried in order) and the files with their hashes."""
+def _pooch() -> Any:
+    """The pooch module, imported only when downloading (it pulls in requests)."""
+    import pooch  # type: ignore[import-untyped]  # pooch ships no py.typed marker
 
-    name: str  # also the cache subdirectory: files of different datasets share names
-    mirrors: tuple[str, ...]  # base URLs; a file's URL is mirror.rstrip("/") + "/" + file.name
-    files: tuple[RemoteFile, ...]
-
-    def file(self, name: str) -> RemoteFile:
-        for remote in self.files:
-            if remote.name == name:
-                return remote
-        raise KeyError(f"{self.name} has no file {name!r}; it has {[f.name for f in self.files]}")
-
-
-REMOTE_DATASETS: dict[str, RemoteDataset] = {
-    "mnist": RemoteDataset(
-        name="mnist",
-        mirrors=(
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",  # torchvision's mirror
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",  # CVDF, used by TensorFlow
-        ),
-        files=(
-            RemoteFile(
-                "train-images-idx3-ubyte.gz",
-                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-                9_912_422,
-            ),
-            RemoteFile(
-                "train-labels-idx1-ubyte.gz",
-                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-                28_881,
-            ),
-            RemoteFile(
-                "t10k-images-idx3-ubyte.gz",
-                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-                1_648_877,
-            ),
-            RemoteFile(
-                "t10k-labels-idx1-ubyte.gz",
-                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-                4_542,
-            ),
-        ),
-    ),
-    "fashion-mnist": RemoteDataset(
-        name="fashion-mnist",
-        mirrors=(
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # Zalando's bucket
-            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-        ),
-        files=(
-            RemoteFile(
-                "train-images-idx3-ubyte.gz",
-                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-                26_421_880,
-            ),
-            RemoteFile(
-                "train-labels-idx1-ubyte.gz",
-                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-                29_515,
-            ),
-            RemoteFile(
-                "t10k-images-idx3-ubyte.gz",
-                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-                4_422_102,
-            ),
-            RemoteFile(
-                "t10k-labels-idx1-ubyte.gz",
-                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-                5_148,
-            ),
-        ),
-    ),
-}
+    return pooch
 
 
 def default_cache_dir() -> Path:
@@ -135,27 +93,22 @@ def default_cache_dir() -> Path:
     env = os.environ.get("CONVPROP_DATA")
     if env:
         return Path(env).expanduser()
-    import platformdirs  # only needed when downloading
-
-    return Path(platformdirs.user_cache_dir("convprop"))
+    return Path(_pooch().os_cache("convprop"))  # platformdirs.user_cache_dir("convprop")
 
 
-def sha256_of(path: str | os.PathLike) -> str:
+def sha256_of(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return str(_pooch().file_hash(os.fspath(path), alg="sha256"))
 
 
 def download_files(
     spec: RemoteDataset,
-    cache_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     *,
     download: bool = True,
     timeout: float = TIMEOUT_SECONDS,
-    progress: ProgressCallback | None = None,
+    retries: int = RETRIES,
+    progress: ProgressCallback | bool = True,
 ) -> dict[str, Path]:
     """Make sure every file of ``spec`` is in ``<cache_dir>/<spec.name>/`` with the right hash.
 
@@ -164,7 +117,9 @@ def download_files(
         cache_dir: the cache root; ``None`` means :func:`default_cache_dir`.
         download: if False, only verified cached files are used and nothing is fetched.
         timeout: seconds per socket operation.
-        progress: optional callback ``(file name, bytes so far, total or None)`` while downloading.
+        retries: further attempts per mirror after a failed one (pooch's ``retry_if_failed``).
+        progress: True for a tqdm bar on stderr, False for none, or a callback
+            ``(file name, bytes so far, total or None)``.
 
     Returns:
         ``{file name: path}`` of the verified files.
@@ -173,14 +128,28 @@ def download_files(
         ChecksumError: a mirror served bytes with the wrong hash (and no later mirror served the
             right ones); nothing is left behind.
         OfflineError: no mirror could be reached; the message says where to put the files by hand.
-        DownloadError: every mirror answered but none had the file (e.g. HTTP 404).
-        FileNotFoundError: ``download=False`` and a file is missing from the cache or damaged.
+        DownloadError: every mirror answered but none had the file (e.g. HTTP 404, a body larger than
+            the published size, a transfer broken off), or the cache folder cannot be written.
+        NotCachedError: ``download=False`` and a file is missing from the cache or damaged (it is left
+            where it is). Also a ``FileNotFoundError``.
     """
-    directory = Path(cache_dir if cache_dir is not None else default_cache_dir()) / spec.name
-    return {
-        remote.name: fetch_file(spec, remote, directory, download=download, timeout=timeout, progress=progress)
-        for remote in spec.files
-    }
+    if not isinstance(spec, RemoteDataset):
+        raise ArgumentTypeError(f"spec must be a RemoteDataset, got {type(spec).__name__}")
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise ArgumentTypeError(f"cache_dir must be a path or None, got {type(cache_dir).__name__}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ArgumentError(f"retries must be an int >= 0, got {retries!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    directory = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / spec.name
+    if download and directory.is_dir():
+        remove_stale_partials(directory)
+    paths = {}
+    for remote in spec.files:
+        paths[remote.name] = fetch_file(
+            spec, remote, directory, download=download, timeout=timeout, retries=retries, progress=progress
+        )
+    return paths
 
 
 def fetch_file(
@@ -190,64 +159,126 @@ def fetch_file(
     *,
     download: bool = True,
     timeout: float = TIMEOUT_SECONDS,
-    progress: ProgressCallback | None = None,
+    retries: int = RETRIES,
+    progress: ProgressCallback | bool = True,
 ) -> Path:
     """``directory / remote.name``, downloaded from the first mirror that serves the right bytes."""
     target = directory / remote.name
+    aside_note: str | None = None  # what happened to a damaged cached copy, for the messages
     if target.is_file():
         actual = sha256_of(target)
         if actual == remote.sha256:
             return target
         if not download:
-            raise FileNotFoundError(
-                f"cached {target} is damaged (sha256 {actual}, expected {remote.sha256}) and download=False"
+            raise NotCachedError(
+                f"cached {target} does not have the published SHA-256 (expected {remote.sha256}, got {actual}) "
+                f"and download=False; it was left as it is: replace it by hand or allow the download"
             )
-        target.unlink()  # a stale or damaged cache entry: fetch it again
+        aside = set_aside(target)
+        aside_note = (
+            f"the cached {target} did not have the published SHA-256 (expected {remote.sha256}, got {actual}) "
+            f"and was set aside as {aside.name}"
+        )
+        warnings.warn(f"{aside_note}; downloading it again", stacklevel=3)
+    elif target.exists():
+        raise DownloadError(f"{target} exists but is not a regular file: expected {remote.name} or nothing there")
     if not download:
-        raise FileNotFoundError(
+        raise NotCachedError(
             f"{remote.name} is not in the cache {directory} and download=False: copy the files "
             f"({', '.join(f.name for f in spec.files)}) there or pass --data-dir"
         )
     if not spec.mirrors:
         raise DownloadError(f"could not download {remote.name}: dataset {spec.name!r} lists no mirrors")
-    directory.mkdir(parents=True, exist_ok=True)
-    # a private partial file per download: two processes filling one cache never share (and truncate) it
-    fd, part_name = tempfile.mkstemp(dir=directory, prefix=f".{remote.name}.", suffix=".part")
-    os.close(fd)
-    part = Path(part_name)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=directory))  # private to this download
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot write into the cache folder {directory}: {exc.strerror or exc}; "
+            f"set $CONVPROP_DATA to a writable folder or pass --data-dir"
+        ) from None
+    try:
+        return _from_mirrors(spec, remote, directory, partial, timeout, retries, progress, aside_note)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # whatever happened (even Ctrl-C), no partial file stays
+
+
+def _from_mirrors(
+    spec: RemoteDataset,
+    remote: RemoteFile,
+    directory: Path,
+    partial: Path,
+    timeout: float,
+    retries: int,
+    progress: ProgressCallback | bool,
+    aside_note: str | None,
+) -> Path:
+    import requests
+
+    pooch = _pooch()
+    _quiet_pooch_about_partials()
     failures: list[str] = []  # "url: reason" for mirrors that answered without the file or were unreachable
     mismatches: list[str] = []  # "url: expected ..., got ..." for mirrors that served other bytes
     unreachable = 0
-    try:
-        for mirror in spec.mirrors:
-            url = mirror.rstrip("/") + "/" + remote.name
-            try:
-                actual = _stream(url, part, timeout=timeout, progress=progress, name=remote.name)
-            except urllib.error.HTTPError as exc:  # the server answered: it just does not have the file
-                failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
-            except http.client.HTTPException as exc:  # answered, then broke off (e.g. IncompleteRead)
-                failures.append(f"{url}: {type(exc).__name__}: {exc}")
-            except (urllib.error.URLError, OSError) as exc:  # refused, DNS, reset, timeout, ...
+    mirrors = spec.ordered_mirrors()
+    for mirror in mirrors:
+        base = mirror.rstrip("/") + "/"
+        url = base + remote.name
+        store = pooch.create(
+            path=partial, base_url=base, registry={remote.name: f"sha256:{remote.sha256}"}, retry_if_failed=retries
+        )
+        transfer = _Transfer(remote, url, progress)
+        try:
+            fetched = Path(store.fetch(remote.name, downloader=transfer.downloader(timeout)))
+        except _LocalWriteError as exc:  # a problem of this machine, not of the mirror: stop here
+            raise DownloadError(f"cannot write {remote.name} into {directory}: {exc}") from None
+        except _TooLarge as exc:
+            failures.append(f"{url}: {exc}")
+        except requests.HTTPError as exc:  # the server answered: it just does not have the file
+            response = exc.response
+            status = f"HTTP {response.status_code} {response.reason}" if response is not None else str(exc)
+            failures.append(f"{url}: {status}")
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            if isinstance(exc, requests.exceptions.SSLError) or transfer.started:  # reached, then failed
+                failures.append(f"{url}: {_reason(exc)} after {transfer.done} bytes")
+            else:  # refused, DNS, no route, timeout before any byte
                 unreachable += 1
                 failures.append(f"{url}: {_reason(exc)}")
+        except requests.RequestException as exc:  # answered, then broke off (e.g. a short body); or a bad URL
+            if transfer.started:
+                failures.append(f"{url}: the transfer broke off after {transfer.done} bytes ({type(exc).__name__})")
             else:
-                if actual == remote.sha256:
-                    os.replace(part, target)  # atomic: another process's identical file may be replaced, harmlessly
-                    return target
-                mismatches.append(f"{url}: expected sha256 {remote.sha256}, got {actual}")
-            part.unlink(missing_ok=True)
-    finally:
-        part.unlink(missing_ok=True)  # whatever happened (even Ctrl-C), no half file stays behind
+                failures.append(f"{url}: {type(exc).__name__}: {exc}")
+        except ValueError:  # pooch: the downloaded file's hash is not the registered one
+            if transfer.sha256 == remote.sha256:
+                raise  # the bytes were right: not a mismatch, so not ours to explain away
+            mismatches.append(f"{url}: expected sha256 {remote.sha256}, got {transfer.sha256}")
+        except OSError as exc:  # pooch's temporary file or its move (requests' errors are OSErrors, caught above)
+            raise DownloadError(f"cannot write {remote.name} into {directory}: {exc.strerror or exc}") from None
+        else:
+            target = directory / remote.name
+            if target.is_file() and sha256_of(target) != remote.sha256:  # appeared meanwhile, and is wrong
+                set_aside(target)
+            try:
+                os.replace(fetched, target)  # atomic: another process's identical file may be replaced, harmlessly
+            except OSError as exc:
+                raise DownloadError(f"cannot move {remote.name} into {directory}: {exc.strerror or exc}") from None
+            return target
+        finally:
+            transfer.close()
+    if aside_note is not None:
+        failures.append(aside_note)
     if mismatches:
         others = f" (other mirrors: {'; '.join(failures)})" if failures else ""
         raise ChecksumError(
             f"checksum mismatch for {remote.name}, the download was deleted: {'; '.join(mismatches)}{others}"
         )
+    missing = [f.name for f in spec.files if not (directory / f.name).is_file()]
     hint = (
-        f"copy the {len(spec.files)} files ({', '.join(f.name for f in spec.files)}) into {directory} "
-        f"or pass --data-dir"
+        f"copy {', '.join(missing)} (from another machine or a browser download) into {directory}, "
+        f"or pass --data-dir with a folder holding all {len(spec.files)} files"
     )
-    if unreachable == len(spec.mirrors):
+    if unreachable == len(mirrors):
         raise OfflineError(
             f"could not download {remote.name} from any mirror ({'; '.join(failures)}); "
             f"you are probably offline: {hint}"
@@ -255,33 +286,143 @@ def fetch_file(
     raise DownloadError(f"could not download {remote.name} from any mirror ({'; '.join(failures)}): {hint}")
 
 
-def _stream(url: str, part: Path, *, timeout: float, progress: ProgressCallback | None, name: str) -> str:
-    """Stream ``url`` into ``part`` (truncating it) and return the hex SHA-256 of what was written."""
-    digest = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"User-Agent": "convprop"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
+class _TooLarge(DownloadError):
+    """A mirror sends more bytes than the file's published size."""
+
+
+class _LocalWriteError(DownloadError):
+    """Writing the partial file failed (disk full, permissions): no other mirror can help."""
+
+
+class _Transfer:
+    """One attempt's destination and progress: what pooch's ``HTTPDownloader`` writes into and reports to.
+
+    It is the file-like ``output_file`` (``write``/``flush``: the size cap and the running SHA-256) and the
+    custom progress-bar object of pooch's protocol (``total``, ``update``, ``reset``, ``close``). pooch sets
+    ``total`` from ``Content-Length`` before reading the body, so an announced oversize body is refused
+    before a byte of it is read.
+    """
+
+    def __init__(self, remote: RemoteFile, url: str, progress: ProgressCallback | bool) -> None:
+        self.remote, self.url, self.progress = remote, url, progress
+        self._total = 0  # from Content-Length; 0 when the server does not say
+        self.done = 0
+        self.started = False  # the server answered with a body
+        self._digest = hashlib.sha256()
+        self._out: IO[bytes] | None = None
+        self._bar: Any = None
+
+    def downloader(self, timeout: float) -> Callable[[str, str, Any], None]:
+        http = _pooch().HTTPDownloader(
+            progressbar=self,
+            chunk_size=CHUNK_BYTES,
+            timeout=timeout,
+            headers={"User-Agent": "convprop (pooch)", "Accept-Encoding": "identity"},  # the hash is of the raw bytes
+        )
+
+        def download(url: str, output_file: str, store: Any) -> None:
+            self._total, self.done, self.started, self._digest = 0, 0, False, hashlib.sha256()  # a new attempt
+            if self._bar is not None:
+                self._bar.reset()
+            try:
+                out = open(output_file, "wb")  # noqa: SIM115  (closed in the finally below)
+            except OSError as exc:
+                raise _LocalWriteError(exc.strerror or str(exc)) from None
+            self._out = out
+            try:
+                http(url, self, store)
+            finally:
+                self._out = None
+                out.close()
+
+        return download
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    @total.setter
+    def total(self, value: int) -> None:  # pooch: the response's Content-Length
+        self.started = True
+        if value > self.remote.cap:
+            raise _TooLarge(
+                f"announces {value} bytes, more than the published size {self.remote.cap} of {self.remote.name}"
+            )
+        self._total = value
+        if self.progress is True and self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=value or None, desc=self.remote.name, unit="B", unit_scale=True, leave=False, file=sys.stderr
+            )
+
+    def write(self, chunk: bytes) -> int:
+        self.started = True
+        if self.done + len(chunk) > self.remote.cap:
+            raise _TooLarge(f"sent more than the published size {self.remote.cap} bytes of {self.remote.name}")
+        assert self._out is not None  # set by download() around pooch's call
         try:
-            out = open(part, "wb")  # noqa: SIM115  (closed by the `with out:` below, after the error is mapped)
-        except OSError as exc:  # a local problem, not the mirror's: do not try the next one
-            raise DownloadError(f"cannot write {part}: {exc}") from exc
-        with out:
-            done = 0
-            while chunk := response.read(CHUNK_BYTES):
-                digest.update(chunk)
-                try:
-                    out.write(chunk)
-                except OSError as exc:  # e.g. disk full
-                    raise DownloadError(f"cannot write {part}: {exc}") from exc
-                done += len(chunk)
-                if progress is not None:
-                    progress(name, done, total)
-    return digest.hexdigest()
+            self._out.write(chunk)
+        except OSError as exc:
+            raise _LocalWriteError(exc.strerror or str(exc)) from None
+        self._digest.update(chunk)
+        self.done += len(chunk)
+        if callable(self.progress):
+            self.progress(self.remote.name, self.done, self._total or None)
+        elif self._bar is not None:
+            self._bar.update(len(chunk))
+        return len(chunk)
+
+    def flush(self) -> None:
+        if self._out is not None:
+            self._out.flush()
+
+    def update(self, n: int) -> None:  # pooch's estimate per chunk: bytes are counted in write() instead
+        pass
+
+    def reset(self) -> None:  # pooch, at the end: nothing to redo, write() counted exactly
+        pass
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, (socket.timeout, TimeoutError)) or isinstance(exc, (socket.timeout, TimeoutError)):
+    """A short reason for a connection failure (requests' own text is a nested repr)."""
+    import requests
+
+    if isinstance(exc, requests.Timeout):
         return "timed out"
-    return str(reason if reason is not None else exc) or type(exc).__name__
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS error"
+    text = str(exc)
+    for pattern, reason in (
+        (r"Connection refused", "connection refused"),
+        (r"Name or service not known|nodename nor servname|getaddrinfo failed|NameResolution|Temporary failure in "
+         r"name resolution", "host name not resolved"),
+        (r"Network is unreachable|No route to host", "network unreachable"),
+        (r"Connection reset", "connection reset"),
+        (r"timed out", "timed out"),
+    ):  # fmt: skip
+        if re.search(pattern, text):
+            return reason
+    return type(exc).__name__
+
+
+class _PartialPathFilter(logging.Filter):
+    """Drops pooch's INFO lines about our private partial folders (its own other messages still show)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return PARTIAL_PREFIX not in record.getMessage()
+
+
+def _quiet_pooch_about_partials() -> None:
+    logger = _pooch().get_logger()
+    if not any(isinstance(f, _PartialPathFilter) for f in logger.filters):
+        logger.addFilter(_PartialPathFilter())

@@ -12,43 +12,47 @@ Shapes: any shape; the output and every gradient have the shape of x.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.special import erf
 
+from ..errors import ArgumentError, ArgumentTypeError
 from . import activation_compiled
-from .validation import as_float_array, check_same_dtype
+from .validation import as_float_array, check_real, check_same_dtype
 
 
-def _grad_and_x(grad_output, x) -> tuple[np.ndarray, np.ndarray]:
+def _grad_and_x(grad_output: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
     """Validate a backward's (grad_output, x) pair: float arrays of one shape and dtype."""
     x = as_float_array(x, "x")
     grad_output = as_float_array(grad_output, "grad_output")
     if grad_output.shape != x.shape:
-        raise ValueError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")
+        raise ArgumentError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")
     check_same_dtype(grad_output=grad_output, x=x)
     return grad_output, x
 
 
-def _cached(output, x: np.ndarray, forward) -> np.ndarray:
+def _cached(output: Any, x: np.ndarray, forward: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """The forward result: the cached ``output=`` if given (checked), else recomputed from x."""
     if output is None:
         return forward(x)
     output = as_float_array(output, "output")
     if output.shape != x.shape or output.dtype != x.dtype:
-        raise ValueError(
+        raise ArgumentError(
             f"output must be the forward result, shape {x.shape} dtype {x.dtype}; got {output.shape} {output.dtype}"
         )
     return output
 
 
-def relu(x) -> np.ndarray:
+def relu(x: ArrayLike) -> np.ndarray:
     """``y = max(x, 0)``."""
     x = as_float_array(x, "x")
     return np.maximum(x, 0)
 
 
-def relu_backward(grad_output, x) -> np.ndarray:
+def relu_backward(grad_output: ArrayLike, x: ArrayLike) -> np.ndarray:
     """``dx = δ · [x > 0]``: zero where x <= 0 (including x = 0, as PyTorch), δ elsewhere."""
     grad_output, x = _grad_and_x(grad_output, x)
     dx = np.empty_like(x, order="C")
@@ -56,20 +60,18 @@ def relu_backward(grad_output, x) -> np.ndarray:
     return dx
 
 
-def _check_slope(negative_slope) -> float:
-    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float, np.integer, np.floating)):
-        raise TypeError(f"negative_slope must be a number, got {negative_slope!r}")
-    return float(negative_slope)
+def _check_slope(negative_slope: Any) -> float:
+    return check_real(negative_slope, "negative_slope")
 
 
-def leaky_relu(x, negative_slope=0.01) -> np.ndarray:
+def leaky_relu(x: ArrayLike, negative_slope: float = 0.01) -> np.ndarray:
     """``y = x if x > 0 else negative_slope · x``."""
     x = as_float_array(x, "x")
     slope = _check_slope(negative_slope)
     return np.where(x > 0, x, x * slope)
 
 
-def leaky_relu_backward(grad_output, x, negative_slope=0.01) -> np.ndarray:
+def leaky_relu_backward(grad_output: ArrayLike, x: ArrayLike, negative_slope: float = 0.01) -> np.ndarray:
     """``dx = δ if x > 0 else negative_slope · δ`` (the slope at x = 0, as PyTorch)."""
     grad_output, x = _grad_and_x(grad_output, x)
     slope = _check_slope(negative_slope)
@@ -81,7 +83,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def sigmoid(x) -> np.ndarray:
+def sigmoid(x: ArrayLike) -> np.ndarray:
     """``y = 1 / (1 + exp(-x))``, computed without overflow.
 
     With ``e = exp(-|x|) <= 1``: ``y = 1 / (1 + e)`` for x >= 0 and ``e / (1 + e)`` for x < 0.
@@ -89,19 +91,19 @@ def sigmoid(x) -> np.ndarray:
     return _sigmoid(as_float_array(x, "x"))
 
 
-def sigmoid_backward(grad_output, x, *, output=None) -> np.ndarray:
+def sigmoid_backward(grad_output: ArrayLike, x: ArrayLike, *, output: ArrayLike | None = None) -> np.ndarray:
     """``dx = δ · y · (1 - y)``; pass the forward's ``output=`` to skip recomputing y."""
     grad_output, x = _grad_and_x(grad_output, x)
     y = _cached(output, x, _sigmoid)
     return grad_output * y * (1 - y)
 
 
-def tanh(x) -> np.ndarray:
+def tanh(x: ArrayLike) -> np.ndarray:
     """``y = tanh(x)``."""
     return np.tanh(as_float_array(x, "x"))
 
 
-def tanh_backward(grad_output, x, *, output=None) -> np.ndarray:
+def tanh_backward(grad_output: ArrayLike, x: ArrayLike, *, output: ArrayLike | None = None) -> np.ndarray:
     """``dx = δ · (1 - y²)``; pass the forward's ``output=`` to skip recomputing y."""
     grad_output, x = _grad_and_x(grad_output, x)
     y = _cached(output, x, np.tanh)
@@ -115,13 +117,13 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _GELU_CUBIC = 0.044715
 
 
-def _check_approximate(approximate) -> str:
+def _check_approximate(approximate: str) -> str:
     if approximate not in _GELU_APPROXIMATIONS:
-        raise ValueError(f"approximate must be one of {_GELU_APPROXIMATIONS}, got {approximate!r}")
+        raise ArgumentError(f"approximate must be one of {_GELU_APPROXIMATIONS}, got {approximate!r}")
     return approximate
 
 
-def gelu(x, approximate="none") -> np.ndarray:
+def gelu(x: ArrayLike, approximate: str = "none") -> np.ndarray:
     """Gaussian error linear unit, as ``F.gelu``.
 
     Exact (``approximate="none"``): ``y = x · Φ(x) = x/2 · (1 + erf(x/√2))``.
@@ -133,7 +135,7 @@ def gelu(x, approximate="none") -> np.ndarray:
     return 0.5 * x * (1 + erf(x * _SQRT_HALF))
 
 
-def gelu_backward(grad_output, x, approximate="none") -> np.ndarray:
+def gelu_backward(grad_output: ArrayLike, x: ArrayLike, approximate: str = "none") -> np.ndarray:
     """Gradient of :func:`gelu`.
 
     Exact: ``dy/dx = Φ(x) + x · φ(x)`` with ``φ(x) = exp(-x²/2) / √(2π)``.
@@ -149,11 +151,11 @@ def gelu_backward(grad_output, x, approximate="none") -> np.ndarray:
     return grad_output * (cdf + x * pdf)
 
 
-def _check_axis(x: np.ndarray, axis) -> int:
+def _check_axis(x: np.ndarray, axis: int) -> int:
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"axis must be an int, got {axis!r}")
+        raise ArgumentTypeError(f"axis must be an int, got {axis!r}")
     if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis {axis} is out of range for x with shape {x.shape} ({x.ndim} axes)")
+        raise ArgumentError(f"axis {axis} is out of range for x with shape {x.shape} ({x.ndim} axes)")
     return int(axis)
 
 
@@ -167,7 +169,7 @@ def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def softmax(x, axis=1) -> np.ndarray:
+def softmax(x: ArrayLike, axis: int = 1) -> np.ndarray:
     """``y_k = exp(x_k - m) / Σ_j exp(x_j - m)`` along ``axis``, with m the max (so nothing overflows).
 
     Shapes: x any shape with ``axis`` in range (default 1: the class axis of (N, K) or (N, C, H, W)).
@@ -176,7 +178,9 @@ def softmax(x, axis=1) -> np.ndarray:
     return _softmax(x, _check_axis(x, axis))
 
 
-def softmax_backward(grad_output, x, axis=1, *, output=None) -> np.ndarray:
+def softmax_backward(
+    grad_output: ArrayLike, x: ArrayLike, axis: int = 1, *, output: ArrayLike | None = None
+) -> np.ndarray:
     """``dx = y ⊙ (δ - Σ_axis δ ⊙ y)`` (the Jacobian ``diag(y) - y yᵀ`` applied to δ).
 
     Pass the forward's ``output=`` to skip recomputing y.
@@ -187,13 +191,15 @@ def softmax_backward(grad_output, x, axis=1, *, output=None) -> np.ndarray:
     return y * (grad_output - (grad_output * y).sum(axis=axis, keepdims=True))
 
 
-def log_softmax(x, axis=1) -> np.ndarray:
+def log_softmax(x: ArrayLike, axis: int = 1) -> np.ndarray:
     """``y_k = (x_k - m) - log Σ_j exp(x_j - m)`` along ``axis``, m the max (log-sum-exp, stable)."""
     x = as_float_array(x, "x")
     return _log_softmax(x, _check_axis(x, axis))
 
 
-def log_softmax_backward(grad_output, x, axis=1, *, output=None) -> np.ndarray:
+def log_softmax_backward(
+    grad_output: ArrayLike, x: ArrayLike, axis: int = 1, *, output: ArrayLike | None = None
+) -> np.ndarray:
     """``dx = δ - softmax(x) · Σ_axis δ``, with softmax = exp(y).
 
     Pass the forward's ``output=`` (the log-probabilities) to skip recomputing y.

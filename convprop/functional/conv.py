@@ -384,5 +384,6 @@ def conv_with_context(
     return y, context
 
 
+choose_algorithm = _choose  # the one place that chooses, for the transposed convolutions too
 conv2d_backward_from_context = conv_backward_from_context  # the 2-D names layers have always used
 conv2d_param_grads_from_context = conv_param_grads_from_context

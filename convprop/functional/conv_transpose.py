@@ -27,13 +27,13 @@ import numpy as np
 from ..errors import ArgumentError
 from .conv import (
     ConvContext,
-    _choose,
     add_bias,
     check_algorithm,
     check_bias,
     check_grad_output,
     check_groups,
     check_weight,
+    choose_algorithm,
     spatial_shapes,
 )
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
@@ -41,7 +41,7 @@ from .geometry import Pads, Sizes, Window, crop, dilated_size, is_per_side, ntup
 from .validation import as_float_array, check_same_dtype
 
 
-def _transposed_pads(padding: object, ndim: int) -> Pads:
+def transposed_pads(padding: object, ndim: int) -> Pads:
     """int, one int per axis, or one (before, after) pair per axis (no "same"/"valid", as torch)."""
     if isinstance(padding, str):
         raise ArgumentError(f"padding must be an int, {ndim} ints or {ndim} (before, after) pairs, got {padding!r}")
@@ -68,7 +68,7 @@ def conv_transpose_output_padding(in_size, output_size, kernel_size, stride=1, p
     ndim = len(in_size)
     output_size = ntuple(output_size, ndim, "output_size")
     kernel, stride = ntuple(kernel_size, ndim, "kernel_size"), ntuple(stride, ndim, "stride")
-    dilation, pads = ntuple(dilation, ndim, "dilation"), _transposed_pads(padding, ndim)
+    dilation, pads = ntuple(dilation, ndim, "dilation"), transposed_pads(padding, ndim)
     smallest = transposed_size(in_size, kernel, stride, pads, dilation, (0,) * ndim)
     largest = tuple(lo + max(s, d) - 1 for lo, s, d in zip(smallest, stride, dilation, strict=True))
     if any(not lo <= want <= hi for lo, want, hi in zip(smallest, output_size, largest, strict=True)):
@@ -112,7 +112,7 @@ def _resolve(x, weight, ndim, stride, padding, output_padding, groups, dilation,
             f"output_padding (={output_padding}) must be smaller than either stride (={stride}) "
             f"or dilation (={dilation}) on every axis"
         )
-    pads = _transposed_pads(padding, ndim)
+    pads = transposed_pads(padding, ndim)
     check_algorithm(algorithm)
     kernel, in_size = weight.shape[2:], x.shape[2:]
     out_size = transposed_size(in_size, kernel, stride, pads, dilation, output_padding)
@@ -124,7 +124,7 @@ def _resolve(x, weight, ndim, stride, padding, output_padding, groups, dilation,
     # the convolution this is the adjoint of: input out_size, output in_size, O = C, C' = weight.shape[1]·G
     window = Window(out_size, kernel, stride, dilation, pads, in_size)
     geo = ConvGeometry(window, groups, weight.shape[1] * groups, C)
-    return x, weight, geo, _choose(algorithm, geo), unbatched
+    return x, weight, geo, choose_algorithm(algorithm, geo), unbatched
 
 
 def _forward(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation, algorithm, name):

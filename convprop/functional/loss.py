@@ -13,18 +13,21 @@ float32 in, float32 out.
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from ..errors import ArgumentError, ArgumentTypeError
 from .activation import _sigmoid
 from .validation import as_float_array, check_same_dtype
 
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_reduction(reduction) -> str:
+def _check_reduction(reduction: str) -> str:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise ArgumentError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
 
 
@@ -38,17 +41,19 @@ def _reduce(losses: np.ndarray, grad: np.ndarray, reduction: str, count: int) ->
     return np.asarray(total / count, dtype=losses.dtype), grad / count
 
 
-def _input_and_target(input, target, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _input_and_target(input: Any, target: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate an element-wise loss's (input, target): float arrays of one shape and dtype."""
     input = as_float_array(input, name)
     target = as_float_array(target, "target")
     if target.shape != input.shape:
-        raise ValueError(f"target must have {name}'s shape {input.shape}, got {target.shape}")
+        raise ArgumentError(f"target must have {name}'s shape {input.shape}, got {target.shape}")
     check_same_dtype(**{name: input, "target": target})
     return input, target
 
 
-def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0) -> tuple[np.ndarray, np.ndarray]:
+def cross_entropy(
+    logits: ArrayLike, target: ArrayLike, *, reduction: str = "mean", label_smoothing: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Softmax cross-entropy from logits and class indices, as ``F.cross_entropy``.
 
     With log-probabilities ``ℓ = log_softmax(z)`` (log-sum-exp, stable), ε = label_smoothing and
@@ -66,23 +71,23 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0) -> t
     """
     logits = as_float_array(logits, "logits")
     if logits.ndim != 2 or logits.shape[1] < 1:
-        raise ValueError(f"logits must be (N, K) with K >= 1 classes, got shape {logits.shape}")
+        raise ArgumentError(f"logits must be (N, K) with K >= 1 classes, got shape {logits.shape}")
     N, K = logits.shape
     target = np.asarray(target)
     if target.dtype.kind not in "iu":
-        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+        raise ArgumentTypeError(f"target must hold integer class indices, got dtype {target.dtype}")
     if target.shape != (N,):
-        raise ValueError(f"target must have shape (N,) = ({N},), got {target.shape}")
+        raise ArgumentError(f"target must have shape (N,) = ({N},), got {target.shape}")
     if target.size and (target.min() < 0 or target.max() >= K):
         bad = target[(target < 0) | (target >= K)][0]
-        raise ValueError(f"target class indices must be in [0, {K}), got {bad}")
+        raise ArgumentError(f"target class indices must be in [0, {K}), got {bad}")
     reduction = _check_reduction(reduction)
     if (
         isinstance(label_smoothing, bool)
         or not isinstance(label_smoothing, numbers.Real)
         or not 0 <= label_smoothing <= 1
     ):
-        raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+        raise ArgumentError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     eps = float(label_smoothing)
     shifted = logits - logits.max(axis=1, keepdims=True)  # (N, K), max 0
     exp = np.exp(shifted)  # (N, K)
@@ -95,7 +100,7 @@ def cross_entropy(logits, target, *, reduction="mean", label_smoothing=0.0) -> t
     return _reduce(losses, grad, reduction, N)
 
 
-def mse_loss(input, target, *, reduction="mean") -> tuple[np.ndarray, np.ndarray]:
+def mse_loss(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> tuple[np.ndarray, np.ndarray]:
     """Mean squared error, as ``F.mse_loss``: ``loss_i = (x_i - t_i)²``, ``d/dx_i = 2·(x_i - t_i)``.
 
     Shapes:
@@ -107,7 +112,9 @@ def mse_loss(input, target, *, reduction="mean") -> tuple[np.ndarray, np.ndarray
     return _reduce(diff * diff, 2 * diff, reduction, input.size)
 
 
-def binary_cross_entropy_with_logits(logits, target, *, reduction="mean") -> tuple[np.ndarray, np.ndarray]:
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid + binary cross-entropy in one stable step, as ``F.binary_cross_entropy_with_logits``.
 
     ``-(t·log σ(z) + (1 - t)·log(1 - σ(z)))`` simplifies to the overflow-free::
@@ -128,7 +135,9 @@ _LOG_FLOOR = -100.0  # PyTorch clamps each log at -100, so p = 0 or 1 gives a fi
 _GRAD_EPS = float(np.float32(1e-12))
 
 
-def binary_cross_entropy(probs, target, *, reduction="mean") -> tuple[np.ndarray, np.ndarray]:
+def binary_cross_entropy(
+    probs: ArrayLike, target: ArrayLike, *, reduction: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
     """Binary cross-entropy from probabilities, as ``F.binary_cross_entropy`` (values included)::
 
         loss_i = -(t_i · max(log p_i, -100) + (1 - t_i) · max(log(1 - p_i), -100))
@@ -145,7 +154,7 @@ def binary_cross_entropy(probs, target, *, reduction="mean") -> tuple[np.ndarray
     reduction = _check_reduction(reduction)
     if probs.size and not ((probs >= 0) & (probs <= 1)).all():
         bad = float(probs[~((probs >= 0) & (probs <= 1))].flat[0])
-        raise ValueError(f"probs must all be in [0, 1], got {bad!r}")
+        raise ArgumentError(f"probs must all be in [0, 1], got {bad!r}")
     with np.errstate(divide="ignore"):  # log(0) = -inf, clamped just below
         log_p = np.maximum(np.log(probs), _LOG_FLOOR)
         log_1mp = np.maximum(np.log1p(-probs), _LOG_FLOOR)

@@ -7,56 +7,61 @@
 
 from __future__ import annotations
 
-import numbers
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from .validation import as_float_array, check_same_dtype
+from ..errors import ArgumentError, ArgumentTypeError
+from .validation import as_float_array, check_at_least, check_probability, check_same_dtype
 
 
-def _channel_vector(value, name: str, C: int) -> np.ndarray | None:
+def _channel_vector(value: Any, name: str, C: int) -> np.ndarray | None:
     if value is None:
         return None
     value = as_float_array(value, name)
     if value.shape != (C,):
-        raise ValueError(f"{name} must have shape (C,) = ({C},), got {value.shape}")
+        raise ArgumentError(f"{name} must have shape (C,) = ({C},), got {value.shape}")
     return value
 
 
-def _check_number(value, name: str, low: float, high: float, *, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not ((low < value) if low_open else (low <= value)) or not value <= high:
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value!r}")
-    return value
-
-
-def _resolve_bn(x, weight, running_mean, running_var, training, eps):
+def _resolve_bn(
+    x: Any, weight: Any, running_mean: Any, running_var: Any, training: bool, eps: float
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, tuple[int, ...], tuple[int, ...]]:
     """Validate; return (x, weight, running_mean, running_var, reduce axes, per-channel broadcast shape)."""
     x = as_float_array(x, "x")
     if x.ndim < 2 or x.shape[1] < 1:
-        raise ValueError(f"x must be (N, C) or (N, C, H, W) with C >= 1, got shape {x.shape}")
+        raise ArgumentError(f"x must be (N, C) or (N, C, H, W) with C >= 1, got shape {x.shape}")
     C = x.shape[1]
     weight = _channel_vector(weight, "weight", C)
     running_mean = _channel_vector(running_mean, "running_mean", C)
     running_var = _channel_vector(running_var, "running_var", C)
     check_same_dtype(x=x, weight=weight, running_mean=running_mean, running_var=running_var)
     if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"training must be a bool, got {training!r}")
+        raise ArgumentTypeError(f"training must be a bool, got {training!r}")
     if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must both be arrays or both be None")
+        raise ArgumentError("running_mean and running_var must both be arrays or both be None")
     if not training and running_mean is None:
-        raise ValueError("evaluation mode (training=False) needs running_mean and running_var, got None")
-    _check_number(eps, "eps", 0.0, float("inf"), low_open=True)
+        raise ArgumentError("evaluation mode (training=False) needs running_mean and running_var, got None")
+    check_at_least(eps, "eps", 0.0, strict=True)
     axes = (0, *range(2, x.ndim))  # every axis but the channel axis
     count = x.size // C  # values per channel: N·H·W
     if training and count <= 1:
-        raise ValueError(f"expected more than 1 value per channel when training, got x of shape {x.shape}")
+        raise ArgumentError(f"expected more than 1 value per channel when training, got x of shape {x.shape}")
     return x, weight, running_mean, running_var, axes, (1, C) + (1,) * (x.ndim - 2)
 
 
-def batch_norm(x, weight, bias, running_mean, running_var, *, training, momentum=0.1, eps=1e-5):
+def batch_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    bias: ArrayLike | None,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
+    *,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Batch normalisation, as ``torch.nn.functional.batch_norm`` but pure.
 
     Per channel c, over the N·H·W values M of that channel::
@@ -94,24 +99,35 @@ def batch_norm(x, weight, bias, running_mean, running_var, *, training, momentum
     eps = float(eps)  # a NumPy float64 eps must not promote float32 data
     bias = _channel_vector(bias, "bias", x.shape[1])
     check_same_dtype(x=x, bias=bias)
-    momentum = _check_number(momentum, "momentum", 0.0, 1.0)
+    momentum = check_probability(momentum, "momentum", allow_one=True)
     if training:
         mean, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), (C,) biased
     else:
+        assert running_mean is not None and running_var is not None  # _resolve_bn refused eval mode without them
         mean, var = running_mean, running_var
     y = (x - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + eps)  # x̂, (N, C, H, W)
     if weight is not None:
         y *= weight.reshape(bshape)  # (1, C, 1, 1)
     if bias is not None:
         y += bias.reshape(bshape)  # (1, C, 1, 1)
-    if training and running_mean is not None:
+    if training and running_mean is not None and running_var is not None:
         count = x.size // x.shape[1]
-        running_mean = (1 - momentum) * running_mean + momentum * mean
-        running_var = (1 - momentum) * running_var + momentum * (var * (count / (count - 1)))
-    return y, running_mean, running_var
+        new_mean = (1 - momentum) * running_mean + momentum * mean
+        new_var = (1 - momentum) * running_var + momentum * (var * (count / (count - 1)))
+        return y, new_mean, new_var
+    return y, running_mean, running_var  # eval mode: the same arrays; None when not tracked
 
 
-def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, training, eps=1e-5):
+def batch_norm_backward(
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
+    *,
+    training: bool,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`batch_norm` with respect to x, weight and bias.
 
     With δ = grad_output, per channel over its M values, and ĝ = weight · δ::
@@ -139,11 +155,12 @@ def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, tr
     eps = float(eps)  # a NumPy float64 eps must not promote float32 data
     grad_output = as_float_array(grad_output, "grad_output")
     if grad_output.shape != x.shape:
-        raise ValueError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")
+        raise ArgumentError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")
     check_same_dtype(grad_output=grad_output, x=x)
     if training:
         mean, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), (C,)
     else:
+        assert running_mean is not None and running_var is not None  # _resolve_bn refused eval mode without them
         mean, var = running_mean, running_var
     invstd = 1 / np.sqrt(var + eps)  # (C,)
     xhat = (x - mean.reshape(bshape)) * invstd.reshape(bshape)  # (N, C, H, W)
@@ -164,11 +181,11 @@ def batch_norm_backward(grad_output, x, weight, running_mean, running_var, *, tr
 # ---------------------------------------------------------------------------------------------- dropout
 
 
-def _check_p(p) -> float:
-    return _check_number(p, "p", 0.0, 1.0)
+def _check_p(p: float) -> float:
+    return check_probability(p, "p", allow_one=True)
 
 
-def dropout_mask(shape, p, rng) -> np.ndarray:
+def dropout_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator) -> np.ndarray:
     """A boolean keep-mask: each entry True (kept) with probability ``1 - p``.
 
     Args:
@@ -177,16 +194,16 @@ def dropout_mask(shape, p, rng) -> np.ndarray:
     """
     p = _check_p(p)
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got {type(rng).__name__}"
         )
     return rng.random(shape) >= p  # uniform in [0, 1): p = 0 keeps all, p = 1 drops all
 
 
-def _apply_mask(values: np.ndarray, p: float, mask, name: str) -> np.ndarray:
+def _apply_mask(values: np.ndarray, p: float, mask: Any, name: str) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.dtype != np.bool_ or mask.shape != values.shape:
-        raise ValueError(
+        raise ArgumentError(
             f"mask must be a bool array of {name}'s shape {values.shape}, got {mask.dtype} array of shape {mask.shape}"
         )
     if p == 1.0:
@@ -194,7 +211,7 @@ def _apply_mask(values: np.ndarray, p: float, mask, name: str) -> np.ndarray:
     return np.where(mask, values * (1 / (1 - p)), 0).astype(values.dtype, copy=False)
 
 
-def dropout(x, p, mask) -> np.ndarray:
+def dropout(x: ArrayLike, p: float, mask: ArrayLike) -> np.ndarray:
     """Inverted dropout (training mode): ``y = x · mask / (1 - p)``, so E[y] = x.
 
     At evaluation time dropout is the identity: the layer simply does not call this.
@@ -207,7 +224,7 @@ def dropout(x, p, mask) -> np.ndarray:
     return _apply_mask(x, _check_p(p), mask, "x")
 
 
-def dropout_backward(grad_output, p, mask) -> np.ndarray:
+def dropout_backward(grad_output: ArrayLike, p: float, mask: ArrayLike) -> np.ndarray:
     """``dx = δ · mask / (1 - p)``: the same linear map as the forward.
 
     Shapes:

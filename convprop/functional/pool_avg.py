@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import ArgumentError, ArgumentTypeError
 from .geometry import pad, scatter_windows, windows
 from .pool_window import PoolGeometry, as_batched, check_grad_output, resolve
+from .validation import check_divisor_override
 
 
 def _avg_counts(in_size: int, pads: tuple[int, int], kernel: int, stride: int, out: int):
@@ -47,12 +48,7 @@ def _resolve_avg(x, ndim, kernel_size, stride, padding, ceil_mode, count_include
         )
     if not isinstance(count_include_pad, (bool, np.bool_)):
         raise ArgumentTypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
-    if divisor_override is not None and (
-        isinstance(divisor_override, bool)
-        or not isinstance(divisor_override, (int, np.integer))
-        or divisor_override == 0
-    ):
-        raise ArgumentError(f"divisor_override must be None or a non-zero int, got {divisor_override!r}")
+    divisor_override = check_divisor_override(divisor_override)
     return x, geo, unbatched, _avg_divisor(geo, bool(count_include_pad), divisor_override, x.dtype)
 
 

@@ -25,10 +25,10 @@ from ..functional.conv import (
 )
 from ..functional.conv_transpose import (
     TransposeContext,
-    _transposed_pads,
     conv_transpose_backward_from_context,
     conv_transpose_output_padding,
     conv_transpose_with_context,
+    transposed_pads,
 )
 from ..functional.geometry import AXIS_NAMES, Window, check_padding_mode, is_per_side, ntuple, resolve_padding
 from ..init import as_generator, torch_default
@@ -283,7 +283,7 @@ class _ConvTranspose(_ConvNd):
             )
         if not isinstance(bias, (bool, np.bool_)):
             raise ArgumentError(f"bias must be True or False, got {bias!r}")
-        pads = _transposed_pads(padding, n)
+        pads = transposed_pads(padding, n)
         self.padding = pads if is_per_side(padding) else tuple(p for p, _ in pads)
         self.output_padding = ntuple(output_padding, n, "output_padding", minimum=0)
         if any(op >= max(s, d) for op, s, d in zip(self.output_padding, self.stride, self.dilation, strict=True)):

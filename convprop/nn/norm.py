@@ -9,7 +9,7 @@ import numpy as np
 from ..functional import norm as Nf
 from ..init import as_generator
 from .module import Module, Parameter
-from .validate import check_dtype, check_positive_int, check_probability
+from .validate import check_at_least, check_dtype, check_positive_int, check_probability
 
 
 class _BatchNorm(Module):
@@ -39,9 +39,7 @@ class _BatchNorm(Module):
     ):
         super().__init__()
         self.num_features = check_positive_int(num_features, "num_features")
-        if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and eps > 0):
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        self.eps = float(eps)
+        self.eps = check_at_least(eps, "eps", 0.0, strict=True)
         self.momentum = None if momentum is None else check_probability(momentum, "momentum", allow_one=True)
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         dtype = check_dtype(dtype)

@@ -15,6 +15,7 @@ from ..errors import ArgumentError
 from ..functional import pool as P
 from ..functional.geometry import is_per_side, ntuple, per_side_pads
 from .module import Module
+from .validate import check_divisor_override
 
 
 def _listed(v: Any) -> Any:
@@ -132,11 +133,7 @@ class _AvgPoolNd(Module):
         self.stride = ntuple(stride, n, "stride") if stride is not None else self.kernel_size
         self.padding = _pool_padding(padding, self.kernel_size)
         self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
-        if divisor_override is not None and (
-            isinstance(divisor_override, bool) or not isinstance(divisor_override, int) or divisor_override < 1
-        ):
-            raise ArgumentError(f"divisor_override must be None or a positive int, got {divisor_override!r}")
-        self.divisor_override = divisor_override
+        self.divisor_override = check_divisor_override(divisor_override)
 
     def _options(self) -> dict[str, Any]:
         return dict(
