@@ -60,9 +60,10 @@ def _check_tensor_entries(header: Any, data_bytes: int, path: Path) -> None:
             raise CheckpointError(f"{str(path)!r}: tensor {name!r:.100} has shape {shape!r:.100}")
         if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
             raise CheckpointError(f"{str(path)!r}: tensor {name!r:.100} has dtype {dtype!r:.50}")
-        valid = isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
         size = math.prod(shape) * _ITEMSIZE[dtype]
-        if not valid or not 0 <= offsets[0] <= offsets[1] <= data_bytes or offsets[1] - offsets[0] != size:
+        valid = isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+        start, end = (offsets[0], offsets[1]) if isinstance(offsets, list) and valid else (-1, -1)
+        if not valid or not 0 <= start <= end <= data_bytes or end - start != size:
             raise CheckpointError(
                 f"{str(path)!r}: tensor {name!r:.100} of shape {shape} ({dtype}) needs {size} bytes, but its "
                 f"data_offsets are {offsets!r:.100} in {data_bytes} bytes of data"

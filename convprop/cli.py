@@ -31,7 +31,8 @@ EXAMPLES = {
     "evaluate": """
         examples:
           convprop evaluate runs/20261121-101500
-          convprop evaluate runs/20261121-101500/model.safetensors --dataset mnist""",
+          convprop evaluate runs/20261121-101500/model.safetensors --dataset mnist
+          convprop evaluate runs/20261121-101500 --robustness   # rotated, thick, thin, shifted, typeset""",
     "predict": """
         examples:
           convprop predict runs/20261121-101500 my_seven.png
@@ -105,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="a run directory or a .safetensors file")
     p.add_argument("--dataset", help="evaluate on this data set's test split (default: the one it was trained on)")
     p.add_argument("--data-dir", help="folder with the four IDX files (mnist, fashion-mnist)")
+    p.add_argument(
+        "--robustness",
+        action="store_true",
+        help="also measure accuracy on rotated, thickened, thinned, shifted and typeset digits; "
+        "writes robustness.json next to the checkpoint",
+    )
 
     p = _parser_for("predict", sub, "classify images (PNG/JPEG) of handwritten digits")
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
@@ -156,7 +163,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     name = args.dataset or predictor.dataset
     if name not in data.DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(data.DATASETS)} with --dataset")
-    dataset = data.load_dataset(name, data_dir=args.data_dir)
+    seed = predictor.split_seed if name == predictor.dataset else 0  # the test split the model was trained beside
+    dataset = data.load_dataset(name, data_dir=args.data_dir, seed=seed)
     if dataset.image_size != predictor.image_size:
         raise ConfigError(f"the model takes {predictor.image_size} images but {name} has {dataset.image_size}")
     result = evaluate(predictor.model, predictor.normalization(dataset.test_images), dataset.test_labels)
@@ -171,6 +179,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(" " * 6 + "".join(f"{c[: width - 1]:>{width}}" for c in predictor.classes))
     for c, row in zip(predictor.classes, result.confusion, strict=True):
         print(f"{c[:5]:>5} " + "".join(f"{v:>{width}}" for v in row))
+    if args.robustness:
+        from .robustness import REPORT_NAME, format_table, robustness_report, write_report
+
+        rows = robustness_report(predictor, dataset.test_images, dataset.test_labels)
+        print(
+            f"\nrobustness (accuracy on changed test digits; change in points from the original)\n{format_table(rows)}"
+        )
+        path = write_report(predictor.path.parent / REPORT_NAME, rows, checkpoint=str(predictor.path), dataset=name)
+        print(f"\nrobustness report written to {path}")
     return 0
 
 
@@ -213,7 +230,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist (choose another --out)")
     x = predictor.preprocess(args.image)  # (1, H, W), preprocessed once for both uses below
     label = predictor.classes[int(np.argmax(predictor.probabilities(x)[0]))]
-    plots.plot_feature_maps(x[0], predictor.feature_maps(x), out)
+    maps = predictor.feature_maps(x)  # every convolution, wherever it sits in the model, labelled by its path
+    if not maps:
+        raise ConvpropError(f"the model in {predictor.path} has no convolution, so there are no feature maps to draw")
+    plots.plot_feature_maps(x[0], maps, out)
     print(f"{args.image}: predicted {label}; feature maps written to {out}")
     return 0
 

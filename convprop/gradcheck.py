@@ -15,8 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .errors import ArgumentError, ArgumentTypeError
+
+if TYPE_CHECKING:  # gradcheck itself needs no layers; only gradcheck_module is handed one
+    from .nn.module import Module
 
 
 class GradcheckError(AssertionError):
@@ -39,7 +45,7 @@ def numerical_gradient(loss: Callable[[], float], array: np.ndarray, eps: float 
     grad = np.zeros_like(array)
     flat, gflat = array.reshape(-1), grad.reshape(-1)
     if not np.shares_memory(flat, array):
-        raise ValueError("array must be contiguous so it can be perturbed in place")
+        raise ArgumentError("array must be contiguous so it can be perturbed in place")
     for k in range(flat.size):
         orig = flat[k]
         flat[k] = orig + eps
@@ -82,16 +88,16 @@ def gradcheck(
     arrays = [np.ascontiguousarray(a) for a in inputs]
     for i, a in enumerate(arrays):
         if not isinstance(a, np.ndarray) or a.dtype != np.float64:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"gradcheck needs float64 arrays; input {i} has dtype {getattr(a, 'dtype', type(a).__name__)}"
             )
     names = list(names) if names is not None else [f"input{i}" for i in range(len(arrays))]
     if len(names) != len(arrays):
-        raise ValueError(f"got {len(names)} names for {len(arrays)} inputs")
+        raise ArgumentError(f"got {len(names)} names for {len(arrays)} inputs")
     direction = np.random.default_rng(seed).standard_normal(np.shape(forward(*arrays)))
     analytic = list(backward(direction, *arrays))
     if len(analytic) != len(arrays):
-        raise ValueError(f"backward returned {len(analytic)} gradients for {len(arrays)} inputs")
+        raise ArgumentError(f"backward returned {len(analytic)} gradients for {len(arrays)} inputs")
 
     def loss() -> float:
         return float(np.sum(direction * forward(*arrays)))
@@ -103,7 +109,7 @@ def gradcheck(
             rel_errs.append(0.0)
             continue
         if np.shape(grad) != array.shape:
-            raise ValueError(f"gradient for {name} has shape {np.shape(grad)}, expected {array.shape}")
+            raise ArgumentError(f"gradient for {name} has shape {np.shape(grad)}, expected {array.shape}")
         numeric = numerical_gradient(loss, array, eps)
         diff = np.abs(np.asarray(grad) - numeric)
         abs_errs.append(float(diff.max(initial=0.0)))
@@ -121,7 +127,7 @@ def gradcheck(
     return result
 
 
-def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
+def gradcheck_module(module: Module, x: np.ndarray, **options: Any) -> GradcheckResult:
     """:func:`gradcheck` for a layer: its input and every parameter, through ``forward_with_context``
     and ``backward_with_context`` (so it works in eval mode too).
 
@@ -132,10 +138,10 @@ def gradcheck_module(module, x: np.ndarray, **options) -> GradcheckResult:
     params = module.parameters()
     names = ["input", *(name for name, _ in module.named_parameters())]
 
-    def forward(x, *_):
+    def forward(x: np.ndarray, *_: np.ndarray) -> np.ndarray:
         return module.forward_with_context(x.copy())[0]  # (a copy: in-place layers must not clobber the input)
 
-    def backward(grad_output, x, *_):
+    def backward(grad_output: np.ndarray, x: np.ndarray, *_: np.ndarray) -> list[np.ndarray | None]:
         module.zero_grad()
         _, context = module.forward_with_context(x.copy())
         dx = module.backward_with_context(context, grad_output)

@@ -23,6 +23,8 @@ import numpy as np
 from . import checkpoint, nn
 from .architecture import json_depth
 from .data import Normalization
+from .data.images import ImageInput
+from .errors import ArgumentError
 from .functional.activation import softmax
 from .models import forward_with_feature_maps
 
@@ -33,7 +35,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise checkpoint.CheckpointError(
             f"no checkpoint at {str(path)!r} (pass a .safetensors or .onnx file or a run directory)"
         )
     return path
@@ -105,8 +107,9 @@ class Predictor:
             )
         self.classes: tuple[str, ...] = tuple(str(c) for c in classes)
         self.dataset = meta.get("dataset", "unknown")
+        self.split_seed = int(meta.get("split_seed", "0")) if meta.get("split_seed", "0").isdigit() else 0
 
-    def preprocess(self, image) -> np.ndarray:
+    def preprocess(self, image: ImageInput) -> np.ndarray:
         """A path, a Pillow image or an array → the network's input (1, H, W) in [0, 1], MNIST-style."""
         from .data.images import preprocess_image
 
@@ -120,12 +123,12 @@ class Predictor:
         if x.ndim == 3:
             x = x[None]
         if x.shape[1:] != (1, *self.image_size):
-            raise ValueError(
+            raise ArgumentError(
                 f"expected images of shape (N, 1, {self.image_size[0]}, {self.image_size[1]}), got {x.shape}"
             )
         return softmax(self.model(self.normalization(x)), axis=1)
 
-    def predict(self, image) -> Prediction:
+    def predict(self, image: ImageInput) -> Prediction:
         probs = self.probabilities(self.preprocess(image))[0]
         index = int(np.argmax(probs))
         return Prediction(self.classes[index], index, probs)

@@ -21,25 +21,26 @@ class LayerCheck:
 
 
 def _cases() -> list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]]:
-    f64 = dict(dtype=np.float64)
     return [
-        ("Conv2d", lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=0, **f64), (2, 2, 7, 6)),
+        ("Conv2d", lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=0, dtype=np.float64), (2, 2, 7, 6)),
         (
             "Conv2d (groups, dilation, reflect)",
-            lambda: nn.Conv2d(4, 4, 3, dilation=2, groups=2, padding=2, padding_mode="reflect", rng=1, **f64),
+            lambda: nn.Conv2d(
+                4, 4, 3, dilation=2, groups=2, padding=2, padding_mode="reflect", rng=1, dtype=np.float64
+            ),
             (1, 4, 7, 7),
         ),
         (
             "Conv2d (untied bias, seed 000)",
-            lambda: nn.Conv2d(2, 2, 3, bias="untied", input_size=(6, 5), rng=2, **f64),
+            lambda: nn.Conv2d(2, 2, 3, bias="untied", input_size=(6, 5), rng=2, dtype=np.float64),
             (2, 2, 6, 5),
         ),
-        ("Linear", lambda: nn.Linear(5, 3, rng=3, **f64), (4, 5)),
+        ("Linear", lambda: nn.Linear(5, 3, rng=3, dtype=np.float64), (4, 5)),
         ("MaxPool2d", lambda: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (2, 2, 7, 7)),
         ("AvgPool2d", lambda: nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), (2, 2, 7, 7)),
         ("AdaptiveAvgPool2d", lambda: nn.AdaptiveAvgPool2d((3, 2)), (2, 2, 7, 5)),
-        ("BatchNorm2d (train)", lambda: nn.BatchNorm2d(3, **f64), (4, 3, 3, 3)),
-        ("BatchNorm2d (eval)", lambda: nn.BatchNorm2d(3, **f64).eval(), (4, 3, 3, 3)),
+        ("BatchNorm2d (train)", lambda: nn.BatchNorm2d(3, dtype=np.float64), (4, 3, 3, 3)),
+        ("BatchNorm2d (eval)", lambda: nn.BatchNorm2d(3, dtype=np.float64).eval(), (4, 3, 3, 3)),
         ("ReLU", nn.ReLU, (3, 7)),
         ("LeakyReLU", lambda: nn.LeakyReLU(0.1), (3, 7)),
         ("Sigmoid", nn.Sigmoid, (3, 7)),

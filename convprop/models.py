@@ -7,7 +7,8 @@ from collections.abc import Callable
 import numpy as np
 
 from . import nn
-from .init import as_generator
+from .errors import ArgumentError, ArgumentTypeError
+from .init import RngLike, as_generator
 from .nn.trace import trace
 
 
@@ -16,7 +17,7 @@ def lenet(
     image_size: tuple[int, int],
     num_classes: int,
     *,
-    rng=None,
+    rng: RngLike = None,
     algorithm: str = "auto",
     width: tuple[int, int] = (16, 32),
     hidden: int = 128,
@@ -31,11 +32,11 @@ def lenet(
     gen = as_generator(rng)
     H, W = image_size
     if H < 4 or W < 4:
-        raise ValueError(f"lenet needs images of at least 4×4 (two 2×2 poolings), got {image_size}")
+        raise ArgumentError(f"lenet needs images of at least 4×4 (two 2×2 poolings), got {image_size}")
     c1, c2 = width
     seeds = gen.integers(0, 2**31, size=5)
 
-    def block(c_in: int, c_out: int, seed) -> list[nn.Module]:
+    def block(c_in: int, c_out: int, seed: np.integer) -> list[nn.Module]:
         conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm, algorithm=algorithm, rng=int(seed))
         norm = [nn.BatchNorm2d(c_out)] if batch_norm else []
         # ReLU in place: the layers before it keep their own inputs, never their outputs
@@ -52,12 +53,16 @@ def lenet(
     )
 
 
-def lenet_small(in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto"):
+def lenet_small(
+    in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng: RngLike = None, algorithm: str = "auto"
+) -> nn.Sequential:
     """A narrower LeNet (8 and 16 channels, 64 hidden units): about 4× faster, a little less accurate."""
     return lenet(in_channels, image_size, num_classes, rng=rng, algorithm=algorithm, width=(8, 16), hidden=64)
 
 
-def lenet_bn(in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto"):
+def lenet_bn(
+    in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng: RngLike = None, algorithm: str = "auto"
+) -> nn.Sequential:
     """LeNet with batch normalisation after each convolution (whose bias it makes redundant)."""
     return lenet(in_channels, image_size, num_classes, rng=rng, algorithm=algorithm, batch_norm=True)
 
@@ -67,7 +72,7 @@ def resnet(
     image_size: tuple[int, int],
     num_classes: int,
     *,
-    rng=None,
+    rng: RngLike = None,
     algorithm: str = "auto",
     width: tuple[int, int, int] = (8, 16, 32),
     blocks: tuple[int, int, int] = (1, 1, 1),
@@ -83,7 +88,7 @@ def resnet(
     gen = as_generator(rng)
     H, W = image_size
     if H < 4 or W < 4:
-        raise ValueError(f"resnet needs images of at least 4×4 (two stride-2 stages), got {image_size}")
+        raise ArgumentError(f"resnet needs images of at least 4×4 (two stride-2 stages), got {image_size}")
     seeds = iter(int(s) for s in gen.integers(0, 2**31, size=4 + 3 * sum(blocks)))
 
     def conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Conv2d:
@@ -118,11 +123,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(
-    name: str, in_channels: int, image_size: tuple[int, int], num_classes: int, *, rng=None, algorithm: str = "auto"
+    name: str,
+    in_channels: int,
+    image_size: tuple[int, int],
+    num_classes: int,
+    *,
+    rng: RngLike = None,
+    algorithm: str = "auto",
 ) -> nn.Module:
     """The named model for the given input and class count (``MODELS`` lists the names)."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        raise ArgumentError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](in_channels, image_size, num_classes, rng=rng, algorithm=algorithm)
 
 
@@ -158,12 +169,12 @@ def forward_with_feature_maps(model: nn.Module, x: np.ndarray) -> tuple[np.ndarr
 
     The model must be in eval mode already or is switched for the call (then this is not thread-safe)."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"feature_maps needs a convprop Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"feature_maps needs a convprop Module, got {type(model).__name__}")
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[None]  # (1, C, H, W)
     if x.ndim != 4 or x.shape[0] != 1:
-        raise ValueError(f"feature_maps takes one image (C, H, W) or (1, C, H, W), got shape {x.shape}")
+        raise ArgumentError(f"feature_maps takes one image (C, H, W) or (1, C, H, W), got shape {x.shape}")
     was_training = any(m.training for m in model.modules())
     if was_training:
         model.eval()

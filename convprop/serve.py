@@ -28,12 +28,18 @@ import sys
 import threading
 import time
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import CheckpointError, ConfigError
 from .inference import Predictor, latest_run
 from .nn.summary import layer_rows
+
+if TYPE_CHECKING:  # Starlette is imported when the app is created
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 MAX_BODY_BYTES = 1024 * 1024  # 1 MB: a 280×280 drawing is ~10 kB as PNG, a phone photo must be shrunk first
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # what Pillow may decode from a request
@@ -128,7 +134,7 @@ def parse_pixels(rows: Any, size: tuple[int, int]) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise RequestError(422, '"pixels" contains an infinite value')
     if arr.min() < 0.0 or arr.max() > 1.0:
-        i, j = np.unravel_index(np.argmax((arr < 0) | (arr > 1)), arr.shape)
+        i, j = (int(k) for k in np.unravel_index(np.argmax((arr < 0) | (arr > 1)), arr.shape))
         raise RequestError(422, f'"pixels" values must lie in [0, 1]; [{i}][{j}] is {arr[i, j]:g}')
     return arr[None].astype(np.float32)  # (1, H, W)
 
@@ -233,7 +239,7 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
     return files
 
 
-async def _read_body(request) -> bytes:
+async def _read_body(request: Request) -> bytes:
     """The body, refused with 415 unless JSON and with 413 past MAX_BODY_BYTES (declared or actual)."""
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
@@ -252,7 +258,7 @@ async def _read_body(request) -> bytes:
     return bytes(body)
 
 
-def create_app(predictor: Predictor):
+def create_app(predictor: Predictor) -> Starlette:
     """The Starlette application serving ``predictor`` (load it once; it is shared by every request)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -267,21 +273,21 @@ def create_app(predictor: Predictor):
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=SECURITY_HEADERS)
 
-    async def page(request):
+    async def page(request: Request) -> Response:
         body, ctype = static["index.html"]
         return Response(body, media_type=ctype, headers=SECURITY_HEADERS)
 
-    async def static_file(request):
+    async def static_file(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in static:
             return error(404, f"no such file: /static/{name}")
         body, ctype = static[name]
         return Response(body, media_type=ctype, headers=SECURITY_HEADERS)
 
-    async def model(request):
+    async def model(request: Request) -> Response:
         return Response(model_json, media_type="application/json", headers=SECURITY_HEADERS)
 
-    async def predict(request):
+    async def predict(request: Request) -> Response:
         try:
             payload = parse_body(await _read_body(request))
             body = await run_in_threadpool(service.predict, payload)
@@ -289,10 +295,11 @@ def create_app(predictor: Predictor):
             return error(exc.status, exc.message)
         return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
 
-    async def http_error(request, exc: HTTPException):
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)  # registered for HTTPException only
         return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
 
-    async def internal_error(request, exc: Exception):
+    async def internal_error(request: Request, exc: Exception) -> Response:
         # Starlette re-raises after this response, so uvicorn logs the traceback on the server's console.
         return error(500, "internal server error (details are in the server's log)")
 
@@ -313,20 +320,20 @@ def create_app(predictor: Predictor):
 def _bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port); port 0 lets the OS choose a free one."""
     if not 0 <= port <= 65535:
-        raise ValueError(f"--port must be in 0..65535, got {port}")
+        raise ConfigError(f"--port must be in 0..65535, got {port}")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except socket.gaierror as exc:
-        raise OSError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+        raise ConfigError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise OSError(
+        raise ConfigError(
             f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port (0 picks a free one)"
         ) from None
     return sock
@@ -348,7 +355,7 @@ def run(checkpoint: str | os.PathLike | None = None, *, host: str = "127.0.0.1",
     if checkpoint is None:
         checkpoint = latest_run("runs")
         if checkpoint is None:
-            raise ValueError("no trained model found in ./runs; train one first with: convprop train")
+            raise CheckpointError("no trained model found in ./runs; train one first with: convprop train")
     predictor = Predictor(checkpoint)
     app = create_app(predictor)
     sock = _bind(host, port)
@@ -361,7 +368,7 @@ def run(checkpoint: str | os.PathLike | None = None, *, host: str = "127.0.0.1",
         )
 
     class Server(uvicorn.Server):
-        async def startup(self, sockets=None):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:  # listening now: the address works the moment it is printed
                 print(f"convprop: serving {predictor.path} ({len(predictor.classes)} classes)")

@@ -89,7 +89,7 @@ def test_augmentation_changes_the_run(tmp_path):
         ("weight_decay", -0.1, "weight_decay must be >= 0.0, got -0.1"),
         ("augment", 9, "augment must be a shift of 0 to 4 pixels, got 9"),
         ("algorithm", "fft", "unknown algorithm 'fft'"),
-        ("model", "resnet", "unknown model 'resnet'"),
+        ("model", "vgg", "unknown model 'vgg'"),
         ("dataset", "cifar", "unknown dataset 'cifar'"),
     ],
 )

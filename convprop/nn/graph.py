@@ -191,6 +191,11 @@ class Graph(Module):
     ``"<node>.<parameter>"``, as attributes of a PyTorch module named after the nodes.
     """
 
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    nodes: tuple[Node, ...]
+    owner: dict[str, str]  # node name → the node whose name its module is registered under
+
     def __init__(self, inputs: list[str], nodes: list[tuple[str, Module, list[str]]], outputs: list[str]):
         super().__init__()
         if not isinstance(inputs, (list, tuple)) or not inputs:

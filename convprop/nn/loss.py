@@ -19,7 +19,9 @@ from .module import Module
 
 class _Loss(Module):
     registered = False
-    _fn = staticmethod(L.mse_loss)
+
+    def _fn(self, input: np.ndarray, target: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+        return L.mse_loss(input, target, **options)
 
     def __init__(self, reduction: str = "mean"):
         super().__init__()
@@ -58,7 +60,8 @@ class CrossEntropyLoss(_Loss):
         logits: (N, K); target: (N,) integer classes; loss: () or (N,) with reduction="none"
     """
 
-    _fn = staticmethod(L.cross_entropy)
+    def _fn(self, input: np.ndarray, target: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+        return L.cross_entropy(input, target, **options)
 
     def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0):
         super().__init__(reduction)
@@ -72,16 +75,19 @@ class CrossEntropyLoss(_Loss):
 class MSELoss(_Loss):
     """Mean squared error, ``torch.nn.MSELoss``. Shapes: input and target alike."""
 
-    _fn = staticmethod(L.mse_loss)
+    def _fn(self, input: np.ndarray, target: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+        return L.mse_loss(input, target, **options)
 
 
 class BCEWithLogitsLoss(_Loss):
     """Binary cross-entropy on logits (a stable sigmoid inside), ``torch.nn.BCEWithLogitsLoss``."""
 
-    _fn = staticmethod(L.binary_cross_entropy_with_logits)
+    def _fn(self, input: np.ndarray, target: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+        return L.binary_cross_entropy_with_logits(input, target, **options)
 
 
 class BCELoss(_Loss):
     """Binary cross-entropy on probabilities in [0, 1], ``torch.nn.BCELoss``."""
 
-    _fn = staticmethod(L.binary_cross_entropy)
+    def _fn(self, input: np.ndarray, target: np.ndarray, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+        return L.binary_cross_entropy(input, target, **options)

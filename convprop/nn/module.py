@@ -57,6 +57,12 @@ class Module:
     """
 
     registered: ClassVar[bool] = True  # set False in a class body for an abstract helper base
+    # instance state, set in __init__ with object.__setattr__ (declared here for type checkers)
+    _parameters: dict[str, Parameter]
+    _buffers: dict[str, bool]
+    _modules: dict[str, Module]
+    training: bool
+    _last_context: tuple[Any] | None  # (context,) kept by a training-mode call, boxed: a context may be None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -32,8 +32,9 @@ def trace(model: Module, inputs: tuple[Any, ...], visit: Visitor, path: str = ""
         return x
     if isinstance(model, Residual):
         (x,) = inputs
+        main = trace(model.body, (x,), visit, _join(path, "body"))
         skip = x if model.shortcut is None else trace(model.shortcut, (x,), visit, _join(path, "shortcut"))
-        return model._add(trace(model.body, (x,), visit, _join(path, "body")), skip)
+        return model._add(main, skip)
     if isinstance(model, Concat):
         return model._concat([trace(b, inputs, visit, _join(path, str(i))) for i, b in enumerate(model)])[0]
     if isinstance(model, Graph):
