@@ -16,6 +16,7 @@ Shapes: any, as stated per function; float32 stays float32.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return grad.reshape(shape)
 
 
-def binary(op: str, a, b) -> np.ndarray:
+def binary(op: str, a: Any, b: Any) -> np.ndarray:
     """``a op b`` with broadcasting, for op in ``add sub mul div``."""
     a, b = as_float_array(a, "a"), as_float_array(b, "b")
     check_same_dtype(a=a, b=b)
@@ -63,7 +64,7 @@ def binary(op: str, a, b) -> np.ndarray:
     raise ArgumentError(f"op must be one of add, sub, mul, div; got {op!r}")
 
 
-def binary_backward(op: str, grad_output, a, b) -> tuple[np.ndarray, np.ndarray]:
+def binary_backward(op: str, grad_output: Any, a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     """Gradients ``(da, db)`` of :func:`binary`:
 
     add: (δ, δ); sub: (δ, −δ); mul: (δ·b, δ·a); div: (δ/b, −δ·a/b²) — each summed back to its
@@ -91,7 +92,7 @@ def binary_backward(op: str, grad_output, a, b) -> tuple[np.ndarray, np.ndarray]
 # --- matmul and gemm --------------------------------------------------------------------------------
 
 
-def matmul(a, b) -> np.ndarray:
+def matmul(a: Any, b: Any) -> np.ndarray:
     """``numpy.matmul`` (= ONNX MatMul = ``torch.matmul``): 1-D operands promoted, batch axes broadcast.
 
     Shapes: a (..., M, K) or (K,); b (..., K, N) or (K,); y (..., M, N) without the promoted axes.
@@ -106,7 +107,7 @@ def matmul(a, b) -> np.ndarray:
     return np.matmul(a, b)
 
 
-def matmul_backward(grad_output, a, b) -> tuple[np.ndarray, np.ndarray]:
+def matmul_backward(grad_output: Any, a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     """``dA = δ Bᵀ``, ``dB = Aᵀ δ``, with 1-D operands promoted as in the forward and the batch axes
     summed back to each operand's own (:func:`unbroadcast`)."""
     a, b = as_float_array(a, "a"), as_float_array(b, "b")
@@ -120,7 +121,9 @@ def matmul_backward(grad_output, a, b) -> tuple[np.ndarray, np.ndarray]:
     return unbroadcast(da, a2.shape).reshape(a.shape), unbroadcast(db, b2.shape).reshape(b.shape)
 
 
-def gemm(a, b, c=None, alpha: float = 1.0, beta: float = 1.0, trans_a: bool = False, trans_b: bool = False):
+def gemm(
+    a: Any, b: Any, c: Any = None, alpha: float = 1.0, beta: float = 1.0, trans_a: bool = False, trans_b: bool = False
+) -> np.ndarray:
     """ONNX Gemm: ``y = alpha · A' B' + beta · C`` with ``A' = Aᵀ if trans_a``, ``B' = Bᵀ if trans_b``,
     C broadcast to (M, N).
 
@@ -144,7 +147,16 @@ def gemm(a, b, c=None, alpha: float = 1.0, beta: float = 1.0, trans_a: bool = Fa
     return y
 
 
-def gemm_backward(grad_output, a, b, c=None, alpha: float = 1.0, beta: float = 1.0, trans_a=False, trans_b=False):
+def gemm_backward(
+    grad_output: Any,
+    a: Any,
+    b: Any,
+    c: Any = None,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    trans_a: bool = False,
+    trans_b: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``(dA, dB, dC)`` of :func:`gemm`: ``dA' = alpha δ B'ᵀ``, ``dB' = alpha A'ᵀ δ`` (transposed back
     when the operand was), ``dC = beta · δ`` summed to C's shape (None without C)."""
     a, b = as_float_array(a, "a"), as_float_array(b, "b")
@@ -188,7 +200,7 @@ def _crop_slices(widths: Sequence[tuple[int, int]], shape: tuple[int, ...]) -> t
     return tuple(slice(-min(b, 0), n + min(a, 0)) for (b, a), n in zip(widths, shape, strict=True))
 
 
-def pad_nd(x, widths: Sequence[tuple[int, int]], mode: str = "constant", value: float = 0.0) -> np.ndarray:
+def pad_nd(x: Any, widths: Sequence[tuple[int, int]], mode: str = "constant", value: float = 0.0) -> np.ndarray:
     """ONNX Pad / ``numpy.pad``: ``widths[i] = (before, after)`` for axis i; negative widths crop.
 
     Shapes: x (d0, d1, ...); y (d0 + b0 + a0, d1 + b1 + a1, ...).
@@ -203,7 +215,9 @@ def pad_nd(x, widths: Sequence[tuple[int, int]], mode: str = "constant", value: 
     return np.pad(x, positive, mode=mode)  # type: ignore[call-overload]  # mode: one of PAD_MODES, checked
 
 
-def pad_nd_backward(grad_output, x_shape: tuple[int, ...], widths: Sequence[tuple[int, int]], mode: str = "constant"):
+def pad_nd_backward(
+    grad_output: Any, x_shape: tuple[int, ...], widths: Sequence[tuple[int, int]], mode: str = "constant"
+) -> np.ndarray:
     """Adjoint of :func:`pad_nd`: each input entry gets its own gradient plus that of every border entry
     that copied it (none in constant mode); cropped entries get zero.
 
@@ -239,7 +253,7 @@ def _spatial_axes(x: np.ndarray) -> tuple[int, ...]:
     return tuple(range(2, x.ndim))
 
 
-def global_max_pool(x) -> np.ndarray:
+def global_max_pool(x: Any) -> np.ndarray:
     """``y[n, c, 1, ..., 1] = max over every spatial position of x[n, c]``.
 
     Shapes: x (N, C, D1, ..., Dk); y (N, C, 1, ..., 1).
@@ -248,7 +262,7 @@ def global_max_pool(x) -> np.ndarray:
     return x.max(axis=_spatial_axes(x), keepdims=True)
 
 
-def global_max_pool_backward(grad_output, x) -> np.ndarray:
+def global_max_pool_backward(grad_output: Any, x: Any) -> np.ndarray:
     """The whole gradient goes to the first maximum of each (n, c) plane — one index, as max pooling
     (``torch.nn.functional.adaptive_max_pool2d(x, 1)``) picks; ``torch.amax`` would split it among ties."""
     x = as_float_array(x, "x")

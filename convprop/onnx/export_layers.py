@@ -15,7 +15,7 @@ import numpy as np
 from .. import nn
 from ..errors import OnnxError
 from ..functional.geometry import resolve_padding
-from .exporter import Builder, exports, run
+from .exporter import Builder, Exporter, exports, run
 
 PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}  # PyTorch's name → ONNX's
 
@@ -28,7 +28,9 @@ def _hint(path: str, default: str) -> str:
 
 
 @exports(nn.Sequential)
-def sequential(b: Builder, model: nn.Sequential, inputs: list[str], values: list[np.ndarray], path: str):
+def sequential(
+    b: Builder, model: nn.Sequential, inputs: list[str], values: list[np.ndarray], path: str
+) -> tuple[Any, Any]:
     name, value = inputs[0], values[0]
     for child_name, layer in model.named_children():
         name, value = b.module(layer, [name], [value], f"{path}.{child_name}" if path else child_name)
@@ -36,7 +38,7 @@ def sequential(b: Builder, model: nn.Sequential, inputs: list[str], values: list
 
 
 @exports(nn.Residual)
-def residual(b: Builder, model: nn.Residual, inputs: list[str], values: list[np.ndarray], path: str):
+def residual(b: Builder, model: nn.Residual, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     main, main_value = b.module(model.body, inputs, values, f"{path}.body" if path else "body")
     skip, skip_value = inputs[0], values[0]
     if model.shortcut is not None:
@@ -45,14 +47,14 @@ def residual(b: Builder, model: nn.Residual, inputs: list[str], values: list[np.
 
 
 @exports(nn.Concat)
-def concat(b: Builder, model: nn.Concat, inputs: list[str], values: list[np.ndarray], path: str):
+def concat(b: Builder, model: nn.Concat, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     outs = [b.module(branch, inputs, values, f"{path}.{i}" if path else str(i)) for i, branch in enumerate(model)]
     y = np.concatenate([v for _, v in outs], axis=model.dim)
     return b.node("Concat", [n for n, _ in outs], _hint(path, "concat"), axis=model.dim), y
 
 
 @exports(nn.Graph)
-def graph(b: Builder, model: Any, inputs: list[str], values: list[np.ndarray], path: str):
+def graph(b: Builder, model: Any, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     if len(inputs) != len(model.input_names):
         raise OnnxError(
             f"the graph at {path or 'the top'} takes {len(model.input_names)} inputs "
@@ -70,10 +72,10 @@ def graph(b: Builder, model: Any, inputs: list[str], values: list[np.ndarray], p
     return (outs[0], outs_values[0]) if len(outs) == 1 else (outs, outs_values)
 
 
-def _chain(op_type: str):
+def _chain(op_type: str) -> Exporter:
     """ONNX's Add and Mul take two inputs: x1 + x2 + x3 is written (x1 + x2) + x3, as convprop sums."""
 
-    def export_chain(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+    def export_chain(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
         out = inputs[0]
         for i, other in enumerate(inputs[1:]):
             last = i == len(inputs) - 2
@@ -88,7 +90,7 @@ exports(nn.Mul)(_chain("Mul"))
 
 
 @exports(nn.Cat)
-def cat(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+def cat(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     return b.node("Concat", list(inputs), _hint(path, "cat"), axis=layer.dim), run(layer, values)
 
 
@@ -115,7 +117,7 @@ def padded_input(b: Builder, x: str, pairs: list[tuple[int, int]], mode: str, pa
 
 
 @exports(nn.Conv1d, nn.Conv2d, nn.Conv3d)
-def conv(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+def conv(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     x, value = inputs[0], values[0]
     y = run(layer, [value])
     path = _hint(path, "conv")
@@ -141,7 +143,7 @@ def conv(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], pa
 
 
 @exports(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-def conv_transpose(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+def conv_transpose(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     path = _hint(path, "conv_transpose")
     pairs = [tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in layer.padding]
     operands = [inputs[0], b.weight(f"{path}.weight", layer.weight.data)]
@@ -154,7 +156,7 @@ def conv_transpose(b: Builder, layer: Any, inputs: list[str], values: list[np.nd
         kernel_shape=list(layer.kernel_size),
         strides=list(layer.stride),
         dilations=list(layer.dilation),
-        pads=_flat_pads(pairs),  # type: ignore[arg-type]
+        pads=_flat_pads(pairs),
         output_padding=list(layer.output_padding),
         group=layer.groups,
     )
@@ -162,7 +164,7 @@ def conv_transpose(b: Builder, layer: Any, inputs: list[str], values: list[np.nd
 
 
 @exports(nn.Linear)
-def linear(b: Builder, layer: nn.Linear, inputs: list[str], values: list[np.ndarray], path: str):
+def linear(b: Builder, layer: nn.Linear, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     x, value = inputs[0], values[0]
     path = _hint(path, "linear")
     weight = b.weight(f"{path}.weight", layer.weight.data)
@@ -180,8 +182,8 @@ def linear(b: Builder, layer: nn.Linear, inputs: list[str], values: list[np.ndar
 # --- activations ------------------------------------------------------------------------------------
 
 
-def _unary(op_type: str, **attrs: Any):
-    def export_unary(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+def _unary(op_type: str, **attrs: Any) -> Exporter:
+    def export_unary(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
         extra = {k: (v(layer) if callable(v) else v) for k, v in attrs.items()}
         return b.node(op_type, [inputs[0]], _hint(path, op_type.lower()), **extra), run(layer, values)
 
@@ -197,7 +199,7 @@ exports(nn.LogSoftmax)(_unary("LogSoftmax", axis=lambda layer: layer.dim))
 
 
 @exports(nn.GELU)
-def gelu(b: Builder, layer: nn.GELU, inputs: list[str], values: list[np.ndarray], path: str):
+def gelu(b: Builder, layer: nn.GELU, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     b.require(20, "GELU (the Gelu operator)")
     return b.node("Gelu", [inputs[0]], _hint(path, "gelu"), approximate=layer.approximate), run(layer, values)
 
@@ -206,7 +208,7 @@ def gelu(b: Builder, layer: nn.GELU, inputs: list[str], values: list[np.ndarray]
 
 
 @exports(nn.Flatten)
-def flatten(b: Builder, layer: nn.Flatten, inputs: list[str], values: list[np.ndarray], path: str):
+def flatten(b: Builder, layer: nn.Flatten, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     value = values[0]
     y = run(layer, values)
     start, end = layer.start_dim % value.ndim, layer.end_dim % value.ndim
@@ -221,7 +223,7 @@ def flatten(b: Builder, layer: nn.Flatten, inputs: list[str], values: list[np.nd
 
 
 @exports(nn.Dropout)
-def dropout(b: Builder, layer: nn.Dropout, inputs: list[str], values: list[np.ndarray], path: str):
+def dropout(b: Builder, layer: nn.Dropout, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     ratio = b.constant(f"{_hint(path, 'dropout')}.ratio", np.asarray(layer.p, dtype=b.dtype))
     return b.node("Dropout", [inputs[0], ratio], _hint(path, "dropout")), values[0]
 
@@ -230,7 +232,7 @@ def dropout(b: Builder, layer: nn.Dropout, inputs: list[str], values: list[np.nd
 
 
 @exports(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-def batch_norm(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+def batch_norm(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     if not layer.track_running_stats:
         raise OnnxError(
             f"cannot export {type(layer).__name__} at {path!r} with track_running_stats=False: it "
@@ -256,11 +258,11 @@ def batch_norm(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarra
 def _pool_pads(layer: Any, ndim: int) -> list[int]:
     """A pool's padding (one int or one (before, after) pair per axis) as ONNX's begins-then-ends list."""
     pairs = [tuple(p) if isinstance(p, (tuple, list)) else (p, p) for p in layer.padding]
-    return _flat_pads(pairs)  # type: ignore[arg-type]
+    return _flat_pads(pairs)
 
 
 @exports(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
-def max_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+def max_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     k = len(layer.kernel_size)
     out = b.node(
         "MaxPool",
@@ -276,7 +278,7 @@ def max_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray]
 
 
 @exports(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
-def avg_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+def avg_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     if layer.divisor_override is not None:
         raise OnnxError(
             f"cannot export {type(layer).__name__} at {path!r} with divisor_override: ONNX's "
@@ -297,7 +299,9 @@ def avg_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray]
 
 
 @exports(nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
-def adaptive_avg_pool(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+def adaptive_avg_pool(
+    b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str
+) -> tuple[Any, Any]:
     value = values[0]
     y = run(layer, values)
     path = _hint(path, "adaptive_avgpool")

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 
 from .. import nn
-from .exporter import Builder, exports, run
+from .exporter import Builder, Exporter, exports, run
 
 
-def _same(op_type: str):
-    def export_same(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str):
+def _same(op_type: str) -> Exporter:
+    def export_same(b: Builder, layer: Any, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
         return b.node(op_type, list(inputs), path or op_type.lower()), run(layer, values)
 
     return export_same
@@ -28,7 +28,7 @@ for _cls, _op in (
 
 
 @exports(nn.Reshape)
-def reshape(b: Builder, layer: nn.Reshape, inputs: list[str], values: list[np.ndarray], path: str):
+def reshape(b: Builder, layer: nn.Reshape, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     path = path or "reshape"
     attrs = {"allowzero": 1} if layer.allowzero else {}
     if layer.allowzero:
@@ -37,13 +37,15 @@ def reshape(b: Builder, layer: nn.Reshape, inputs: list[str], values: list[np.nd
 
 
 @exports(nn.Transpose)
-def transpose(b: Builder, layer: nn.Transpose, inputs: list[str], values: list[np.ndarray], path: str):
+def transpose(
+    b: Builder, layer: nn.Transpose, inputs: list[str], values: list[np.ndarray], path: str
+) -> tuple[Any, Any]:
     attrs = {} if layer.perm is None else {"perm": list(layer.perm)}
     return b.node("Transpose", [inputs[0]], path or "transpose", **attrs), run(layer, values)
 
 
 @exports(nn.Pad)
-def pad(b: Builder, layer: nn.Pad, inputs: list[str], values: list[np.ndarray], path: str):
+def pad(b: Builder, layer: nn.Pad, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     path = path or "pad"
     if layer.mode == "wrap":
         b.require(19, "Pad(mode='wrap')")
@@ -55,7 +57,7 @@ def pad(b: Builder, layer: nn.Pad, inputs: list[str], values: list[np.ndarray], 
 
 
 @exports(nn.Gemm)
-def gemm(b: Builder, layer: nn.Gemm, inputs: list[str], values: list[np.ndarray], path: str):
+def gemm(b: Builder, layer: nn.Gemm, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     out = b.node(
         "Gemm",
         list(inputs),
@@ -69,5 +71,5 @@ def gemm(b: Builder, layer: nn.Gemm, inputs: list[str], values: list[np.ndarray]
 
 
 @exports(nn.Constant)
-def constant(b: Builder, layer: nn.Constant, inputs: list[str], values: list[np.ndarray], path: str):
+def constant(b: Builder, layer: nn.Constant, inputs: list[str], values: list[np.ndarray], path: str) -> tuple[Any, Any]:
     return b.weight(path or "constant", layer.value.data), layer.value.data

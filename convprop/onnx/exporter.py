@@ -94,7 +94,7 @@ class Builder:
         name and sample value."""
         for cls in type(module).__mro__:
             if cls in EXPORTERS:
-                return EXPORTERS[cls](self, module, inputs, values, path)  # type: ignore[return-value]  # a tuple
+                return EXPORTERS[cls](self, module, inputs, values, path)
         raise OnnxError(
             f"cannot export {type(module).__name__} at {path or 'the top'}: convprop has no ONNX "
             f"mapping for it (exportable: {', '.join(sorted(c.__name__ for c in EXPORTERS))})"

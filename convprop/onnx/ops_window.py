@@ -62,7 +62,7 @@ def symmetric(pairs: list[tuple[int, int]]) -> bool:
     return all(b == a for b, a in pairs)
 
 
-def pad_in_front(ctx: ImportContext, node: Any, x: str, pairs, value: float = 0.0) -> str:
+def pad_in_front(ctx: ImportContext, node: Any, x: str, pairs: list[tuple[int, int]], value: float = 0.0) -> str:
     """A Pad node for the spatial axes (asymmetric ``pads``); returns the padded tensor's graph name."""
     return ctx.emit_hidden(f"{node.output[0]}_pad", nn.Pad([list(p) for p in pairs], "constant", value), [x])
 
@@ -70,7 +70,9 @@ def pad_in_front(ctx: ImportContext, node: Any, x: str, pairs, value: float = 0.
 PADDING_MODES = {"reflect": "reflect", "edge": "replicate", "wrap": "circular"}  # ONNX Pad mode → PyTorch's
 
 
-def fold_pad(ctx: ImportContext, x_name: str, x: str, pairs: list[tuple[int, int]]):
+def fold_pad(
+    ctx: ImportContext, x_name: str, x: str, pairs: list[tuple[int, int]]
+) -> tuple[str, list[tuple[int, int]], str]:
     """A reflect/edge/wrap Pad of the spatial axes read only by this Conv becomes the Conv's padding_mode
     (how PyTorch's and convprop's padding modes are exported); returns (input, pads, padding_mode)."""
     k = len(pairs)
@@ -206,7 +208,9 @@ def conv_transpose(ctx: ImportContext, node: Any) -> None:
 # --- pooling ----------------------------------------------------------------------------------------
 
 
-def _pool_geometry(ctx: ImportContext, node: Any, attrs: dict[str, Any]):
+def _pool_geometry(
+    ctx: ImportContext, node: Any, attrs: dict[str, Any]
+) -> tuple[list[int], list[int], list[int], list[tuple[int, int]]]:
     kernel = list(attrs["kernel_shape"] or [])
     if not kernel:
         raise OnnxError(f"node {node_label(node)} needs a kernel_shape")
