@@ -31,7 +31,11 @@ class GradcheckError(AssertionError):
 
 @dataclass
 class GradcheckResult:
-    """Per-input worst errors; ``ok`` is True when every input is within tolerance."""
+    """Per-input worst errors; ``ok`` is True when every input is within tolerance.
+
+    A NaN or infinite analytic or numeric gradient is a failure (``NaN > tol`` is False, so a plain
+    comparison would pass it); its error is reported as ``inf`` and ``failures`` says which it was.
+    """
 
     names: list[str]
     max_abs_error: list[float]
@@ -94,6 +98,15 @@ def gradcheck(
     names = list(names) if names is not None else [f"input{i}" for i in range(len(arrays))]
     if len(names) != len(arrays):
         raise ArgumentError(f"got {len(names)} names for {len(arrays)} inputs")
+    for label, value, low in (("eps", eps, 0.0), ("atol", atol, 0.0), ("rtol", rtol, 0.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ArgumentTypeError(f"{label} must be a number, got {value!r}")
+        if not np.isfinite(value) or value < low or (label == "eps" and value == 0):
+            expected = "a finite number > 0" if label == "eps" else "a finite number >= 0"
+            raise ArgumentError(f"{label} must be {expected}, got {value!r}")
+    for name, a in zip(names, arrays, strict=True):
+        if not np.isfinite(a).all():
+            raise ArgumentError(f"gradcheck needs finite inputs; {name} holds {_count_nonfinite(a)}")
     direction = np.random.default_rng(seed).standard_normal(np.shape(forward(*arrays)))
     analytic = list(backward(direction, *arrays))
     if len(analytic) != len(arrays):
@@ -111,20 +124,35 @@ def gradcheck(
         if np.shape(grad) != array.shape:
             raise ArgumentError(f"gradient for {name} has shape {np.shape(grad)}, expected {array.shape}")
         numeric = numerical_gradient(loss, array, eps)
-        diff = np.abs(np.asarray(grad) - numeric)
+        grad = np.asarray(grad, dtype=np.float64)
+        nonfinite = [(what, g) for what, g in (("analytic", grad), ("numeric", numeric)) if not np.isfinite(g).all()]
+        if nonfinite:  # NaN compares False with everything: it must fail here, not pass below
+            abs_errs.append(float("inf"))
+            rel_errs.append(float("inf"))
+            held = (f"{what} gradient holds {_count_nonfinite(g)}" for what, g in nonfinite)
+            failures.append(f"{name}: the {' and the '.join(held)}")
+            continue
+        diff = np.abs(grad - numeric)
         abs_errs.append(float(diff.max(initial=0.0)))
         rel_errs.append(float((diff / np.maximum(np.abs(numeric), 1e-12)).max(initial=0.0)))
-        bad = diff > atol + rtol * np.abs(numeric)
+        bad = ~(diff <= atol + rtol * np.abs(numeric))  # written so that a NaN would count as bad
         if bad.any():
             k = np.unravel_index(np.argmax(diff), diff.shape)
             failures.append(
                 f"{name}: {int(bad.sum())} of {bad.size} entries off; worst at {tuple(map(int, k))}: "
-                f"analytic {np.asarray(grad)[k]:.10g} vs numeric {numeric[k]:.10g}"
+                f"analytic {grad[k]:.10g} vs numeric {numeric[k]:.10g}"
             )
     result = GradcheckResult(names, abs_errs, rel_errs, not failures, failures)
     if failures and raise_on_failure:
         raise GradcheckError("gradient check failed:\n  " + "\n  ".join(failures))
     return result
+
+
+def _count_nonfinite(a: np.ndarray) -> str:
+    """``"2 NaN and 1 infinite value(s) of 12, first at (0, 3)"``: what a non-finite array holds."""
+    nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+    first = tuple(int(i) for i in np.unravel_index(np.argmax(~np.isfinite(a)), a.shape))
+    return f"{nan} NaN and {inf} infinite value(s) of {a.size}, first at {first}"
 
 
 def gradcheck_module(module: Module, x: np.ndarray, **options: Any) -> GradcheckResult:

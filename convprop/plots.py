@@ -6,7 +6,8 @@ pixels a side) into memory with matplotlib's Agg canvas, writes it with
 inside the functions, never at module import, and no display is ever needed (``Figure`` +
 ``FigureCanvasAgg`` directly, so the global ``pyplot`` state and backend are never touched).
 
-Inputs are validated at this boundary; a wrong shape raises ``ValueError`` quoting what was received.
+Inputs are validated at this boundary; a wrong shape raises ``ValueError`` quoting what was received, and
+a path that does not end in ``.png`` is refused (ArgumentError) before anything is drawn or written.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArgumentError
-from .fileio import write_atomic
+from .errors import ArgumentError, ArgumentTypeError
+from .fileio import check_suffix, write_atomic
 
 DPI = 100  # small PNGs: they are committed to docs/ and embedded in the README
 HISTORY_KEYS = ("epoch", "train_loss", "test_loss", "train_accuracy", "test_accuracy")
@@ -40,6 +41,11 @@ def _new_figure(width_in: float, height_in: float) -> Any:
     return fig
 
 
+def _output(path: str | os.PathLike) -> Path:
+    """``path`` if it names a PNG, else ArgumentError: checked first, before anything is drawn or written."""
+    return check_suffix(path, (".png",), "a PNG plot")
+
+
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     """Render ``fig`` to PNG bytes in memory, then write them atomically to ``path``."""
     buf = io.BytesIO()
@@ -53,9 +59,23 @@ def _grid(n: int, max_cols: int = 8) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _floats(value: Any, name: str) -> np.ndarray:
+    """``value`` as a float64 array, or ArgumentTypeError saying what it was (not NumPy's message)."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ArgumentTypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
+
+
+def _sequence(value: Any, name: str, of: str) -> list[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ArgumentTypeError(f"{name} must be a list of {of}, got {type(value).__name__}")
+    return list(value)
+
+
 def _as_images(images: Any, name: str) -> np.ndarray:
     """(N, H, W) or (N, 1, H, W) → float (N, H, W)."""
-    images = np.asarray(images, dtype=np.float64)
+    images = _floats(images, name)
     if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]  # (N, H, W)
     if images.ndim != 3:
@@ -76,14 +96,17 @@ def plot_learning_curves(history: Sequence[Mapping[str, float]], path: str | os.
             ``train_accuracy``, ``test_accuracy`` (accuracies in [0, 1]).
         path: where the PNG goes (replaced atomically if it exists).
     """
-    history = list(history)
+    path = _output(path)
+    history = _sequence(history, "history", "per-epoch dicts")
     if not history:
         raise ArgumentError("history is empty: need at least one epoch")
     for i, row in enumerate(history):
+        if not isinstance(row, Mapping):
+            raise ArgumentTypeError(f"history[{i}] must be a dict with keys {list(HISTORY_KEYS)}, got {row!r:.60}")
         missing = [k for k in HISTORY_KEYS if k not in row]
         if missing:
             raise ArgumentError(f"history[{i}] is missing keys {missing}; expected {list(HISTORY_KEYS)}")
-    col = {k: np.array([float(row[k]) for row in history]) for k in HISTORY_KEYS}
+    col = {k: _floats([row[k] for row in history], f"history's {k!r} values") for k in HISTORY_KEYS}
 
     fig = _new_figure(8.0, 3.2)
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -114,6 +137,7 @@ def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: str | os.Pa
         classes: K class names, in label order.
         path: where the PNG goes.
     """
+    path = _output(path)
     matrix = np.asarray(matrix)
     classes = [str(c) for c in classes]
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
@@ -163,7 +187,8 @@ def plot_filters(weight: Any, path: str | os.PathLike, *, title: str = "first-la
         path: where the PNG goes.
         title: figure title.
     """
-    weight = np.asarray(weight, dtype=np.float64)
+    path = _output(path)
+    weight = _floats(weight, "weight")
     if weight.ndim != 4:
         raise ArgumentError(f"weight must have shape (O, C, KH, KW), got {weight.shape}")
     if 0 in weight.shape:
@@ -197,30 +222,29 @@ def plot_feature_maps(image: Any, maps: Sequence[tuple[str, Any]], path: str | o
 
     Args:
         image: the input digit.
-        maps: ``(label, activations)`` pairs, one per layer, in network order.
+        maps: ``(label, activations)`` pairs, one per layer, in network order; empty for a model
+            without convolutions (the input is drawn with a note saying so).
         path: where the PNG goes.
         max_channels: at most this many channels are drawn per layer.
     """
-    image = np.asarray(image, dtype=np.float64)
+    path = _output(path)
+    image = _floats(image, "image")
     if image.ndim == 3 and image.shape[0] == 1:
         image = image[0]  # (H, W)
     if image.ndim != 2:
         raise ArgumentError(f"image must have shape (H, W) or (1, H, W), got {image.shape}")
     blocks: list[tuple[str, np.ndarray]] = []
-    for i, item in enumerate(maps):
+    for i, item in enumerate(_sequence(maps, "maps", "(label, array) pairs")):
         if not (isinstance(item, (tuple, list)) and len(item) == 2):
             raise ArgumentError(f"maps[{i}] must be a (label, array) pair, got {type(item).__name__}")
         label, arr = item
-        arr = np.asarray(arr, dtype=np.float64)
+        arr = _floats(arr, f"maps[{i}] ({label!r})")
         if arr.ndim == 4 and arr.shape[0] == 1:
             arr = arr[0]  # (C, h, w)
         if arr.ndim != 3 or 0 in arr.shape:
             raise ArgumentError(f"maps[{i}] ({label!r}) must have shape (C, h, w), got {arr.shape}")
         blocks.append((str(label), arr[:max_channels]))
-    if not blocks:
-        raise ArgumentError("maps is empty: give at least one (label, array) pair")
-
-    cols = min(8, max(len(a) for _, a in blocks))
+    cols = min(8, max((len(a) for _, a in blocks), default=1))
     rows_per_block = [math.ceil(len(a) / cols) for _, a in blocks]
     total_rows = 1 + sum(rows_per_block)  # the input gets one row of its own
     fig = _new_figure(0.85 * cols + 1.6, 0.85 * total_rows + 0.4)
@@ -230,6 +254,10 @@ def plot_feature_maps(image: Any, maps: Sequence[tuple[str, Any]], path: str | o
     ax.imshow(image, cmap="gray", interpolation="nearest")
     ax.set_title("input", fontsize=8)
     ax.set_axis_off()
+    if not blocks:  # a model without convolutions: the input alone, and a line saying why
+        note = fig.add_subplot(gs[0, 1:])
+        note.set_axis_off()
+        note.text(0, 0.5, "no convolution layers:\nno feature maps to show", va="center", fontsize=8)
     row = 1
     for (label, arr), n_rows in zip(blocks, rows_per_block, strict=True):
         label_ax = fig.add_subplot(gs[row : row + n_rows, 0])
@@ -264,11 +292,16 @@ def plot_worst(images: Any, true_labels: Any, predicted: Any, confidence: Any, c
         classes: K class names, in label order.
         path: where the PNG goes.
     """
+    path = _output(path)
     images = _as_images(images, "images")
     n = len(images)
+    classes = _sequence(classes, "classes", "class names")
     true_labels = np.asarray(true_labels)
     predicted = np.asarray(predicted)
-    confidence = np.asarray(confidence, dtype=np.float64)
+    confidence = _floats(confidence, "confidence")
+    for name, arr in (("true_labels", true_labels), ("predicted", predicted)):
+        if arr.size and arr.dtype.kind not in "iu":
+            raise ArgumentTypeError(f"{name} must hold integer class indices, got dtype {arr.dtype}")
     for name, arr in (("true_labels", true_labels), ("predicted", predicted), ("confidence", confidence)):
         if arr.shape != (n,):
             raise ArgumentError(f"{name} must have shape ({n},) to match images {images.shape}, got {arr.shape}")

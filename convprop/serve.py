@@ -13,13 +13,16 @@ per-call context design, docs/graphs.md), so requests run the one shared model c
 a lock. All CPU work runs in Starlette's thread pool so the event loop keeps accepting requests.
 Every user mistake is a 4xx with ``{"error": message}``; anything unexpected is a 500 with a generic
 message and no traceback.
+
+Guards (see docs/robustness.md): a request whose ``Host`` header names another host is refused
+with 400 (DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 must not reach
+this API); the body must arrive within ``BODY_TIMEOUT_SECONDS`` (408 otherwise) and be at most
+``MAX_BODY_BYTES``; a client that disconnects mid-request is dropped quietly; the answer is strict
+JSON, and a model whose output is not finite is reported as 422, never sent as NaN.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import ipaddress
 import json
 import os
@@ -27,22 +30,54 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import CheckpointError, ConfigError
+from .fileio import json_safe
 from .inference import Predictor, latest_run
 from .nn.summary import layer_rows
+from .serve_input import (  # re-exported: the request checks are part of this module's interface
+    BODY_TIMEOUT_SECONDS,
+    IMAGE_FORMATS,
+    LOOPBACK_HOSTS,
+    MAX_BODY_BYTES,
+    SECURITY_HEADERS,
+    ClientGone,
+    HostGuard,
+    RequestError,
+    decode_image,
+    host_allowed,
+    parse_body,
+    parse_pixels,
+    read_body,
+)
+
+__all__ = [
+    "BODY_TIMEOUT_SECONDS",
+    "IMAGE_FORMATS",
+    "LOOPBACK_HOSTS",
+    "MAX_BODY_BYTES",
+    "ClientGone",
+    "HostGuard",
+    "InferenceService",
+    "RequestError",
+    "create_app",
+    "decode_image",
+    "host_allowed",
+    "page_url",
+    "parse_body",
+    "parse_pixels",
+    "run",
+]
 
 if TYPE_CHECKING:  # Starlette is imported when the app is created
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
 
-MAX_BODY_BYTES = 1024 * 1024  # 1 MB: a 280×280 drawing is ~10 kB as PNG, a phone photo must be shrunk first
-IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # what Pillow may decode from a request
 DECIMALS = 3  # feature maps and the input image are rounded for JSON: ~6 characters per value
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -51,120 +86,13 @@ CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
 }
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-cache",
-}
 
 
-class RequestError(Exception):
-    """A problem with the client's request: becomes ``status`` with ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _rounded(a: np.ndarray, decimals: int = DECIMALS) -> list:
+def _rounded(a: np.ndarray, decimals: int = DECIMALS) -> Any:
+    """Nested lists of floats rounded to ``decimals``; NaN and ±inf become None (strict JSON)."""
     # float64 first: a rounded float32 turns into a long Python float (0.123 → 0.12300000339746475)
-    return np.round(np.asarray(a, dtype=np.float64), decimals).tolist()
-
-
-# --- decoding the two kinds of input ---------------------------------------------------------------
-
-
-def decode_image(data: Any) -> np.ndarray:
-    """Base64 image bytes (a ``data:image/png;base64,`` prefix allowed) → (H, W, 4) uint8 RGBA.
-
-    Raises:
-        RequestError: not a string, not base64, not an image, or larger than 4096 × 4096.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from .data.images import MAX_SIDE, shrink
-
-    if not isinstance(data, str):
-        raise RequestError(400, f'"png" must be a base64 string, got {type(data).__name__}')
-    if data.startswith("data:"):
-        header, _, data = data.partition(",")
-        if not header.endswith(";base64"):
-            raise RequestError(400, f'"png" data URL must be base64-encoded (";base64,"), got header {header[:60]!r}')
-    try:
-        raw = base64.b64decode("".join(data.split()), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise RequestError(400, f'"png" is not valid base64 ({exc})') from None
-    if not raw:
-        raise RequestError(400, '"png" is empty')
-    try:
-        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
-            if img.width > MAX_SIDE or img.height > MAX_SIDE:  # from the header, before decoding
-                raise RequestError(
-                    413, f"image is {img.width} × {img.height} pixels; at most {MAX_SIDE} × {MAX_SIDE} is accepted"
-                )
-            img.load()
-            return np.asarray(shrink(ImageOps.exif_transpose(img)).convert("RGBA"))  # (H, W, 4) uint8, <= 512 px
-    except RequestError:
-        raise
-    except UnidentifiedImageError:  # its message names a BytesIO object: say it plainly instead
-        raise RequestError(400, f'"png" is not an image (expected one of {", ".join(IMAGE_FORMATS)})') from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # truncated, corrupt, ...
-        raise RequestError(400, f'"png" is not a readable image: {exc}') from None
-
-
-def parse_pixels(rows: Any, size: tuple[int, int]) -> np.ndarray:
-    """An H × W list of lists of numbers in [0, 1] (already MNIST-style) → (1, H, W) float32.
-
-    Raises:
-        RequestError: the wrong shape, a non-number (booleans and strings included), or a value outside [0, 1].
-    """
-    H, W = size
-    if not isinstance(rows, list) or len(rows) != H:
-        got = f"a list of {len(rows)}" if isinstance(rows, list) else type(rows).__name__
-        raise RequestError(422, f'"pixels" must be {H} rows of {W} numbers (the model\'s image size), got {got}')
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != W:
-            got = f"a list of {len(row)}" if isinstance(row, list) else type(row).__name__
-            raise RequestError(422, f'"pixels" row {i} must be a list of {W} numbers, got {got}')
-        for j, v in enumerate(row):
-            if type(v) not in (int, float):  # bool is an int subclass: refused on purpose
-                raise RequestError(422, f'"pixels"[{i}][{j}] must be a number in [0, 1], got {json.dumps(v)[:40]}')
-    arr = np.array(rows, dtype=np.float64)  # (H, W)
-    if not np.all(np.isfinite(arr)):
-        raise RequestError(422, '"pixels" contains an infinite value')
-    if arr.min() < 0.0 or arr.max() > 1.0:
-        i, j = (int(k) for k in np.unravel_index(np.argmax((arr < 0) | (arr > 1)), arr.shape))
-        raise RequestError(422, f'"pixels" values must lie in [0, 1]; [{i}][{j}] is {arr[i, j]:g}')
-    return arr[None].astype(np.float32)  # (1, H, W)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a valid JSON number (send finite numbers only)")
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The request body → a JSON object with exactly one of "png" and "pixels"."""
-    try:
-        payload = json.loads(body, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise RequestError(400, "request body is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and NaN/Infinity are ValueErrors
-        raise RequestError(400, f"request body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise RequestError(
-            400, f'request body must be a JSON object {{"png": ...}} or {{"pixels": ...}}, got {type(payload).__name__}'
-        )
-    keys = set(payload)
-    if unknown := sorted(keys - {"png", "pixels"}):
-        raise RequestError(
-            400, f'unknown key(s) {", ".join(map(repr, unknown))}; send exactly one of "png" or "pixels"'
-        )
-    if len(keys) != 1:
-        raise RequestError(
-            400, f'send exactly one of "png" (base64 image) or "pixels" ({"both" if keys else "neither"} given)'
-        )
-    return payload
+    a = np.round(np.asarray(a, dtype=np.float64), decimals)
+    return a.tolist() if np.isfinite(a).all() else json_safe(a)
 
 
 # --- the shared model ------------------------------------------------------------------------------
@@ -208,6 +136,12 @@ class InferenceService:
         else:
             x = parse_pixels(payload["pixels"], p.image_size)  # (1, H, W)
         probs, maps = p.analyse(x)  # (K,), [(label, (C, h, w))]: one forward pass, no lock needed
+        if not np.isfinite(probs).all():
+            raise RequestError(
+                422,
+                f"the model's output for this input is not finite ({int(np.isnan(probs).sum())} NaN of "
+                f"{probs.size} probabilities): the checkpoint {p.path.name} is probably corrupt or diverged",
+            )
         index = int(np.argmax(probs))
         result = {
             "prediction": p.classes[index],
@@ -218,7 +152,7 @@ class InferenceService:
             "feature_maps": [{"label": label, "shape": list(m.shape), "maps": _rounded(m)} for label, m in maps],
         }
         result["milliseconds"] = round(1000 * (time.perf_counter() - start), 3)
-        return json.dumps(result, separators=(",", ":")).encode()
+        return json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
 
 
 # --- the web application ---------------------------------------------------------------------------
@@ -239,27 +173,21 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
     return files
 
 
-async def _read_body(request: Request) -> bytes:
-    """The body, refused with 415 unless JSON and with 413 past MAX_BODY_BYTES (declared or actual)."""
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
-        raise RequestError(415, f"Content-Type must be application/json, got {ctype or 'none'!r}")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise RequestError(400, f"invalid Content-Length {declared[:40]!r}")
-        if int(declared) > MAX_BODY_BYTES:
-            raise RequestError(413, f"request body is {int(declared):,} bytes; the limit is {MAX_BODY_BYTES:,} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise RequestError(413, f"request body is over the limit of {MAX_BODY_BYTES:,} bytes")
-    return bytes(body)
+def create_app(
+    predictor: Predictor,
+    *,
+    hosts: Iterable[str] = (),
+    any_ip: bool = False,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
+) -> HostGuard:
+    """The Starlette application serving ``predictor`` (load it once; it is shared by every request).
 
-
-def create_app(predictor: Predictor) -> Starlette:
-    """The Starlette application serving ``predictor`` (load it once; it is shared by every request)."""
+    Args:
+        hosts: names the ``Host`` header may carry besides LOOPBACK_HOSTS (``run`` passes ``--host``).
+            A test client must use one of them, e.g. ``TestClient(app, base_url="http://127.0.0.1")``.
+        any_ip: also accept any IP literal as ``Host`` (``run`` sets it when bound to every interface).
+        body_timeout: seconds a client has to send its whole request body (408 after that).
+    """
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
@@ -268,7 +196,8 @@ def create_app(predictor: Predictor) -> Starlette:
 
     service = InferenceService(predictor)
     static = _static_files()
-    model_json = json.dumps(service.model_info, separators=(",", ":")).encode()
+    model_json = json.dumps(json_safe(service.model_info), separators=(",", ":"), allow_nan=False).encode()
+    host_names = (*LOOPBACK_HOSTS, *hosts)
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=SECURITY_HEADERS)
@@ -289,10 +218,12 @@ def create_app(predictor: Predictor) -> Starlette:
 
     async def predict(request: Request) -> Response:
         try:
-            payload = parse_body(await _read_body(request))
+            payload = parse_body(await read_body(request, body_timeout))
             body = await run_in_threadpool(service.predict, payload)
         except RequestError as exc:
             return error(exc.status, exc.message)
+        except ClientGone:  # nobody to answer: an empty response that uvicorn drops, and nothing logged
+            return Response(status_code=400)
         return Response(body, media_type="application/json", headers=SECURITY_HEADERS)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -311,7 +242,8 @@ def create_app(predictor: Predictor) -> Starlette:
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.state.service = service
-    return app
+
+    return HostGuard(app, host_names, any_ip=any_ip)
 
 
 # --- running it ------------------------------------------------------------------------------------
@@ -357,10 +289,11 @@ def run(checkpoint: str | os.PathLike | None = None, *, host: str = "127.0.0.1",
         if checkpoint is None:
             raise CheckpointError("no trained model found in ./runs; train one first with: convprop train")
     predictor = Predictor(checkpoint)
-    app = create_app(predictor)
     sock = _bind(host, port)
+    bound = ipaddress.ip_address(sock.getsockname()[0])
+    app = create_app(predictor, hosts=(host, str(bound)), any_ip=bound.is_unspecified)
     url = page_url(sock)
-    if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+    if not bound.is_loopback:
         print(
             f"convprop: warning: listening on {host}, so the page is reachable from other machines "
             "(there is no authentication); use --host 127.0.0.1 to keep it on this one",

@@ -4,11 +4,18 @@
 
     runs/<timestamp>/
       model.safetensors        the checkpoint of the last completed epoch (written atomically)
-      metrics.json             config, versions, per-epoch loss/accuracy/timings, final test metrics
+      metrics.json             status, config, versions, per-epoch loss/accuracy/timings, final test metrics
       learning_curves.png  confusion_matrix.png  filters.png  feature_maps.png  worst.png
 
+Every option, the data set and the model are checked before the run directory is created, so a
+refused run leaves nothing behind. ``metrics.json`` is strict JSON (a NaN or infinite number is written
+as ``null``) and is rewritten atomically with a ``"status"``: ``"running"`` from the start (so a run
+that was killed says so), then ``"finished"``, ``"interrupted"`` (Ctrl-C) or ``"diverged"``.
+
 Ctrl-C stops training cleanly: the checkpoint of the last completed epoch stays, and metrics and
-plots are written for the epochs that finished.
+plots are written for the epochs that finished. A loss or weight that stops being finite stops the
+run with :class:`TrainingDivergedError` naming the epoch and step; the checkpoint of the last epoch
+whose weights were finite stays (a non-finite one is never written over it).
 """
 
 from __future__ import annotations
@@ -29,18 +36,20 @@ import numpy as np
 
 from . import __version__, checkpoint, data, distributed, nn, optim
 from .errors import ArgumentError, ConfigError
-from .fileio import write_text_atomic
+from .fileio import write_json_atomic
 from .functional import ALGORITHMS
 from .functional.activation import softmax
 from .functional.loss import cross_entropy
 from .functional.validation import check_at_least, check_positive_int
 from .metrics import confusion_matrix, precision_recall
 from .models import MODELS, build_model, feature_maps
+from .run_status import Diverged, TrainingDivergedError, check_finite, diverged_error, saved_epoch
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "step", "cosine")
 CHECKPOINT_NAME = "model.safetensors"
 PLOT_NAMES = ("learning_curves.png", "confusion_matrix.png", "filters.png", "feature_maps.png", "worst.png")
+METRICS_NAME = "metrics.json"
 
 
 def option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
@@ -92,7 +101,11 @@ class TrainConfig:
         "auto", "convolution algorithm (auto picks the fastest for each shape)", ("auto", *ALGORITHMS)
     )
     data_dir: str | None = option(None, "folder with the four IDX files of mnist/fashion-mnist (skips the download)")
-    force: bool = option(False, "allow writing into a run directory that already has files")
+    force: bool = option(
+        False,
+        "allow writing into a run directory that already has files (the checkpoint, metrics and plots "
+        "of an earlier run there are removed when training starts)",
+    )
     progress: bool = option(True, "show a progress bar per epoch")
 
     def validate(self) -> None:
@@ -104,6 +117,8 @@ class TrainConfig:
             check_at_least(self.weight_decay, "weight_decay", 0.0)
         except ArgumentError as exc:  # the shared check's message, as an option error
             raise ConfigError(str(exc)) from None
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.dataset not in data.DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
         if self.model not in MODELS:
@@ -148,6 +163,7 @@ class RunResult:
     test: Evaluation | None
     interrupted: bool = False
     files: list[Path] = field(default_factory=list)
+    status: str = "finished"  # one of run_status.STATUSES (never "running" once fit has returned)
 
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> Evaluation:
@@ -190,8 +206,24 @@ def make_schedule(config: TrainConfig, opt: optim.Optimizer) -> optim.LRSchedule
     return None
 
 
+def check_run_dir(config: TrainConfig) -> None:
+    """Refuse an --out-dir that cannot be used, without creating anything: not a directory, or has files."""
+    if not config.out_dir:
+        return
+    run_dir = Path(config.out_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output path {str(run_dir)!r} exists and is not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
+        raise ConfigError(f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force")
+
+
 def prepare_run_dir(config: TrainConfig) -> Path:
-    """Create the run directory; refuse to write into one that has files unless ``force``."""
+    """Create the run directory; refuse to write into one that has files unless ``force``.
+
+    With ``force``, the files an earlier run wrote there (checkpoint, metrics, plots: our own names
+    only) are removed first, so an early Ctrl-C or a divergence cannot leave the earlier run's
+    checkpoint next to this run's metrics. Other files in the directory are left alone.
+    """
     if not config.out_dir:  # a new directory per run, even for two runs started in the same second
         stem = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         for n in range(1, 1000):
@@ -202,15 +234,15 @@ def prepare_run_dir(config: TrainConfig) -> Path:
             except FileExistsError:
                 continue
         raise ConfigError(f"could not create a new run directory next to {stem}")
+    check_run_dir(config)
     run_dir = Path(config.out_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"output path {str(run_dir)!r} exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not config.force:
-        raise ConfigError(f"run directory {str(run_dir)!r} already has files; choose another --out-dir or pass --force")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # permission denied, read-only file system, a file in the way, ...
         raise ConfigError(f"cannot create run directory {str(run_dir)!r}: {exc.strerror}") from None
+    for name in (CHECKPOINT_NAME, METRICS_NAME, *PLOT_NAMES):
+        if (run_dir / name).is_file():
+            (run_dir / name).unlink()
     return run_dir
 
 
@@ -282,19 +314,25 @@ def train_epoch(
 
     Under MPI (``world.size > 1``) each rank trains on its shard of every global batch (augmented whole,
     so the run does not depend on the number of ranks) and the gradients are allreduced before the step.
+
+    Raises Diverged at the first step whose loss is NaN or infinite; under MPI at the end of the epoch
+    instead, once the summed loss (non-finite if any rank's was) tells every rank at the same point.
     """
     world = world or distributed.world()
     model.train()
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
     with _progress(len(x), desc, config.progress and world.rank == 0) as bar:
-        for xb_global, yb_global in data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng):
+        batches = data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng)
+        for step, (xb_global, yb_global) in enumerate(batches, 1):
             xb_global = distort(xb_global, config, rng, fill)
             xb, yb = world.shard_batch(xb_global, yb_global)  # the whole batch on one process
             opt.zero_grad()
             if len(yb):  # a rank whose shard of a short last batch is empty contributes zero gradient
                 logits = model(xb)
                 loss, grad = cross_entropy(logits, yb)
+                if not np.isfinite(loss) and world.size == 1:  # under MPI every rank must reach the allreduce
+                    raise Diverged(step, f"the training loss is {float(loss)}")
                 model.backward(grad, input_grad=False)  # the images need no gradient: the first layer skips it
             world.allreduce_grads(model, weight=len(yb) / len(yb_global))  # b_r/B: 1 rank's mean-loss gradient
             opt.step()
@@ -322,10 +360,18 @@ def print_line(line: str) -> None:
 
 
 def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunResult:
-    """Train ``config.model`` on ``config.dataset``, evaluating on the test split after every epoch."""
+    """Train ``config.model`` on ``config.dataset``, evaluating on the test split after every epoch.
+
+    Raises:
+        ConfigError: an impossible option, or --out-dir has files and no --force;
+        DataError / DownloadError: the data set cannot be read. All of these before the run
+        directory is created.
+        TrainingDivergedError: the loss or the weights stopped being finite (metrics.json then has
+        ``"status": "diverged"`` and the last good checkpoint, if any epoch finished, is kept).
+    """
     config.validate()
     world = distributed.world()  # one process unless started by mpiexec; then rank 0 alone writes and logs
-    run_dir = Path(world.on_rank_zero(lambda: str(prepare_run_dir(config))))
+    world.on_rank_zero(lambda: _checked_run_dir(config))  # refused here on every rank, before any work
     log = log if world.rank == 0 else _silent
     rng = np.random.default_rng(config.seed)
     dataset = data.load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed)
@@ -345,6 +391,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     world.share_dropout_masks(model)
     opt = make_optimizer(config, model.parameters())
     schedule = make_schedule(config, opt)
+    run_dir = Path(world.on_rank_zero(lambda: str(prepare_run_dir(config))))  # only now: all above can refuse
     log(
         f"convprop {__version__}: training {config.model} on {config.dataset} "
         f"({len(x_train)} train / {len(x_test)} test images, "
@@ -360,15 +407,27 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     }
     history: list[dict[str, Any]] = []  # one record per epoch whose checkpoint is safely on disk
     test: Evaluation | None = None
-    interrupted = False
+    status = "running"
+    diverged: TrainingDivergedError | None = None
+    record: dict[str, Any] | None = None  # the epoch being saved, until it is in history
     ckpt = run_dir / CHECKPOINT_NAME
+    if world.rank == 0:
+        _write_metrics(run_dir, config, history, None, dataset.classes, status)  # a killed run says "running"
     try:
         for epoch in range(1, config.epochs + 1):
             desc = f"epoch {epoch}/{config.epochs}"
-            train_loss, train_acc, seconds = train_epoch(
-                model, opt, x_train, y_train, config, rng, desc, world, fill=background
-            )
-            test = world.evaluate(model, x_test, y_test)  # sharded over the ranks; `evaluate` on one process
+            try:  # overflow warnings are not printed: a non-finite loss or weight is detected and reported
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    train_loss, train_acc, seconds = train_epoch(
+                        model, opt, x_train, y_train, config, rng, desc, world, fill=background
+                    )
+                    test = world.evaluate(model, x_test, y_test)  # sharded over the ranks; `evaluate` on one process
+                check_finite(model, test)
+                if not np.isfinite(train_loss):  # under MPI: some rank's loss was not finite
+                    raise Diverged(None, f"the training loss is {train_loss}")
+            except Diverged as exc:
+                diverged = diverged_error(config, epoch, exc, ckpt if history else None)
+                break
             record = {
                 "epoch": epoch,
                 "lr": opt.lr,
@@ -388,31 +447,40 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
                 f"{len(x_train) / seconds:.0f} img/s"
             )
             if world.rank == 0:
-                _write_metrics(run_dir, config, history, test, dataset.classes, interrupted=False)
+                _write_metrics(run_dir, config, history, test, dataset.classes, status)
             if schedule is not None:
                 schedule.step()
+        status = "diverged" if diverged else "finished"
     except KeyboardInterrupt:
-        interrupted = True
+        status = "interrupted"
         if world.rank != 0:  # under MPI rank 0 alone wraps up, with no collective that could wait forever
-            return RunResult(run_dir, history, test, interrupted)
-        saved = int(checkpoint.metadata(ckpt).get("epoch", 0)) if ckpt.exists() else 0
-        if saved == len(history) + 1:  # interrupted between saving an epoch and recording it
+            return RunResult(run_dir, history, test, True, status=status)
+        # interrupted between saving this run's epoch and recording it (--force removed any earlier checkpoint)
+        if record is not None and record["epoch"] == len(history) + 1 and saved_epoch(ckpt) == record["epoch"]:
             history.append(record)
         kept = f"the checkpoint from epoch {len(history)}" if history else "no checkpoint (no epoch finished)"
         log(f"\ninterrupted: keeping {kept} in {run_dir}")
-        if history:
-            model = checkpoint.load(ckpt)  # the last good weights, not the half-updated ones
-            test = evaluate(model, x_test, y_test)
-    if world.rank != 0:
-        return RunResult(run_dir, history, test, interrupted)
+    if world.rank != 0:  # (rank 0 alone reports a divergence: one error line, not one per rank)
+        return RunResult(run_dir, history, test, False, status=status)
+    if status != "finished" and history:
+        model = checkpoint.load(ckpt)  # the last good weights, not the half-updated (or non-finite) ones
+        test = evaluate(model, x_test, y_test)
+    elif not history:
+        test = None
     files = [ckpt] if history else []
-    if history:
-        assert test is not None  # every recorded epoch evaluated the test split
-        files.append(_write_metrics(run_dir, config, history, test, dataset.classes, interrupted))
+    files.append(_write_metrics(run_dir, config, history, test, dataset.classes, status))
+    if history and test is not None:
         files += write_plots(run_dir, model, history, test, x_test, dataset.test_images, y_test, dataset.classes)
         log(f"test accuracy: {100 * test.accuracy:.2f}%")
         log(f"saved {', '.join(p.name for p in files)} in {run_dir}")
-    return RunResult(run_dir, history, test, interrupted, files)
+    if diverged is not None:
+        raise diverged
+    return RunResult(run_dir, history, test, status == "interrupted", files, status)
+
+
+def _checked_run_dir(config: TrainConfig) -> str:
+    check_run_dir(config)
+    return ""
 
 
 def _silent(line: str) -> None:
@@ -423,17 +491,23 @@ def _write_metrics(
     run_dir: Path,
     config: TrainConfig,
     history: list[dict[str, Any]],
-    test: Evaluation,
+    test: Evaluation | None,
     classes: Sequence[str],
-    interrupted: bool,
+    status: str,
 ) -> Path:
-    precision, recall = test.per_class()
-    report = {
+    """metrics.json, strict JSON (non-finite numbers as null), with ``status`` one of STATUSES."""
+    report: dict[str, Any] = {
+        "status": status,
         "config": dataclasses.asdict(config),
         "versions": versions(),
         "epochs": history,
-        "interrupted": interrupted,
-        "test": {
+        "interrupted": status == "interrupted",
+        "test": None,
+        "total_train_seconds": sum(h["seconds"] for h in history),
+    }
+    if test is not None:
+        precision, recall = test.per_class()
+        report["test"] = {
             "loss": test.loss,
             "accuracy": test.accuracy,
             "per_class": {
@@ -441,10 +515,8 @@ def _write_metrics(
                 for c, p, r in zip(classes, precision, recall, strict=True)
             },
             "confusion_matrix": test.confusion.tolist(),
-        },
-        "total_train_seconds": sum(h["seconds"] for h in history),
-    }
-    return write_text_atomic(run_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+        }
+    return write_json_atomic(run_dir / METRICS_NAME, report)
 
 
 def write_plots(
@@ -460,7 +532,7 @@ def write_plots(
     """The five pictures of a run (see the module docstring)."""
     from . import plots
 
-    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     true_prob = test.probabilities[np.arange(len(y_test)), y_test]
     worst = np.argsort(true_prob)[:16]  # lowest probability given to the right answer
     sample = int(np.argmax(test.predictions == y_test))  # a correctly classified test digit
@@ -468,7 +540,7 @@ def write_plots(
     return [
         plots.plot_learning_curves(history, run_dir / "learning_curves.png"),
         plots.plot_confusion_matrix(test.confusion, classes, run_dir / "confusion_matrix.png"),
-        plots.plot_filters(first_conv.weight.data, run_dir / "filters.png"),
+        *([plots.plot_filters(first_conv.weight.data, run_dir / "filters.png")] if first_conv else []),
         plots.plot_feature_maps(raw_test_images[sample, 0], maps, run_dir / "feature_maps.png"),
         plots.plot_worst(
             raw_test_images[worst],

@@ -61,8 +61,20 @@ FIGURES = {
         CLASSES,
         p,
     ),
+    "feature_maps_none": lambda p: plots.plot_feature_maps(RNG.uniform(size=(28, 28)), [], p),  # no conv layers
     "worst_one": lambda p: plots.plot_worst(RNG.uniform(size=(1, 8, 8)), [4], [9], [0.97], CLASSES, p),
 }
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".pdf", ".png.tmp", ""])
+@pytest.mark.parametrize("name", ["learning_curves", "confusion_matrix", "filters_gray", "feature_maps", "worst"])
+def test_an_extension_other_than_png_is_refused_before_anything_is_written(tmp_path, name, suffix):
+    from convprop.errors import ArgumentError
+
+    path = tmp_path / f"{name}{suffix}"
+    with pytest.raises(ArgumentError, match=r"cannot write a PNG plot to .*: it has .*, expected '\.png'"):
+        FIGURES[name](path)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", FIGURES)
@@ -107,7 +119,6 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         (lambda p: plots.plot_feature_maps(np.zeros((2, 28, 28)), [("c", np.zeros((1, 4, 4)))], p), r"\(2, 28, 28\)"),
         (lambda p: plots.plot_feature_maps(np.zeros((28, 28)), [("conv1", np.zeros((4, 4)))], p), r"conv1.*\(4, 4\)"),
         (lambda p: plots.plot_feature_maps(np.zeros((28, 28)), [np.zeros((1, 4, 4))], p), "pair"),
-        (lambda p: plots.plot_feature_maps(np.zeros((28, 28)), [], p), "empty"),
         (
             lambda p: plots.plot_worst(np.zeros((3, 2, 8, 8)), [0] * 3, [1] * 3, [0.5] * 3, CLASSES, p),
             r"\(3, 2, 8, 8\)",
@@ -130,7 +141,6 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         "fm-image",
         "fm-map",
         "fm-pair",
-        "fm-empty",
         "worst-channels",
         "worst-labels",
         "worst-range",
@@ -139,6 +149,33 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
 )
 def test_bad_inputs_raise_before_writing(tmp_path, call, message):
     with pytest.raises(ValueError, match=message):
+        call(tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+BAD_TYPES = [  # (call, message): wrong kinds of value, quoted plainly (no "not iterable", no NumPy message)
+    (lambda p: plots.plot_learning_curves([1, 2], p), r"history\[0\] must be a dict with keys"),
+    (lambda p: plots.plot_learning_curves("abc", p), "history must be a list of per-epoch dicts, got str"),
+    (
+        lambda p: plots.plot_learning_curves([{**HISTORY[0], "train_loss": "x"}], p),
+        "history's 'train_loss' values must be an array of numbers",
+    ),
+    (lambda p: plots.plot_filters([["a"]], p), "weight must be an array of numbers, got list"),
+    (
+        lambda p: plots.plot_feature_maps(np.zeros((8, 8)), 5, p),
+        r"maps must be a list of \(label, array\) pairs",
+    ),
+    (lambda p: plots.plot_feature_maps(np.zeros((8, 8)), [("c", "x")], p), r"maps\[0\] \('c'\) must be an array"),
+    (lambda p: plots.plot_worst(np.zeros((1, 8, 8)), [0], [0], [0.5], 5, p), "classes must be a list of class names"),
+    (lambda p: plots.plot_worst(np.zeros((1, 8, 8)), [0.5], [0], [0.5], CLASSES, p), "true_labels must hold integer"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), BAD_TYPES)
+def test_values_of_the_wrong_kind_are_refused_plainly(tmp_path, call, message):
+    from convprop.errors import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError, match=message):
         call(tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
 

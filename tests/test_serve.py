@@ -24,6 +24,7 @@ from convprop.models import build_model
 from convprop.serve import MAX_BODY_BYTES, create_app
 
 CLASSES = [str(d) for d in range(10)]
+LOCAL = "http://127.0.0.1:8000"  # the Host header the server accepts (TestClient's default "testserver" is refused)
 
 
 def save_untrained(directory, image_size=(28, 28)):
@@ -59,7 +60,7 @@ def app(ckpt):
 @pytest.fixture(scope="module")
 def client(app):
     # raise_server_exceptions=True (the default): a user mistake that reached the 500 handler fails the test
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
 
 
@@ -215,7 +216,12 @@ BAD_BODIES = [  # (id, body, status, words the message must contain)
     ("pixels-bool", pixels_with("true"), 422, "got true"),
     ("pixels-nan", pixels_with("NaN"), 400, "NaN is not a valid JSON number"),
     ("pixels-infinity", pixels_with("-Infinity"), 400, "-Infinity is not a valid JSON number"),
-    ("pixels-overflow", pixels_with("1e400"), 422, "infinite"),
+    ("pixels-overflow", pixels_with("1e400"), 422, "[3][5] is inf (an infinite value)"),
+    ("pixels-huge-int", pixels_with("1" + "0" * 400), 422, "[3][5] is an integer of 401 digits"),
+    ("pixels-int-2", pixels_with("2"), 422, "[3][5] is 2"),
+    ("pixels-too-many-digits", pixels_with("1" * 5000), 400, "not valid JSON"),
+    ("pixels-object", pixels_with('{"v": 1}'), 422, '[3][5] must be a number in [0, 1], got {"v": 1}'),
+    ("pixels-nested", pixels_with("[0.5]"), 422, "[3][5] must be a number in [0, 1], got [0.5]"),
     ("pixels-above-1", pixels_with("1.5"), 422, "[3][5] is 1.5"),
     ("pixels-negative", pixels_with("-0.25", 0, 27), 422, "[0][27] is -0.25"),
 ]
@@ -312,7 +318,7 @@ def test_lying_content_length_is_caught(app):
 
 @pytest.mark.parametrize("length", ["abc", "-5"])
 def test_invalid_content_length(app, length):
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         r = c.post(
             "/api/predict", content=b"{}", headers={"content-type": "application/json", "content-length": length}
         )
@@ -327,7 +333,7 @@ def test_unexpected_errors_are_a_json_500_without_traceback(ckpt, monkeypatch):
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(service.predictor, "analyse", broken)
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as c:
         r = post_json(c, {"png": png_b64(2)})
     assert r.status_code == 500
     assert r.json() == {"error": "internal server error (details are in the server's log)"}
@@ -362,7 +368,7 @@ def test_concurrent_requests_match_sequential_ones(ckpt):
     predictor.analyse = analyse_counting_overlap
     bodies = [{"png": png_b64(d, size=(100 + 7 * d, 140), offset=(d - 5, 0))} for d in range(10)]
     jobs = [bodies[i % 10] for i in range(24)]
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         sequential = [post_json(c, b).json() for b in bodies]
         concurrent_phase.set()
         with ThreadPoolExecutor(max_workers=8) as pool:

@@ -85,7 +85,7 @@ def cross_entropy(
     if (
         isinstance(label_smoothing, bool)
         or not isinstance(label_smoothing, numbers.Real)
-        or not 0 <= label_smoothing <= 1
+        or not 0 <= float(label_smoothing) <= 1  # NaN fails this too
     ):
         raise ArgumentError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     eps = float(label_smoothing)
@@ -117,16 +117,19 @@ def binary_cross_entropy_with_logits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid + binary cross-entropy in one stable step, as ``F.binary_cross_entropy_with_logits``.
 
-    ``-(t·log σ(z) + (1 - t)·log(1 - σ(z)))`` simplifies to the overflow-free::
+    ``-(t·log σ(z) + (1 - t)·log(1 - σ(z)))`` simplifies to the overflow-free (PyTorch's form, so that
+    infinite logits give PyTorch's inf or NaN: ``(1 - t)·z`` is NaN for z = -inf, t = 1)::
 
-        loss_i = max(z_i, 0) - z_i·t_i + log1p(exp(-|z_i|))          d/dz_i = σ(z_i) - t_i
+        loss_i = (1 - t_i)·z_i - log σ(z_i),   log σ(z) = min(z, 0) - log1p(exp(-|z|))
+        d/dz_i = σ(z_i) - t_i
 
     Shapes:
         logits, target: the same shape; target in [0, 1] (soft labels allowed); grad like logits.
     """
     logits, target = _input_and_target(logits, target, "logits")
     reduction = _check_reduction(reduction)
-    losses = np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits)))
+    log_sigmoid = np.minimum(logits, 0) - np.log1p(np.exp(-np.abs(logits)))
+    losses = (1 - target) * logits - log_sigmoid
     return _reduce(losses, _sigmoid(logits) - target, reduction, logits.size)
 
 
@@ -148,13 +151,14 @@ def binary_cross_entropy(
     after a sigmoid: it is exact where this one saturates.
 
     Shapes:
-        probs, target: the same shape; probs in [0, 1]; grad like probs.
+        probs, target: the same shape, both in [0, 1] (NaN refused, as PyTorch); grad like probs.
     """
     probs, target = _input_and_target(probs, target, "probs")
     reduction = _check_reduction(reduction)
-    if probs.size and not ((probs >= 0) & (probs <= 1)).all():
-        bad = float(probs[~((probs >= 0) & (probs <= 1))].flat[0])
-        raise ArgumentError(f"probs must all be in [0, 1], got {bad!r}")
+    for name, values in (("probs", probs), ("target", target)):  # NaN fails both comparisons: refused, as PyTorch
+        outside = ~((values >= 0) & (values <= 1))
+        if outside.any():
+            raise ArgumentError(f"{name} must all be in [0, 1], got {float(values[outside].flat[0])!r}")
     with np.errstate(divide="ignore"):  # log(0) = -inf, clamped just below
         log_p = np.maximum(np.log(probs), _LOG_FLOOR)
         log_1mp = np.maximum(np.log1p(-probs), _LOG_FLOOR)
