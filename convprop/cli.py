@@ -44,6 +44,10 @@ EXAMPLES = {
         examples:
           convprop export runs/20261121-101500 digits.onnx      # then: onnxruntime, or convprop predict digits.onnx
           convprop export model.safetensors model.onnx --opset 18""",
+    "explain": """
+        examples:
+          convprop explain runs/20261121-101500 my_seven.png                # why the predicted class?
+          convprop explain runs/20261121-101500 my_seven.png --target 1 --out why_not_one.png""",
     "gradcheck": """
         examples:
           convprop gradcheck            # every layer type, float64 central differences""",
@@ -130,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=int, help="ONNX opset to write (default: convprop.onnx.DEFAULT_OPSET)")
     p.add_argument("--force", action="store_true", help="overwrite OUT.onnx if it exists")
+    p = _parser_for("explain", sub, "why that class: saliency, gradient x input, Grad-CAM, every conv layer's gradient")
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--target", type=int, help="the class index to explain (default: the predicted class)")
+    p.add_argument("--out", help="PNG to write (default: <image name>_explain.png next to the image)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
     p = _parser_for("gradcheck", sub, "check every layer's backward pass against finite differences")
     p.add_argument("--seed", type=int, default=0)
@@ -246,6 +256,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist")
     model, meta = load_model_file(source)
     image_size = json.loads(meta.get("image_size", "[28, 28]"))
     kept: dict[str, str] = {k: meta[k] for k in ("classes", "image_size", "normalization", "dataset") if k in meta}
@@ -253,6 +265,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(
         f"{source} -> {out} (ONNX opset {args.opset or DEFAULT_OPSET}, input (N, 1, {image_size[0]}, {image_size[1]}))"
     )
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+    from .inference import Predictor
+    from .plots_explain import plot_explanation
+
+    predictor = Predictor(args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.image).with_name(Path(args.image).stem + "_explain.png")
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist (choose another --out)")
+    x = predictor.preprocess(args.image)  # (1, H, W) in [0, 1]: the gradients are with respect to this picture
+    result = explain(predictor.model, x, args.target, normalization=predictor.normalization)
+    plot_explanation(x, result, predictor.classes, out)
+    predicted = predictor.classes[int(result.logits[0].argmax())]
+    print(f"{args.image}: predicted {predicted}; explained class {predictor.classes[int(result.target[0])]}; "
+          f"figure written to {out}")  # fmt: skip
     return 0
 
 
@@ -288,6 +320,7 @@ COMMANDS: dict[str, typing.Callable[[argparse.Namespace], int]] = {
     "predict": cmd_predict,
     "inspect": cmd_inspect,
     "export": cmd_export,
+    "explain": cmd_explain,
     "gradcheck": cmd_gradcheck,
     "serve": cmd_serve,
 }

@@ -240,6 +240,9 @@ def create_app(
         Route("/api/model", model),
         Route("/api/predict", predict, methods=["POST"]),
     ]
+    from . import serve_explain  # the backward-pass routes: /api/explain, /api/learn, /learn (its docstring)
+
+    routes += serve_explain.routes(service, static, error, lambda request: read_body(request, body_timeout))
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: internal_error})
     app.state.service = service
 

@@ -84,6 +84,8 @@ def test_export_refuses_to_overwrite_and_names_bad_opsets(run_dir, exported, cap
     assert "exists; pass --force" in capsys.readouterr().err
     assert cli.main(["export", str(run_dir), str(exported.with_name("x.onnx")), "--opset", "9"]) == 2
     assert "opset must be an int from 13" in capsys.readouterr().err
+    assert cli.main(["export", str(run_dir), str(exported.parent / "missing" / "x.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_a_broken_onnx_file_is_one_line(tmp_path, capsys):

@@ -15,12 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
 from . import conv_depthwise, conv_direct, conv_gemm, conv_im2col, conv_memory, conv_scipy
 from .conv_algorithm import ConvAlgorithm, ConvGeometry, SavesColumns
 from .geometry import (
     AXIS_NAMES,
+    PadArg,
+    SizeArg,
     Window,
     check_padding_mode,
     check_pads_for_mode,
@@ -80,7 +83,18 @@ def check_groups(groups: object, counts: dict[str, int]) -> int:
     return groups
 
 
-def _resolve(x, weight, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name):
+def _resolve(
+    x: ArrayLike,
+    weight: ArrayLike,
+    ndim: int,
+    stride: SizeArg,
+    padding: PadArg | str,
+    dilation: SizeArg,
+    groups: int,
+    padding_mode: str,
+    algorithm: str,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray, ConvGeometry, ConvAlgorithm, bool]:
     """Validate every argument; return (x batched, weight, geometry, algorithm, unbatched)."""
     x = as_float_array(x, "x")
     weight = as_float_array(weight, "weight")
@@ -155,7 +169,7 @@ class ConvContext:
     unbatched: bool
 
 
-def check_bias(bias, channels: int) -> np.ndarray | None:
+def check_bias(bias: ArrayLike | None, channels: int) -> np.ndarray | None:
     if bias is None:
         return None
     bias = as_float_array(bias, "bias")
@@ -170,7 +184,21 @@ def add_bias(y: np.ndarray, bias: np.ndarray | None) -> None:
         y += bias.reshape(-1, *(1,) * (y.ndim - 2))  # (O, 1, ..., 1)
 
 
-def forward_nd(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, *, keep: bool, name):
+def forward_nd(
+    ndim: int,
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None,
+    stride: SizeArg,
+    padding: PadArg | str,
+    dilation: SizeArg,
+    groups: int,
+    padding_mode: str,
+    algorithm: str,
+    *,
+    keep: bool,
+    name: str,
+) -> tuple[np.ndarray, ConvContext | None]:
     """The convolution with ``ndim`` spatial axes; returns (y, context or None)."""
     x, weight, geo, algo, unbatched = _resolve(
         x, weight, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name
@@ -188,7 +216,7 @@ def forward_nd(ndim, x, weight, bias, stride, padding, dilation, groups, padding
     return (y[0] if unbatched else y), context
 
 
-def check_grad_output(grad_output, expected: tuple[int, ...], unbatched: bool) -> np.ndarray:
+def check_grad_output(grad_output: ArrayLike, expected: tuple[int, ...], unbatched: bool) -> np.ndarray:
     """grad_output as a float array of the forward output's ``expected`` (batched) shape → batched."""
     grad_output = as_float_array(grad_output, "grad_output")
     shown = expected[1:] if unbatched else expected
@@ -197,7 +225,20 @@ def check_grad_output(grad_output, expected: tuple[int, ...], unbatched: bool) -
     return grad_output[None] if unbatched else grad_output
 
 
-def backward_nd(ndim, grad_output, x, weight, stride, padding, dilation, groups, padding_mode, algorithm, *, name):
+def backward_nd(
+    ndim: int,
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: SizeArg,
+    padding: PadArg | str,
+    dilation: SizeArg,
+    groups: int,
+    padding_mode: str,
+    algorithm: str,
+    *,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, weight, geo, algo, unbatched = _resolve(
         x, weight, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name
     )
@@ -207,19 +248,21 @@ def backward_nd(ndim, grad_output, x, weight, stride, padding, dilation, groups,
     return _backward(dy, ConvContext(geo, algo, weight, xp, None, unbatched))
 
 
-def conv_backward_from_context(grad_output, context: ConvContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def conv_backward_from_context(
+    grad_output: ArrayLike, context: ConvContext
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``conv{1,2,3}d_backward`` for the forward pass that ``conv{1,2,3}d_with_context`` recorded."""
     dy = _context_grad_output(grad_output, context)
     return _backward(dy, context)
 
 
-def conv_param_grads_from_context(grad_output, context: ConvContext) -> tuple[np.ndarray, np.ndarray]:
+def conv_param_grads_from_context(grad_output: ArrayLike, context: ConvContext) -> tuple[np.ndarray, np.ndarray]:
     """(grad_weight, grad_bias) of a recorded forward pass, without the input's gradient (for a
     first layer, whose input is data)."""
     return _param_grads(_context_grad_output(grad_output, context), context)
 
 
-def _context_grad_output(grad_output, context: ConvContext) -> np.ndarray:
+def _context_grad_output(grad_output: ArrayLike, context: ConvContext) -> np.ndarray:
     expected = (context.xp.shape[0], context.weight.shape[0], *context.geo.out_size)
     dy = check_grad_output(grad_output, expected, context.unbatched)
     check_same_dtype(grad_output=dy, x=context.xp)
@@ -246,7 +289,17 @@ def _param_grads(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarr
 # ------------------------------------------------------------------------------------ the public functions
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
+def conv2d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: SizeArg = 1,
+    padding: PadArg | str = 0,
+    dilation: SizeArg = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    algorithm: str = "auto",
+) -> np.ndarray:
     """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (plus PyTorch's padding modes).
 
     Forward, with x already padded (pads resolved from ``padding`` and filled per ``padding_mode``)::
@@ -278,7 +331,17 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padd
                       name="conv2d")[0]  # fmt: skip
 
 
-def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
+def conv1d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: SizeArg = 1,
+    padding: PadArg | str = 0,
+    dilation: SizeArg = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    algorithm: str = "auto",
+) -> np.ndarray:
     """1-D cross-correlation, as ``torch.nn.functional.conv1d``: :func:`conv2d` with one spatial axis::
 
         y[n, o, i] = b[o] + Σ_{c in group(o)} Σ_k w[o, c, k] · x[n, g·Cg + c, i·s + k·d]
@@ -293,7 +356,17 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padd
                       name="conv1d")[0]  # fmt: skip
 
 
-def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"):
+def conv3d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: SizeArg = 1,
+    padding: PadArg | str = 0,
+    dilation: SizeArg = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    algorithm: str = "auto",
+) -> np.ndarray:
     """3-D cross-correlation, as ``torch.nn.functional.conv3d``: :func:`conv2d` with three spatial axes::
 
         y[n, o, i, j, l] = b[o] + Σ_{c in group(o)} Σ_{t} w[o, c, t] · x[n, g·Cg + c, (i, j, l)·s + t·d]
@@ -310,8 +383,16 @@ def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padd
 
 
 def conv2d_backward(
-    grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"
-):
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: SizeArg = 1,
+    padding: PadArg | str = 0,
+    dilation: SizeArg = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    algorithm: str = "auto",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv2d` with respect to x, weight and bias.
 
     With δ = grad_output and x padded as in the forward pass::
@@ -334,8 +415,16 @@ def conv2d_backward(
 
 
 def conv1d_backward(
-    grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"
-):
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: SizeArg = 1,
+    padding: PadArg | str = 0,
+    dilation: SizeArg = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    algorithm: str = "auto",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv1d`, :func:`conv2d_backward`'s formulas on one axis::
 
         dx_padded[n, c, i·s + k·d] += Σ_{o in group(c)} w[o, c, k] · δ[n, o, i]
@@ -349,8 +438,16 @@ def conv1d_backward(
 
 
 def conv3d_backward(
-    grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"
-):
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: SizeArg = 1,
+    padding: PadArg | str = 0,
+    dilation: SizeArg = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    algorithm: str = "auto",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv3d`, :func:`conv2d_backward`'s formulas on three axes.
 
     Shapes:
@@ -362,7 +459,15 @@ def conv3d_backward(
 
 
 def conv2d_with_context(
-    x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto"
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: SizeArg = 1,
+    padding: PadArg | str = 0,
+    dilation: SizeArg = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    algorithm: str = "auto",
 ) -> tuple[np.ndarray, ConvContext]:
     """:func:`conv2d`, also returning a :class:`ConvContext` for :func:`conv2d_backward_from_context`.
 
@@ -375,7 +480,17 @@ def conv2d_with_context(
 
 
 def conv_with_context(
-    x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", algorithm="auto", *, ndim
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: SizeArg = 1,
+    padding: PadArg | str = 0,
+    dilation: SizeArg = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    algorithm: str = "auto",
+    *,
+    ndim: int,
 ) -> tuple[np.ndarray, ConvContext]:
     """:func:`conv2d_with_context` for ``ndim`` spatial axes (1, 2 or 3: conv1d, conv2d, conv3d)."""
     y, context = forward_nd(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,

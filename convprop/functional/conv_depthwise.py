@@ -44,7 +44,9 @@ def supports(geo: ConvGeometry) -> str | None:
 
 
 @njit(cache=True, fastmath=REASSOCIATE)
-def _forward(x, w, sh, sw, dh, dw, y):  # pragma: no cover - compiled
+def _forward(
+    x: np.ndarray, w: np.ndarray, sh: int, sw: int, dh: int, dw: int, y: np.ndarray
+) -> None:  # pragma: no cover - compiled
     N, O, OH, OW = y.shape
     KH, KW = w.shape[2], w.shape[3]
     Og = O // x.shape[1]
@@ -64,7 +66,9 @@ def _forward(x, w, sh, sw, dh, dw, y):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=REASSOCIATE)
-def _grad_input(dy, w, sh, sw, dh, dw, dx):  # pragma: no cover - compiled
+def _grad_input(
+    dy: np.ndarray, w: np.ndarray, sh: int, sw: int, dh: int, dw: int, dx: np.ndarray
+) -> None:  # pragma: no cover - compiled
     N, O, OH, OW = dy.shape
     C = dx.shape[1]
     KH, KW = w.shape[2], w.shape[3]
@@ -84,7 +88,9 @@ def _grad_input(dy, w, sh, sw, dh, dw, dx):  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=REASSOCIATE)
-def _grad_weight(dy, x, sh, sw, dh, dw, dwt):  # pragma: no cover - compiled
+def _grad_weight(
+    dy: np.ndarray, x: np.ndarray, sh: int, sw: int, dh: int, dw: int, dwt: np.ndarray
+) -> None:  # pragma: no cover - compiled
     N, O, OH, OW = dy.shape
     KH, KW = dwt.shape[2], dwt.shape[3]
     Og = O // x.shape[1]
@@ -118,7 +124,9 @@ def _is_3x3(geo: ConvGeometry) -> bool:
 
 
 @njit(cache=True)
-def _correlate_3x3(src, w, dst, flip, src_of, accumulate):  # pragma: no cover - compiled
+def _correlate_3x3(
+    src: np.ndarray, w: np.ndarray, dst: np.ndarray, flip: bool, src_of: int, accumulate: bool
+) -> None:  # pragma: no cover - compiled
     """dst[n, k, i, j] (+)= Σ_{a, b} w'[o, a, b] · src[n, s, i + a, j + b] for each channel pair (k, s):
     forward: k = o (output channel), s = o // Og; input gradient: k = o // Og, s = o, w' = w flipped."""
     N, O = src.shape[0], w.shape[0]
@@ -167,7 +175,7 @@ def _correlate_3x3(src, w, dst, flip, src_of, accumulate):  # pragma: no cover -
 
 
 @njit(cache=True, fastmath=REASSOCIATE)
-def _grad_weight_3x3(dy, x, dwt):  # pragma: no cover - compiled
+def _grad_weight_3x3(dy: np.ndarray, x: np.ndarray, dwt: np.ndarray) -> None:  # pragma: no cover - compiled
     """dw[o, 0, a, b] = Σ_{n, i, j} δ[n, o, i, j] · x[n, o // Og, i + a, j + b]: nine running sums per
     channel, each vectorised along the row, accumulated in float64 per image."""
     N, O, OH, OW = dy.shape
@@ -210,7 +218,8 @@ def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     if _is_3x3(geo):
         _correlate_3x3(x, weight, y, False, weight.shape[0] // x.shape[1], False)
     else:
-        _forward(x, weight, *geo.stride, *geo.dilation, y)
+        (sh, sw), (dh, dw) = geo.stride, geo.dilation  # 2-D (supports() checked)
+        _forward(x, weight, sh, sw, dh, dw, y)
     return y
 
 
@@ -223,7 +232,8 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -
         dyp = np.pad(grad_output, [(0, 0), (0, 0), (2, 2), (2, 2)])  # (N, O, OH + 4, OW + 4)
         _correlate_3x3(dyp, weight, dx, True, -(weight.shape[0] // groups), True)
     else:
-        _grad_input(grad_output, weight, *geo.stride, *geo.dilation, dx)
+        (sh, sw), (dh, dw) = geo.stride, geo.dilation
+        _grad_input(grad_output, weight, sh, sw, dh, dw, dx)
     return dx
 
 
@@ -233,5 +243,6 @@ def grad_weight(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np
     if _is_3x3(geo):
         _grad_weight_3x3(grad_output, x, dw)
     else:
-        _grad_weight(grad_output, x, *geo.stride, *geo.dilation, dw)
+        (sh, sw), (dil_h, dil_w) = geo.stride, geo.dilation  # (dw is the output here)
+        _grad_weight(grad_output, x, sh, sw, dil_h, dil_w, dw)
     return dw

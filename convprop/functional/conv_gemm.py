@@ -32,6 +32,7 @@ Letters as in ``conv_direct``; Kg = Cg·K_1···K_n, P = Q_1···Q_n (2-D: KH,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 from numba import njit
@@ -42,7 +43,9 @@ from .geometry import scatter_windows, windows
 
 
 @njit(cache=True)
-def _col2im_2d(cols, n0, sh, sw, dh, dw, dx):  # pragma: no cover - compiled
+def _col2im_2d(
+    cols: np.ndarray, n0: int, sh: int, sw: int, dh: int, dw: int, dx: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """dx[n0 + i, c, oh·sh + kh·dh, ow·sw + kw·dw] += cols[c, kh, kw, i, oh, ow]: the unfold's adjoint."""
     C, KH, KW, n, OH, OW = cols.shape
     for i in range(n):
@@ -56,7 +59,7 @@ def _col2im_2d(cols, n0, sh, sw, dh, dw, dx):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _col2im_unit(cols, n0, dx):  # pragma: no cover - compiled
+def _col2im_unit(cols: np.ndarray, n0: int, dx: np.ndarray) -> None:  # pragma: no cover - compiled
     """:func:`_col2im_2d` for stride 1 and no dilation: the index ``ow + kw`` is contiguous, so the
     inner loop vectorises (about 2.3× faster). Same additions in the same order."""
     C, KH, KW, n, OH, OW = cols.shape
@@ -96,12 +99,12 @@ def _per_image(C: int, geo: ConvGeometry) -> int:
     return C * math.prod(geo.kernel) * math.prod(geo.out_size)
 
 
-def _chunks(N: int, C: int, O: int, geo: ConvGeometry, itemsize: int):
+def _chunks(N: int, C: int, O: int, geo: ConvGeometry, itemsize: int) -> Iterator[slice]:
     budget = conv_memory.unfold_budget(N, C, geo.padded_size, O, geo.out_size, itemsize)
     return conv_memory.batch_chunks(N, _per_image(C, geo) * itemsize, budget)
 
 
-def _unfold_chunks(x: np.ndarray, geo: ConvGeometry, O: int):
+def _unfold_chunks(x: np.ndarray, geo: ConvGeometry, O: int) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield (chunk, cols): cols the (C, *K, n, *Q) unfolding of x[chunk], in one reused buffer."""
     N, C = x.shape[:2]
     per_image = _per_image(C, geo)
@@ -164,7 +167,8 @@ def _col2im(dcols: np.ndarray, n0: int, geo: ConvGeometry, dx: np.ndarray) -> No
     if geo.ndim == 2 and geo.stride == geo.dilation == (1, 1):
         _col2im_unit(dcols, n0, dx)
     elif geo.ndim == 2:
-        _col2im_2d(dcols, n0, *geo.stride, *geo.dilation, dx)
+        (sh, sw), (dh, dw) = geo.stride, geo.dilation
+        _col2im_2d(dcols, n0, sh, sw, dh, dw, dx)
     else:
         d = geo.ndim
         n = dcols.shape[1 + d]

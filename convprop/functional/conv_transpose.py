@@ -20,9 +20,11 @@ reaches. Letters: N batch, C = C_in channels of x, O = C_out output channels, G 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
 from .conv import (
@@ -37,7 +39,7 @@ from .conv import (
     spatial_shapes,
 )
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
-from .geometry import Pads, Sizes, Window, crop, dilated_size, is_per_side, ntuple, pad, per_side_pads
+from .geometry import PadArg, Pads, SizeArg, Sizes, Window, crop, dilated_size, is_per_side, ntuple, pad, per_side_pads
 from .validation import as_float_array, check_same_dtype
 
 
@@ -50,7 +52,9 @@ def transposed_pads(padding: object, ndim: int) -> Pads:
     return tuple((p, p) for p in ntuple(padding, ndim, "padding", minimum=0))
 
 
-def transposed_size(in_size: Sizes, kernel: Sizes, stride: Sizes, pads: Pads, dilation: Sizes, output_padding: Sizes):
+def transposed_size(
+    in_size: Sizes, kernel: Sizes, stride: Sizes, pads: Pads, dilation: Sizes, output_padding: Sizes
+) -> Sizes:
     """(L - 1)·s - pad_before - pad_after + d·(K - 1) + output_padding + 1, per axis."""
     return tuple(
         (n - 1) * s - pb - pa + dilated_size(k, d) + op
@@ -58,7 +62,14 @@ def transposed_size(in_size: Sizes, kernel: Sizes, stride: Sizes, pads: Pads, di
     )
 
 
-def conv_transpose_output_padding(in_size, output_size, kernel_size, stride=1, padding=0, dilation=1) -> Sizes:
+def conv_transpose_output_padding(
+    in_size: Sequence[int],
+    output_size: SizeArg,
+    kernel_size: SizeArg,
+    stride: SizeArg = 1,
+    padding: PadArg = 0,
+    dilation: SizeArg = 1,
+) -> Sizes:
     """The ``output_padding`` that makes a transposed convolution's output ``output_size`` (torch's
     ``output_size=`` option); an error quoting the reachable range when no output_padding can.
 
@@ -91,7 +102,18 @@ class TransposeContext:
     unbatched: bool
 
 
-def _resolve(x, weight, ndim, stride, padding, output_padding, groups, dilation, algorithm, name):
+def _resolve(
+    x: ArrayLike,
+    weight: ArrayLike,
+    ndim: int,
+    stride: SizeArg,
+    padding: PadArg,
+    output_padding: SizeArg,
+    groups: int,
+    dilation: SizeArg,
+    algorithm: str,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray, ConvGeometry, ConvAlgorithm, bool]:
     x = as_float_array(x, "x")
     weight = as_float_array(weight, "weight")
     check_weight(weight, ndim, name, "C_in, C_out/groups")
@@ -127,7 +149,19 @@ def _resolve(x, weight, ndim, stride, padding, output_padding, groups, dilation,
     return x, weight, geo, choose_algorithm(algorithm, geo), unbatched
 
 
-def _forward(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation, algorithm, name):
+def _forward(
+    ndim: int,
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None,
+    stride: SizeArg,
+    padding: PadArg,
+    output_padding: SizeArg,
+    groups: int,
+    dilation: SizeArg,
+    algorithm: str,
+    name: str,
+) -> tuple[np.ndarray, TransposeContext]:
     x, weight, geo, algo, unbatched = _resolve(
         x, weight, ndim, stride, padding, output_padding, groups, dilation, algorithm, name
     )
@@ -139,7 +173,9 @@ def _forward(ndim, x, weight, bias, stride, padding, output_padding, groups, dil
     return (y[0] if unbatched else y), TransposeContext(geo, algo, weight, x, unbatched)
 
 
-def _backward(dy: np.ndarray, ctx: TransposeContext, input_grad: bool = True):
+def _backward(
+    dy: np.ndarray, ctx: TransposeContext, input_grad: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     geo, algo = ctx.geo, ctx.algo
     dy_padded = pad(dy, geo.pads)  # (N, O, *padded_size), zeros: the adjoint of the crop
     dx = algo.forward(dy_padded, ctx.weight, geo) if input_grad else None  # (N, C, *in_size)
@@ -150,26 +186,49 @@ def _backward(dy: np.ndarray, ctx: TransposeContext, input_grad: bool = True):
     return dx, dw, db
 
 
-def _context_grad_output(grad_output, ctx: TransposeContext) -> np.ndarray:
+def _context_grad_output(grad_output: ArrayLike, ctx: TransposeContext) -> np.ndarray:
     dy = check_grad_output(grad_output, (ctx.x.shape[0], ctx.geo.in_channels, *ctx.geo.in_size), ctx.unbatched)
     check_same_dtype(grad_output=dy, x=ctx.x)
     return dy
 
 
 def conv_transpose_with_context(
-    x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, algorithm="auto", *, ndim
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: SizeArg = 1,
+    padding: PadArg = 0,
+    output_padding: SizeArg = 0,
+    groups: int = 1,
+    dilation: SizeArg = 1,
+    algorithm: str = "auto",
+    *,
+    ndim: int,
 ) -> tuple[np.ndarray, TransposeContext]:
     """``conv_transpose{ndim}d``, also returning the context for :func:`conv_transpose_backward_from_context`."""
     return _forward(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation, algorithm,
                     f"conv_transpose{ndim}d")  # fmt: skip
 
 
-def conv_transpose_backward_from_context(grad_output, context: TransposeContext, *, input_grad: bool = True):
+def conv_transpose_backward_from_context(
+    grad_output: ArrayLike, context: TransposeContext, *, input_grad: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """(grad_input or None, grad_weight, grad_bias) of a recorded transposed-convolution forward pass."""
     return _backward(_context_grad_output(grad_output, context), context, input_grad)
 
 
-def _backward_call(ndim, grad_output, x, weight, stride, padding, output_padding, groups, dilation, algorithm):
+def _backward_call(
+    ndim: int,
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: SizeArg,
+    padding: PadArg,
+    output_padding: SizeArg,
+    groups: int,
+    dilation: SizeArg,
+    algorithm: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     name = f"conv_transpose{ndim}d_backward"
     x, weight, geo, algo, unbatched = _resolve(
         x, weight, ndim, stride, padding, output_padding, groups, dilation, algorithm, name
@@ -177,11 +236,22 @@ def _backward_call(ndim, grad_output, x, weight, stride, padding, output_padding
     ctx = TransposeContext(geo, algo, weight, x, unbatched)
     dy = _context_grad_output(grad_output, ctx)
     check_same_dtype(grad_output=dy, x=x, weight=weight)
-    return _backward(dy, ctx)
+    dx, dw, db = _backward(dy, ctx)
+    assert dx is not None  # input_grad=True
+    return dx, dw, db
 
 
-def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-                     algorithm="auto") -> np.ndarray:  # fmt: skip
+def conv_transpose2d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: SizeArg = 1,
+    padding: PadArg = 0,
+    output_padding: SizeArg = 0,
+    groups: int = 1,
+    dilation: SizeArg = 1,
+    algorithm: str = "auto",
+) -> np.ndarray:
     """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d``: the adjoint of ``conv2d``.
 
     With x_up the input scattered to every stride-th position (zeros between) and padded by
@@ -206,8 +276,17 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                     "conv_transpose2d")[0]  # fmt: skip
 
 
-def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-                     algorithm="auto") -> np.ndarray:  # fmt: skip
+def conv_transpose1d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: SizeArg = 1,
+    padding: PadArg = 0,
+    output_padding: SizeArg = 0,
+    groups: int = 1,
+    dilation: SizeArg = 1,
+    algorithm: str = "auto",
+) -> np.ndarray:
     """1-D transposed convolution, as ``torch.nn.functional.conv_transpose1d``; see :func:`conv_transpose2d`::
 
         y[n, g·Og + o, i·s + k·d - p_before] += w[g·Cg + c, o, k] · x[n, g·Cg + c, i]
@@ -219,8 +298,17 @@ def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                     "conv_transpose1d")[0]  # fmt: skip
 
 
-def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-                     algorithm="auto") -> np.ndarray:  # fmt: skip
+def conv_transpose3d(
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: SizeArg = 1,
+    padding: PadArg = 0,
+    output_padding: SizeArg = 0,
+    groups: int = 1,
+    dilation: SizeArg = 1,
+    algorithm: str = "auto",
+) -> np.ndarray:
     """3-D transposed convolution, as ``torch.nn.functional.conv_transpose3d``; see :func:`conv_transpose2d`.
 
     Shapes:
@@ -230,8 +318,17 @@ def conv_transpose3d(x, weight, bias=None, stride=1, padding=0, output_padding=0
                     "conv_transpose3d")[0]  # fmt: skip
 
 
-def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-                              algorithm="auto"):  # fmt: skip
+def conv_transpose2d_backward(
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: SizeArg = 1,
+    padding: PadArg = 0,
+    output_padding: SizeArg = 0,
+    groups: int = 1,
+    dilation: SizeArg = 1,
+    algorithm: str = "auto",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv_transpose2d` with respect to x, weight and bias.
 
     The transposed convolution is Aᵀ for the convolution A with the same weight, so (δ = grad_output,
@@ -248,8 +345,17 @@ def conv_transpose2d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     return _backward_call(2, grad_output, x, weight, stride, padding, output_padding, groups, dilation, algorithm)
 
 
-def conv_transpose1d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-                              algorithm="auto"):  # fmt: skip
+def conv_transpose1d_backward(
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: SizeArg = 1,
+    padding: PadArg = 0,
+    output_padding: SizeArg = 0,
+    groups: int = 1,
+    dilation: SizeArg = 1,
+    algorithm: str = "auto",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv_transpose1d`: (grad_input, grad_weight, grad_bias).
 
     See :func:`conv_transpose2d_backward`; grad_output is (N, O, OL) (unbatched: (O, OL)).
@@ -257,8 +363,17 @@ def conv_transpose1d_backward(grad_output, x, weight, stride=1, padding=0, outpu
     return _backward_call(1, grad_output, x, weight, stride, padding, output_padding, groups, dilation, algorithm)
 
 
-def conv_transpose3d_backward(grad_output, x, weight, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
-                              algorithm="auto"):  # fmt: skip
+def conv_transpose3d_backward(
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike,
+    stride: SizeArg = 1,
+    padding: PadArg = 0,
+    output_padding: SizeArg = 0,
+    groups: int = 1,
+    dilation: SizeArg = 1,
+    algorithm: str = "auto",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv_transpose3d`: (grad_input, grad_weight, grad_bias).
 
     See :func:`conv_transpose2d_backward`; grad_output is (N, O, OD, OH, OW) (unbatched: (O, OD, OH, OW)).

@@ -21,7 +21,7 @@ import itertools
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
 
@@ -30,20 +30,28 @@ from ..errors import ArgumentError, ArgumentTypeError
 Sizes = tuple[int, ...]
 Pair = tuple[int, int]
 Pads = tuple[Pair, ...]
+# what a caller may pass: a size is one int for every axis or one per axis; a padding is that, or one
+# (before, after) pair per axis (convolution also takes "same" / "valid": ``PadArg | str``)
+SizeArg = int | Sequence[int]
+PadArg = int | Sequence[int] | Sequence[Sequence[int]]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-_NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_NUMPY_PAD_MODE: dict[str, Literal["reflect", "edge", "wrap"]] = {
+    "reflect": "reflect",
+    "replicate": "edge",
+    "circular": "wrap",
+}
 AXIS_NAMES = {1: "L", 2: "HW", 3: "DHW"}
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[numbers.Integral]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def ntuple(value: object, n: int, name: str, minimum: int = 1) -> Sizes:
     """``value`` (an int, or a sequence of ``n`` ints) as a tuple of ``n`` ints, each ``>= minimum``."""
     if _is_int(value):
-        items: Sizes = (int(value),) * n  # type: ignore[call-overload]  # _is_int checked it is Integral
+        items: Sizes = (int(value),) * n
     elif (
         isinstance(value, Sequence)
         and not isinstance(value, str)
@@ -61,7 +69,8 @@ def ntuple(value: object, n: int, name: str, minimum: int = 1) -> Sizes:
 
 def pair(value: object, name: str, minimum: int = 1) -> Pair:
     """Turn ``value`` (an int or a pair of ints) into a pair of ints, each ``>= minimum``."""
-    return ntuple(value, 2, name, minimum)  # type: ignore[return-value]  # a 2-tuple
+    first, second = ntuple(value, 2, name, minimum)
+    return first, second
 
 
 def check_padding_mode(padding_mode: object) -> str:
@@ -88,7 +97,7 @@ def same_pads(size: int, kernel: int, stride: int, dilation: int) -> Pair:
     return total // 2, total - total // 2
 
 
-def is_per_side(padding: object) -> bool:
+def is_per_side(padding: object) -> TypeGuard[Sequence[Sequence[Any]]]:
     """Whether ``padding`` is given as ``(before, after)`` pairs: a sequence whose items are sequences."""
     return (
         isinstance(padding, Sequence)
@@ -100,10 +109,10 @@ def is_per_side(padding: object) -> bool:
 
 def per_side_pads(padding: object, n: int, name: str = "padding") -> Pads:
     """``((before, after), ...)`` with exactly ``n`` pairs of ints >= 0, or an error quoting ``padding``."""
-    if not is_per_side(padding) or len(padding) != n:  # type: ignore[arg-type]  # is_per_side: a Sequence
+    if not is_per_side(padding) or len(padding) != n:
         raise ArgumentError(f"per-side {name} needs one (before, after) pair per spatial axis ({n}), got {padding!r}")
     pads = []
-    for p in padding:  # type: ignore[attr-defined]  # a Sequence
+    for p in padding:
         if len(p) != 2 or not all(_is_int(v) for v in p):
             raise ArgumentTypeError(
                 f"each per-side {name} entry must be a pair (before, after) of ints, got {padding!r}"
@@ -214,14 +223,14 @@ def pad(x: np.ndarray, pads: Pads, padding_mode: str = "zeros", value: float = 0
     widths = [(0, 0)] * (x.ndim - len(pads)) + list(pads)
     if padding_mode == "zeros":
         return np.pad(x, widths, mode="constant", constant_values=value)
-    return np.pad(x, widths, mode=_NUMPY_PAD_MODE[padding_mode])  # type: ignore[call-overload]  # a numpy mode name
+    return np.pad(x, widths, mode=_NUMPY_PAD_MODE[padding_mode])
 
 
 def _source_index(size: int, before: int, after: int, padding_mode: str) -> np.ndarray:
     """For each padded position, the input position it copies (-1 for a zero pad)."""
     if padding_mode == "zeros":
         return np.concatenate([np.full(before, -1), np.arange(size), np.full(after, -1)])
-    return np.pad(np.arange(size), (before, after), mode=_NUMPY_PAD_MODE[padding_mode])  # type: ignore[call-overload]  # a numpy mode name
+    return np.pad(np.arange(size), (before, after), mode=_NUMPY_PAD_MODE[padding_mode])
 
 
 def crop(padded: np.ndarray, in_size: Sizes, pads: Pads) -> np.ndarray:

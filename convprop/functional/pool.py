@@ -21,10 +21,11 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
 from . import pool_compiled
-from .geometry import AXIS_NAMES, pad, windows
+from .geometry import AXIS_NAMES, PadArg, SizeArg, pad, windows
 from .pool_avg import (
     adaptive_avg_pool1d,
     adaptive_avg_pool1d_backward,
@@ -71,7 +72,15 @@ __all__ = [
 ]
 
 
-def _resolve(x, kernel_size, stride, padding, dilation, ceil_mode, ndim: int = 2):
+def _resolve(
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None,
+    padding: PadArg,
+    dilation: SizeArg,
+    ceil_mode: bool,
+    ndim: int = 2,
+) -> tuple[np.ndarray, PoolGeometry, bool]:
     """Validate a max-pooling call; return (x batched, geometry, unbatched)."""
     return resolve(x, ndim, kernel_size, stride, padding, dilation, ceil_mode)
 
@@ -131,7 +140,8 @@ def _max_pool_compiled_2d(x: np.ndarray, geo: PoolGeometry, y: np.ndarray, indic
     plain_2x2 = geo.kernel == geo.stride == (2, 2) and geo.padding == ((0, 0), (0, 0)) and geo.dilation == (1, 1)
     fast = plain_2x2 and geo.out_size == (geo.in_size[0] // 2, geo.in_size[1] // 2)
     if not fast or pool_compiled.max_pool_2x2(x, y, indices):  # (returns True if it met a NaN)
-        pool_compiled.max_pool_forward(x, *geo.kernel, *geo.stride, *before, *geo.dilation, y, indices)
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geo.kernel, geo.stride, before, geo.dilation  # 2-D
+        pool_compiled.max_pool_forward(x, kh, kw, sh, sw, ph, pw, dh, dw, y, indices)
 
 
 def _unit_height(geo: PoolGeometry) -> PoolGeometry:
@@ -144,7 +154,15 @@ def _unit_height(geo: PoolGeometry) -> PoolGeometry:
     return PoolGeometry(window, ((0, 0), *geo.padding))
 
 
-def _max_pool(x, ndim: int, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[np.ndarray, np.ndarray]:
+def _max_pool(
+    x: ArrayLike,
+    ndim: int,
+    kernel_size: SizeArg,
+    stride: SizeArg | None,
+    padding: PadArg,
+    dilation: SizeArg,
+    ceil_mode: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     x, geo, unbatched = _resolve(x, kernel_size, stride, padding, dilation, ceil_mode, ndim)
     x = np.ascontiguousarray(x)
     if ndim == 3:
@@ -158,7 +176,17 @@ def _max_pool(x, ndim: int, kernel_size, stride, padding, dilation, ceil_mode) -
     return (y[0], indices[0]) if unbatched else (y, indices)
 
 
-def _max_pool_backward(grad_output, x, ndim: int, kernel_size, stride, padding, dilation, ceil_mode, indices):
+def _max_pool_backward(
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    ndim: int,
+    kernel_size: SizeArg,
+    stride: SizeArg | None,
+    padding: PadArg,
+    dilation: SizeArg,
+    ceil_mode: bool,
+    indices: ArrayLike | None,
+) -> np.ndarray:
     x, geo, unbatched = _resolve(x, kernel_size, stride, padding, dilation, ceil_mode, ndim)
     dy = check_grad_output(grad_output, (*x.shape[:2], *geo.out_size), unbatched, x=x)
     if indices is None:
@@ -196,7 +224,12 @@ def _max_pool_backward_taps(dy: np.ndarray, indices: np.ndarray, x: np.ndarray, 
 
 
 def max_pool2d_with_indices(
-    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    dilation: SizeArg = 1,
+    ceil_mode: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Max pooling that also returns where each maximum came from, as ``F.max_pool2d(..., return_indices=True)``.
 
@@ -223,13 +256,28 @@ def max_pool2d_with_indices(
     return _max_pool(x, 2, kernel_size, stride, padding, dilation, ceil_mode)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> np.ndarray:
+def max_pool2d(
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    dilation: SizeArg = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
     """Max pooling, as ``torch.nn.functional.max_pool2d``; see :func:`max_pool2d_with_indices`."""
     return _max_pool(x, 2, kernel_size, stride, padding, dilation, ceil_mode)[0]
 
 
 def max_pool2d_backward(
-    grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, indices=None
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    dilation: SizeArg = 1,
+    ceil_mode: bool = False,
+    *,
+    indices: ArrayLike | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`max_pool2d` with respect to x.
 
@@ -251,7 +299,12 @@ def max_pool2d_backward(
 
 
 def max_pool1d_with_indices(
-    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    dilation: SizeArg = 1,
+    ceil_mode: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """1-D max pooling with arg-max indices, as ``F.max_pool1d(..., return_indices=True)``::
 
@@ -265,13 +318,28 @@ def max_pool1d_with_indices(
     return _max_pool(x, 1, kernel_size, stride, padding, dilation, ceil_mode)
 
 
-def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> np.ndarray:
+def max_pool1d(
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    dilation: SizeArg = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
     """1-D max pooling, as ``torch.nn.functional.max_pool1d``; see :func:`max_pool1d_with_indices`."""
     return _max_pool(x, 1, kernel_size, stride, padding, dilation, ceil_mode)[0]
 
 
 def max_pool1d_backward(
-    grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, indices=None
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    dilation: SizeArg = 1,
+    ceil_mode: bool = False,
+    *,
+    indices: ArrayLike | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`max_pool1d`: ``dx[n, c, l] = Σ_{i : indices[n, c, i] = l} δ[n, c, i]``.
 
@@ -282,7 +350,12 @@ def max_pool1d_backward(
 
 
 def max_pool3d_with_indices(
-    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    dilation: SizeArg = 1,
+    ceil_mode: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """3-D max pooling with arg-max indices, as ``F.max_pool3d(..., return_indices=True)``::
 
@@ -296,13 +369,28 @@ def max_pool3d_with_indices(
     return _max_pool(x, 3, kernel_size, stride, padding, dilation, ceil_mode)
 
 
-def max_pool3d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> np.ndarray:
+def max_pool3d(
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    dilation: SizeArg = 1,
+    ceil_mode: bool = False,
+) -> np.ndarray:
     """3-D max pooling, as ``torch.nn.functional.max_pool3d``; see :func:`max_pool3d_with_indices`."""
     return _max_pool(x, 3, kernel_size, stride, padding, dilation, ceil_mode)[0]
 
 
 def max_pool3d_backward(
-    grad_output, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *, indices=None
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    dilation: SizeArg = 1,
+    ceil_mode: bool = False,
+    *,
+    indices: ArrayLike | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`max_pool3d`: each output's gradient goes to its window's arg-max.
 

@@ -9,15 +9,21 @@ nothing loops over pixels. Letters as in ``pool.py``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..errors import ArgumentError, ArgumentTypeError
-from .geometry import pad, scatter_windows, windows
+from .geometry import PadArg, SizeArg, pad, scatter_windows, windows
 from .pool_window import PoolGeometry, as_batched, check_grad_output, resolve
 from .validation import check_divisor_override
 
 
-def _avg_counts(in_size: int, pads: tuple[int, int], kernel: int, stride: int, out: int):
+def _avg_counts(
+    in_size: int, pads: tuple[int, int], kernel: int, stride: int, out: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per output position along one axis: (window clipped to the padded input, window clipped to the input)."""
     start = np.arange(out) * stride - pads[0]  # (Q,)
     end = np.minimum(start + kernel, in_size + pads[1])
@@ -26,7 +32,9 @@ def _avg_counts(in_size: int, pads: tuple[int, int], kernel: int, stride: int, o
     return padded, inside
 
 
-def _avg_divisor(geo: PoolGeometry, count_include_pad: bool, divisor_override, dtype) -> np.ndarray:
+def _avg_divisor(
+    geo: PoolGeometry, count_include_pad: bool, divisor_override: int | None, dtype: DTypeLike
+) -> np.ndarray:
     """The (*Q) divisors, PyTorch's rule (see :func:`avg_pool2d`): a product of per-axis counts."""
     if divisor_override is not None:
         return np.full(geo.out_size, divisor_override, dtype=dtype)
@@ -39,7 +47,16 @@ def _avg_divisor(geo: PoolGeometry, count_include_pad: bool, divisor_override, d
     return np.maximum(counts, 1).astype(dtype)
 
 
-def _resolve_avg(x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+def _resolve_avg(
+    x: ArrayLike,
+    ndim: int,
+    kernel_size: SizeArg,
+    stride: SizeArg | None,
+    padding: PadArg,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+) -> tuple[np.ndarray, PoolGeometry, bool, np.ndarray]:
     x, geo, unbatched = resolve(x, ndim, kernel_size, stride, padding, 1, ceil_mode)
     if ndim == 3 and any(n < k for n, k in zip(geo.in_size, geo.kernel, strict=True)):
         raise ArgumentError(  # PyTorch's avg_pool3d (only) checks the unpadded input against the kernel
@@ -52,7 +69,16 @@ def _resolve_avg(x, ndim, kernel_size, stride, padding, ceil_mode, count_include
     return x, geo, unbatched, _avg_divisor(geo, bool(count_include_pad), divisor_override, x.dtype)
 
 
-def _avg_pool(x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+def _avg_pool(
+    x: ArrayLike,
+    ndim: int,
+    kernel_size: SizeArg,
+    stride: SizeArg | None,
+    padding: PadArg,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+) -> np.ndarray:
     x, geo, unbatched, divisor = _resolve_avg(
         x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
@@ -62,8 +88,17 @@ def _avg_pool(x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pa
     return y[0] if unbatched else y
 
 
-def _avg_pool_backward(grad_output, x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad,
-                       divisor_override):  # fmt: skip
+def _avg_pool_backward(
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    ndim: int,
+    kernel_size: SizeArg,
+    stride: SizeArg | None,
+    padding: PadArg,
+    ceil_mode: bool,
+    count_include_pad: bool,
+    divisor_override: int | None,
+) -> np.ndarray:
     x, geo, unbatched, divisor = _resolve_avg(
         x, ndim, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
@@ -78,7 +113,13 @@ def _avg_pool_backward(grad_output, x, ndim, kernel_size, stride, padding, ceil_
 
 
 def avg_pool2d(
-    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> np.ndarray:
     """Average pooling, as ``torch.nn.functional.avg_pool2d``.
 
@@ -104,7 +145,14 @@ def avg_pool2d(
 
 
 def avg_pool2d_backward(
-    grad_output, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`avg_pool2d` with respect to x.
 
@@ -123,7 +171,13 @@ def avg_pool2d_backward(
 
 
 def avg_pool1d(
-    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> np.ndarray:
     """1-D average pooling, as ``torch.nn.functional.avg_pool1d`` (plus 2-D's ``divisor_override``)::
 
@@ -136,7 +190,14 @@ def avg_pool1d(
 
 
 def avg_pool1d_backward(
-    grad_output, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`avg_pool1d`: ``dx[n, c, i·s - p + k] += δ[n, c, i] / D[i]``.
 
@@ -148,7 +209,13 @@ def avg_pool1d_backward(
 
 
 def avg_pool3d(
-    x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> np.ndarray:
     """3-D average pooling, as ``torch.nn.functional.avg_pool3d``; the divisor is a product of per-axis counts.
 
@@ -159,7 +226,14 @@ def avg_pool3d(
 
 
 def avg_pool3d_backward(
-    grad_output, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+    grad_output: ArrayLike,
+    x: ArrayLike,
+    kernel_size: SizeArg,
+    stride: SizeArg | None = None,
+    padding: PadArg = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`avg_pool3d`: every input of a window gets δ / D, overlaps summed.
 
@@ -173,7 +247,7 @@ def avg_pool3d_backward(
 # ---------------------------------------------------------------------------- adaptive average pooling
 
 
-def _adaptive_size(output_size, in_size: tuple[int, ...]) -> tuple[int, ...]:
+def _adaptive_size(output_size: int | Sequence[int | None] | None, in_size: tuple[int, ...]) -> tuple[int, ...]:
     """``int | (int | None, ...)`` → one size per axis; ``None`` keeps the input's size on that axis."""
     n = len(in_size)
     items = (output_size,) * n if not isinstance(output_size, (tuple, list)) else tuple(output_size)
@@ -182,13 +256,14 @@ def _adaptive_size(output_size, in_size: tuple[int, ...]) -> tuple[int, ...]:
     ):
         what = "an int" if n == 1 else f"an int or {n} ints (or None)"
         raise ArgumentTypeError(f"output_size must be {what}, got {output_size!r}")
-    size = tuple(in_size[a] if v is None else int(v) for a, v in enumerate(items))
+    checked = cast(tuple[int | None, ...], items)  # the check above: each an int (maybe numpy's) or None
+    size = tuple(in_size[a] if v is None else int(v) for a, v in enumerate(checked))
     if min(size) < 1:
         raise ArgumentError(f"output_size must be >= 1, got {output_size!r}")
     return size
 
 
-def _bin_matrix(in_size: int, out_size: int, dtype) -> np.ndarray:
+def _bin_matrix(in_size: int, out_size: int, dtype: DTypeLike) -> np.ndarray:
     """A[i, h] = 1 / (end_i - start_i) if start_i <= h < end_i, with PyTorch's bins
     start_i = floor(i·H / O), end_i = ceil((i+1)·H / O). Shape (O, H)."""
     i = np.arange(out_size)
@@ -199,7 +274,9 @@ def _bin_matrix(in_size: int, out_size: int, dtype) -> np.ndarray:
     return (inside / (end - start)[:, None]).astype(dtype)
 
 
-def _resolve_adaptive(x, ndim: int, output_size):
+def _resolve_adaptive(
+    x: ArrayLike, ndim: int, output_size: int | Sequence[int | None] | None
+) -> tuple[np.ndarray, list[np.ndarray], bool]:
     x, unbatched = as_batched(x, ndim)
     out = _adaptive_size(output_size, x.shape[2:])
     bins = [_bin_matrix(x.shape[2 + a], out[a], x.dtype) for a in range(ndim)]  # (Q_a, S_a) each
@@ -217,20 +294,22 @@ def _apply_bins(x: np.ndarray, bins: list[np.ndarray], transpose: bool) -> np.nd
     return np.ascontiguousarray(x)
 
 
-def _adaptive(x, ndim: int, output_size) -> np.ndarray:
+def _adaptive(x: ArrayLike, ndim: int, output_size: int | Sequence[int | None] | None) -> np.ndarray:
     x, bins, unbatched = _resolve_adaptive(x, ndim, output_size)
     y = _apply_bins(x, bins, transpose=False)  # (N, C, *Q)
     return y[0] if unbatched else y
 
 
-def _adaptive_backward(grad_output, x, ndim: int, output_size) -> np.ndarray:
+def _adaptive_backward(
+    grad_output: ArrayLike, x: ArrayLike, ndim: int, output_size: int | Sequence[int | None] | None
+) -> np.ndarray:
     x, bins, unbatched = _resolve_adaptive(x, ndim, output_size)
     dy = check_grad_output(grad_output, (*x.shape[:2], *(b.shape[0] for b in bins)), unbatched, x=x)
     dx = _apply_bins(dy, bins, transpose=True)  # (N, C, *S)
     return dx[0] if unbatched else dx
 
 
-def adaptive_avg_pool2d(x, output_size) -> np.ndarray:
+def adaptive_avg_pool2d(x: ArrayLike, output_size: int | Sequence[int | None] | None) -> np.ndarray:
     """Adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
 
     Output cell (i, j) averages rows start_i ≤ h < end_i and columns start_j ≤ w < end_j with
@@ -249,7 +328,9 @@ def adaptive_avg_pool2d(x, output_size) -> np.ndarray:
     return _adaptive(x, 2, output_size)
 
 
-def adaptive_avg_pool2d_backward(grad_output, x, output_size) -> np.ndarray:
+def adaptive_avg_pool2d_backward(
+    grad_output: ArrayLike, x: ArrayLike, output_size: int | Sequence[int | None] | None
+) -> np.ndarray:
     """Gradient of :func:`adaptive_avg_pool2d`: ``dx[n, c] = A_hᵀ · δ[n, c] · A_w``.
 
     Shapes:
@@ -258,7 +339,7 @@ def adaptive_avg_pool2d_backward(grad_output, x, output_size) -> np.ndarray:
     return _adaptive_backward(grad_output, x, 2, output_size)
 
 
-def adaptive_avg_pool1d(x, output_size) -> np.ndarray:
+def adaptive_avg_pool1d(x: ArrayLike, output_size: int | Sequence[int | None] | None) -> np.ndarray:
     """1-D adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool1d``: ``y[n, c] = A · x[n, c]``.
 
     Shapes:
@@ -267,7 +348,9 @@ def adaptive_avg_pool1d(x, output_size) -> np.ndarray:
     return _adaptive(x, 1, output_size)
 
 
-def adaptive_avg_pool1d_backward(grad_output, x, output_size) -> np.ndarray:
+def adaptive_avg_pool1d_backward(
+    grad_output: ArrayLike, x: ArrayLike, output_size: int | Sequence[int | None] | None
+) -> np.ndarray:
     """Gradient of :func:`adaptive_avg_pool1d`: ``dx[n, c] = Aᵀ · δ[n, c]``.
 
     Shapes:
@@ -276,7 +359,7 @@ def adaptive_avg_pool1d_backward(grad_output, x, output_size) -> np.ndarray:
     return _adaptive_backward(grad_output, x, 1, output_size)
 
 
-def adaptive_avg_pool3d(x, output_size) -> np.ndarray:
+def adaptive_avg_pool3d(x: ArrayLike, output_size: int | Sequence[int | None] | None) -> np.ndarray:
     """3-D adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool3d``: A_d, A_h, A_w applied
     along their axes (the bins are separable).
 
@@ -289,7 +372,9 @@ def adaptive_avg_pool3d(x, output_size) -> np.ndarray:
     return _adaptive(x, 3, output_size)
 
 
-def adaptive_avg_pool3d_backward(grad_output, x, output_size) -> np.ndarray:
+def adaptive_avg_pool3d_backward(
+    grad_output: ArrayLike, x: ArrayLike, output_size: int | Sequence[int | None] | None
+) -> np.ndarray:
     """Gradient of :func:`adaptive_avg_pool3d`: A_dᵀ, A_hᵀ, A_wᵀ applied along their axes.
 
     Shapes:
@@ -298,7 +383,7 @@ def adaptive_avg_pool3d_backward(grad_output, x, output_size) -> np.ndarray:
     return _adaptive_backward(grad_output, x, 3, output_size)
 
 
-def global_avg_pool2d(x) -> np.ndarray:
+def global_avg_pool2d(x: ArrayLike) -> np.ndarray:
     """Mean over each whole channel, kept as a 1×1 map: ``adaptive_avg_pool2d(x, 1)``.
 
     Shapes:
@@ -307,7 +392,7 @@ def global_avg_pool2d(x) -> np.ndarray:
     return adaptive_avg_pool2d(x, 1)
 
 
-def global_avg_pool2d_backward(grad_output, x) -> np.ndarray:
+def global_avg_pool2d_backward(grad_output: ArrayLike, x: ArrayLike) -> np.ndarray:
     """Gradient of :func:`global_avg_pool2d`: every pixel gets δ[n, c] / (H·W).
 
     Shapes:

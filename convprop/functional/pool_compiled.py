@@ -15,7 +15,7 @@ from numba import njit
 
 
 @njit(cache=True)
-def _tap_range(start, step, taps, size):  # pragma: no cover - compiled
+def _tap_range(start: int, step: int, taps: int, size: int) -> tuple[int, int]:  # pragma: no cover - compiled
     """(first, stop): the taps t with 0 <= start + t·step < size form the range first <= t < stop."""
     first = 0 if start >= 0 else (-start + step - 1) // step
     stop = taps if start + (taps - 1) * step < size else (size - 1 - start) // step + 1
@@ -23,7 +23,19 @@ def _tap_range(start, step, taps, size):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def max_pool_forward(x, kh_, kw_, sh, sw, ph, pw, dh, dw, y, indices):  # pragma: no cover - compiled
+def max_pool_forward(
+    x: np.ndarray,
+    kh_: int,
+    kw_: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    y: np.ndarray,
+    indices: np.ndarray,
+) -> None:  # pragma: no cover - compiled
     """y[n, c, i, j] = max over the window's in-bounds taps; indices = h·W + w of that tap."""
     N, C, H, W = x.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -50,7 +62,7 @@ def max_pool_forward(x, kh_, kw_, sh, sw, ph, pw, dh, dw, y, indices):  # pragma
 
 
 @njit(cache=True)
-def max_pool_2x2(x, y, indices):  # pragma: no cover - compiled
+def max_pool_2x2(x: np.ndarray, y: np.ndarray, indices: np.ndarray) -> bool:  # pragma: no cover - compiled
     """The common case written out — 2×2 windows, stride 2, no padding or dilation — which the
     compiler unrolls: several times faster than the general loop. Ties go to the first maximum.
 
@@ -82,7 +94,9 @@ def max_pool_2x2(x, y, indices):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def max_pool_backward(grad_output, indices, dx):  # pragma: no cover - compiled
+def max_pool_backward(
+    grad_output: np.ndarray, indices: np.ndarray, dx: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """dx[n, c, indices[n, c, i, j]] += δ[n, c, i, j]; dx is (N, C, H·W), zeroed by the caller."""
     N, C, OH, OW = grad_output.shape
     for n in range(N):

@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError, ArgumentTypeError
 from .geometry import (
     AXIS_NAMES,
+    PadArg,
     Pads,
+    SizeArg,
     Sizes,
     Window,
     ceil_mode_pads,
@@ -69,7 +72,7 @@ class PoolGeometry:
         return crop(padded, self.in_size, self.window.pads)
 
 
-def as_batched(x, ndim: int, name: str = "x") -> tuple[np.ndarray, bool]:
+def as_batched(x: ArrayLike, ndim: int, name: str = "x") -> tuple[np.ndarray, bool]:
     """x as (N, C, *spatial) and whether it was unbatched; every axis but N non-empty."""
     x = as_float_array(x, name)
     letters = ", ".join(AXIS_NAMES[ndim])
@@ -87,7 +90,15 @@ def _pool_pads(padding: object, ndim: int) -> Pads:
     return tuple((p, p) for p in ntuple(padding, ndim, "padding", minimum=0))
 
 
-def resolve(x, ndim: int, kernel_size, stride, padding, dilation, ceil_mode) -> tuple[np.ndarray, PoolGeometry, bool]:
+def resolve(
+    x: ArrayLike,
+    ndim: int,
+    kernel_size: SizeArg,
+    stride: SizeArg | None,
+    padding: PadArg,
+    dilation: SizeArg,
+    ceil_mode: bool,
+) -> tuple[np.ndarray, PoolGeometry, bool]:
     """Validate the arguments of a pooling call; return (x batched, geometry, unbatched)."""
     x, unbatched = as_batched(x, ndim)
     kernel = ntuple(kernel_size, ndim, "kernel_size")
@@ -129,7 +140,9 @@ def resolve(x, ndim: int, kernel_size, stride, padding, dilation, ceil_mode) -> 
     return x, PoolGeometry(Window(in_size, kernel, stride, dilation, window_pads, out_size), pads), unbatched
 
 
-def check_grad_output(grad_output, expected: tuple, unbatched: bool, **others: np.ndarray) -> np.ndarray:
+def check_grad_output(
+    grad_output: ArrayLike, expected: tuple[int, ...], unbatched: bool, **others: np.ndarray
+) -> np.ndarray:
     """grad_output as a float array of the forward output's (batched) ``expected`` shape → batched."""
     grad_output = as_float_array(grad_output, "grad_output")
     shown = expected[1:] if unbatched else expected

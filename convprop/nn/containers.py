@@ -4,6 +4,7 @@ derivations are in docs/graphs.md."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -111,7 +112,7 @@ class Concat(Module):
                 check_not_inplace_on_shared(branch, f"Concat branch {i}")
             setattr(self, str(i), branch)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]  # an iterator of the branches
+    def __iter__(self) -> Iterator[Module]:  # the branches
         return iter(self._modules.values())
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..errors import ArgumentError
 from ..functional.conv import (
@@ -30,8 +31,17 @@ from ..functional.conv_transpose import (
     conv_transpose_with_context,
     transposed_pads,
 )
-from ..functional.geometry import AXIS_NAMES, Window, check_padding_mode, is_per_side, ntuple, resolve_padding
-from ..init import as_generator, torch_default
+from ..functional.geometry import (
+    AXIS_NAMES,
+    PadArg,
+    SizeArg,
+    Window,
+    check_padding_mode,
+    is_per_side,
+    ntuple,
+    resolve_padding,
+)
+from ..init import RngLike, as_generator, torch_default
 from .module import Module, Parameter
 from .validate import check_dtype, check_positive_int
 
@@ -51,8 +61,19 @@ class _ConvNd(Module):
     weight: Parameter
     bias: Parameter | None
 
-    def _setup(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
-               algorithm) -> None:  # fmt: skip
+    def _setup(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: SizeArg,
+        stride: SizeArg,
+        padding: PadArg | str,
+        dilation: SizeArg,
+        groups: int,
+        bias: bool | str,
+        padding_mode: str,
+        algorithm: str,
+    ) -> None:
         n = self.ndim
         in_channels = check_positive_int(in_channels, "in_channels")
         out_channels = check_positive_int(out_channels, "out_channels")
@@ -67,7 +88,9 @@ class _ConvNd(Module):
         self.padding_mode = check_padding_mode(padding_mode)
         self.algorithm = check_algorithm(algorithm)
 
-    def _init_parameters(self, weight_shape: tuple[int, ...], bias_shape: tuple[int, ...] | None, rng, dtype) -> None:
+    def _init_parameters(
+        self, weight_shape: tuple[int, ...], bias_shape: tuple[int, ...] | None, rng: RngLike, dtype: DTypeLike
+    ) -> None:
         """PyTorch's default initialisation (kaiming-uniform weight, uniform bias), from ``rng``."""
         w, b = torch_default(weight_shape, bias_shape, as_generator(rng), check_dtype(dtype))
         self.weight = Parameter(w)
@@ -110,19 +133,19 @@ class _Conv(_ConvNd):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
+        kernel_size: SizeArg,
+        stride: SizeArg = 1,
+        padding: PadArg | str = 0,
+        dilation: SizeArg = 1,
         groups: int = 1,
         bias: bool | str = True,
         padding_mode: str = "zeros",
         *,
-        input_size=None,
+        input_size: SizeArg | None = None,
         algorithm: str = "auto",
-        rng=None,
-        dtype=np.float32,
-    ):
+        rng: RngLike = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         self._setup(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
                     algorithm)  # fmt: skip
@@ -260,19 +283,19 @@ class _ConvTranspose(_ConvNd):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        output_padding=0,
+        kernel_size: SizeArg,
+        stride: SizeArg = 1,
+        padding: PadArg = 0,
+        output_padding: SizeArg = 0,
         groups: int = 1,
         bias: bool = True,
-        dilation=1,
+        dilation: SizeArg = 1,
         padding_mode: str = "zeros",
         *,
         algorithm: str = "auto",
-        rng=None,
-        dtype=np.float32,
-    ):
+        rng: RngLike = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         self._setup(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
                     algorithm)  # fmt: skip
@@ -295,14 +318,16 @@ class _ConvTranspose(_ConvNd):
         self._init_parameters((self.in_channels, self.out_channels // self.groups, *self.kernel_size), bias_shape, rng,
                               dtype)  # fmt: skip
 
-    def _output_padding(self, x: np.ndarray, output_size) -> tuple[int, ...]:
+    def _output_padding(self, x: np.ndarray, output_size: SizeArg | None) -> tuple[int, ...]:
         if output_size is None:
             return self.output_padding
         wanted = tuple(output_size)[-self.ndim :] if not isinstance(output_size, int) else output_size
         return conv_transpose_output_padding(np.shape(x)[-self.ndim :], wanted, self.kernel_size, self.stride,
                                              self.padding, self.dilation)  # fmt: skip
 
-    def forward_with_context(self, x: np.ndarray, output_size=None) -> tuple[np.ndarray, TransposeContext]:
+    def forward_with_context(
+        self, x: np.ndarray, output_size: SizeArg | None = None
+    ) -> tuple[np.ndarray, TransposeContext]:
         """Context: the functional ``TransposeContext`` (the input and the adjoint convolution's geometry)."""
         bias = self.bias.data if self.bias is not None else None
         return conv_transpose_with_context(
@@ -310,10 +335,10 @@ class _ConvTranspose(_ConvNd):
             self.dilation, self.algorithm, ndim=self.ndim,
         )  # fmt: skip
 
-    def forward(self, x: np.ndarray, output_size=None) -> np.ndarray:
+    def forward(self, x: np.ndarray, output_size: SizeArg | None = None) -> np.ndarray:
         return self.forward_with_context(x, output_size)[0]  # the context holds only references: nothing copied
 
-    def __call__(self, x: np.ndarray, output_size=None) -> np.ndarray:
+    def __call__(self, x: np.ndarray, output_size: SizeArg | None = None) -> np.ndarray:
         return super().__call__(x) if output_size is None else super().__call__(x, output_size)
 
     def backward_with_context(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..errors import ArgumentError
 from ..functional.linear import linear, linear_backward, linear_param_grads
-from ..init import as_generator, torch_default
+from ..init import RngLike, as_generator, torch_default
 from .module import Module, Parameter
 from .validate import check_dtype, check_positive_int
 
@@ -20,7 +21,15 @@ class Linear(Module):
         x: (N, I); weight: (O, I); bias: (O,); y: (N, O)
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rng=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        rng: RngLike = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         self.in_features = check_positive_int(in_features, "in_features")
         self.out_features = check_positive_int(out_features, "out_features")
@@ -30,7 +39,7 @@ class Linear(Module):
             (out_features, in_features), (out_features,) if bias else None, as_generator(rng), check_dtype(dtype)
         )
         self.weight = Parameter(w)
-        self.bias = Parameter(b) if bias else None
+        self.bias = Parameter(b) if b is not None else None
 
     def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Context: the input x (dW = δᵀx needs it)."""
@@ -59,7 +68,7 @@ class Linear(Module):
 class Flatten(Module):
     """Flattens axes ``start_dim..end_dim`` into one, as ``torch.nn.Flatten`` (default: all but the batch)."""
 
-    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
         for name, v in (("start_dim", start_dim), ("end_dim", end_dim)):
             if isinstance(v, bool) or not isinstance(v, int):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..errors import ArgumentError, ContextError
 from .grad_mode import is_grad_enabled
@@ -27,7 +28,7 @@ class Parameter:
 
     __slots__ = ("data", "grad")
 
-    def __init__(self, data: np.ndarray):
+    def __init__(self, data: np.ndarray) -> None:
         self.data = np.ascontiguousarray(data)
         self.grad: np.ndarray | None = None
 
@@ -64,7 +65,7 @@ class Module:
     training: bool
     _last_context: tuple[Any] | None  # (context,) kept by a training-mode call, boxed: a context may be None
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("registered", True):  # not inherited: subclasses of a helper base register
             LAYERS[cls.__name__] = cls
@@ -202,7 +203,7 @@ class Module:
             state.update(child.state_dict(f"{prefix}{name}."))
         return state
 
-    def astype(self, dtype) -> Module:
+    def astype(self, dtype: DTypeLike) -> Module:
         """Convert every parameter and floating-point buffer to ``dtype`` (float32 or float64), in place."""
         dtype = np.dtype(dtype)
         if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -264,7 +265,7 @@ class Module:
 class Sequential(Module):
     """Layers applied in order; backward runs them in reverse. Children are named "0", "1", ..."""
 
-    def __init__(self, *layers: Module):
+    def __init__(self, *layers: Module) -> None:
         super().__init__()
         for i, layer in enumerate(layers):
             if not isinstance(layer, Module):

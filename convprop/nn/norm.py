@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..functional import norm as Nf
-from ..init import as_generator
+from ..init import RngLike, as_generator
 from .module import Module, Parameter
 from .validate import check_at_least, check_dtype, check_positive_int, check_probability
 
@@ -26,6 +27,11 @@ class _BatchNorm(Module):
 
     registered = False
     shapes: ClassVar[dict[int, str]]  # accepted x.ndim → the shape shown in an error
+    weight: Parameter | None  # None unless affine
+    bias: Parameter | None
+    running_mean: np.ndarray  # the three buffers exist only with track_running_stats
+    running_var: np.ndarray
+    num_batches_tracked: np.ndarray
 
     def __init__(
         self,
@@ -35,8 +41,8 @@ class _BatchNorm(Module):
         affine: bool = True,
         track_running_stats: bool = True,
         *,
-        dtype=np.float32,
-    ):
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         self.num_features = check_positive_int(num_features, "num_features")
         self.eps = check_at_least(eps, "eps", 0.0, strict=True)
@@ -73,8 +79,8 @@ class _BatchNorm(Module):
             momentum = 1.0 / (int(self.num_batches_tracked) + 1) if self.track_running_stats else 0.0
         y, new_rm, new_rv = Nf.batch_norm(
             x,
-            self.weight.data if self.affine else None,
-            self.bias.data if self.affine else None,
+            self.weight.data if self.weight is not None else None,  # (None unless affine)
+            self.bias.data if self.bias is not None else None,
             rm,
             rv,
             training=use_batch,
@@ -85,7 +91,10 @@ class _BatchNorm(Module):
             self.running_mean[...] = new_rm
             self.running_var[...] = new_rv
             self.num_batches_tracked[...] += 1
-        used = (None, None) if use_batch else (rm.copy(), rv.copy())  # type: ignore[union-attr]  # eval: tracked
+        used: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        if not use_batch:  # eval with running statistics, which _stats() returned
+            assert rm is not None and rv is not None
+            used = (rm.copy(), rv.copy())
         return y, (x, use_batch, *used)
 
     def backward_with_context(
@@ -95,13 +104,13 @@ class _BatchNorm(Module):
         dx, dw, db = Nf.batch_norm_backward(
             grad_output,
             x,
-            self.weight.data if self.affine else None,
+            self.weight.data if self.weight is not None else None,
             rm,
             rv,
             training=use_batch,
             eps=self.eps,
         )
-        if self.affine:
+        if self.weight is not None and self.bias is not None:  # affine
             self.weight.accumulate(dw)
             self.bias.accumulate(db)
         return dx if input_grad else None
@@ -139,7 +148,7 @@ class Dropout(Module):
     scale the rest by 1/(1 − p); in eval, the identity. The mask comes from the layer's own
     ``np.random.Generator`` (``rng``: a Generator or an int seed), so runs are reproducible."""
 
-    def __init__(self, p: float = 0.5, *, rng=None):
+    def __init__(self, p: float = 0.5, *, rng: RngLike = None) -> None:
         super().__init__()
         self.p = check_probability(p, "p", allow_one=True)
         self.rng = as_generator(rng)

@@ -6,14 +6,14 @@ One base class per kind holds the settings and calls the functional pooling of i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import ArgumentError
 from ..functional import pool as P
-from ..functional.geometry import is_per_side, ntuple, per_side_pads
+from ..functional.geometry import PadArg, SizeArg, is_per_side, ntuple, per_side_pads
 from .module import Module
 from .validate import check_divisor_override
 
@@ -48,7 +48,14 @@ class _MaxPoolNd(Module):
     _forward: ClassVar[Callable[..., tuple[np.ndarray, np.ndarray]]]
     _backward: ClassVar[Callable[..., np.ndarray]]
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
+    def __init__(
+        self,
+        kernel_size: SizeArg,
+        stride: SizeArg | None = None,
+        padding: PadArg = 0,
+        dilation: SizeArg = 1,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
         n = self.ndim
         self.kernel_size = ntuple(kernel_size, n, "kernel_size")
@@ -120,13 +127,13 @@ class _AvgPoolNd(Module):
 
     def __init__(
         self,
-        kernel_size,
-        stride=None,
-        padding=0,
+        kernel_size: SizeArg,
+        stride: SizeArg | None = None,
+        padding: PadArg = 0,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
         divisor_override: int | None = None,
-    ):
+    ) -> None:
         super().__init__()
         n = self.ndim
         self.kernel_size = ntuple(kernel_size, n, "kernel_size")
@@ -196,7 +203,7 @@ class _AdaptiveAvgPoolNd(Module):
     _forward: ClassVar[Callable[..., np.ndarray]]
     _backward: ClassVar[Callable[..., np.ndarray]]
 
-    def __init__(self, output_size):
+    def __init__(self, output_size: int | Sequence[int | None]) -> None:
         super().__init__()
         n = self.ndim
         if isinstance(output_size, (tuple, list)) and len(output_size) == n and None in output_size:

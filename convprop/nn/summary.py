@@ -53,11 +53,13 @@ def summary(model: Module, input_shape: tuple[int, ...] | list[tuple[int, ...]],
     """
     if not isinstance(model, Module):
         raise TypeError(f"summary needs a convprop Module, got {type(model).__name__}")
-    shapes = list(input_shape) if input_shape and isinstance(input_shape[0], (tuple, list)) else [input_shape]
+    shapes: list[Any] = (  # as given: checked below
+        list(input_shape) if input_shape and isinstance(input_shape[0], (tuple, list)) else [input_shape]
+    )
     for shape in shapes:
-        if not all(isinstance(d, int) and d > 0 for d in shape):  # type: ignore[union-attr]
+        if not all(isinstance(d, int) and d > 0 for d in shape):
             raise ValueError(f"input_shape must be positive ints (without the batch axis), got {input_shape!r}")
-    rows = layer_rows(model, [tuple(s) for s in shapes], dtype)  # type: ignore[arg-type]
+    rows = layer_rows(model, [tuple(s) for s in shapes], dtype)  # (each shape checked above)
     header = ("layer", "type", "output shape", "params")
     table = [header] + [
         ("  " * r["path"].count(".") + r["path"], r["type"], str((1, *r["output_shape"])), f"{r['parameters']:,}")

@@ -157,7 +157,7 @@ async function send() {
     const data = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
     if (generation !== state.generation) return; // cleared meanwhile
     if (!response.ok) showError(data.error || `the server answered ${response.status}`);
-    else showResult(data);
+    else { showResult(data); if (window.convpropWhy) window.convpropWhy.picture(body); } // why.js: the "why" panel
   } catch (err) {
     if (generation === state.generation) showError(`cannot reach the server (${err.message}); is convprop serve still running?`);
   } finally {
@@ -288,6 +288,7 @@ $("clear").addEventListener("click", () => {
   $("timing").textContent = "";
   if (state.model) buildBars(state.model.classes);
   $("input").getContext("2d").clearRect(0, 0, 28, 28);
+  if (window.convpropWhy) window.convpropWhy.clear();
   setStatus("Cleared. Draw a digit, or upload a photo of one.");
   drawCanvas.focus();
 });
