@@ -41,7 +41,7 @@ class Identity(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return x
 
-    def backward_with_context(self, context: None, grad_output: np.ndarray, *, input_grad: bool = True):
+    def backward_with_context(self, context: None, grad_output: np.ndarray, *, input_grad: bool = True) -> Any:
         return grad_output if input_grad else None
 
 
@@ -84,7 +84,9 @@ class Reshape(Module):
         x = np.asarray(x)
         return x.reshape(self.target(x.shape)), x.shape
 
-    def backward_with_context(self, context: tuple[int, ...], grad_output: np.ndarray, *, input_grad: bool = True):
+    def backward_with_context(
+        self, context: tuple[int, ...], grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> Any:
         return np.reshape(grad_output, context) if input_grad else None  # back to the input's shape
 
     def config(self) -> dict[str, Any]:
@@ -112,7 +114,7 @@ class Transpose(Module):
         perm = self._perm(x.ndim)
         return np.ascontiguousarray(x.transpose(perm)), perm
 
-    def backward_with_context(self, context: list[int], grad_output: np.ndarray, *, input_grad: bool = True):
+    def backward_with_context(self, context: list[int], grad_output: np.ndarray, *, input_grad: bool = True) -> Any:
         if not input_grad:
             return None
         return np.ascontiguousarray(np.transpose(grad_output, np.argsort(context)))  # the inverse permutation
@@ -149,7 +151,9 @@ class Pad(Module):
         x = as_float_array(x, "x")
         return T.pad_nd(x, self._widths(x.ndim), self.mode, self.value), x.shape
 
-    def backward_with_context(self, context: tuple[int, ...], grad_output: np.ndarray, *, input_grad: bool = True):
+    def backward_with_context(
+        self, context: tuple[int, ...], grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> Any:
         if not input_grad:
             return None
         return T.pad_nd_backward(grad_output, context, self._widths(len(context)), self.mode)
@@ -161,13 +165,13 @@ class Pad(Module):
 class MatMul(Module):
     """``y = a @ b`` of two inputs (``numpy.matmul``, ONNX MatMul); backward ``(δ bᵀ, aᵀ δ)``."""
 
-    def forward_with_context(self, a: np.ndarray, b: np.ndarray):
+    def forward_with_context(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
         return T.matmul(a, b), (a, b)
 
     def forward(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return T.matmul(a, b)
 
-    def backward_with_context(self, context, grad_output: np.ndarray, *, input_grad: bool = True):
+    def backward_with_context(self, context: Any, grad_output: np.ndarray, *, input_grad: bool = True) -> Any:
         return T.matmul_backward(grad_output, *context) if input_grad else None
 
 
@@ -186,13 +190,13 @@ class Gemm(Module):
     def _options(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "beta": self.beta, "trans_a": self.trans_a, "trans_b": self.trans_b}
 
-    def forward_with_context(self, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None):
+    def forward_with_context(self, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
         return T.gemm(a, b, c, **self._options()), (a, b, c)
 
     def forward(self, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
         return T.gemm(a, b, c, **self._options())
 
-    def backward_with_context(self, context, grad_output: np.ndarray, *, input_grad: bool = True):
+    def backward_with_context(self, context: Any, grad_output: np.ndarray, *, input_grad: bool = True) -> Any:
         if not input_grad:
             return None
         a, b, c = context
@@ -209,13 +213,13 @@ class _Binary(Module):
     registered = False
     op = "add"
 
-    def forward_with_context(self, a: np.ndarray, b: np.ndarray):
+    def forward_with_context(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
         return T.binary(self.op, a, b), (a, b)
 
     def forward(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return T.binary(self.op, a, b)
 
-    def backward_with_context(self, context, grad_output: np.ndarray, *, input_grad: bool = True):
+    def backward_with_context(self, context: Any, grad_output: np.ndarray, *, input_grad: bool = True) -> Any:
         return T.binary_backward(self.op, grad_output, *context) if input_grad else None
 
 
@@ -243,7 +247,9 @@ class Constant(Module):
         value: the array; or ``shape`` alone (zeros, to be filled by ``load_state_dict``).
     """
 
-    def __init__(self, value: np.ndarray | None = None, *, shape: Sequence[int] | None = None, dtype=np.float32):
+    def __init__(
+        self, value: np.ndarray | None = None, *, shape: Sequence[int] | None = None, dtype: Any = np.float32
+    ) -> None:
         super().__init__()
         if (value is None) == (shape is None):
             raise ArgumentError("Constant needs exactly one of value and shape")
@@ -260,7 +266,9 @@ class Constant(Module):
     def forward(self, *ignored: np.ndarray) -> np.ndarray:
         return self.value.data
 
-    def backward_with_context(self, context: list[tuple[int, ...]], grad_output: np.ndarray, *, input_grad=True):
+    def backward_with_context(
+        self, context: list[tuple[int, ...]], grad_output: np.ndarray, *, input_grad: bool = True
+    ) -> Any:
         if np.shape(grad_output) != self.value.data.shape:
             raise ArgumentError(f"Constant of shape {self.value.data.shape} got a gradient of {np.shape(grad_output)}")
         self.value.accumulate(grad_output)
@@ -280,11 +288,11 @@ class GlobalMaxPool(Module):
     Shapes: x (N, C, D1, ..., Dk); y (N, C, 1, ..., 1).
     """
 
-    def forward_with_context(self, x: np.ndarray):
+    def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return T.global_max_pool(x), x
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return T.global_max_pool(x)
 
-    def backward_with_context(self, context: np.ndarray, grad_output: np.ndarray, *, input_grad: bool = True):
+    def backward_with_context(self, context: np.ndarray, grad_output: np.ndarray, *, input_grad: bool = True) -> Any:
         return T.global_max_pool_backward(grad_output, context) if input_grad else None
