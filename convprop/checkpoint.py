@@ -35,7 +35,7 @@ from . import __version__
 from .architecture import MAX_DEPTH, describe, json_depth
 from .architecture import build as build_architecture
 from .errors import ArgumentTypeError, CheckpointError
-from .fileio import write_atomic
+from .fileio import check_suffix, write_atomic
 from .nn.module import Module
 
 FORMAT = "convprop"
@@ -94,7 +94,7 @@ def save(model: Module, path: str | os.PathLike, metadata: dict[str, str] | None
     """
     if not isinstance(model, Module):
         raise ArgumentTypeError(f"save needs a convprop Module, got {type(model).__name__}")
-    path = Path(path)
+    path = check_suffix(path, (".safetensors",), "a checkpoint")  # safetensors bytes, never under another name
     if not path.parent.is_dir():
         raise CheckpointError(f"cannot save to {str(path)!r}: directory {str(path.parent)!r} does not exist")
     extra = dict(metadata or {})

@@ -40,6 +40,10 @@ EXAMPLES = {
     "inspect": """
         examples:
           convprop inspect runs/20261121-101500 my_seven.png --out seven_maps.png""",
+    "export": """
+        examples:
+          convprop export runs/20261121-101500 digits.onnx      # then: onnxruntime, or convprop predict digits.onnx
+          convprop export model.safetensors model.onnx --opset 18""",
     "explain": """
         examples:
           convprop explain runs/20261121-101500 my_seven.png                # why the predicted class?
@@ -125,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG to write (default: <image name>_feature_maps.png next to the image)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
+    p = _parser_for("export", sub, "write a model as an ONNX file (for ONNX Runtime, phones, browsers)")
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="a run directory or a .safetensors file")
+    p.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=int, help="ONNX opset to write (default: convprop.onnx.DEFAULT_OPSET)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT.onnx if it exists")
     p = _parser_for("explain", sub, "why that class: saliency, gradient x input, Grad-CAM, every conv layer's gradient")
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     p.add_argument("image", metavar="IMAGE")
@@ -239,6 +248,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .inference import load_model_file, resolve_checkpoint
+    from .onnx import DEFAULT_OPSET, export
+
+    source = resolve_checkpoint(args.checkpoint)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out} exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist")
+    model, meta = load_model_file(source)
+    image_size = json.loads(meta.get("image_size", "[28, 28]"))
+    kept: dict[str, str] = {k: meta[k] for k in ("classes", "image_size", "normalization", "dataset") if k in meta}
+    export(model, out, (1, 1, *image_size), opset=args.opset, metadata=kept)
+    print(
+        f"{source} -> {out} (ONNX opset {args.opset or DEFAULT_OPSET}, input (N, 1, {image_size[0]}, {image_size[1]}))"
+    )
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from .explain import explain
     from .inference import Predictor
@@ -290,6 +319,7 @@ COMMANDS: dict[str, typing.Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "inspect": cmd_inspect,
+    "export": cmd_export,
     "explain": cmd_explain,
     "gradcheck": cmd_gradcheck,
     "serve": cmd_serve,

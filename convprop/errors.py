@@ -17,6 +17,7 @@ class                 also a                 raised for
 ``DataError``         ``ValueError``         a data set, IDX file or image that is malformed
 ``ContextError``      ``ValueError``         ``backward`` with no kept forward context (an ``ArgumentError``)
 ``CheckpointError``   ``ValueError``         a checkpoint that is missing, corrupt or hostile
+``OnnxError``         ``ValueError``         an ONNX model convprop cannot read or write (a ``CheckpointError``)
 ``DownloadError``     ``OSError``            a download that failed or could not be verified
 ====================  =====================  ==================================================
 """
@@ -32,6 +33,7 @@ __all__ = [
     "ConvpropError",
     "DataError",
     "DownloadError",
+    "OnnxError",
 ]
 
 
@@ -62,6 +64,12 @@ class DataError(ConvpropError, ValueError):
 
 class CheckpointError(ConvpropError, ValueError):
     """A checkpoint is missing, truncated, corrupt, foreign or hostile."""
+
+
+class OnnxError(CheckpointError):
+    """An ONNX model file convprop cannot read (malformed, hostile, an operator or attribute it lacks, an
+    opset out of range) or a model it cannot write as ONNX. A model file like a checkpoint, so code that
+    handles a bad checkpoint (``except CheckpointError``) handles a bad ``.onnx`` file too."""
 
 
 class DownloadError(ConvpropError, OSError):

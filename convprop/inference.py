@@ -30,15 +30,24 @@ from .models import forward_with_feature_maps
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory holding ``model.safetensors``."""
+    """A checkpoint file (``.safetensors``, or an ``.onnx`` model), or a run directory holding ``model.safetensors``."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
     if not path.is_file():
         raise checkpoint.CheckpointError(
-            f"no checkpoint at {str(path)!r} (pass a .safetensors file or a run directory)"
+            f"no checkpoint at {str(path)!r} (pass a .safetensors or .onnx file or a run directory)"
         )
     return path
+
+
+def load_model_file(path: Path) -> tuple[nn.Module, dict[str, str]]:
+    """The model and its metadata from a checkpoint, or from an ONNX file (by its ``.onnx`` suffix)."""
+    if path.suffix.lower() == ".onnx":
+        from .onnx import load_with_metadata
+
+        return load_with_metadata(path)
+    return checkpoint.load_with_metadata(path)
 
 
 def latest_run(root: str | os.PathLike = "runs") -> Path | None:
@@ -64,7 +73,7 @@ class Predictor:
 
     def __init__(self, path: str | os.PathLike):
         self.path = resolve_checkpoint(path)
-        self.model, meta = checkpoint.load_with_metadata(self.path)
+        self.model, meta = load_model_file(self.path)
         params = self.model.parameters()
         self.dtype = params[0].data.dtype if params else np.dtype(np.float32)
         where = str(self.path)

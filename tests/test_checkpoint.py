@@ -190,3 +190,11 @@ def test_checkpoint_with_a_bad_dtype_is_a_checkpoint_error(tmp_path):
     )
     with pytest.raises(CheckpointError, match="dtype metadata must be 'float32' or 'float64', got 'nonsense'"):
         convprop.load(tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model.json", "model", "model.safetensors.tmp"])
+def test_save_refuses_a_name_that_is_not_safetensors(tmp_path, name):
+    model = nn.Sequential(nn.Linear(2, 2, rng=0))
+    with pytest.raises(convprop.errors.ArgumentError, match=r"cannot write a checkpoint to .*expected '\.safetensors'"):
+        convprop.save(model, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []  # nothing written under the wrong name
