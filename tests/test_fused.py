@@ -1,7 +1,7 @@
-"""The fused inference path equals the unfused eval path: conv + bias (+ folded BN) + ReLU (+ max-pool).
+"""The fused inference path equals the unfused eval path: conv + bias (+ BN) + ReLU (+ max-pool).
 
-float64 to rel. 1e-12 and float32 to rel. 1e-5 for whole models (the folded batch norm rounds
-differently); exactly equal without a batch norm (ReLU and max commute exactly). The unfused
+Bit for bit, for whole models in float64 and float32 (ReLU and max commute exactly; the batch norm
+runs its own forward), within the issue's bounds a fortiori (float64 1e-12, float32 1e-5). The unfused
 reference runs each layer's own ``forward`` in turn (``forward_fused`` replaced by the plain loop).
 """
 
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import assert_close
 
 import convprop
 from convprop import models, nn
-from convprop.functional import batch_norm, conv2d, max_pool2d, relu
-from convprop.functional.fused import conv2d_relu_pool, fold_batch_norm
+from convprop.functional import conv2d, max_pool2d, relu
+from convprop.functional.fused import conv2d_relu_pool
 from convprop.nn import fused
 
 
@@ -47,9 +46,9 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_models_equal_the_unfused_eval_path(name, dtype, tolerance, monkeypatch):
+def test_models_equal_the_unfused_eval_path(name, dtype, monkeypatch):
     rng = np.random.default_rng(3)
     model = MODELS[name]().astype(dtype).eval()
     _randomise_statistics(model, rng)
@@ -58,7 +57,7 @@ def test_models_equal_the_unfused_eval_path(name, dtype, tolerance, monkeypatch)
     got = model.forward(x)
     reference = unfused(model, x, monkeypatch)
     assert got.dtype == dtype and got.shape == reference.shape
-    assert_close(got, reference, f"{name} fused vs unfused", tolerance)
+    np.testing.assert_array_equal(got, reference, err_msg=f"{name} fused vs unfused")
     for key, value in model.state_dict().items():  # nothing written to the model
         np.testing.assert_array_equal(value, state[key], err_msg=key)
 
@@ -69,7 +68,7 @@ def test_lenet_without_batch_norm_is_exactly_equal(monkeypatch):
     np.testing.assert_array_equal(model.forward(x), unfused(model, x, monkeypatch))
 
 
-def test_training_mode_batch_norm_is_not_folded(monkeypatch):
+def test_training_mode_batch_norm_under_no_grad(monkeypatch):
     """Under no_grad in training mode a BatchNorm uses the batch and updates its statistics: the fused
     path must do exactly what its own forward does."""
     rng = np.random.default_rng(6)
@@ -125,15 +124,3 @@ def test_unbatched_and_without_pool():
     np.testing.assert_array_equal(
         conv2d_relu_pool(x, w, b, options, relu=True, pool=pool), max_pool2d(relu(conv2d(x, w, b, **options)), **pool)
     )
-
-
-@pytest.mark.parametrize("affine, with_bias", [(True, True), (True, False), (False, True)])
-def test_folded_batch_norm_equals_batch_norm_after_the_convolution(affine, with_bias):
-    rng = np.random.default_rng(10)
-    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
-    b = rng.standard_normal(4) if with_bias else None
-    mean, var = rng.standard_normal(4), rng.uniform(0.1, 2, 4)
-    gamma, beta = (rng.standard_normal(4), rng.standard_normal(4)) if affine else (None, None)
-    reference, _, _ = batch_norm(conv2d(x, w, b), gamma, beta, mean, var, training=False, eps=1e-3)
-    folded_w, folded_b = fold_batch_norm(w, b, mean, var, gamma, beta, 1e-3)
-    assert_close(conv2d(x, folded_w, folded_b), reference, "folded", 1e-12)

@@ -290,7 +290,7 @@ class Sequential(Module):
         return x, contexts
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Each layer's ``forward`` in turn, runs of conv → (eval BN) → ReLU → (max-pool) fused (``nn/fused.py``)."""
+        """Each layer's ``forward`` in turn, runs of conv → (BN) → ReLU → (max-pool) fused (``nn/fused.py``)."""
         from .fused import forward_fused  # here, not at the top: fused.py imports the layers, which import this module
 
         return forward_fused(list(self), x)
