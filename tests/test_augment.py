@@ -15,7 +15,7 @@ from convprop.data import (
     sample_bilinear,
     warp_affine,
 )
-from convprop.data.augment import CROSS, cross_extremes, gaussian_matrix
+from convprop.data.augment import CROSS, _sample_bilinear_numpy, cross_extremes, gaussian_matrix
 from convprop.errors import ArgumentError, ArgumentTypeError, ConfigError
 from convprop.train import TrainConfig, distort
 
@@ -168,6 +168,23 @@ def test_sample_bilinear_at_integer_points_gathers_pixels():
     n = np.arange(2)[:, None, None]
     assert out.shape == (2, 3, 2, 2)
     assert np.array_equal(out, x[n, :, rows.astype(int), cols.astype(int)].transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_sampler_equals_the_numpy_reference_bit_for_bit(dtype, seed):
+    """Random points inside, on the edge of and far outside images of random sizes, integer points too."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w, oh, ow = rng.integers(1, 9, size=6)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    rows, cols = rng.uniform(-3, h + 3, (n, oh, ow)), rng.uniform(-3, w + 3, (n, oh, ow))
+    rows[0, 0] = rng.integers(-2, h + 2, ow)  # whole pixels, in and out of the image
+    cols[0, 0] = rng.integers(-2, w + 2, ow)
+    fill = float(rng.uniform(-1, 1))
+    got = sample_bilinear(x, rows, cols, fill=fill)
+    assert got.dtype == dtype
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=fill)
+    np.testing.assert_array_equal(got, _sample_bilinear_numpy(padded, rows, cols))
 
 
 def test_random_stroke_dilates_or_erodes_each_image_with_the_radius_one_disk():

@@ -22,7 +22,7 @@ A third, for the width of the pen: **stroke** thickens or thins a digit by one p
 dilation or erosion with the disk of radius one pixel (the centre and its four neighbours).
 
 The first two build one sampling grid per image (all at once, (N, H, W) arrays) and read the images with one
-batched bilinear interpolation (:func:`sample_bilinear`, NumPy indexing, no loop over images). Points
+batched bilinear interpolation (:func:`sample_bilinear`, one compiled pass over the batch). Points
 that fall outside the image read ``fill`` (the background). :func:`random_distortion` composes both
 and interpolates once, which blurs less than interpolating twice.
 
@@ -40,6 +40,7 @@ import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError
 from ..init import RngLike, as_generator
+from . import augment_compiled
 
 # the digital disk of radius one pixel, per image and channel (nothing across them): centre and 4 neighbours
 CROSS = np.zeros((1, 1, 3, 3), dtype=bool)
@@ -95,7 +96,7 @@ def sample_bilinear(images: np.ndarray, rows: np.ndarray, cols: np.ndarray, fill
         returns: (N, C, OH, OW), the dtype of ``images``.
     """
     images = _check_images(images)
-    n, c, h, w = images.shape
+    n, c = images.shape[:2]
     rows, cols = np.asarray(rows, dtype=np.float64), np.asarray(cols, dtype=np.float64)
     if rows.ndim != 3 or rows.shape != cols.shape or rows.shape[0] != n:
         raise ArgumentError(
@@ -103,27 +104,40 @@ def sample_bilinear(images: np.ndarray, rows: np.ndarray, cols: np.ndarray, fill
         )
     if not (np.isfinite(rows).all() and np.isfinite(cols).all()):
         raise ArgumentError("rows and cols must be finite source coordinates, got NaN or infinity")
+    padded = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=fill)  # (N, C, H+2, W+2)
+    if images.dtype not in (np.float32, np.float64):  # (numba compiles no float16 arithmetic)
+        return _sample_bilinear_numpy(padded, rows, cols)
+    out = np.empty((n, c, *rows.shape[1:]), dtype=images.dtype)  # (N, C, OH, OW)
+    augment_compiled.sample_bilinear(padded, np.ascontiguousarray(rows), np.ascontiguousarray(cols), out)
+    return out
+
+
+def _sample_bilinear_numpy(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The reference for the compiled sampler: the same arithmetic as whole-batch NumPy gathers.
+
+    padded: (N, C, H+2, W+2) with the fill ring; rows, cols: (N, OH, OW) float64 → (N, C, OH, OW).
+    """
+    n, c, h, w = padded.shape[0], padded.shape[1], padded.shape[2] - 2, padded.shape[3] - 2
     oh, ow = rows.shape[1:]
     plane = (h + 2) * (w + 2)
-    padded = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=fill)  # (N, C, H+2, W+2)
     flat = padded.reshape(-1)  # (N*C*(H+2)*(W+2),): one gather per neighbour for the whole batch
     # clip to the padding ring: r in [-1, H] reads only pads beyond the image; r0 in [-1, H-1] keeps r0+1 inside
     r = np.clip(rows, -1.0, h).reshape(n, 1, oh * ow)  # (N, 1, OH*OW)
     q = np.clip(cols, -1.0, w).reshape(n, 1, oh * ow)
     r0 = np.clip(np.floor(r), -1, h - 1)
     q0 = np.clip(np.floor(q), -1, w - 1)
-    a = (r - r0).astype(images.dtype)  # (N, 1, OH*OW), fractional parts in [0, 1]
-    b = (q - q0).astype(images.dtype)
+    a = (r - r0).astype(padded.dtype)  # (N, 1, OH*OW), fractional parts in [0, 1]
+    b = (q - q0).astype(padded.dtype)
     planes = (np.arange(n * c).reshape(n, c, 1)) * plane  # (N, C, 1): where each image's channel starts
     index = ((r0 + 1) * (w + 2) + (q0 + 1)).astype(np.intp) + planes  # (N, C, OH*OW): top-left neighbour
 
     def at(step: int) -> np.ndarray:
         return flat[index + step]  # (N, C, OH*OW)
 
-    one = images.dtype.type(1)
+    one = padded.dtype.type(1)
     top = at(0) * (one - b) + at(1) * b
     bottom = at(w + 2) * (one - b) + at(w + 3) * b
-    return (top * (one - a) + bottom * a).reshape(n, c, oh, ow).astype(images.dtype, copy=False)  # (N, C, OH, OW)
+    return (top * (one - a) + bottom * a).reshape(n, c, oh, ow).astype(padded.dtype, copy=False)  # (N, C, OH, OW)
 
 
 def _per_image(name: str, value: Any, n: int, width: int | None = None) -> np.ndarray:

@@ -17,7 +17,6 @@ Letters as in ``conv_direct``.
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
 
 from .conv_algorithm import ConvGeometry
 from .geometry import dilated_size
@@ -52,6 +51,8 @@ def _upsample(grad_output: np.ndarray, geo: ConvGeometry) -> np.ndarray:
 
 def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """y[n, o] = Σ_c correlate(x[n, c], dilate(w[o, c]), "valid")[::s]."""
+    from scipy import signal  # here, not at import: scipy.signal takes about 1 s to import
+
     N, (O, Cg) = x.shape[0], weight.shape[:2]
     Og = O // geo.groups
     y = np.zeros((N, O, *geo.out_size), dtype=x.dtype)
@@ -67,6 +68,8 @@ def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
 
 def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """dx[n, c] = Σ_o convolve(upsample(dy[n, o]), dilate(w[o, c]), "full") — summed, not overwritten."""
+    from scipy import signal  # (imported here, as in forward)
+
     N, O = grad_output.shape[:2]
     Cg, Og = weight.shape[1], O // geo.groups
     up = _upsample(grad_output, geo)
@@ -82,6 +85,8 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -
 
 def grad_weight(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """dw[o, c] = Σ_n correlate(x[n, c], upsample(dy[n, o]), "valid")[::d]."""
+    from scipy import signal  # (imported here, as in forward)
+
     N, O = grad_output.shape[:2]
     Cg, Og = x.shape[1] // geo.groups, O // geo.groups
     up = _upsample(grad_output, geo)
