@@ -220,9 +220,17 @@ def pad(x: np.ndarray, pads: Pads, padding_mode: str = "zeros", value: float = 0
     """Pad the last ``len(pads)`` axes of ``x`` by ``pads`` in ``padding_mode`` (zeros: with ``value``)."""
     if all(p == (0, 0) for p in pads):
         return x
+    if padding_mode == "zeros":  # as np.pad, whose general machinery costs ~40 µs a call more
+        k = x.ndim - len(pads)  # leading axes, not padded
+        size = x.shape[k:]
+        out = np.empty((*x.shape[:k], *(n + b + a for n, (b, a) in zip(size, pads, strict=True))), dtype=x.dtype)
+        crop(out, size, pads)[...] = x
+        for axis, (n, (before, _)) in enumerate(zip(size, pads, strict=True), start=k):
+            lead = (slice(None),) * axis
+            out[(*lead, slice(0, before))] = value  # each slab spans every other axis: corners included
+            out[(*lead, slice(before + n, None))] = value
+        return out
     widths = [(0, 0)] * (x.ndim - len(pads)) + list(pads)
-    if padding_mode == "zeros":
-        return np.pad(x, widths, mode="constant", constant_values=value)
     return np.pad(x, widths, mode=_NUMPY_PAD_MODE[padding_mode])
 
 
