@@ -48,6 +48,11 @@ CANDIDATES: dict[str, dict] = {
     "affine+elastic-20-lr5e-3": dict(epochs=20, lr=5e-3, **AFFINE, **ELASTIC),
     "affine+elastic-20-lr3e-3-w24": dict(epochs=20, lr=3e-3, lenet=dict(width=(24, 48)), **AFFINE, **ELASTIC),
     "affine+elastic-20-lr3e-3-stroke": dict(epochs=20, lr=3e-3, stroke=0.5, **AFFINE, **ELASTIC),
+    # issue 14, after training got faster (docs/training.md): variations on the stroke default, seeds 0 and 1
+    "stroke-20-lr3e-3-p0.3": dict(epochs=20, lr=3e-3, stroke=0.3, **AFFINE, **ELASTIC),
+    "stroke-20-lr5e-3": dict(epochs=20, lr=5e-3, stroke=0.5, **AFFINE, **ELASTIC),
+    "stroke-25-lr3e-3": dict(epochs=25, lr=3e-3, stroke=0.5, **AFFINE, **ELASTIC),
+    "stroke-20-lr3e-3-w20": dict(epochs=20, lr=3e-3, stroke=0.5, lenet=dict(width=(20, 40)), **AFFINE, **ELASTIC),
 }
 
 
