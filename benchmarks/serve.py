@@ -130,7 +130,7 @@ def main() -> int:
 
     import convprop
     from convprop.inference import Predictor
-    from convprop.serve import create_app, decode_image, parse_body
+    from convprop.serve import _rounded, create_app, decode_image, dumps, parse_body
 
     print_environment()
     print(f"convprop {convprop.__version__}  starlette {starlette.__version__}  uvicorn {uvicorn.__version__}")
@@ -152,17 +152,20 @@ def main() -> int:
         answer = service.predict(parse_body(body))
         print(f"response {len(answer):,} bytes, prediction {json.loads(answer)['prediction']!r}\n")
         maps = predictor.feature_maps(x)
-        encoded = {
-            "input": np.round(x[0].astype(np.float64), 3).tolist(),
-            "feature_maps": [np.round(m.astype(np.float64), 3).tolist() for _, m in maps],
-        }
+        encoded = {"input": _rounded(x[0]), "feature_maps": [_rounded(m) for _, m in maps]}
 
         print(f"{'milliseconds':<44} {'median':>8} {'p95':>8} {'min':>8}")
         direct = times_ms(lambda: service.predict(parse_body(body)), n)
         print(row("server pipeline, direct (JSON in -> JSON out)", direct))
         with TestClient(app) as client:
-            headers = {"content-type": "application/json"}
-            via_app = times_ms(lambda: client.post("/api/predict", content=body, headers=headers), n)
+            headers = {"content-type": "application/json", "host": "127.0.0.1:8000"}  # a host the app serves
+
+            def post():
+                response = client.post("/api/predict", content=body, headers=headers)
+                assert response.status_code == 200, response.text  # a refusal would time nothing
+                return response
+
+            via_app = times_ms(post, n)
         print(row("through the ASGI app (TestClient round trip)", via_app))
         print("  stages:")
         stages = {
@@ -170,8 +173,8 @@ def main() -> int:
             "decode base64 + PNG": lambda: decode_image(data_url),
             "preprocess (to_mnist)": lambda: predictor.preprocess(rgba),
             "forward: probabilities + feature maps": lambda: predictor.analyse(x),
-            "round + tolist": lambda: [np.round(m.astype(np.float64), 3).tolist() for _, m in maps],
-            "json.dumps": lambda: json.dumps(encoded, separators=(",", ":")),
+            "round": lambda: [_rounded(m) for _, m in maps],
+            "JSON encoding (orjson)": lambda: dumps(encoded),
         }
         for name, fn in stages.items():
             print(row("  " + name, times_ms(fn, n)))

@@ -131,7 +131,7 @@ class ExplainService:
                 for path, g in result.layer_gradients.items()
             ]
         answer["milliseconds"] = round(1000 * (time.perf_counter() - start), 3)
-        return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
+        return serve.dumps(answer)
 
     def learn(self, payload: dict[str, Any], extras: dict[str, Any]) -> bytes:
         p = self.predictor
@@ -151,7 +151,7 @@ class ExplainService:
         answer["target_class"] = p.classes[steps.target]
         answer["classes"] = list(p.classes)
         answer["input"] = serve._rounded(x[0])
-        return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
+        return serve.dumps(answer)
 
 
 def routes(

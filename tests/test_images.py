@@ -343,3 +343,15 @@ def test_preprocess_errors_name_the_file(tmp_path):
     Image.new("L", (40, 40), 255).save(tmp_path / "white.png")
     with pytest.raises(DataError, match=r"image .*white\.png: image is blank"):
         preprocess_image(tmp_path / "white.png")
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_uint8_colour_images_take_the_float32_path_to_the_same_gray(channels):
+    """Decoded PNGs (uint8 RGB/RGBA, every request of `convprop serve`) are converted in float32: the
+    same gray as the general path, which reads them as floats in [0, 1], to float32 rounding."""
+    from convprop.data.images import _as_gray
+
+    image = np.random.default_rng(channels).integers(0, 256, size=(37, 41, channels), dtype=np.uint8)
+    fast = _as_gray(image)
+    assert fast.dtype == np.float64 and fast.shape == (37, 41)
+    np.testing.assert_allclose(fast, _as_gray(image.astype(np.float64) / 255), rtol=0, atol=1e-6)
