@@ -257,8 +257,11 @@ def backward_nd(
     )
     dy = check_grad_output(grad_output, (x.shape[0], weight.shape[0], *geo.out_size), unbatched)
     check_same_dtype(grad_output=dy, x=x, weight=weight)
-    xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
-    return _backward(dy, ConvContext(geo, algo, weight, xp, None, unbatched))
+    # the weight's gradient first: then the padded copy of x is freed before dx's buffers exist (the
+    # peak of conv2d_backward drops by the bytes of x; benchmarks/memory.py)
+    dw, db = _param_grads(dy, ConvContext(geo, algo, weight, pad(x, geo.pads, geo.padding_mode), None, unbatched))
+    dx = pad_backward(algo.grad_input(dy, weight, geo), geo.in_size, geo.pads, geo.padding_mode)  # (N, C, *in_size)
+    return (dx[0] if unbatched else dx), dw, db
 
 
 def conv_backward_from_context(
