@@ -98,21 +98,23 @@ POOLS = [
 ]
 
 
+@pytest.mark.parametrize("nan", [True, False], ids=["a NaN", "finite"])  # 2×2: the unrolled kernel, or its fallback
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("conv", [dict(padding=1), dict(stride=2, padding=(0, 1), groups=2), dict(padding="same")])
-def test_block_equals_conv_relu_pool_exactly(conv, pool, dtype):
+def test_block_equals_conv_relu_pool_exactly(conv, pool, dtype, nan):
     rng = np.random.default_rng(8)
     x, w, b = rng.standard_normal((3, 4, 10, 11)), rng.standard_normal((6, 4 // conv.get("groups", 1), 3, 3)), None
     b = rng.standard_normal(6)
     x, w, b = x.astype(dtype), w.astype(dtype), b.astype(dtype)
-    x[0, 0, 4, 4] = np.nan  # a NaN wins its window in both
+    if nan:
+        x[0, 0, 4, 4] = np.nan  # a NaN wins its window in both
     options = dict(stride=1, dilation=1, groups=1, padding_mode="zeros", algorithm="auto") | conv
     reference = max_pool2d(relu(conv2d(x, w, b, **options)), **pool)
     got = conv2d_relu_pool(x, w, b, options, relu=True, pool=pool)
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, reference)
-    assert np.isnan(got).any()
+    assert np.isnan(got).any() == nan
 
 
 def test_unbatched_and_without_pool():

@@ -54,6 +54,28 @@ def _relu_max_pool(y: np.ndarray, kh: int, kw: int, out: np.ndarray) -> None:  #
                     out[n, c, i, j] = best if (best > 0.0 or best != best) else 0.0
 
 
+@njit(cache=True)
+def _relu_max_pool_2x2(y: np.ndarray, out: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """:func:`_relu_max_pool` for 2×2 windows, written out so the compiler unrolls it (measured 2.2 ms →
+    0.2 ms for lenet's first layer at batch 64). NaN is not handled: it returns whether it saw one, and
+    the caller reruns the general kernel, as ``pool_compiled.max_pool_2x2`` does."""
+    N, C, PH, PW = out.shape
+    saw_nan = False
+    for n in range(N):
+        for c in range(C):
+            plane = y[n, c]
+            for i in range(PH):
+                top, bottom = plane[2 * i], plane[2 * i + 1]
+                for j in range(PW):
+                    a, b, d, e = top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]
+                    saw_nan |= (a != a) | (b != b) | (d != d) | (e != e)
+                    best = a if a > b else b
+                    best = best if best > d else d
+                    best = best if best > e else e
+                    out[n, c, i, j] = best if best > 0.0 else 0.0
+    return saw_nan
+
+
 def _tiles(pool: dict[str, Any], size: tuple[int, ...]) -> bool:
     """Whether the pool's windows tile the map: kernel = stride, no padding, no dilation, nothing left
     for ceil mode to add."""
@@ -98,7 +120,8 @@ def relu_max_pool2d(y: np.ndarray, *, relu: bool, pool: dict[str, Any] | None = 
     if relu and _tiles(pool, y4.shape[2:]):
         kh, kw = pool["kernel_size"]
         out = np.empty((*y4.shape[:2], y4.shape[2] // kh, y4.shape[3] // kw), dtype=y.dtype)  # (N, C, PH, PW)
-        _relu_max_pool(y4, kh, kw, out)
+        if (kh, kw) != (2, 2) or _relu_max_pool_2x2(y4, out):  # (True: it met a NaN)
+            _relu_max_pool(y4, kh, kw, out)
         return out[0] if unbatched else out
     if relu:
         np.maximum(y, 0, out=y)
