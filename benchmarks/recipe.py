@@ -5,7 +5,8 @@ stratified, into 3,200 for training and 800 for validation (split seed 2024, the
 candidate). Each candidate is a set of TrainConfig overrides (plus, optionally, options of lenet itself);
 it is trained on the 3,200 with the same code `convprop train` runs (`train.train_epoch`, the
 optimizer and schedule factories) and scored by its validation accuracy after the last epoch (and,
-since the stroke candidate, also on the validation digits thickened and thinned by one pixel).
+since the stroke candidate, also on the validation digits thickened and thinned by one pixel). With
+``ema`` the averaged weights are scored, as `convprop train --ema` evaluates and saves them.
 
 Run one candidate at a time (the machine is shared; a candidate is one training run):
 
@@ -30,6 +31,7 @@ from scipy import ndimage
 
 from convprop import data
 from convprop.data.augment import CROSS
+from convprop.ema import WeightAverage
 from convprop.models import lenet
 from convprop.train import TrainConfig, evaluate, make_optimizer, make_schedule, train_epoch
 
@@ -53,6 +55,9 @@ CANDIDATES: dict[str, dict] = {
     "stroke-20-lr5e-3": dict(epochs=20, lr=5e-3, stroke=0.5, **AFFINE, **ELASTIC),
     "stroke-25-lr3e-3": dict(epochs=25, lr=3e-3, stroke=0.5, **AFFINE, **ELASTIC),
     "stroke-20-lr3e-3-w20": dict(epochs=20, lr=3e-3, stroke=0.5, lenet=dict(width=(20, 40)), **AFFINE, **ELASTIC),
+    # issue 14, third round: the default with an exponential moving average of the weights (--ema), seeds 0 and 1
+    "stroke-20-lr3e-3-ema0.999": dict(epochs=20, lr=3e-3, stroke=0.5, ema=0.999, **AFFINE, **ELASTIC),
+    "stroke-20-lr3e-3-ema0.995": dict(epochs=20, lr=3e-3, stroke=0.5, ema=0.995, **AFFINE, **ELASTIC),
 }
 
 
@@ -72,13 +77,22 @@ def run(name: str, seed: int) -> dict:
     model = lenet(1, dataset.image_size, dataset.num_classes, rng=int(rng.integers(2**31)), **options)
     opt = make_optimizer(config, model.parameters())
     schedule = make_schedule(config, opt)
+    average = WeightAverage(model.parameters(), config.ema) if config.ema else None  # as fit() does
     seconds, curve = 0.0, []
     for epoch in range(config.epochs):
-        _, _, s = train_epoch(model, opt, x_train, y_train, config, rng, f"epoch {epoch + 1}", fill=background)
+        _, _, s = train_epoch(
+            model, opt, x_train, y_train, config, rng, f"epoch {epoch + 1}", fill=background, average=average
+        )
         seconds += s
-        curve.append(round(evaluate(model, x_val, y_val).accuracy, 4))
+        if average is not None:
+            with average.applied():  # the averaged weights are scored, the trained ones train on
+                curve.append(round(evaluate(model, x_val, y_val).accuracy, 4))
+        else:
+            curve.append(round(evaluate(model, x_val, y_val).accuracy, 4))
         if schedule is not None:
             schedule.step()
+    if average is not None:
+        average.copy_to_model()  # the thickened and thinned digits too: the weights fit() would save
     pen = {  # the validation digits drawn with a pen one pixel wider / finer (robustness's "cross" rows)
         f"validation_{kind}": round(evaluate(model, norm(change(raw_val, footprint=CROSS)), y_val).accuracy, 4)
         for kind, change in (("thickened", ndimage.grey_dilation), ("thinned", ndimage.grey_erosion))

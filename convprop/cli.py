@@ -90,7 +90,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             default=f.default,
             choices=choices,
             help=help_text + default,
-            metavar=f.name.upper() if choices is None else None,
+            metavar=(f.metadata.get("metavar") or f.name.upper()) if choices is None else None,
         )
 
 

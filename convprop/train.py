@@ -27,6 +27,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, checkpoint, data, distributed, nn, optim
+from .ema import WeightAverage
 from .errors import ArgumentError, ConfigError
 from .fileio import write_json_atomic
 from .functional import ALGORITHMS
@@ -52,9 +54,9 @@ PLOT_NAMES = ("learning_curves.png", "confusion_matrix.png", "filters.png", "fea
 METRICS_NAME = "metrics.json"
 
 
-def option(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
+def option(default: Any, help: str, choices: Sequence[str] | None = None, metavar: str | None = None) -> Any:
     """A config field whose help text (and choices) the CLI reads: one place documents each default."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar})
 
 
 def _finite(value: Any) -> bool:
@@ -94,6 +96,12 @@ class TrainConfig:
     # a pen one pixel wider or finer: thinned validation digits 96% right (~74% without), accuracy unchanged
     stroke: float = option(
         0.5, "probability of thickening or thinning each training digit by one pixel (0: off; images of 28×28 or more)"
+    )
+    # an average of the weights over the last ~1/(1 − decay) steps (convprop.ema): evaluated and saved instead of them
+    ema: float = option(
+        0.0,
+        "evaluate and save an exponential moving average of the weights with this decay, e.g. 0.999 (0: off)",
+        metavar="DECAY",
     )
     seed: int = option(0, "seeds weights, shuffling, dropout and augmentation: same seed, same run")
     out_dir: str | None = option(None, "run directory (default: runs/<timestamp>)")
@@ -136,6 +144,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be {expected}, got {value!r}")
         if not _finite(self.stroke) or not 0 <= self.stroke <= 1:
             raise ConfigError(f"stroke must be a probability between 0 and 1, got {self.stroke!r}")
+        if not _finite(self.ema) or not (self.ema == 0 or 0 < self.ema < 1):
+            raise ConfigError(f"ema must be 0 (off) or a decay between 0 and 1 (exclusive), got {self.ema!r}")
         if not _finite(self.elastic_sigma) or not self.elastic_sigma > 0:
             raise ConfigError(f"elastic_sigma must be a positive number, got {self.elastic_sigma!r}")
         if self.algorithm != "auto" and self.algorithm not in ALGORITHMS:
@@ -309,8 +319,11 @@ def train_epoch(
     desc: str,
     world: distributed.World | None = None,
     fill: float = 0.0,
+    average: WeightAverage | None = None,
 ) -> tuple[float, float, float]:
     """One pass over the training set; returns (mean loss, accuracy, seconds). ``fill``: x's background value.
+
+    ``average`` (``--ema``), if given, is updated after every optimizer step.
 
     Under MPI (``world.size > 1``) each rank trains on its shard of every global batch (augmented whole,
     so the run does not depend on the number of ranks) and the gradients are allreduced before the step.
@@ -336,6 +349,8 @@ def train_epoch(
                 model.backward(grad, input_grad=False)  # the images need no gradient: the first layer skips it
             world.allreduce_grads(model, weight=len(yb) / len(yb_global))  # b_r/B: 1 rank's mean-loss gradient
             opt.step()
+            if average is not None:  # under MPI the same weights on every rank: the same average, not communicated
+                average.update()
             if not len(yb):
                 continue
             seen += len(yb)
@@ -391,6 +406,7 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     world.share_dropout_masks(model)
     opt = make_optimizer(config, model.parameters())
     schedule = make_schedule(config, opt)
+    average = WeightAverage(model.parameters(), config.ema) if config.ema else None
     run_dir = Path(world.on_rank_zero(lambda: str(prepare_run_dir(config))))  # only now: all above can refuse
     log(
         f"convprop {__version__}: training {config.model} on {config.dataset} "
@@ -419,10 +435,11 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
             try:  # overflow warnings are not printed: a non-finite loss or weight is detected and reported
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                     train_loss, train_acc, seconds = train_epoch(
-                        model, opt, x_train, y_train, config, rng, desc, world, fill=background
+                        model, opt, x_train, y_train, config, rng, desc, world, fill=background, average=average
                     )
-                    test = world.evaluate(model, x_test, y_test)  # sharded over the ranks; `evaluate` on one process
-                check_finite(model, test)
+                    with _averaged(average):  # --ema: the averaged weights are evaluated and saved, not trained
+                        test = world.evaluate(model, x_test, y_test)  # sharded over the ranks; one process: `evaluate`
+                        check_finite(model, test)
                 if not np.isfinite(train_loss):  # under MPI: some rank's loss was not finite
                     raise Diverged(None, f"the training loss is {train_loss}")
             except Diverged as exc:
@@ -439,7 +456,8 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
                 "images_per_second": len(x_train) / seconds,
             }
             if world.rank == 0:
-                checkpoint.save(model, ckpt, metadata=meta | {"epoch": str(epoch)})  # atomic: old or new, never half
+                with _averaged(average):  # atomic: the old checkpoint or the new, never half of one
+                    checkpoint.save(model, ckpt, metadata=meta | {"epoch": str(epoch)})
             history.append(record)
             log(
                 f"{desc}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
@@ -451,6 +469,8 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
             if schedule is not None:
                 schedule.step()
         status = "diverged" if diverged else "finished"
+        if average is not None and not diverged:
+            average.copy_to_model()  # the plots show the weights that were saved and evaluated
     except KeyboardInterrupt:
         status = "interrupted"
         if world.rank != 0:  # under MPI rank 0 alone wraps up, with no collective that could wait forever
@@ -476,6 +496,11 @@ def fit(config: TrainConfig, *, log: Callable[[str], None] = print_line) -> RunR
     if diverged is not None:
         raise diverged
     return RunResult(run_dir, history, test, status == "interrupted", files, status)
+
+
+def _averaged(average: WeightAverage | None) -> AbstractContextManager[None]:
+    """The averaged weights in the model for a block (``--ema``); without an average, the model as it is."""
+    return average.applied() if average is not None else nullcontext()
 
 
 def _checked_run_dir(config: TrainConfig) -> str:
