@@ -24,6 +24,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import nn
+from .errors import ArgumentError
 
 
 class WeightAverage:
@@ -31,7 +32,7 @@ class WeightAverage:
 
     def __init__(self, params: list[nn.Parameter], decay: float) -> None:
         if not 0.0 < decay < 1.0:
-            raise ValueError(f"decay must be between 0 and 1 (exclusive), got {decay!r}")
+            raise ArgumentError(f"decay must be between 0 and 1 (exclusive), got {decay!r}")
         self.params = params
         self.decay = float(decay)
         self.steps = 0

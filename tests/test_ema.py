@@ -133,3 +133,11 @@ def test_the_cli_option():
     assert parser.parse_args(["train"]).ema == 0.0
     train_help = parser._subparsers._group_actions[0].choices["train"].format_help()
     assert "--ema DECAY" in train_help
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 2.0])
+def test_weight_average_refuses_a_decay_outside_the_open_interval(decay):
+    from convprop.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=f"decay must be between 0 and 1 \\(exclusive\\), got {decay!r}"):
+        WeightAverage(lenet(1, (8, 8), 10, rng=0).parameters(), decay)
