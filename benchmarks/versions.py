@@ -25,7 +25,10 @@ import numpy as np
 
 
 def torch_twin(model, masks):
-    """lenet in PyTorch with ``model``'s weights and a dropout that replays convprop's ``masks``."""
+    """lenet in PyTorch with ``model``'s weights and a dropout that replays convprop's ``masks``.
+
+    Not ``twins.torch_twin``: that one reads ``Module.config()`` and the graph containers, which 0.1 lacks;
+    this reads only the layer attributes every version has."""
     import torch
 
     class ReplayDropout(torch.nn.Module):

@@ -260,8 +260,7 @@ def backward_nd(
     # the weight's gradient first: then the padded copy of x is freed before dx's buffers exist (the
     # peak of conv2d_backward drops by the bytes of x; benchmarks/memory.py)
     dw, db = _param_grads(dy, ConvContext(geo, algo, weight, pad(x, geo.pads, geo.padding_mode), None, unbatched))
-    dx = pad_backward(algo.grad_input(dy, weight, geo), geo.in_size, geo.pads, geo.padding_mode)  # (N, C, *in_size)
-    return (dx[0] if unbatched else dx), dw, db
+    return _input_grad(dy, algo, weight, geo, unbatched), dw, db
 
 
 def conv_backward_from_context(
@@ -286,11 +285,16 @@ def _context_grad_output(grad_output: ArrayLike, context: ConvContext) -> np.nda
 
 
 def _backward(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    geo = ctx.geo
-    dxp = ctx.algo.grad_input(dy, ctx.weight, geo)  # (N, C, *padded_size)
-    dx = pad_backward(dxp, geo.in_size, geo.pads, geo.padding_mode)  # (N, C, *in_size)
     dw, db = _param_grads(dy, ctx)
-    return (dx[0] if ctx.unbatched else dx), dw, db
+    return _input_grad(dy, ctx.algo, ctx.weight, ctx.geo, ctx.unbatched), dw, db
+
+
+def _input_grad(
+    dy: np.ndarray, algo: ConvAlgorithm, weight: np.ndarray, geo: ConvGeometry, unbatched: bool
+) -> np.ndarray:
+    """dx: the algorithm's gradient of the padded input, folded back onto x (N, C, *in_size)."""
+    dx = pad_backward(algo.grad_input(dy, weight, geo), geo.in_size, geo.pads, geo.padding_mode)
+    return dx[0] if unbatched else dx
 
 
 def _param_grads(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray]:
