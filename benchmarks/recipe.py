@@ -37,9 +37,17 @@ from convprop.train import TrainConfig, evaluate, make_optimizer, make_schedule,
 
 VALIDATION_FRACTION = 0.2  # of each class of the 4,000 training digits: 800 for validation
 VALIDATION_SEED = 2024
+FOLDS = 5  # --fold: 5-fold cross-validation, 800 validation digits per fold, all 4,000 over the five
 
+# Every candidate is given as changes to 0.1's recipe and 0.1's lenet, so that it runs the same whatever
+# convprop train's defaults have since become (they are the chosen candidate: tests/test_train.py).
+RECIPE_01 = dict(
+    epochs=10, batch_size=64, lr=1e-3, augment=1, rotation=0.0, scale=0.0, shear=0.0, elastic_alpha=0.0, stroke=0.0
+)
+LENET_01 = dict(hidden=128, dropout=0.25)
 AFFINE = dict(rotation=12.0, scale=0.12, shear=12.0)
 ELASTIC = dict(elastic_alpha=34.0, elastic_sigma=4.0)
+DEFAULT = dict(epochs=20, lr=3e-3, stroke=0.5, **AFFINE, **ELASTIC)  # convprop train's, since the stroke round
 CANDIDATES: dict[str, dict] = {
     "baseline": dict(epochs=10),  # the 0.1 default: shifts of 1 px, 10 epochs, Adam 1e-3, cosine
     "affine+elastic": dict(epochs=10, **AFFINE, **ELASTIC),
@@ -58,17 +66,70 @@ CANDIDATES: dict[str, dict] = {
     # issue 14, third round: the default with an exponential moving average of the weights (--ema), seeds 0 and 1
     "stroke-20-lr3e-3-ema0.999": dict(epochs=20, lr=3e-3, stroke=0.5, ema=0.999, **AFFINE, **ELASTIC),
     "stroke-20-lr3e-3-ema0.995": dict(epochs=20, lr=3e-3, stroke=0.5, ema=0.995, **AFFINE, **ELASTIC),
+    # issue 14, fourth round: 5-fold cross-validation (--fold F --seed F, F = 0..4), variations of the default
+    **{
+        f"cv-{suffix}": DEFAULT | change
+        for suffix, change in {
+            "default": {},
+            "ls0.1": dict(label_smoothing=0.1),
+            "drop0": dict(lenet=dict(dropout=0.0)),
+            "drop0.5": dict(lenet=dict(dropout=0.5)),
+            "h256": dict(lenet=dict(hidden=256)),
+            "mild": dict(rotation=8.0, scale=0.08, shear=8.0),
+            "bs32-lr2e-3": dict(batch_size=32, lr=2e-3),
+            "w24-e14": dict(epochs=14, lenet=dict(width=(24, 48))),
+            # the fourth round's second half: the two that gained, together and further
+            "h256-bs32-lr2e-3": dict(batch_size=32, lr=2e-3, lenet=dict(hidden=256)),
+            "h256-bs32-lr2e-3-drop0": dict(batch_size=32, lr=2e-3, lenet=dict(hidden=256, dropout=0.0)),
+            "h512-bs32-lr2e-3": dict(batch_size=32, lr=2e-3, lenet=dict(hidden=512)),
+            "h256-bs32-lr3e-3": dict(batch_size=32, lr=3e-3, lenet=dict(hidden=256)),
+            "h256-bs32-lr2e-3-w24": dict(batch_size=32, lr=2e-3, lenet=dict(hidden=256, width=(24, 48))),
+            "h256-bs16-lr1e-3": dict(batch_size=16, lr=1e-3, lenet=dict(hidden=256)),
+            # third part: the best of the second (hidden 256, batch 32, no dropout) in fewer epochs, and its parts
+            **{
+                f"h256-bs32-lr2e-3-drop0-e{epochs}": dict(
+                    epochs=epochs, batch_size=32, lr=2e-3, lenet=dict(hidden=256, dropout=0.0)
+                )
+                for epochs in (14, 16, 18)
+            },
+            "bs32-lr2e-3-drop0": dict(batch_size=32, lr=2e-3, lenet=dict(dropout=0.0)),
+            "h256-drop0": dict(lenet=dict(hidden=256, dropout=0.0)),
+        }.items()
+    },
 }
 
 
-def run(name: str, seed: int) -> dict:
+CHOSEN = "cv-h256-bs32-lr2e-3-drop0-e18"  # convprop train's default since the fourth round (docs/training.md)
+
+
+def fold_split(labels: np.ndarray, fold: int, folds: int = FOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation): validation is fold ``fold`` of a stratified ``folds``-way partition.
+
+    Each class's members are permuted once (VALIDATION_SEED) and dealt into ``folds`` nearly equal parts, so
+    the folds are disjoint, cover every digit, and hold each class in proportion.
+    """
+    gen = np.random.default_rng(VALIDATION_SEED)
+    parts: list[list[np.ndarray]] = [[] for _ in range(folds)]
+    for label in np.unique(labels):
+        members = gen.permutation(np.flatnonzero(labels == label))
+        for k, part in enumerate(np.array_split(members, folds)):
+            parts[k].append(part)
+    val = np.concatenate(parts[fold])
+    train = np.concatenate([np.concatenate(p) for k, p in enumerate(parts) if k != fold])
+    return gen.permutation(train), gen.permutation(val)
+
+
+def run(name: str, seed: int, fold: int | None = None) -> dict:
     overrides = dict(CANDIDATES[name])
-    options = overrides.pop("lenet", {})  # lenet's own options (width, hidden, batch_norm), else its defaults
-    config = TrainConfig(**overrides, seed=seed, progress=False)
+    options = LENET_01 | overrides.pop("lenet", {})  # lenet's own options (width, hidden, dropout, batch_norm)
+    config = TrainConfig(**(RECIPE_01 | overrides), seed=seed, progress=False)
     config.validate()
     rng = np.random.default_rng(config.seed)  # as fit() does: one Generator for weights, order, distortions
     dataset = data.load_dataset(config.dataset, seed=config.seed)
-    train, val = data.stratified_split(dataset.train_labels, VALIDATION_FRACTION, VALIDATION_SEED)
+    if fold is None:
+        train, val = data.stratified_split(dataset.train_labels, VALIDATION_FRACTION, VALIDATION_SEED)
+    else:
+        train, val = fold_split(dataset.train_labels, fold)
     norm = data.Normalization.fit(dataset.train_images[train])
     raw_val = dataset.train_images[val]
     x_train, x_val = norm(dataset.train_images[train]), norm(raw_val)
@@ -100,11 +161,13 @@ def run(name: str, seed: int) -> dict:
     return {
         "candidate": name,
         "seed": seed,
+        "fold": fold,
         "validation_accuracy": curve[-1],
         **pen,
         "validation_curve": curve,
         "train_seconds": round(seconds, 1),
-        "config": {k: v for k, v in dataclasses.asdict(config).items() if k in overrides} | {"lenet": options},
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k in RECIPE_01 | overrides}
+        | {"lenet": options},
     }
 
 
@@ -112,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("candidate", nargs="?", choices=sorted(CANDIDATES))
     parser.add_argument("--seed", type=int, default=0, help="weights, batch order and distortions (default: 0)")
+    parser.add_argument(
+        "--fold", type=int, choices=range(FOLDS), help=f"validate on this fold of a stratified {FOLDS}-way partition"
+    )
     parser.add_argument("--list", action="store_true", help="print the candidates and exit")
     args = parser.parse_args(argv)
     if args.list or args.candidate is None:
@@ -119,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:28s} {overrides}")
         return 0
     start = time.perf_counter()
-    result = run(args.candidate, args.seed)
+    result = run(args.candidate, args.seed, args.fold)
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(result), flush=True)
     return 0

@@ -311,10 +311,10 @@ def test_download_path_through_the_cli(monkeypatch, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_training_reaches_a_minimum_accuracy(tmp_path):
-    """The main job, shortened: the default recipe, 5 epochs instead of 20 (measured 97.4%, 12.6 s).
+    """The main job, shortened: the default recipe, 5 epochs instead of 18.
 
-    Not raised to issue 14's 98.5%: the full default run averages 98.03 ± 0.75% over seeds 0–2
-    (docs/training.md), so one seed reaching 98.5% is not a property of the default.
+    Not raised to issue 14's 98.5%: the full default run averages 98.43 ± 0.65% over seeds 0–2 and
+    reaches 98.40% on seed 0 (docs/training.md), so one seed reaching 98.5% is not a property of the default.
     """
     out = tmp_path / "default"
     result = run("train", "--epochs", "5", "--out-dir", out, "--no-progress", timeout=600)

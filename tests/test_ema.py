@@ -54,7 +54,7 @@ def test_the_average_is_the_bias_corrected_formula_computed_by_hand():
     dataset = data.load_dataset("digits", seed=0)
     x, y = dataset.train_images[:200], dataset.train_labels[:200]  # batches of 64: 4 optimizer steps
     model = lenet(1, dataset.image_size, dataset.num_classes, rng=0)
-    config = TrainConfig(dataset="digits", progress=False)
+    config = TrainConfig(dataset="digits", batch_size=64, progress=False)
     decay = 0.9
     average = Recording(model.parameters(), decay)
     train_epoch(model, Adam(model.parameters(), lr=1e-2), x, y, config, np.random.default_rng(0), "", average=average)
@@ -94,7 +94,7 @@ def test_ema_zero_builds_no_average_and_the_average_never_changes_training(tmp_p
     off = run(tmp_path, "off", epochs=2)
     assert recording == []  # the default: no average, today's training exactly
     on = run(tmp_path, "on", epochs=2, ema=0.9)
-    steps = -(-len(data.load_dataset("digits", seed=0).train_labels) // 64)  # batches of 64 per epoch
+    steps = -(-len(data.load_dataset("digits", seed=0).train_labels) // TrainConfig().batch_size)  # per epoch
     assert len(recording) == 1 and recording[0].steps == 2 * steps
     for a, b in zip(off.history, on.history, strict=True):  # the same trained weights, epoch after epoch
         assert (a["train_loss"], a["train_accuracy"]) == (b["train_loss"], b["train_accuracy"])

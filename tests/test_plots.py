@@ -94,12 +94,12 @@ def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "curves.png"
     path.write_bytes(b"old contents")
 
-    def broken_savefig(self, *args, **kwargs):
+    def broken_draw(self, *args, **kwargs):
         raise RuntimeError("renderer crashed")
 
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    monkeypatch.setattr(FigureCanvasAgg, "draw", broken_draw)
     with pytest.raises(RuntimeError, match="renderer crashed"):
         plots.plot_learning_curves(HISTORY, path)
     assert path.read_bytes() == b"old contents"
@@ -193,3 +193,38 @@ def test_heatmap_png():
 def test_importing_plots_does_not_import_matplotlib():
     code = "import sys, convprop.plots; assert 'matplotlib' not in sys.modules, 'imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _margins(path: Path) -> tuple[int, int, int, int]:
+    """Background pixels (white) before the first drawn pixel from the top, bottom, left and right."""
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    ink = (rgb != 255).any(axis=2)
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    return rows[0], len(ink) - 1 - rows[-1], cols[0], ink.shape[1] - 1 - cols[-1]
+
+
+def test_empty_margins_are_trimmed_to_a_tenth_of_an_inch(tmp_path):
+    """One draw, then the figure's empty background is cut to MARGIN_PX on every side."""
+    path = plots.plot_confusion_matrix(np.eye(3, dtype=int) * 5, ["a", "b", "c"], tmp_path / "c.png")
+    assert all(m == plots.MARGIN_PX for m in _margins(path))
+    assert Image.open(path).size < (plots.DPI * 6, plots.DPI * 6)  # smaller than the figure drawn
+
+
+def test_a_label_reaching_past_the_figure_is_kept_whole(tmp_path, monkeypatch):
+    """Long class names make the titles of the worst digits reach the figure's edge: matplotlib then
+    measures the whole drawing (bbox_inches="tight") instead of the pixels being cropped."""
+    calls = []
+    savefig = plots._new_figure(1, 1).savefig.__func__
+
+    def spy(fig, *args, **kwargs):
+        calls.append(kwargs.get("bbox_inches"))
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", spy)
+    images, true, predicted = np.zeros((16, 28, 28)), np.arange(16) % 10, 9 - np.arange(16) % 10
+    path = plots.plot_worst(images, true, predicted, [0.9] * 16, list(FASHION_CLASSES), tmp_path / "w.png")
+    assert calls == ["tight"]
+    assert min(_margins(path)) > 0  # nothing cut off at any edge
+    calls.clear()
+    plots.plot_worst(images, true, predicted, [0.9] * 16, [str(i) for i in range(10)], tmp_path / "d.png")
+    assert calls == []  # short labels: one draw, cropped

@@ -304,3 +304,28 @@ def test_max_pool_backward_rejects_indices_outside_the_plane():
     idx[0, 0, 0, 0] = 16  # one past the 4×4 plane: would land in the next channel
     with pytest.raises(ValueError, match=r"indices must lie in \[0, H·W\) = \[0, 16\).*to 16"):
         max_pool2d_backward(dy, x, 2, indices=idx)
+
+
+def test_a_remembered_geometry_still_refuses_what_it_refused():
+    """The geometry of plain-int arguments is remembered per input size; a value that is equal to a
+    remembered one but of another type (2.0 == 2, True == 1) is still checked, and refused."""
+    from convprop.functional import pool_window
+
+    x = np.ones((2, 3, 8, 8), np.float32)
+    first = pool_window.resolve(x, 2, 2, None, 0, 1, False)[1]
+    assert pool_window.resolve(x[:1], 2, 2, None, 0, 1, False)[1] is first  # same sizes: the same geometry
+    assert pool_window.resolve(np.ones((3, 9, 9)), 2, 2, None, 0, 1, False)[1].in_size == (9, 9)
+    with pytest.raises(TypeError, match=r"kernel_size must be an int or a pair of ints, got 2\.0"):
+        max_pool2d(x, 2.0)
+    with pytest.raises(TypeError, match=r"kernel_size must be an int or a pair of ints, got True"):
+        max_pool2d(x, True)
+    with pytest.raises(ValueError, match=r"padding should be at most half of kernel_size"):
+        max_pool2d(x, 2, padding=2)  # an error is raised each time, never remembered
+    with pytest.raises(ValueError, match=r"padding should be at most half of kernel_size"):
+        max_pool2d(x, 2, padding=2)
+    # a list is not remembered (unhashable) but gives the same answer
+    np.testing.assert_array_equal(max_pool2d(x, [2, 2]), max_pool2d(x, (2, 2)))
+    with pytest.raises(TypeError, match=r"ceil_mode must be a bool, got 1"):
+        max_pool2d(x, 2, ceil_mode=1)
+    with pytest.raises(TypeError, match=r"kernel_size must be an int or a pair of ints, got \(True, 2\)"):
+        max_pool2d(x, (True, 2))

@@ -88,6 +88,9 @@ def test_augmentation_changes_the_run(tmp_path):
         ("lr", 0.0, "lr must be > 0.0, got 0.0"),
         ("weight_decay", -0.1, "weight_decay must be >= 0.0, got -0.1"),
         ("augment", 9, "augment must be a shift of 0 to 4 pixels, got 9"),
+        ("label_smoothing", 1.0, r"label_smoothing must be a number in \[0, 1\), got 1.0"),
+        ("label_smoothing", -0.1, r"label_smoothing must be a number in \[0, 1\), got -0.1"),
+        ("label_smoothing", float("nan"), r"label_smoothing must be a number in \[0, 1\), got nan"),
         ("algorithm", "fft", "unknown algorithm 'fft'"),
         ("model", "vgg", "unknown model 'vgg'"),
         ("dataset", "cifar", "unknown dataset 'cifar'"),
@@ -135,3 +138,67 @@ def test_a_run_directory_that_cannot_be_created_is_a_config_error(tmp_path):
     (tmp_path / "a-file").write_text("in the way")
     with pytest.raises(ConfigError, match=r"cannot create run directory .*a-file/run"):
         prepare_run_dir(TrainConfig(out_dir=str(tmp_path / "a-file" / "run")))
+
+
+def test_label_smoothing_reaches_the_training_loss(tmp_path, monkeypatch):
+    """--label-smoothing ε trains on the smoothed target; the test loss stays the plain cross-entropy."""
+    from convprop import train
+
+    seen = []
+    original = train.cross_entropy
+
+    def spy(logits, target, **kwargs):
+        seen.append(kwargs.get("label_smoothing", 0.0))
+        return original(logits, target, **kwargs)
+
+    monkeypatch.setattr(train, "cross_entropy", spy)
+    result = run(tmp_path, "smooth", epochs=1, label_smoothing=0.1)
+    assert seen and set(seen) == {0.1, 0.0}  # 0.1 in every training step, 0.0 in the test evaluation
+    smoothed = run(tmp_path, "plain", epochs=1)
+    assert result.history[0]["train_loss"] != smoothed.history[0]["train_loss"]
+    assert json.loads((result.run_dir / "metrics.json").read_text())["config"]["label_smoothing"] == 0.1
+
+
+def test_the_default_model_is_the_recipe_that_was_chosen():
+    """docs/training.md's fourth round chose 256 hidden units and no dropout for lenet; lenet-small and
+    lenet-bn keep 0.1's head (dropout 0.25, 64 and 128 hidden units)."""
+    from convprop import models
+
+    def head(model):
+        return [type(m).__name__ for m in model][6:], model[7].config()["out_features"]
+
+    assert head(models.lenet(1, (28, 28), 10, rng=0)) == (["Flatten", "Linear", "ReLU", "Linear"], 256)
+    assert head(models.lenet(1, (28, 28), 10, rng=0, dropout=0.25, hidden=128)) == (
+        ["Flatten", "Linear", "ReLU", "Dropout", "Linear"],
+        128,
+    )
+    assert head(models.lenet_small(1, (28, 28), 10, rng=0)) == (["Flatten", "Linear", "ReLU", "Dropout", "Linear"], 64)
+    bn = models.lenet_bn(1, (28, 28), 10, rng=0)
+    assert [type(m).__name__ for m in bn][-3:] == ["ReLU", "Dropout", "Linear"] and bn[-1].config()[
+        "in_features"
+    ] == 128
+    defaults = TrainConfig()
+    assert (defaults.model, defaults.epochs, defaults.batch_size, defaults.lr) == ("lenet", 18, 32, 2e-3)
+    assert (defaults.label_smoothing, defaults.ema) == (0.0, 0.0)
+
+
+def test_the_default_is_the_candidate_benchmarks_recipe_chose():
+    """benchmarks/recipe.py's CHOSEN candidate, applied to 0.1's recipe and lenet, is convprop train's default."""
+    import importlib.util
+    import inspect
+    from pathlib import Path
+
+    from convprop import models
+
+    path = Path(__file__).parents[1] / "benchmarks" / "recipe.py"
+    spec = importlib.util.spec_from_file_location("recipe", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    chosen = dict(recipe.CANDIDATES[recipe.CHOSEN])
+    lenet_options = recipe.LENET_01 | chosen.pop("lenet", {})
+    defaults = TrainConfig()
+    for field, value in (recipe.RECIPE_01 | chosen).items():
+        assert getattr(defaults, field) == value, field
+    signature = inspect.signature(models.lenet).parameters
+    for option, value in lenet_options.items():
+        assert signature[option].default == value, option
