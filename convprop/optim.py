@@ -195,6 +195,12 @@ def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
         np.subtract(end, diff, out=start)
 
 
+def _one_contiguous_float_dtype(*arrays: np.ndarray) -> bool:
+    """All C-contiguous, all float32 or all float64: what the compiled update takes."""
+    dtype = arrays[0].dtype
+    return dtype in (np.float32, np.float64) and all(a.dtype == dtype and a.flags.c_contiguous for a in arrays)
+
+
 class Adam(Optimizer):
     r"""Adam (Kingma & Ba), optionally AMSGrad, with L2 weight decay added to the gradient.
 
@@ -250,15 +256,35 @@ class Adam(Optimizer):
             else:
                 grad = grad + self.weight_decay * w
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        step = float(state["step"])
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        step_size = self.lr / bias_correction1
+        if not self.amsgrad and _one_contiguous_float_dtype(w, grad, m, v):
+            # the same operations in one compiled pass (optim_compiled): bit-identical, ~4× faster
+            from .optim_compiled import adam_step
+
+            cast, weight = w.dtype.type, 1 - beta1
+            from_start = abs(weight) < 0.5  # _lerp_'s two forms
+            adam_step(
+                w.reshape(-1),
+                grad.reshape(-1),
+                m.reshape(-1),
+                v.reshape(-1),
+                from_start,
+                cast(weight if from_start else 1 - weight),
+                cast(beta2),
+                cast(1 - beta2),
+                cast(bias_correction2**0.5),
+                cast(self.eps),
+                cast(-step_size),
+            )
+            return
         _lerp_(m, grad, 1 - beta1)
         v *= beta2
         tmp = np.multiply(grad, 1 - beta2)  # in-place steps, same arithmetic order as torch's addcmul_
         tmp *= grad
         v += tmp
-        step = float(state["step"])
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
-        step_size = self.lr / bias_correction1
         if self.amsgrad:
             np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
             v = state["max_exp_avg_sq"]

@@ -126,3 +126,90 @@ def test_unbatched_and_without_pool():
     np.testing.assert_array_equal(
         conv2d_relu_pool(x, w, b, options, relu=True, pool=pool), max_pool2d(relu(conv2d(x, w, b, **options)), **pool)
     )
+
+
+# ------------------------------------------------------------------ training: ReLU → 2×2 max-pool as one pass
+
+
+def _layer_by_layer(model, x, grad_fn, input_grad=True):
+    """Each layer's own forward_with_context and backward_with_context: the reference for the fused pair."""
+    contexts = []
+    for layer in model:
+        x, context = layer.forward_with_context(x)
+        contexts.append(context)
+    grad = grad_fn(x)
+    layers = list(model)
+    for i in reversed(range(len(layers))):
+        grad = layers[i].backward_with_context(contexts[i], grad, input_grad=input_grad or i > 0)
+    return x, grad
+
+
+PAIRS = {
+    "lenet": (lambda: models.lenet(1, (28, 28), 10, rng=0), (6, 1, 28, 28)),
+    "odd size (the last row and column are not pooled)": (
+        lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()),
+        (4, 2, 7, 9),
+    ),
+    "ReLU first": (lambda: nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d((2, 2), stride=2)), (3, 2, 6, 4)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_fused_relu_pool_training_pass_equals_the_layers_own(name, dtype):
+    make, shape = PAIRS[name]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[..., 0, :2] = 0.0  # exact zeros and ties: the first maximum wins, and ReLU's gradient at 0 is 0
+    x[..., 1, 0] = x[..., 1, 1]
+    a, b = make().astype(dtype), make().astype(dtype)
+    y, contexts = a.forward_with_context(x.copy())
+    assert any(isinstance(c, fused.ReluPoolContext) for c in contexts)
+    assert fused.FUSED_WITH_NEXT in contexts
+    g = rng.standard_normal(y.shape).astype(dtype)
+    dx = a.backward_with_context(contexts, g)
+    y_ref, dx_ref = _layer_by_layer(b, x.copy(), lambda out: g)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+    assert dx.dtype == dtype and dx.shape == x.shape
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        np.testing.assert_array_equal(p.grad, q.grad)
+
+
+def test_a_fused_pair_at_the_start_honours_input_grad_false():
+    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 2, rng=0))
+    x = np.random.default_rng(0).standard_normal((2, 2, 4, 4)).astype(np.float32)
+    y, contexts = model.forward_with_context(x)
+    assert model.backward_with_context(contexts, np.ones_like(y), input_grad=False) is None
+    assert model[3].weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    "pool, shape",
+    [
+        (nn.MaxPool2d(2, ceil_mode=True), (2, 3, 5, 5)),
+        (nn.MaxPool2d(3), (2, 3, 6, 6)),
+        (nn.MaxPool2d(2, 1), (2, 3, 4, 4)),
+    ],
+    ids=["ceil mode, odd size", "3x3", "stride 1"],
+)
+def test_pools_that_do_not_tile_2x2_run_as_their_own_layers(pool, shape):
+    model = nn.Sequential(nn.ReLU(), pool)
+    _, contexts = model.forward_with_context(np.random.default_rng(0).standard_normal(shape))
+    assert not any(isinstance(c, fused.ReluPoolContext) for c in contexts)
+
+
+def test_a_nan_makes_the_pair_run_unfused_and_propagate_it():
+    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 0, 0] = np.nan
+    y, contexts = model.forward_with_context(x)
+    assert not any(isinstance(c, fused.ReluPoolContext) for c in contexts)
+    assert np.isnan(y[0, 0, 0, 0]) and (y[0, 0, 1:, 1:] == 0).all()
+
+
+def test_fused_backward_refuses_a_gradient_of_the_wrong_shape():
+    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    _, contexts = model.forward_with_context(np.ones((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match=r"grad_output must have the pooled shape \(1, 1, 2, 2\), got \(1, 1, 3, 3\)"):
+        model.backward_with_context(contexts, np.ones((1, 1, 3, 3)))

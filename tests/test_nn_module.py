@@ -174,6 +174,27 @@ def test_accumulated_grad_is_a_copy_not_an_alias_of_the_gradient():
     np.testing.assert_array_equal(layer.weight.grad, 2 * snapshot)
 
 
+def test_an_owned_first_gradient_is_kept_without_a_copy_and_anything_else_is_copied():
+    p = nn.Parameter(np.zeros((2, 3), np.float32))
+    fresh = np.ones((2, 3), np.float32)
+    p.accumulate(fresh, owned=True)
+    assert p.grad is fresh  # handed over
+    p.accumulate(fresh)  # later gradients are added in place
+    assert p.grad is fresh and (fresh == 2).all()
+    for given in (
+        np.ones((2, 3), np.float64),  # another dtype
+        np.ones((3, 2), np.float32).T,  # not C order
+        np.broadcast_to(np.float32(1), (2, 3)),  # read-only
+    ):
+        q = nn.Parameter(np.zeros((2, 3), np.float32))
+        q.accumulate(given, owned=True)
+        assert q.grad is not given and q.grad.dtype == np.float32 and q.grad.flags.c_contiguous
+        np.testing.assert_array_equal(q.grad, 1)
+    r = nn.Parameter(np.zeros((2, 3), np.float32))
+    r.accumulate(fresh)  # not owned: a copy
+    assert r.grad is not fresh
+
+
 # ---------------------------------------------------------------------------------------------- untied bias
 
 

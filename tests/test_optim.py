@@ -354,3 +354,48 @@ def sgd():
 def test_schedule_validation(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, dict(betas=(0.5, 0.9)), dict(betas=(0.0, 0.99), eps=1e-3), dict(weight_decay=0.1)],
+    ids=str,
+)
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_compiled_adam_is_bit_identical_to_the_numpy_update(monkeypatch, name, kwargs, dtype):
+    """optim_compiled.adam_step against Adam's NumPy operations, in both dtypes and both lerp forms."""
+    rng = np.random.default_rng(1)
+    init = [rng.standard_normal(s).astype(dtype) for s in [(257,), (3, 5, 7), (1000, 3)]]
+    grads = [[rng.standard_normal(x.shape).astype(dtype) for x in init] for _ in range(6)]
+
+    def run(compiled):
+        with monkeypatch.context() as patch:
+            if not compiled:
+                patch.setattr(optim, "_one_contiguous_float_dtype", lambda *arrays: False)
+            params = [P(x.copy()) for x in init]
+            opt = getattr(optim, name)(params, lr=0.01, **kwargs)
+            for step_grads in grads:
+                set_grads(params, step_grads)
+                opt.step()
+        return [p.data for p in params], opt.state
+
+    (fast, fast_state), (slow, slow_state) = run(True), run(False)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(fast_state, slow_state, strict=True):
+        np.testing.assert_array_equal(a["exp_avg"], b["exp_avg"])
+        np.testing.assert_array_equal(a["exp_avg_sq"], b["exp_avg_sq"])
+
+
+def test_adam_with_a_strided_gradient_takes_the_numpy_path_and_agrees():
+    rng = np.random.default_rng(2)
+    wide = rng.standard_normal((4, 6)).astype(np.float32)
+    a, b = P(rng.standard_normal((4, 3)).astype(np.float32)), None
+    b = P(a.data.copy())
+    opt_a, opt_b = optim.Adam([a], lr=0.1), optim.Adam([b], lr=0.1)
+    a.grad, b.grad = wide[:, ::2], np.ascontiguousarray(wide[:, ::2])  # a view with strides, and its copy
+    opt_a.step()
+    opt_b.step()
+    np.testing.assert_array_equal(a.data, b.data)

@@ -8,6 +8,13 @@ with the batch and updates its running statistics, as always), then ReLU and poo
 pass over an array this call owns, with no arg-max array (``functional.fused``). Every other layer
 runs its own ``forward``. The result equals the layers' own forwards bit for bit; nothing is written
 to any layer, so one eval-mode model still serves many threads.
+
+The training path (``Sequential.forward_with_context``) fuses less: a ``ReLU`` directly followed by a
+2×2, stride-2 ``MaxPool2d`` runs as one compiled pass that keeps, per window, only which of its four
+taps won (int8), and its backward scatters each δ to that tap (:func:`relu_pool_with_context`). The
+two layers' own passes would write the ReLU'd map, keep an int64 arg-max array, then mask the
+scattered gradient with ReLU's: for lenet's two pairs 1.4 ms of a 10 ms step at batch 32. Same
+outputs and gradients, bit for bit (``tests/test_fused.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from ..functional.fused import conv2d_relu_pool, relu_max_pool2d
+from ..functional.fused import (
+    _tiles,
+    conv2d_relu_pool,
+    relu_max_pool2d,
+    relu_max_pool_2x2_backward,
+    relu_max_pool_2x2_with_taps,
+)
 from .activation import ReLU
 from .conv import Conv2d
 from .module import Module
@@ -68,3 +81,42 @@ def forward_fused(layers: Sequence[Module], x: Any) -> Any:
         i, parts = run
         x = _run(parts["conv"], parts["norm"], parts["pool"], x)
     return x
+
+
+class ReluPoolContext:
+    """What the backward of a fused ReLU → 2×2 max-pool needs: each window's winning tap, the input shape."""
+
+    __slots__ = ("input_shape", "taps")
+
+    def __init__(self, taps: np.ndarray, input_shape: tuple[int, ...]) -> None:
+        self.taps = taps  # (N, C, PH, PW) int8: 0–3, or −1 where ReLU zeroed the window
+        self.input_shape = input_shape
+
+
+FUSED_WITH_NEXT = "fused with the next layer"  # the ReLU's slot in a Sequential's context list
+
+
+def relu_pool_with_context(layers: Sequence[Module], i: int, x: Any) -> tuple[np.ndarray, ReluPoolContext] | None:
+    """``layers[i]`` (a ReLU) and ``layers[i + 1]`` (a 2×2, stride-2 MaxPool2d) applied to ``x`` as one
+    pass, with the context of both; None when they are not such a pair or ``x`` is not a C-ordered
+    float (N, C, H, W) batch without NaN — the layers then run as they are."""
+    if type(layers[i]) is not ReLU or i + 1 >= len(layers) or type(layers[i + 1]) is not MaxPool2d:
+        return None
+    if not (isinstance(x, np.ndarray) and x.ndim == 4 and x.dtype in (np.float32, np.float64)):
+        return None
+    pool = layers[i + 1]
+    assert isinstance(pool, MaxPool2d)  # (checked above; for the type checker)
+    options = dict(kernel_size=pool.kernel_size, stride=pool.stride, padding=pool.padding,
+                   dilation=pool.dilation, ceil_mode=pool.ceil_mode)  # fmt: skip
+    if pool.kernel_size != (2, 2) or min(x.shape[2:]) < 2 or not _tiles(options, x.shape[2:]):
+        return None
+    fused = relu_max_pool_2x2_with_taps(np.ascontiguousarray(x))
+    if fused is None:
+        return None
+    y, taps = fused
+    return y, ReluPoolContext(taps, x.shape)
+
+
+def relu_pool_backward(context: ReluPoolContext, grad_output: np.ndarray) -> np.ndarray:
+    """The input gradient of :func:`relu_pool_with_context`'s pair."""
+    return relu_max_pool_2x2_backward(np.asarray(grad_output), context.taps, context.input_shape)

@@ -56,9 +56,9 @@ class Linear(Module):
             dx, dw, db = linear_backward(grad_output, context, self.weight.data)
         else:
             dw, db = linear_param_grads(grad_output, context, self.weight.data)
-        self.weight.accumulate(dw)
+        self.weight.accumulate(dw, owned=True)  # dw and db are new arrays of this call: no copy
         if self.bias is not None:
-            self.bias.accumulate(db)
+            self.bias.accumulate(db, owned=True)
         return dx
 
     def config(self) -> dict[str, Any]:

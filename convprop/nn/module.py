@@ -36,10 +36,23 @@ class Parameter:
     def shape(self) -> tuple[int, ...]:
         return self.data.shape
 
-    def accumulate(self, grad: np.ndarray) -> None:
-        """``grad += g`` as PyTorch does, so several backward passes add up until ``zero_grad``."""
+    def accumulate(self, grad: np.ndarray, *, owned: bool = False) -> None:
+        """``grad += g`` as PyTorch does, so several backward passes add up until ``zero_grad``.
+
+        The first gradient is copied, unless ``owned``: a layer passing an array it has just computed
+        and keeps no other reference to may hand it over as it is (no copy of a 1.6 MB weight
+        gradient every step), provided it already has the parameter's dtype, shape and C order.
+        """
         if self.grad is None:
-            self.grad = np.array(grad, dtype=self.data.dtype, copy=True)
+            keep = (
+                owned
+                and isinstance(grad, np.ndarray)
+                and grad.dtype == self.data.dtype
+                and grad.shape == self.data.shape
+                and grad.flags.c_contiguous
+                and grad.flags.writeable
+            )
+            self.grad = grad if keep else np.array(grad, dtype=self.data.dtype, order="C", copy=True)
         else:
             self.grad += grad
 
@@ -283,10 +296,20 @@ class Sequential(Module):
 
     def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
         """Context: the list of the layers' contexts, in order."""
-        contexts = []
-        for layer in self:
-            x, context = layer.forward_with_context(x)
+        from .fused import FUSED_WITH_NEXT, relu_pool_with_context  # (fused.py imports the layers)
+
+        layers, contexts = list(self), []
+        i = 0
+        while i < len(layers):
+            fused = relu_pool_with_context(layers, i, x)  # ReLU → 2×2 max-pool as one pass, else None
+            if fused is not None:
+                x, context = fused
+                contexts += [FUSED_WITH_NEXT, context]
+                i += 2
+                continue
+            x, context = layers[i].forward_with_context(x)
             contexts.append(context)
+            i += 1
         return x, contexts
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -304,6 +327,17 @@ class Sequential(Module):
             raise ArgumentError(f"Sequential of {len(layers)} layers got a context of {len(context)} entries")
         if not layers:
             return grad_output if input_grad else None
-        for layer, ctx in zip(reversed(layers[1:]), reversed(context[1:]), strict=True):
-            grad_output = layer.backward_with_context(ctx, grad_output)
-        return layers[0].backward_with_context(context[0], grad_output, input_grad=input_grad)
+        from .fused import ReluPoolContext, relu_pool_backward
+
+        i = len(layers) - 1
+        while i >= 0:
+            ctx = context[i]
+            if isinstance(ctx, ReluPoolContext):  # layers i - 1 and i ran as one pass (forward_with_context)
+                if i == 1 and not input_grad:
+                    return None
+                grad_output = relu_pool_backward(ctx, grad_output)
+                i -= 2
+                continue
+            grad_output = layers[i].backward_with_context(ctx, grad_output, input_grad=input_grad or i > 0)
+            i -= 1
+        return grad_output if input_grad else None
