@@ -98,3 +98,26 @@ def test_backward_rejects_mixed_dtypes_and_bad_arguments():
 def test_integer_lists_are_accepted_as_float64():
     y = conv2d([[[1, 2], [3, 4]]], [[[[1, 1], [1, 1]]]])
     assert y.dtype == np.float64 and y.shape == (1, 1, 1) and y[0, 0, 0] == 10
+
+
+def test_a_remembered_geometry_still_refuses_what_it_refused():
+    """conv remembers the geometry of plain-int (and string) arguments per shape; a value equal to a
+    remembered one but of another type (2.0 == 2, True == 1) is still checked, and refused, and an
+    error is raised again on every call, never remembered."""
+    from convprop.functional import conv
+
+    x, w = np.ones((2, 4, 8, 8), np.float32), np.ones((6, 4, 3, 3), np.float32)
+    first = conv._resolve(x, w, 2, 2, 1, 1, 1, "zeros", "auto", "conv2d")[2]
+    assert conv._resolve(x, w, 2, 2, 1, 1, 1, "zeros", "auto", "conv2d")[2] is first  # remembered
+    conv2d(x, w, stride=2)
+    with pytest.raises(TypeError, match=r"stride must be an int or a pair of ints, got 2\.0"):
+        conv2d(x, w, stride=2.0)
+    with pytest.raises(TypeError, match=r"stride must be an int or a pair of ints, got True"):
+        conv2d(x, w, stride=True)
+    with pytest.raises(TypeError, match=r"groups must be an int, got True"):
+        conv2d(x, w, groups=True)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"weight.shape\[1\] \(=4\) must be in_channels/groups"):
+            conv2d(np.ones((2, 3, 8, 8), np.float32), w)
+    np.testing.assert_array_equal(conv2d(x, w, stride=[2, 2], padding=[1, 1]), conv2d(x, w, stride=2, padding=1))
+    np.testing.assert_array_equal(conv2d(x, w, padding="same"), conv2d(x, w, padding=1))

@@ -146,6 +146,7 @@ def _layer_by_layer(model, x, grad_fn, input_grad=True):
 
 PAIRS = {
     "lenet": (lambda: models.lenet(1, (28, 28), 10, rng=0), (6, 1, 28, 28)),
+    "lenet-bn (BatchNorm2d before the in-place ReLU)": (lambda: models.lenet_bn(1, (12, 12), 4, rng=2), (5, 1, 12, 12)),
     "odd size (the last row and column are not pooled)": (
         lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten()),
         (4, 2, 7, 9),

@@ -12,6 +12,7 @@ and the context a layer keeps between its forward and backward passes. The trans
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import cast
 
@@ -106,19 +107,47 @@ def _resolve(
     weight = as_float_array(weight, "weight")
     check_weight(weight, ndim, name, "C_out, C_in/groups")
     x, unbatched = spatial_shapes(x, ndim, name)
-    C, O = x.shape[1], weight.shape[0]
+    args = (x.shape, weight.shape, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name)
+    plain = all(_plain(a) for a in (stride, padding, dilation, groups, padding_mode, algorithm))  # shapes are
+    geo, algo = (_remembered_geometry if plain else _geometry)(*args)
+    return x, weight, geo, algo, unbatched
+
+
+def _plain(value: object) -> bool:
+    """Exact ints, strings, None and tuples of them: arguments whose equality is their identity (2.0 == 2
+    and True == 1 would otherwise find a remembered geometry and skip the type checks)."""
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return True
+    return kind is tuple and isinstance(value, tuple) and all(type(v) is int or _plain(v) for v in value)
+
+
+def _geometry(
+    x_shape: tuple[int, ...],
+    weight_shape: tuple[int, ...],
+    ndim: int,
+    stride: SizeArg,
+    padding: PadArg | str,
+    dilation: SizeArg,
+    groups: int,
+    padding_mode: str,
+    algorithm: str,
+    name: str,
+) -> tuple[ConvGeometry, ConvAlgorithm]:
+    """The checks of :func:`_resolve` that depend on shapes and options only, and their geometry and algorithm."""
+    C, O = x_shape[1], weight_shape[0]
     groups = check_groups(groups, {f"in_channels (={C})": C, f"out_channels (=weight.shape[0]={O})": O})
-    if weight.shape[1] * groups != C:
+    if weight_shape[1] * groups != C:
         raise ArgumentError(
-            f"weight.shape[1] (={weight.shape[1]}) must be in_channels/groups (={C}/{groups}={C // groups}); "
-            f"got x of shape {x.shape} and weight of shape {weight.shape}"
+            f"weight.shape[1] (={weight_shape[1]}) must be in_channels/groups (={C}/{groups}={C // groups}); "
+            f"got x of shape {x_shape} and weight of shape {weight_shape}"
         )
-    if min(x.shape[1:]) < 1:
-        raise ArgumentError(f"x must have no empty axes (other than N), got shape {x.shape}")
+    if min(x_shape[1:]) < 1:
+        raise ArgumentError(f"x must have no empty axes (other than N), got shape {x_shape}")
     stride, dilation = ntuple(stride, ndim, "stride"), ntuple(dilation, ndim, "dilation")
     check_padding_mode(padding_mode)
     check_algorithm(algorithm)
-    kernel, in_size = weight.shape[2:], x.shape[2:]
+    kernel, in_size = weight_shape[2:], x_shape[2:]
     pads = resolve_padding(padding, in_size, kernel, stride, dilation)
     check_pads_for_mode(pads, in_size, padding_mode)
     geo = ConvGeometry(Window.fitted(in_size, kernel, stride, dilation, pads), groups, C, O, padding_mode)
@@ -127,9 +156,14 @@ def _resolve(
             raise ArgumentError(
                 f"kernel (dilated size {dilated_size(kernel[a], dilation[a])} along {AXIS_NAMES[ndim][a]}) is larger "
                 f"than the padded input ({geo.padded_size[a]} = {in_size[a]} + pads {pads[a]}); "
-                f"got x {x.shape}, weight {weight.shape}, dilation {dilation}, padding {padding!r}"
+                f"got x {x_shape}, weight {weight_shape}, dilation {dilation}, padding {padding!r}"
             )
-    return x, weight, geo, _choose(algorithm, geo), unbatched
+    return geo, _choose(algorithm, geo)
+
+
+# A layer convolves the same shapes every call: resolving them again took ~50 µs a call, a sixth of lenet's
+# whole batch-1 inference. Errors are raised again, never remembered; typed, so 1 and 1.0 stay apart.
+_remembered_geometry = functools.lru_cache(maxsize=512, typed=True)(_geometry)
 
 
 def _choose(algorithm: str, geo: ConvGeometry) -> ConvAlgorithm:

@@ -108,7 +108,7 @@ def resolve(
     """
     x, unbatched = as_batched(x, ndim)
     args = (x.shape[2:], ndim, kernel_size, stride, padding, dilation, ceil_mode)
-    if type(ceil_mode) is bool and all(_plain(a) for a in args[:-1]):
+    if type(ceil_mode) is bool and all(_plain(a) for a in (kernel_size, stride, padding, dilation)):
         return x, _remembered_geometry(*args), unbatched
     return x, _geometry(*args), unbatched
 
@@ -116,9 +116,9 @@ def resolve(
 def _plain(value: object) -> bool:
     """Exact ints, None and tuples of them: values whose equality is their identity as arguments
     (2.0 == 2 and True == 1 would otherwise find a remembered geometry and skip the type checks)."""
-    if type(value) is tuple:
-        return all(_plain(v) for v in value)
-    return value is None or type(value) is int
+    if type(value) is int or value is None:
+        return True
+    return type(value) is tuple and isinstance(value, tuple) and all(type(v) is int or _plain(v) for v in value)
 
 
 def _geometry(

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..functional.fused import (
-    _tiles,
     conv2d_relu_pool,
+    pool_tiles,
     relu_max_pool2d,
     relu_max_pool_2x2_backward,
     relu_max_pool_2x2_with_taps,
@@ -98,8 +98,8 @@ FUSED_WITH_NEXT = "fused with the next layer"  # the ReLU's slot in a Sequential
 
 def relu_pool_with_context(layers: Sequence[Module], i: int, x: Any) -> tuple[np.ndarray, ReluPoolContext] | None:
     """``layers[i]`` (a ReLU) and ``layers[i + 1]`` (a 2×2, stride-2 MaxPool2d) applied to ``x`` as one
-    pass, with the context of both; None when they are not such a pair or ``x`` is not a C-ordered
-    float (N, C, H, W) batch without NaN — the layers then run as they are."""
+    pass, with the context of both; None when they are not such a pair or ``x`` is not a float
+    (N, C, H, W) batch without NaN — the layers then run as they are."""
     if type(layers[i]) is not ReLU or i + 1 >= len(layers) or type(layers[i + 1]) is not MaxPool2d:
         return None
     if not (isinstance(x, np.ndarray) and x.ndim == 4 and x.dtype in (np.float32, np.float64)):
@@ -108,7 +108,7 @@ def relu_pool_with_context(layers: Sequence[Module], i: int, x: Any) -> tuple[np
     assert isinstance(pool, MaxPool2d)  # (checked above; for the type checker)
     options = dict(kernel_size=pool.kernel_size, stride=pool.stride, padding=pool.padding,
                    dilation=pool.dilation, ceil_mode=pool.ceil_mode)  # fmt: skip
-    if pool.kernel_size != (2, 2) or min(x.shape[2:]) < 2 or not _tiles(options, x.shape[2:]):
+    if pool.kernel_size != (2, 2) or min(x.shape[2:]) < 2 or not pool_tiles(options, x.shape[2:]):
         return None
     fused = relu_max_pool_2x2_with_taps(np.ascontiguousarray(x))
     if fused is None:
