@@ -323,3 +323,13 @@ def test_cli_options_come_from_the_config():
     )
     defaults = cli.build_parser().parse_args(["train"])
     assert defaults.rotation == TrainConfig().rotation and defaults.elastic_alpha == TrainConfig().elastic_alpha
+
+
+def test_the_smoothing_matrices_are_built_once_and_cannot_be_changed():
+    from convprop.data import augment
+
+    first = augment._smoothing(28, 4.0)
+    assert augment._smoothing(28, 4.0) is first and first.dtype == np.float32 and not first.flags.writeable
+    np.testing.assert_array_equal(first, augment.gaussian_matrix(28, 4.0).T.astype(np.float32))
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0] = 1.0

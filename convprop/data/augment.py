@@ -33,6 +33,7 @@ grid is then the integer pixel grid and bilinear weights are exactly 0 and 1.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -174,7 +175,11 @@ def affine_grid(
     number for every image or an array with one value per image.
     """
     inverse = _inverse_matrix(n, rotation, scale, shear)  # (N, 2, 2)
-    t = _per_image("translation", translation, n, 2)  # (N, 2)
+    return _grid(inverse, _per_image("translation", translation, n, 2), h, w)
+
+
+def _grid(inverse: np.ndarray, t: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`affine_grid` from the inverse matrices (N, 2, 2) and translations (N, 2)."""
     centre = np.array([(h - 1) / 2, (w - 1) / 2])  # (2,)
     d_row = np.arange(h, dtype=np.float64)[None, :, None] - centre[0] - t[:, 0, None, None]  # (N, H, 1): o - c - t
     d_col = np.arange(w, dtype=np.float64)[None, None, :] - centre[1] - t[:, 1, None, None]  # (N, 1, W)
@@ -230,11 +235,20 @@ def _elastic_field(
     sigma = _real("sigma", sigma, 0.0, strict=True)
     noise = 2 * generator.random(size=(2 * n, h, w), dtype=np.float32) - 1  # (2N, H, W): Δrow, Δcol, in [-1, 1)
     # separable smoothing as two matrix products, G_H · U · G_Wᵀ for every field, each one BLAS call
-    along_w = noise.reshape(2 * n * h, w) @ gaussian_matrix(w, sigma).T.astype(np.float32)  # (2N*H, W)
+    along_w = noise.reshape(2 * n * h, w) @ _smoothing(w, sigma)  # (2N*H, W)
     along_w = along_w.reshape(2 * n, h, w).transpose(0, 2, 1).reshape(2 * n * w, h)  # (2N*W, H)
-    smooth = (along_w @ gaussian_matrix(h, sigma).T.astype(np.float32)).reshape(2 * n, w, h)  # (2N, W, H)
+    smooth = (along_w @ _smoothing(h, sigma)).reshape(2 * n, w, h)  # (2N, W, H)
     fields = alpha * smooth.transpose(0, 2, 1).astype(np.float64)  # (2N, H, W)
     return fields[:n], fields[n:]
+
+
+@functools.lru_cache(maxsize=32)
+def _smoothing(size: int, sigma: float) -> np.ndarray:
+    """``gaussian_matrix(size, sigma).T`` in float32, read-only: the same for every batch of a run, so
+    built once (it had been rebuilt twice per training batch)."""
+    matrix = gaussian_matrix(size, sigma).T.astype(np.float32)
+    matrix.flags.writeable = False
+    return matrix
 
 
 def gaussian_matrix(size: int, sigma: float, truncate: float = 4.0) -> np.ndarray:
@@ -330,8 +344,8 @@ def random_distortion(
         return warp_affine(images, angles, scales, shears, shifts, fill=fill)
     d_row, d_col = _elastic_field(generator, n, h, w, alpha, sigma)  # (N, H, W) each
     # o + Δ(o) - t is the same as translating by t - Δ(o): fold the field into the translation per pixel
-    rows, cols = affine_grid(n, h, w, angles, scales, shears, shifts)  # (N, H, W) each
     inv = _inverse_matrix(n, angles, scales, shears)  # (N, 2, 2)
+    rows, cols = _grid(inv, _per_image("translation", shifts, n, 2), h, w)  # affine_grid's (N, H, W) each
     rows = rows + inv[:, 0, 0, None, None] * d_row + inv[:, 0, 1, None, None] * d_col  # A⁻¹ is linear: add A⁻¹Δ
     cols = cols + inv[:, 1, 0, None, None] * d_row + inv[:, 1, 1, None, None] * d_col
     return sample_bilinear(images, rows, cols, fill=fill)
