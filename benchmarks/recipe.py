@@ -99,7 +99,7 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-CHOSEN = "cv-h256-bs32-lr2e-3-drop0-e18"  # convprop train's default since the fourth round (docs/training.md)
+CHOSEN = "cv-h256-bs32-lr2e-3-drop0"  # convprop train's default since the fourth round (docs/training.md)
 
 
 def fold_split(labels: np.ndarray, fold: int, folds: int = FOLDS) -> tuple[np.ndarray, np.ndarray]:

@@ -75,7 +75,7 @@ class TrainConfig:
         data.DATASETS,
     )
     model: str = option("lenet", "network: lenet, lenet-small (4× faster), lenet-bn or resnet", tuple(MODELS))
-    epochs: int = option(18, "passes over the training set")  # chosen on a validation split: docs/training.md
+    epochs: int = option(20, "passes over the training set")  # chosen on a validation split: docs/training.md
     batch_size: int = option(32, "images per optimizer step")  # 32 beat 64 on 5-fold validation: docs/training.md
     optimizer: str = option("adam", "adam, adamw or sgd (momentum 0.9)", OPTIMIZERS)
     lr: float = option(2e-3, "initial learning rate")  # chosen on validation with batch 32: docs/training.md

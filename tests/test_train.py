@@ -178,7 +178,7 @@ def test_the_default_model_is_the_recipe_that_was_chosen():
         "in_features"
     ] == 128
     defaults = TrainConfig()
-    assert (defaults.model, defaults.epochs, defaults.batch_size, defaults.lr) == ("lenet", 18, 32, 2e-3)
+    assert (defaults.model, defaults.epochs, defaults.batch_size, defaults.lr) == ("lenet", 20, 32, 2e-3)
     assert (defaults.label_smoothing, defaults.ema) == (0.0, 0.0)
 
 
