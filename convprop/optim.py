@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import ArgumentError, ArgumentTypeError
 from .functional.validation import check_at_least, check_positive_int, check_probability, check_real
+from .optim_compiled import adam_step
 
 # ---------------------------------------------------------------------------------- optimizers
 
@@ -262,8 +263,6 @@ class Adam(Optimizer):
         step_size = self.lr / bias_correction1
         if not self.amsgrad and _one_contiguous_float_dtype(w, grad, m, v):
             # the same operations in one compiled pass (optim_compiled): bit-identical, ~4× faster
-            from .optim_compiled import adam_step
-
             cast, weight = w.dtype.type, 1 - beta1
             from_start = abs(weight) < 0.5  # _lerp_'s two forms
             adam_step(

@@ -35,6 +35,7 @@ from .geometry import (
     ntuple,
     pad,
     pad_backward,
+    plain_arguments,
     resolve_padding,
 )
 from .validation import as_float_array, check_positive_int, check_same_dtype
@@ -108,18 +109,9 @@ def _resolve(
     check_weight(weight, ndim, name, "C_out, C_in/groups")
     x, unbatched = spatial_shapes(x, ndim, name)
     args = (x.shape, weight.shape, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name)
-    plain = all(_plain(a) for a in (stride, padding, dilation, groups, padding_mode, algorithm))  # shapes are
+    plain = plain_arguments(stride, padding, dilation, groups, padding_mode, algorithm)  # (shapes always are)
     geo, algo = (_remembered_geometry if plain else _geometry)(*args)
     return x, weight, geo, algo, unbatched
-
-
-def _plain(value: object) -> bool:
-    """Exact ints, strings, None and tuples of them: arguments whose equality is their identity (2.0 == 2
-    and True == 1 would otherwise find a remembered geometry and skip the type checks)."""
-    kind = type(value)
-    if kind is int or kind is str or value is None:
-        return True
-    return kind is tuple and isinstance(value, tuple) and all(type(v) is int or _plain(v) for v in value)
 
 
 def _geometry(

@@ -44,6 +44,21 @@ _NUMPY_PAD_MODE: dict[str, Literal["reflect", "edge", "wrap"]] = {
 AXIS_NAMES = {1: "L", 2: "HW", 3: "DHW"}
 
 
+def plain_arguments(*values: object) -> bool:
+    """Whether every value is an exact int, str, None or a (nested) tuple of them: arguments whose
+    equality is their identity, so a geometry resolved for them may be remembered and looked up again
+    (2.0 == 2 and True == 1 would otherwise find a remembered geometry and skip the type checks).
+    Conv and pooling use it to key their per-shape caches (``functools.lru_cache(typed=True)``)."""
+    return all(_plain(v) for v in values)
+
+
+def _plain(value: object) -> bool:
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return True
+    return kind is tuple and isinstance(value, tuple) and all(type(v) is int or _plain(v) for v in value)
+
+
 def _is_int(value: object) -> TypeGuard[numbers.Integral]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 

@@ -27,6 +27,7 @@ from .geometry import (
     is_per_side,
     ntuple,
     per_side_pads,
+    plain_arguments,
     pool_output_size,
 )
 from .validation import as_float_array, check_same_dtype
@@ -108,17 +109,9 @@ def resolve(
     """
     x, unbatched = as_batched(x, ndim)
     args = (x.shape[2:], ndim, kernel_size, stride, padding, dilation, ceil_mode)
-    if type(ceil_mode) is bool and all(_plain(a) for a in (kernel_size, stride, padding, dilation)):
+    if type(ceil_mode) is bool and plain_arguments(kernel_size, stride, padding, dilation):
         return x, _remembered_geometry(*args), unbatched
     return x, _geometry(*args), unbatched
-
-
-def _plain(value: object) -> bool:
-    """Exact ints, None and tuples of them: values whose equality is their identity as arguments
-    (2.0 == 2 and True == 1 would otherwise find a remembered geometry and skip the type checks)."""
-    if type(value) is int or value is None:
-        return True
-    return type(value) is tuple and isinstance(value, tuple) and all(type(v) is int or _plain(v) for v in value)
 
 
 def _geometry(
