@@ -219,31 +219,38 @@ def test_https_mirrors_are_tried_first(tmp_path, files, server):
 
 
 def test_two_processes_downloading_at_once_do_not_corrupt_each_other(tmp_path, files):
-    """Each download streams into its own private partial folder, then renames the file into place."""
+    """Each download streams into its own private partial folder, then renames the file into place.
+
+    A file another download renames into place while this one looks at the cache must count as cached, not as
+    "something that is not a regular file" (CI caught that race once); a few rounds of six give it room to show.
+    """
     import threading
 
     srv = FileServer(files)
     try:
         spec = spec_for(files, srv.url)
-        results, errors = [], []
+        for round_ in range(3):
+            cache = tmp_path / f"round-{round_}"
+            results, errors = [], []
 
-        def run():
-            try:
-                results.append(fetch(spec, tmp_path))
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+            def run(cache=cache, results=results, errors=errors):
+                try:
+                    results.append(fetch(spec, cache))
+                except Exception as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
 
-        threads = [threading.Thread(target=run) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+            threads = [threading.Thread(target=run) for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors
+            assert len(results) == 6
+            for paths in results:
+                assert all(paths[n].read_bytes() == files[n] for n in files)
+            assert sorted(p.name for p in (cache / "tiny").iterdir()) == sorted(files)
     finally:
         srv.close()
-    assert not errors
-    for paths in results:
-        assert all(paths[n].read_bytes() == files[n] for n in files)
-    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == sorted(files)
 
 
 def test_download_false_never_fetches(tmp_path, files, server):

@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import warnings
@@ -165,7 +166,11 @@ def fetch_file(
     """``directory / remote.name``, downloaded from the first mirror that serves the right bytes."""
     target = directory / remote.name
     aside_note: str | None = None  # what happened to a damaged cached copy, for the messages
-    if target.is_file():
+    try:  # one stat, not is_file() then exists(): another process may rename its download into place in between
+        mode: int | None = target.stat().st_mode
+    except OSError:  # not there, or a file where the folder should be: creating the folder will say so
+        mode = None
+    if mode is not None and stat.S_ISREG(mode):
         actual = sha256_of(target)
         if actual == remote.sha256:
             return target
@@ -180,7 +185,7 @@ def fetch_file(
             f"and was set aside as {aside.name}"
         )
         warnings.warn(f"{aside_note}; downloading it again", stacklevel=3)
-    elif target.exists():
+    elif mode is not None:
         raise DownloadError(f"{target} exists but is not a regular file: expected {remote.name} or nothing there")
     if not download:
         raise NotCachedError(
