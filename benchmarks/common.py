@@ -1,7 +1,9 @@
 """Shared benchmark plumbing: the environment printout, thread limits, and interleaved timing.
 
 Timings on a shared machine are noisy, so every benchmark interleaves its candidates (A, B, A, B, ...)
-and reports the *minimum* of each: the least-disturbed run, and ratios taken within one run.
+and reports the *minimum* of each: the least-disturbed run, and ratios taken within one run. Each
+timed call follows an untimed call of the same candidate (:func:`interleaved_min`), so neither side
+is timed while the other's idle threads still spin.
 """
 
 from __future__ import annotations
@@ -53,14 +55,27 @@ def limited_threads(threads: int = THREADS):
         yield
 
 
-def interleaved_min(candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
-    """Run each candidate ``warmup`` times, then ``reps`` rounds of one call each; min seconds per candidate."""
+def interleaved_min(
+    candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1, settle: int = 1
+) -> dict[str, float]:
+    """Run each candidate ``warmup`` times, then ``reps`` rounds; min seconds per candidate.
+
+    In each round every candidate runs ``settle`` untimed calls, then one timed call. Each library's
+    idle threads spin for a while after a call (OpenBLAS's and PyTorch's OpenMP pool alike), and on two
+    cores they slow whatever runs next: measured on LeNet-5's 5×5 layer, convprop took 3.4 ms after
+    itself but 4.5 ms right after PyTorch, and PyTorch 1.3 ms after itself but 2.0 ms after convprop
+    (mnist-2: 18.8 vs 25.8 and 13.2 vs 17.4). The untimed call absorbs the other side's spinning, so
+    each is timed as a user who runs only that library would see it, while the rounds still alternate
+    and share the machine's noise.
+    """
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
     best = {name: float("inf") for name in candidates}
     for _ in range(reps):
         for name, fn in candidates.items():
+            for _ in range(settle):
+                fn()
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)

@@ -222,6 +222,29 @@ def add_bias(y: np.ndarray, bias: np.ndarray | None) -> None:
         y += bias.reshape(-1, *(1,) * (y.ndim - 2))  # (O, 1, ..., 1)
 
 
+def resolve_forward(
+    ndim: int,
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None,
+    stride: SizeArg,
+    padding: PadArg | str,
+    dilation: SizeArg,
+    groups: int,
+    padding_mode: str,
+    algorithm: str,
+    *,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ConvGeometry, ConvAlgorithm, bool]:
+    """A forward pass's checks and padding: (padded x, batched; weight; bias; geometry; algorithm; unbatched)."""
+    x, weight, geo, algo, unbatched = _resolve(
+        x, weight, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name
+    )
+    bias = check_bias(bias, weight.shape[0])
+    check_same_dtype(x=x, weight=weight, bias=bias)
+    return pad(x, geo.pads, geo.padding_mode), weight, bias, geo, algo, unbatched  # x as (N, C, *padded_size)
+
+
 def forward_nd(
     ndim: int,
     x: ArrayLike,
@@ -238,12 +261,9 @@ def forward_nd(
     name: str,
 ) -> tuple[np.ndarray, ConvContext | None]:
     """The convolution with ``ndim`` spatial axes; returns (y, context or None)."""
-    x, weight, geo, algo, unbatched = _resolve(
-        x, weight, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name
+    xp, weight, bias, geo, algo, unbatched = resolve_forward(
+        ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, name=name
     )
-    bias = check_bias(bias, weight.shape[0])
-    check_same_dtype(x=x, weight=weight, bias=bias)
-    xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
     cols = None
     saver = _column_saver(algo) if keep else None
     if saver is not None:

@@ -22,13 +22,15 @@ returns (N, O, OH, OW), pooled (N, O, PH, PW) when a pool is given.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 from numba import njit
 
 from ..errors import ArgumentError
-from .conv import forward_nd
+from . import conv_flat, conv_gemm, conv_im2col
+from .conv import add_bias, resolve_forward
 from .pool import max_pool2d
 
 
@@ -75,6 +77,50 @@ def _relu_max_pool_2x2(y: np.ndarray, out: np.ndarray) -> bool:  # pragma: no co
                     best = best if best > e else e
                     out[n, c, i, j] = best if best > 0.0 else 0.0
     return saw_nan
+
+
+@njit(cache=True)
+def _bias_relu_max_pool_2x2_grid(
+    y: np.ndarray, bias: np.ndarray, n0: int, out: np.ndarray
+) -> bool:  # pragma: no cover - compiled
+    """out[n0 + i] = :func:`_relu_max_pool_2x2` of (y + bias) for a chunk on ``conv_flat``'s grid.
+
+    y (O, n, OH, Wp), only columns < 2·PW read; out (N, O, PH, PW). The same additions and comparisons
+    as adding the bias in place and pooling, so the same bits. Returns whether it saw a NaN (the
+    caller then reruns the chunk through the general kernel)."""
+    O, n = y.shape[0], y.shape[1]
+    PH, PW = out.shape[2], out.shape[3]
+    saw_nan = False
+    for i in range(n):
+        for o in range(O):
+            b = bias[o]
+            plane = y[o, i]
+            for p in range(PH):
+                top, bottom = plane[2 * p], plane[2 * p + 1]
+                for q in range(PW):
+                    a, c, d, e = top[2 * q] + b, top[2 * q + 1] + b, bottom[2 * q] + b, bottom[2 * q + 1] + b
+                    saw_nan |= (a != a) | (c != c) | (d != d) | (e != e)
+                    best = a if a > c else c
+                    best = best if best > d else d
+                    best = best if best > e else e
+                    out[n0 + i, o, p, q] = best if best > 0.0 else 0.0
+    return saw_nan
+
+
+@njit(cache=True)
+def _bias_relu_grid(y: np.ndarray, bias: np.ndarray, n0: int, out: np.ndarray) -> None:  # pragma: no cover
+    """out[n0 + i, o] = ReLU(y[o, i, :, :OW] + bias[o]) with ``np.maximum(·, 0)``'s rule (NaN
+    kept, −0.0 → +0.0): y (O, n, OH, Wp) on ``conv_flat``'s grid, out (N, O, OH, OW)."""
+    O, n = y.shape[0], y.shape[1]
+    OH, OW = out.shape[2], out.shape[3]
+    for i in range(n):
+        for o in range(O):
+            b = bias[o]
+            for r in range(OH):
+                src, dst = y[o, i, r], out[n0 + i, o, r]
+                for c in range(OW):
+                    v = src[c] + b
+                    dst[c] = v if (v > 0.0 or v != v) else 0.0
 
 
 @njit(cache=True)
@@ -160,13 +206,22 @@ def _flat(value: Any) -> list[Any]:
 
 def pool_tiles(pool: dict[str, Any], size: tuple[int, ...]) -> bool:
     """Whether the pool's windows tile the map: kernel = stride, no padding, no dilation, nothing left
-    for ceil mode to add. (Plain Python: this runs on every fused call, and NumPy's ravel and any on
-    these few numbers had cost ~30 µs of lenet's batch-1 inference.)"""
-    kernel, stride = tuple(pool["kernel_size"]), tuple(pool["stride"])
-    no_padding = not any(_flat(pool["padding"]))
-    undilated = all(d == 1 for d in _flat(pool["dilation"]))
-    exact = not pool["ceil_mode"] or all(s % k == 0 for s, k in zip(size, kernel, strict=True))
-    return len(kernel) == 2 and kernel == stride and no_padding and undilated and exact
+    for ceil mode to add. (Plain Python, remembered per options and size: this runs on every fused call,
+    and NumPy's ravel and any on these few numbers had cost ~30 µs of lenet's batch-1 inference.)"""
+    options = (pool["kernel_size"], pool["stride"], pool["padding"], pool["dilation"], pool["ceil_mode"], size)
+    try:
+        return _tiles(*options)
+    except TypeError:  # a list among them: not hashable, not remembered
+        return _tiles.__wrapped__(*options)
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _tiles(kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any, size: tuple[int, ...]) -> bool:
+    kernel, step = tuple(kernel_size), tuple(stride)
+    no_padding = not any(_flat(padding))
+    undilated = all(d == 1 for d in _flat(dilation))
+    exact = not ceil_mode or all(s % k == 0 for s, k in zip(size, kernel, strict=True))
+    return len(kernel) == 2 and kernel == step and no_padding and undilated and exact
 
 
 def conv2d_relu_pool(
@@ -183,8 +238,34 @@ def conv2d_relu_pool(
     ``conv`` holds ``conv2d``'s keyword arguments (stride, padding, dilation, groups, padding_mode,
     algorithm); ``pool`` ``max_pool2d``'s (kernel_size, stride, padding, dilation, ceil_mode).
     """
-    y, _ = forward_nd(2, x, weight, bias, **conv, keep=False, name="conv2d")  # bias added in place
-    return relu_max_pool2d(y, relu=relu, pool=pool)
+    xp, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
+    if relu and algo in (conv_gemm, conv_im2col) and conv_flat.applies(geo):
+        two_by_two = pool is not None and tuple(pool["kernel_size"]) == (2, 2) and pool_tiles(pool, geo.out_size)
+        if pool is None or two_by_two:
+            out = _on_grid(xp, weight, bias, geo, pooled=pool is not None)
+            return out[0] if unbatched else out
+    y = algo.forward(xp, weight, geo)  # (N, O, OH, OW), what forward_nd(keep=False) computes
+    add_bias(y, bias)  # in place
+    return relu_max_pool2d(y[0] if unbatched else y, relu=relu, pool=pool)
+
+
+def _on_grid(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo: Any, *, pooled: bool) -> np.ndarray:
+    """Bias + ReLU (+ 2×2 max-pool) applied to each chunk of ``conv_flat``'s grid as it is computed.
+
+    The unfused path writes the whole (N, O, OH, OW) output, adds the bias to it, then pools it; here
+    each chunk's (O, n, OH, Wp) grid, still in cache, is read once into the (pooled) result: the same
+    values (``conv_flat.forward`` computes the same chunks), without the full output or its transpose.
+    """
+    N, O, (OH, OW) = xp.shape[0], weight.shape[0], geo.out_size
+    b = bias if bias is not None else np.zeros(O, dtype=xp.dtype)
+    out = np.empty((N, O, OH // 2, OW // 2) if pooled else (N, O, OH, OW), dtype=xp.dtype)
+    for chunk, grid in conv_flat.grid_chunks(xp, weight, geo):
+        if not pooled:
+            _bias_relu_grid(grid, b, chunk.start, out)
+        elif _bias_relu_max_pool_2x2_grid(grid, b, chunk.start, out):  # a NaN: the general kernel
+            y = grid[..., :OW].transpose(1, 0, 2, 3) + b.reshape(O, 1, 1)  # (n, O, OH, OW), a new array
+            _relu_max_pool(y, 2, 2, out[chunk])
+    return out
 
 
 def relu_max_pool2d(y: np.ndarray, *, relu: bool, pool: dict[str, Any] | None = None) -> np.ndarray:
