@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from reference import assert_close
 
-from convprop.functional import conv_flat, conv_memory, max_pool2d, relu
-from convprop.functional.conv import _resolve, conv2d, pad
+from convprop.functional import conv_flat, conv_memory, fused, max_pool2d, relu
+from convprop.functional.conv import _resolve, conv2d, conv2d_with_context, pad
 from convprop.functional.fused import conv2d_relu_pool
 
 # (N, C, H, W, O, kernel, padding, dilation, padding_mode)
@@ -66,14 +66,25 @@ def test_forward_equals_direct(geometry, chunking):
     assert_close(got, reference, f"{geometry} float32", rtol=1e-4)
 
 
-@pytest.mark.parametrize("algorithm", ["gemm", "im2col", "auto"])
-def test_the_gemm_algorithms_forward_through_the_grid(algorithm, monkeypatch):
-    x, w, options = _case(GEOMETRIES[0], np.float64)
+@pytest.mark.parametrize(
+    "geometry, algorithm, keep, expected",
+    [
+        (GEOMETRIES[0], "auto", False, True),  # eval forward, several input channels: the grid
+        (GEOMETRIES[0], "gemm", False, False),  # an explicit algorithm runs as named
+        (GEOMETRIES[0], "auto", True, False),  # training keeps conv_gemm's columns
+        (GEOMETRIES[1], "auto", False, False),  # one input channel: im2col is faster
+    ],
+)
+def test_which_forwards_run_on_the_grid(geometry, algorithm, keep, expected, monkeypatch):
+    x, w, options = _case(geometry, np.float64)
     calls = []
     real = conv_flat.forward
     monkeypatch.setattr(conv_flat, "forward", lambda *a: calls.append(1) or real(*a))
-    got = conv2d(x, w, **options, algorithm=algorithm)
-    assert calls == [1]
+    if keep:
+        got, _ = conv2d_with_context(x, w, **options, algorithm=algorithm)
+    else:
+        got = conv2d(x, w, **options, algorithm=algorithm)
+    assert bool(calls) is expected
     assert_close(got, conv2d(x, w, **options, algorithm="direct"), algorithm)
 
 
@@ -108,17 +119,21 @@ POOL = dict(kernel_size=(2, 2), stride=(2, 2), padding=0, dilation=1, ceil_mode=
 
 @pytest.mark.parametrize("pool", [POOL, None], ids=["2x2 pool", "no pool"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[1], GEOMETRIES[8]])
-def test_fused_block_on_the_grid_equals_the_unfused_layers_exactly(geometry, dtype, pool, chunking, monkeypatch):
+@pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[1], GEOMETRIES[8]], ids=["3x3", "one channel", "5x5"])
+def test_fused_block_equals_the_unfused_layers_exactly(geometry, dtype, pool, chunking, monkeypatch):
+    """On the grid (several input channels) or in im2col chunks (one channel, pooled), chunked or not."""
     x, w, options = _case(geometry, dtype)
     b = np.random.default_rng(2).standard_normal(w.shape[0]).astype(dtype)
     x[0, 0, 2, 3] = np.nan  # a NaN: the pool's general kernel for that chunk, ReLU keeps it
     options |= dict(stride=1, groups=1, algorithm="auto")
     calls = []
-    real = conv_flat.grid_chunks
-    monkeypatch.setattr(conv_flat, "grid_chunks", lambda *a: calls.append(1) or real(*a))
+    for name in ("grid_chunks", "_im2col_in_chunks"):
+        module = conv_flat if name == "grid_chunks" else fused
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
     got = conv2d_relu_pool(x, w, b, options, relu=True, pool=pool)
-    assert calls, "the grid path was not taken"
+    expected = "grid_chunks" if x.shape[1] > 1 else "_im2col_in_chunks" if pool else None
+    assert (calls[:1] or [None])[0] == expected
     y = relu(conv2d(x, w, b, **options))
     reference = max_pool2d(y, **pool) if pool else y
     assert got.dtype == dtype and np.isnan(got).any()

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 import numpy as np
 from numba import njit
 
-from . import conv_flat, conv_memory, conv_pointwise
+from . import conv_memory, conv_pointwise
 from .conv_algorithm import ConvGeometry
 from .geometry import scatter_windows, windows
 
@@ -139,8 +139,6 @@ def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """Y = W̃ · X̃ per group, one (Og, Kg)·(Kg, n·P) product per chunk."""
     if conv_pointwise.applies(geo):
         return conv_pointwise.forward(x, weight, geo)
-    if conv_flat.applies(geo):  # stride 1, 2-D: the padded-plane unfold, long contiguous copies
-        return conv_flat.forward(x, weight, geo)
     N, G, O = x.shape[0], geo.groups, weight.shape[0]
     w = weight.reshape(G, O // G, -1)  # (G, Og, Kg)
     y = np.empty((N, G, O // G, math.prod(geo.out_size)), dtype=x.dtype)  # (N, G, Og, P)

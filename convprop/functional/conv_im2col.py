@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from . import conv_flat, conv_memory, conv_pointwise
+from . import conv_memory, conv_pointwise
 from .conv_algorithm import ConvGeometry
 from .geometry import scatter_windows, windows
 
@@ -36,8 +36,6 @@ def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """Y[n] = W̃ · X̃[n] per group, the columns unfolded a chunk of images at a time."""
     if conv_pointwise.applies(geo):
         return conv_pointwise.forward(x, weight, geo)
-    if conv_flat.applies(geo):  # stride 1, 2-D: the padded-plane unfold, long contiguous copies
-        return conv_flat.forward(x, weight, geo)
     N, C, G = x.shape[0], x.shape[1], geo.groups
     O = weight.shape[0]
     Og, K, P = O // G, math.prod(weight.shape[1:]), math.prod(geo.out_size)
