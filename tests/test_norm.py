@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from reference import assert_close, check_against_torch
 
 import convprop
-from convprop.functional import batch_norm, batch_norm_backward, dropout, dropout_backward, dropout_mask
+from convprop.functional import (
+    batch_norm,
+    batch_norm_backward,
+    batch_norm_with_stats,
+    dropout,
+    dropout_backward,
+    dropout_mask,
+)
 
 bn_shapes = st.sampled_from([(4, 3), (2, 3, 4, 5), (3, 2, 1, 1), (1, 4, 2, 3), (2, 3, 7), (5, 1, 2, 2)])
 
@@ -212,3 +219,35 @@ def test_float64_eps_does_not_promote_float32_batch_norm():
     x = np.random.default_rng(0).standard_normal((4, 3, 2, 2)).astype(np.float32)
     y, _, _ = batch_norm(x, None, None, None, None, training=True, eps=np.float64(1e-5))
     assert y.dtype == np.float32
+
+
+def test_batch_statistics_kept_from_the_forward_give_the_same_gradients():
+    """``batch_norm_with_stats`` hands the backward the batch's statistics: the same result as recomputing
+    them; statistics of the wrong shape are refused with the shape."""
+    rng = np.random.default_rng(12)
+    x, dy = rng.standard_normal((5, 3, 4, 4)), rng.standard_normal((5, 3, 4, 4))
+    w, b = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3)
+    y, _, _, stats = batch_norm_with_stats(x, w, b, None, None, training=True)
+    np.testing.assert_array_equal(y, batch_norm(x, w, b, None, None, training=True)[0])
+    assert_close(stats[0], x.mean(axis=(0, 2, 3)), "mean")
+    assert_close(stats[1], x.var(axis=(0, 2, 3)), "var")
+    kept = batch_norm_backward(dy, x, w, None, None, training=True, batch_stats=stats)
+    again = batch_norm_backward(dy, x, w, None, None, training=True)
+    for a, c in zip(kept, again, strict=True):
+        np.testing.assert_array_equal(a, c)
+    with pytest.raises(ValueError, match=r"batch_stats\[0\] \(the mean\) must have shape \(C,\) = \(3,\), got \(2,\)"):
+        batch_norm_backward(dy, x, w, None, None, training=True, batch_stats=(np.zeros(2), np.ones(3)))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3])  # far from zero: the two-pass variance must not cancel
+def test_float32_statistics_over_a_large_batch_stay_accurate(offset):
+    """The compiled sums accumulate in float64: float32 statistics over 50,000 values per channel agree
+    with float64 to float32's own precision (a float32 running sum would lose about four digits)."""
+    rng = np.random.default_rng(13)
+    x64 = rng.standard_normal((64, 4, 28, 28)) * 3 + offset
+    x32 = x64.astype(np.float32)
+    _, _, _, (mean, var) = batch_norm_with_stats(x32, None, None, None, None, training=True)
+    exact = x32.astype(np.float64)
+    assert mean.dtype == np.float32 and var.dtype == np.float32
+    assert_close(mean, exact.mean(axis=(0, 2, 3)), "mean", rtol=1e-6)
+    assert_close(var, exact.var(axis=(0, 2, 3)), "var", rtol=1e-6)

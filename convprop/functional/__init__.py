@@ -36,7 +36,7 @@ from .conv_transpose import (
 )
 from .linear import linear, linear_backward, linear_param_grads
 from .loss import REDUCTIONS, binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, mse_loss
-from .norm import batch_norm, batch_norm_backward, dropout, dropout_backward, dropout_mask
+from .norm import batch_norm, batch_norm_backward, batch_norm_with_stats, dropout, dropout_backward, dropout_mask
 from .pool import (
     adaptive_avg_pool1d,
     adaptive_avg_pool1d_backward,
@@ -82,6 +82,7 @@ __all__ = [
     # normalisation and dropout
     "batch_norm",
     "batch_norm_backward",
+    "batch_norm_with_stats",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "conv1d",

@@ -15,11 +15,16 @@ hold whatever lies beyond the row's end (the next row's start, the padding) — 
 (NaN included). The last KW − 1 entries of an image's run would read past the image (the plane
 ends (KW − 1)·dw values early); they stay zero.
 
-Forward only (inference, and the forward of a layer that keeps nothing): a layer that trains keeps
-``conv_gemm``'s K-major columns for the weight gradient. ``conv_gemm`` and ``conv_im2col`` send their
-stride-1, ungrouped 2-D forwards here, and the fused inference block (``functional.fused``) applies
-bias, ReLU and a 2×2 max-pool straight from the grid, a chunk of images at a time, so the convolution's
-full output is never written.
+Forward only, for passes that keep nothing (``conv.uses_grid`` says which: ``auto``'s dense
+convolutions with several input channels), and the fused inference block (``functional.fused``),
+which applies bias, ReLU and a 2×2 max-pool straight from each chunk's grid, so the convolution's full
+output is never written. A layer that trains keeps ``conv_gemm``'s K-major columns: a grid backward
+(δ placed on the grid, the weight gradient from the grid's columns, a compiled fold for the input
+gradient) was written and measured on 2 December against ``conv_gemm``'s (forward + backward, fp32, 2
+threads, 12 interleaved runs): mnist-2 17.4 ms → 20.3 (keeping the columns) or 18.4 (unfolding again
+in the backward), lenet's layers at batch 32 6.2 → 6.4–6.8 and 2.3 → 2.8–3.0, LeNet-5's 5×5 5.8 →
+6.4–8.5; only CIFAR's 3×3 gained (148 → 131). Whole-batch columns leave the cache, and the
+backward's two layouts of δ cost what the faster unfold saved, so it is not in the code.
 
 Letters as in ``conv_direct``; Hp, Wp the padded input's height and width, K = C·KH·KW.
 """

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError, ArgumentTypeError
+from . import norm_compiled
 from .validation import as_float_array, check_at_least, check_probability, check_same_dtype
 
 
@@ -27,8 +28,8 @@ def _channel_vector(value: Any, name: str, C: int) -> np.ndarray | None:
 
 def _resolve_bn(
     x: Any, weight: Any, running_mean: Any, running_var: Any, training: bool, eps: float
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, tuple[int, ...], tuple[int, ...]]:
-    """Validate; return (x, weight, running_mean, running_var, reduce axes, per-channel broadcast shape)."""
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, tuple[int, ...]]:
+    """Validate; return (x, weight, running_mean, running_var, per-channel broadcast shape)."""
     x = as_float_array(x, "x")
     if x.ndim < 2 or x.shape[1] < 1:
         raise ArgumentError(f"x must be (N, C) or (N, C, H, W) with C >= 1, got shape {x.shape}")
@@ -44,11 +45,10 @@ def _resolve_bn(
     if not training and running_mean is None:
         raise ArgumentError("evaluation mode (training=False) needs running_mean and running_var, got None")
     check_at_least(eps, "eps", 0.0, strict=True)
-    axes = (0, *range(2, x.ndim))  # every axis but the channel axis
     count = x.size // C  # values per channel: N·H·W
     if training and count <= 1:
         raise ArgumentError(f"expected more than 1 value per channel when training, got x of shape {x.shape}")
-    return x, weight, running_mean, running_var, axes, (1, C) + (1,) * (x.ndim - 2)
+    return x, weight, running_mean, running_var, (1, C) + (1,) * (x.ndim - 2)
 
 
 def batch_norm(
@@ -93,29 +93,49 @@ def batch_norm(
     Returns:
         ``(y, new_running_mean, new_running_var)``.
     """
-    x, weight, running_mean, running_var, axes, bshape = _resolve_bn(
-        x, weight, running_mean, running_var, training, eps
+    y, new_mean, new_var, _ = batch_norm_with_stats(
+        x, weight, bias, running_mean, running_var, training=training, momentum=momentum, eps=eps
     )
+    return y, new_mean, new_var
+
+
+def batch_norm_with_stats(
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    bias: ArrayLike | None,
+    running_mean: ArrayLike | None,
+    running_var: ArrayLike | None,
+    *,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
+    """:func:`batch_norm`, also returning the (mean, biased variance) it normalised with — the batch's in
+    training — for :func:`batch_norm_backward`'s ``batch_stats`` (a layer keeps them: no second pass)."""
+    x, weight, running_mean, running_var, _ = _resolve_bn(x, weight, running_mean, running_var, training, eps)
     eps = float(eps)  # a NumPy float64 eps must not promote float32 data
     bias = _channel_vector(bias, "bias", x.shape[1])
     check_same_dtype(x=x, bias=bias)
     momentum = check_probability(momentum, "momentum", allow_one=True)
+    x3 = _channels(x)  # (N, C, S)
     if training:
-        mean, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), (C,) biased
+        mean, var = (v.astype(x.dtype) for v in norm_compiled.channel_stats(x3))  # (C,), (C,) biased
     else:
         assert running_mean is not None and running_var is not None  # _resolve_bn refused eval mode without them
         mean, var = running_mean, running_var
-    y = (x - mean.reshape(bshape)) / np.sqrt(var.reshape(bshape) + eps)  # x̂, (N, C, H, W)
+    scale = 1 / np.sqrt(var + np.asarray(eps, x.dtype))  # 1/σ, (C,)
     if weight is not None:
-        y *= weight.reshape(bshape)  # (1, C, 1, 1)
-    if bias is not None:
-        y += bias.reshape(bshape)  # (1, C, 1, 1)
+        scale = scale * weight
+    shift = bias if bias is not None else np.zeros_like(scale)
+    y = np.empty_like(x3)
+    norm_compiled.normalise(x3, mean, scale, shift, y)  # (x − μ)·(γ/σ) + β
+    y = y.reshape(x.shape)
     if training and running_mean is not None and running_var is not None:
         count = x.size // x.shape[1]
         new_mean = (1 - momentum) * running_mean + momentum * mean
         new_var = (1 - momentum) * running_var + momentum * (var * (count / (count - 1)))
-        return y, new_mean, new_var
-    return y, running_mean, running_var  # eval mode: the same arrays; None when not tracked
+        return y, new_mean, new_var, (mean, var)
+    return y, running_mean, running_var, (mean, var)  # eval mode: the same arrays; None when not tracked
 
 
 def batch_norm_backward(
@@ -127,6 +147,7 @@ def batch_norm_backward(
     *,
     training: bool,
     eps: float = 1e-5,
+    batch_stats: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`batch_norm` with respect to x, weight and bias.
 
@@ -144,38 +165,52 @@ def batch_norm_backward(
 
     Args:
         as :func:`batch_norm` (the running statistics are only read in eval mode).
+        batch_stats: in training, the batch's (mean, biased variance) if the caller kept them from
+            :func:`batch_norm_with_stats`; None computes them from x again.
 
     Returns:
         ``(dx, dweight, dbias)``, always three arrays: when the forward had no weight (None),
         dweight is the gradient a weight of ones would get, and dbias likewise; ignore them.
     """
-    x, weight, running_mean, running_var, axes, bshape = _resolve_bn(
-        x, weight, running_mean, running_var, training, eps
-    )
+    x, weight, running_mean, running_var, bshape = _resolve_bn(x, weight, running_mean, running_var, training, eps)
     eps = float(eps)  # a NumPy float64 eps must not promote float32 data
     grad_output = as_float_array(grad_output, "grad_output")
     if grad_output.shape != x.shape:
         raise ArgumentError(f"grad_output must have x's shape {x.shape}, got {grad_output.shape}")
     check_same_dtype(grad_output=grad_output, x=x)
-    if training:
-        mean, var = x.mean(axis=axes), x.var(axis=axes)  # (C,), (C,)
+    x3, dy3 = _channels(x), _channels(grad_output)  # (N, C, S)
+    mean: np.ndarray | None
+    var: np.ndarray | None
+    if training and batch_stats is not None:
+        mean = _channel_vector(batch_stats[0], "batch_stats[0] (the mean)", x.shape[1])
+        var = _channel_vector(batch_stats[1], "batch_stats[1] (the variance)", x.shape[1])
+        check_same_dtype(x=x, batch_mean=mean, batch_var=var)
+    elif training:
+        mean, var = (v.astype(x.dtype) for v in norm_compiled.channel_stats(x3))  # (C,), (C,)
     else:
         assert running_mean is not None and running_var is not None  # _resolve_bn refused eval mode without them
         mean, var = running_mean, running_var
-    invstd = 1 / np.sqrt(var + eps)  # (C,)
-    xhat = (x - mean.reshape(bshape)) * invstd.reshape(bshape)  # (N, C, H, W)
-    dbias = grad_output.sum(axis=axes)  # (C,)
-    dweight = (grad_output * xhat).sum(axis=axes)  # (C,)
+    assert mean is not None and var is not None  # (batch_stats are two arrays when given)
+    invstd = 1 / np.sqrt(var + np.asarray(eps, x.dtype))  # (C,)
+    sum_g, sum_gx = norm_compiled.grad_sums(dy3, x3, mean)  # Σ δ, Σ δ·(x − μ): (C,) float64
+    dbias = sum_g.astype(x.dtype)  # (C,)
+    dweight = (sum_gx * invstd).astype(x.dtype)  # Σ δ·x̂, (C,)
     scale = invstd if weight is None else weight * invstd  # (C,)
     if training:
         count = x.size // x.shape[1]
         # Σ ĝ = weight·dbias and Σ ĝ·x̂ = weight·dweight, so only the scale differs.
-        mean_g = (dbias / count).reshape(bshape)  # (1, C, 1, 1)
-        mean_gx = (dweight / count).reshape(bshape)  # (1, C, 1, 1)
-        dx = (grad_output - mean_g - xhat * mean_gx) * scale.reshape(bshape)  # (N, C, H, W)
+        mean_g, mean_gx = dbias / count, dweight / count  # (C,)
+        dx = np.empty_like(dy3)
+        norm_compiled.grad_input(dy3, x3, mean, mean_g, mean_gx * invstd, scale, dx)  # (δ − m_g − x̂·m_gx)·scale
+        dx = dx.reshape(x.shape)
     else:
         dx = grad_output * scale.reshape(bshape)  # (N, C, H, W)
     return dx, dweight, dbias
+
+
+def _channels(a: np.ndarray) -> np.ndarray:
+    """a (N, C, ...) as a contiguous (N, C, S) array, S the positions of one map (1 for (N, C))."""
+    return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], -1)
 
 
 # ---------------------------------------------------------------------------------------------- dropout

@@ -66,9 +66,9 @@ class _BatchNorm(Module):
 
     def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, tuple[Any, ...]]:
         """Context: ``(x, used_batch_statistics, mean, var)``. With batch statistics (training, or no
-        running statistics) the backward recomputes them from x and mean/var are None; otherwise they
-        are copies of the running statistics this call used, so a later training step cannot change
-        the gradient of this call. In training mode the running statistics are updated, as PyTorch."""
+        running statistics) mean/var are the batch's, which the backward reuses; otherwise they are
+        copies of the running statistics this call used, so a later training step cannot change the
+        gradient of this call. In training mode the running statistics are updated, as PyTorch."""
         if np.ndim(x) not in self.shapes or np.shape(x)[1] != self.num_features:
             expected = " or ".join(shape.replace("C", str(self.num_features)) for shape in self.shapes.values())
             raise ValueError(f"{type(self).__name__}({self.num_features}) expects {expected}, got shape {np.shape(x)}")
@@ -77,7 +77,7 @@ class _BatchNorm(Module):
         momentum = self.momentum
         if momentum is None:  # cumulative average over the batches seen so far
             momentum = 1.0 / (int(self.num_batches_tracked) + 1) if self.track_running_stats else 0.0
-        y, new_rm, new_rv = Nf.batch_norm(
+        y, new_rm, new_rv, stats = Nf.batch_norm_with_stats(
             x,
             self.weight.data if self.weight is not None else None,  # (None unless affine)
             self.bias.data if self.bias is not None else None,
@@ -91,24 +91,23 @@ class _BatchNorm(Module):
             self.running_mean[...] = new_rm
             self.running_var[...] = new_rv
             self.num_batches_tracked[...] += 1
-        used: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
-        if not use_batch:  # eval with running statistics, which _stats() returned
-            assert rm is not None and rv is not None
-            used = (rm.copy(), rv.copy())
+        # the batch's statistics (the backward's own, computed once), or copies of the running ones used
+        used = stats if use_batch else (stats[0].copy(), stats[1].copy())
         return y, (x, use_batch, *used)
 
     def backward_with_context(
         self, context: tuple[Any, ...], grad_output: np.ndarray, *, input_grad: bool = True
     ) -> np.ndarray | None:
-        x, use_batch, rm, rv = context
+        x, use_batch, mean, var = context
         dx, dw, db = Nf.batch_norm_backward(
             grad_output,
             x,
             self.weight.data if self.weight is not None else None,
-            rm,
-            rv,
+            None if use_batch else mean,
+            None if use_batch else var,
             training=use_batch,
             eps=self.eps,
+            batch_stats=(mean, var) if use_batch else None,
         )
         if self.weight is not None and self.bias is not None:  # affine
             self.weight.accumulate(dw)
