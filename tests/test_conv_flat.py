@@ -14,7 +14,7 @@ import pytest
 from reference import assert_close
 
 from convprop.functional import conv_flat, conv_memory, fused, max_pool2d, relu
-from convprop.functional.conv import _resolve, conv2d, conv2d_with_context, pad
+from convprop.functional.conv import _resolve, conv2d, conv2d_with_context
 from convprop.functional.fused import conv2d_relu_pool
 
 # (N, C, H, W, O, kernel, padding, dilation, padding_mode)
@@ -40,10 +40,11 @@ def _case(geometry, dtype, seed=0):
     return x, w, dict(padding=padding, dilation=dilation, padding_mode=mode)
 
 
-def _padded(x, w, options):
+def _resolved(x, w, options):
+    """x batched (not padded), the weight and the geometry, as the forward passes them on."""
     x4, w4, geo, _, _ = _resolve(x, w, 2, 1, options["padding"], options["dilation"], 1, options["padding_mode"],
                                  "auto", "conv2d")  # fmt: skip
-    return pad(x4, geo.pads, geo.padding_mode), w4, geo
+    return x4, w4, geo
 
 
 @pytest.fixture(params=["whole", "one image a chunk"])
@@ -56,12 +57,12 @@ def chunking(request, monkeypatch):
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_forward_equals_direct(geometry, chunking):
     x, w, options = _case(geometry, np.float64)
-    xp, w4, geo = _padded(x, w, options)
+    x4, w4, geo = _resolved(x, w, options)
     assert conv_flat.applies(geo)
     reference = conv2d(x, w, **options, algorithm="direct")
-    assert_close(conv_flat.forward(xp, w4, geo), reference, f"{geometry} float64")
-    xp32, w32, _ = _padded(x.astype(np.float32), w.astype(np.float32), options)
-    got = conv_flat.forward(xp32, w32, geo)
+    assert_close(conv_flat.forward(x4, w4, geo), reference, f"{geometry} float64")
+    x32, w32, _ = _resolved(x.astype(np.float32), w.astype(np.float32), options)
+    got = conv_flat.forward(x32, w32, geo)
     assert got.dtype == np.float32
     assert_close(got, reference, f"{geometry} float32", rtol=1e-4)
 
@@ -100,8 +101,8 @@ def test_applies_to_stride_one_dense_2d_only():
 def test_a_nan_lands_where_the_direct_convolution_puts_it(row, chunking):
     x, w, options = _case(GEOMETRIES[2], np.float64)
     x[1, 2, row, -1] = np.nan  # the last column: what a grid row's extra columns read
-    xp, w4, geo = _padded(x, w, options)
-    got, reference = conv_flat.forward(xp, w4, geo), conv2d(x, w, **options, algorithm="direct")
+    x4, w4, geo = _resolved(x, w, options)
+    got, reference = conv_flat.forward(x4, w4, geo), conv2d(x, w, **options, algorithm="direct")
     np.testing.assert_array_equal(np.isnan(got), np.isnan(reference))
     finite = ~np.isnan(reference)
     assert_close(got[finite], reference[finite], "finite outputs")
@@ -148,8 +149,8 @@ def test_fused_block_equals_the_unfused_layers_exactly(geometry, dtype, pool, ch
 def test_chunks_stay_within_the_memory_bound():
     """The chunk budget is the smaller of CHUNK_BYTES and input + output (conv_memory's rule)."""
     x, w, options = _case(GEOMETRIES[0], np.float64)
-    xp, w4, geo = _padded(x, w, options)
-    sizes = [chunk.stop - chunk.start for chunk, _ in conv_flat.grid_chunks(xp, w4, geo)]
+    x4, w4, geo = _resolved(x, w, options)
+    sizes = [chunk.stop - chunk.start for chunk, _ in conv_flat.grid_chunks(x4, w4, geo)]
     per_image = x.shape[1] * 9 * geo.out_size[0] * geo.padded_size[1] * 8
     budget = conv_memory.unfold_budget(x.shape[0], x.shape[1], geo.padded_size, w.shape[0], geo.out_size, 8)
     assert sum(sizes) == x.shape[0] and max(sizes) == max(1, budget // per_image)

@@ -246,13 +246,13 @@ def resolve_forward(
     *,
     name: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, ConvGeometry, ConvAlgorithm, bool]:
-    """A forward pass's checks and padding: (padded x, batched; weight; bias; geometry; algorithm; unbatched)."""
+    """A forward pass's checks: (x batched, not padded; weight; bias; geometry; algorithm; unbatched)."""
     x, weight, geo, algo, unbatched = _resolve(
         x, weight, ndim, stride, padding, dilation, groups, padding_mode, algorithm, name
     )
     bias = check_bias(bias, weight.shape[0])
     check_same_dtype(x=x, weight=weight, bias=bias)
-    return pad(x, geo.pads, geo.padding_mode), weight, bias, geo, algo, unbatched  # x as (N, C, *padded_size)
+    return x, weight, bias, geo, algo, unbatched
 
 
 def uses_grid(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
@@ -271,12 +271,12 @@ def uses_grid(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
 
 
 def eval_forward(
-    xp: np.ndarray, weight: np.ndarray, geo: ConvGeometry, algo: ConvAlgorithm, algorithm: str
+    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, algo: ConvAlgorithm, algorithm: str
 ) -> np.ndarray:
-    """The forward product of a pass that keeps nothing (no bias): (N, O, *out_size)."""
+    """The forward product of a pass that keeps nothing (no bias), of x before padding: (N, O, *out_size)."""
     if uses_grid(algorithm, algo, geo):
-        return conv_flat.forward(xp, weight, geo)
-    return algo.forward(xp, weight, geo)
+        return conv_flat.forward(x, weight, geo)  # pads a chunk at a time
+    return algo.forward(pad(x, geo.pads, geo.padding_mode), weight, geo)
 
 
 def forward_nd(
@@ -295,20 +295,22 @@ def forward_nd(
     name: str,
 ) -> tuple[np.ndarray, ConvContext | None]:
     """The convolution with ``ndim`` spatial axes; returns (y, context or None)."""
-    xp, weight, bias, geo, algo, unbatched = resolve_forward(
+    x, weight, bias, geo, algo, unbatched = resolve_forward(
         ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, name=name
     )
+    if not keep:
+        y = eval_forward(x, weight, geo, algo, algorithm)
+        add_bias(y, bias)
+        return (y[0] if unbatched else y), None
+    xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
     cols = None
-    saver = _column_saver(algo) if keep else None
+    saver = _column_saver(algo)
     if saver is not None:
         y, cols = saver.forward_saving(xp, weight, geo, KEEP_COLUMNS_BYTES)
-    elif keep:
-        y = algo.forward(xp, weight, geo)  # (N, O, *out_size)
     else:
-        y = eval_forward(xp, weight, geo, algo, algorithm)
+        y = algo.forward(xp, weight, geo)  # (N, O, *out_size)
     add_bias(y, bias)
-    context = ConvContext(geo, algo, weight, xp, cols, unbatched) if keep else None
-    return (y[0] if unbatched else y), context
+    return (y[0] if unbatched else y), ConvContext(geo, algo, weight, xp, cols, unbatched)
 
 
 def check_grad_output(grad_output: ArrayLike, expected: tuple[int, ...], unbatched: bool) -> np.ndarray:

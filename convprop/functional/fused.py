@@ -31,6 +31,7 @@ from numba import njit
 from ..errors import ArgumentError
 from . import conv_flat, conv_im2col
 from .conv import add_bias, eval_forward, resolve_forward, uses_grid
+from .geometry import pad
 from .pool import max_pool2d
 
 
@@ -238,51 +239,51 @@ def conv2d_relu_pool(
     ``conv`` holds ``conv2d``'s keyword arguments (stride, padding, dilation, groups, padding_mode,
     algorithm); ``pool`` ``max_pool2d``'s (kernel_size, stride, padding, dilation, ceil_mode).
     """
-    xp, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
+    x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
     two_by_two = pool is not None and tuple(pool["kernel_size"]) == (2, 2) and pool_tiles(pool, geo.out_size)
     out = None
     if relu and (pool is None or two_by_two) and uses_grid(conv["algorithm"], algo, geo):
-        out = _on_grid(xp, weight, bias, geo, pooled=pool is not None)
+        out = _on_grid(x, weight, bias, geo, pooled=pool is not None)
     elif relu and two_by_two and algo is conv_im2col:
-        out = _im2col_in_chunks(xp, weight, bias, geo)
+        out = _im2col_in_chunks(x, weight, bias, geo)
     if out is not None:
         return out[0] if unbatched else out
-    y = eval_forward(xp, weight, geo, algo, conv["algorithm"])  # (N, O, OH, OW), as forward_nd(keep=False)
+    y = eval_forward(x, weight, geo, algo, conv["algorithm"])  # (N, O, OH, OW), as forward_nd(keep=False)
     add_bias(y, bias)  # in place
     return relu_max_pool2d(y[0] if unbatched else y, relu=relu, pool=pool)
 
 
-def _im2col_in_chunks(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo: Any) -> np.ndarray:
+def _im2col_in_chunks(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo: Any) -> np.ndarray:
     """im2col's forward + bias, then ReLU + 2×2 max-pool, a cache-sized chunk of images at a time.
 
     ``conv_im2col`` multiplies image by image, so a chunk's output is the same as the whole batch's,
     bit for bit; pooling each chunk while it is in cache spares a pass over the full output (lenet's first
-    layer at batch 1,000: 50 MB written and read back).
+    layer at batch 1,000: 50 MB written and read back). ``x`` before padding: each chunk is padded alone.
     """
-    N, O, (OH, OW) = xp.shape[0], weight.shape[0], geo.out_size
-    out = np.empty((N, O, OH // 2, OW // 2), dtype=xp.dtype)
-    per_image = (O * OH * OW + weight[0].size * OH * OW) * xp.itemsize  # output + columns
+    N, O, (OH, OW) = x.shape[0], weight.shape[0], geo.out_size
+    out = np.empty((N, O, OH // 2, OW // 2), dtype=x.dtype)
+    per_image = (O * OH * OW + weight[0].size * OH * OW) * x.itemsize  # output + columns
     step = max(1, conv_flat.CHUNK_BYTES // per_image)
     for n0 in range(0, N, step):
         chunk = slice(n0, min(N, n0 + step))
-        y = conv_im2col.forward(xp[chunk], weight, geo)  # (n, O, OH, OW), a new array
+        y = conv_im2col.forward(pad(x[chunk], geo.pads, geo.padding_mode), weight, geo)  # (n, O, OH, OW), new
         add_bias(y, bias)
         if _relu_max_pool_2x2(y, out[chunk]):  # a NaN: the general kernel
             _relu_max_pool(y, 2, 2, out[chunk])
     return out
 
 
-def _on_grid(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo: Any, *, pooled: bool) -> np.ndarray:
+def _on_grid(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo: Any, *, pooled: bool) -> np.ndarray:
     """Bias + ReLU (+ 2×2 max-pool) applied to each chunk of ``conv_flat``'s grid as it is computed.
 
     The unfused path writes the whole (N, O, OH, OW) output, adds the bias to it, then pools it; here
     each chunk's (O, n, OH, Wp) grid, still in cache, is read once into the (pooled) result: the same
     values (``conv_flat.forward`` computes the same chunks), without the full output or its transpose.
     """
-    N, O, (OH, OW) = xp.shape[0], weight.shape[0], geo.out_size
-    b = bias if bias is not None else np.zeros(O, dtype=xp.dtype)
-    out = np.empty((N, O, OH // 2, OW // 2) if pooled else (N, O, OH, OW), dtype=xp.dtype)
-    for chunk, grid in conv_flat.grid_chunks(xp, weight, geo):
+    N, O, (OH, OW) = x.shape[0], weight.shape[0], geo.out_size
+    b = bias if bias is not None else np.zeros(O, dtype=x.dtype)
+    out = np.empty((N, O, OH // 2, OW // 2) if pooled else (N, O, OH, OW), dtype=x.dtype)
+    for chunk, grid in conv_flat.grid_chunks(x, weight, geo):
         if not pooled:
             _bias_relu_grid(grid, b, chunk.start, out)
         elif _bias_relu_max_pool_2x2_grid(grid, b, chunk.start, out):  # a NaN: the general kernel
