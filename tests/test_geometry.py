@@ -132,3 +132,17 @@ def test_padding_forms(padding, pads):
 def test_bad_padding_forms(padding, match):
     with pytest.raises(ArgumentError, match=match):
         resolve_padding(padding, (6, 6), (3, 3), (1, 1), (1, 1))
+
+
+@pytest.mark.parametrize("value", [0.0, -np.inf, 2.5])
+def test_pad_fills_small_and_large_arrays_alike(value, monkeypatch):
+    """pad() zero-fills small arrays whole and writes only the borders of large ones: the same result."""
+    from convprop.functional import geometry
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 4))
+    pads = ((1, 2), (0, 3))
+    small = geometry.pad(x, pads, value=value)
+    monkeypatch.setattr(geometry, "SMALL_PAD_BYTES", 0)
+    large = geometry.pad(x, pads, value=value)
+    np.testing.assert_array_equal(small, large)
+    np.testing.assert_array_equal(small, np.pad(x, [(0, 0), (0, 0), *pads], constant_values=value))

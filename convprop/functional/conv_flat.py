@@ -12,8 +12,8 @@ The price is the grid's extra Wp − OW columns per row, which the product compu
 (Wp − OW)/OW more arithmetic, 14% for 14×14 maps with padding 1, 7% at 28×28. Their columns of X̃
 hold whatever lies beyond the row's end (the next row's start, the padding) — each output column of
 ``W̃ · X̃`` depends on its own column of X̃ only, so no valid output ever sees them, whatever they hold
-(NaN included). The last KW − 1 entries of an image's run would read past the image (the plane
-ends (KW − 1)·dw values early); they stay zero.
+(NaN included). The last (KW − 1)·dw entries of an image's run would read past the image; they are
+set to zero instead.
 
 Forward only, for passes that keep nothing (``conv.uses_grid`` says which: ``auto``'s dense
 convolutions with several input channels), and the fused inference block (``functional.fused``),
@@ -70,7 +70,7 @@ def grid_chunks(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> Iterato
     budget = min(CHUNK_BYTES, conv_memory.unfold_budget(N, C, (Hp, Wp), O, geo.out_size, s))
     chunks = list(conv_memory.batch_chunks(N, K * run * s, budget))
     largest = chunks[0].stop if chunks else 0  # the first chunk is the largest
-    columns = np.zeros(K * largest * run, dtype=x.dtype)  # zeros: the tails no copy writes
+    columns = np.empty(K * largest * run, dtype=x.dtype)
     y = np.empty(O * largest * run, dtype=x.dtype)
     strides = (Hp * Wp * s, dh * Wp * s, dw * s, C * Hp * Wp * s, s)
     for chunk in chunks:
@@ -81,6 +81,8 @@ def grid_chunks(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> Iterato
         # ndarray constructor, not as_strided: 1 µs instead of 5, and it checks that the view fits the buffer.)
         taps = np.ndarray((C, KH, KW, n, length), x.dtype, buffer=xp, strides=strides)
         np.copyto(cols[..., :length], taps)
+        cols[..., length:] = 0  # the tails no copy writes: zeros, not whatever the buffer held (np.zeros cost
+        # ~25 µs a call at batch 1, a fifth of lenet's inference; garbage there made matmul warn of overflow)
         out = y[: O * n * run].reshape(O, n * run)
         np.matmul(w, cols.reshape(K, n * run), out=out)  # (O, K)·(K, n·OH·Wp)
         yield chunk, out.reshape(O, n, OH, Wp)

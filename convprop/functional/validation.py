@@ -67,11 +67,18 @@ def as_float_array(value: Any, name: str) -> np.ndarray:
 
 def check_same_dtype(**arrays: np.ndarray | None) -> np.dtype:
     """The one dtype the given arrays share (``None`` entries skipped), or an ArgumentTypeError listing them."""
-    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
-    if len(set(dtypes.values())) > 1:
-        listed = ", ".join(f"{name}={dt}" for name, dt in dtypes.items())
-        raise ArgumentTypeError(f"all arrays must share one dtype (float32 or float64), got {listed}")
-    return next(iter(dtypes.values()))
+    first = None
+    for a in arrays.values():  # (a plain loop first: this runs several times per layer call)
+        if a is None:
+            continue
+        if first is None:
+            first = a.dtype
+        elif a.dtype != first:
+            listed = ", ".join(f"{name}={a.dtype}" for name, a in arrays.items() if a is not None)
+            raise ArgumentTypeError(f"all arrays must share one dtype (float32 or float64), got {listed}")
+    if first is None:
+        raise ValueError("check_same_dtype needs at least one array")  # a caller's bug, not the user's
+    return first
 
 
 def check_dtype(dtype: DTypeLike) -> np.dtype:
