@@ -2,7 +2,7 @@
 
 Timings on a shared machine are noisy, so every benchmark interleaves its candidates (A, B, A, B, ...)
 and reports the *minimum* of each: the least-disturbed run, and ratios taken within one run. Each
-timed call follows an untimed call of the same candidate (:func:`interleaved_min`), so neither side
+timed call follows untimed calls of the same candidate (:func:`interleaved_min`), so neither side
 is timed while the other's idle threads still spin.
 """
 
@@ -56,17 +56,19 @@ def limited_threads(threads: int = THREADS):
 
 
 def interleaved_min(
-    candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1, settle: int = 1
+    candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1, settle: float = 0.002
 ) -> dict[str, float]:
     """Run each candidate ``warmup`` times, then ``reps`` rounds; min seconds per candidate.
 
-    In each round every candidate runs ``settle`` untimed calls, then one timed call. Each library's
-    idle threads spin for a while after a call (OpenBLAS's and PyTorch's OpenMP pool alike), and on two
-    cores they slow whatever runs next: measured on LeNet-5's 5×5 layer, convprop took 3.4 ms after
-    itself but 4.5 ms right after PyTorch, and PyTorch 1.3 ms after itself but 2.0 ms after convprop
-    (mnist-2: 18.8 vs 25.8 and 13.2 vs 17.4). The untimed call absorbs the other side's spinning, so
-    each is timed as a user who runs only that library would see it, while the rounds still alternate
-    and share the machine's noise.
+    In each round every candidate first runs untimed for at least ``settle`` seconds (one call or
+    more), then once timed. Each library's idle threads spin for a while after a call (OpenBLAS's,
+    PyTorch's OpenMP pool, ONNX Runtime's) and on two cores they slow whatever runs next: measured on
+    LeNet-5's 5×5 layer, convprop took 3.4 ms after itself but 4.5 ms right after PyTorch, and PyTorch
+    1.3 ms after itself but 2.0 ms after convprop (mnist-2: 18.8 vs 25.8 and 13.2 vs 17.4 ms); at
+    batch 1, one untimed call was not enough (lenet: convprop 0.20 ms after one, 0.15 after five;
+    ONNX Runtime 0.057 and 0.038). The untimed calls absorb the other side's spinning and bring back
+    its own caches, so each side is timed as a user who runs only that library would see it, while
+    the rounds still alternate and share the machine's noise.
     """
     for fn in candidates.values():
         for _ in range(warmup):
@@ -74,7 +76,9 @@ def interleaved_min(
     best = {name: float("inf") for name in candidates}
     for _ in range(reps):
         for name, fn in candidates.items():
-            for _ in range(settle):
+            start = time.perf_counter()
+            fn()
+            while time.perf_counter() - start < settle:
                 fn()
             t0 = time.perf_counter()
             fn()
