@@ -214,3 +214,39 @@ def test_fused_backward_refuses_a_gradient_of_the_wrong_shape():
     _, contexts = model.forward_with_context(np.ones((1, 1, 4, 4)))
     with pytest.raises(ValueError, match=r"grad_output must have the pooled shape \(1, 1, 2, 2\), got \(1, 1, 3, 3\)"):
         model.backward_with_context(contexts, np.ones((1, 1, 3, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "conv",
+    [dict(padding=1), dict(padding=1, stride=2), dict(padding=0, channels=1)],
+    ids=["on the grid", "strided", "one channel"],
+)
+def test_conv_batch_norm_relu_equals_the_layers_exactly(conv, dtype, monkeypatch):
+    """conv → BatchNorm2d (eval) → ReLU as one block, on the grid or not, with a NaN: the layers' bits."""
+    from convprop.functional import conv_flat
+
+    calls = []
+    real = conv_flat.grid_chunks
+    monkeypatch.setattr(conv_flat, "grid_chunks", lambda *a: calls.append(1) or real(*a))
+    on_grid = conv == dict(padding=1)
+    conv = dict(conv)
+    channels = conv.pop("channels", 4)
+    rng = np.random.default_rng(14)
+    layers = [nn.Conv2d(channels, 6, 3, **conv, rng=1), nn.BatchNorm2d(6), nn.ReLU()]
+    model = nn.Sequential(*layers).astype(dtype).eval()
+    _randomise_statistics(model, rng)
+    x = rng.standard_normal((5, channels, 9, 10)).astype(dtype)
+    x[1, 0, 4, 4] = np.nan
+    got = model.forward(x)
+    reference = _plain(model, x)
+    assert got.dtype == dtype and np.isnan(got).any()
+    assert bool(calls) is on_grid
+    np.testing.assert_array_equal(got, reference)
+    assert not np.signbit(got[~np.isnan(got)]).any()
+
+
+def test_a_batch_norm_of_the_wrong_width_still_says_so():
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=0), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(4\) expects"):
+        model.forward(np.zeros((1, 2, 5, 5), dtype=np.float32))

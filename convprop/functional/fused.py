@@ -29,10 +29,11 @@ import numpy as np
 from numba import njit
 
 from ..errors import ArgumentError
-from . import conv_flat, conv_im2col
+from . import conv_flat, conv_im2col, norm_compiled
 from .conv import add_bias, eval_forward, resolve_forward, uses_grid
 from .geometry import pad
 from .pool import max_pool2d
+from .validation import check_same_dtype
 
 
 @njit(cache=True)
@@ -121,6 +122,25 @@ def _bias_relu_grid(y: np.ndarray, bias: np.ndarray, n0: int, out: np.ndarray) -
                 src, dst = y[o, i, r], out[n0 + i, o, r]
                 for c in range(OW):
                     v = src[c] + b
+                    dst[c] = v if (v > 0.0 or v != v) else 0.0
+
+
+@njit(cache=True)
+def _bias_norm_relu_grid(
+    y: np.ndarray, bias: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray, n0: int, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """out[n0 + i, o] = ReLU(((y[o, i, :, :OW] + bias[o]) − mean[o])·scale[o] + shift[o]): the convolution's
+    bias, an eval-mode batch norm (``norm_compiled.normalise``'s arithmetic) and ``np.maximum(·, 0)``,
+    from a chunk of ``conv_flat``'s grid (O, n, OH, Wp) into out (N, O, OH, OW)."""
+    O, n = y.shape[0], y.shape[1]
+    OH, OW = out.shape[2], out.shape[3]
+    for i in range(n):
+        for o in range(O):
+            b, mu, k, sh = bias[o], mean[o], scale[o], shift[o]
+            for r in range(OH):
+                src, dst = y[o, i, r], out[n0 + i, o, r]
+                for c in range(OW):
+                    v = ((src[c] + b) - mu) * k + sh
                     dst[c] = v if (v > 0.0 or v != v) else 0.0
 
 
@@ -251,6 +271,39 @@ def conv2d_relu_pool(
     y = eval_forward(x, weight, geo, algo, conv["algorithm"])  # (N, O, OH, OW), as forward_nd(keep=False)
     add_bias(y, bias)  # in place
     return relu_max_pool2d(y[0] if unbatched else y, relu=relu, pool=pool)
+
+
+def conv2d_norm_relu(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    conv: dict[str, Any],
+    norm: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """conv2d(x, weight, bias, **conv), then an eval-mode batch norm, then ReLU.
+
+    ``norm`` is (running mean, scale, shift) from ``norm.normalisation_affine``, so the batch norm is
+    the layer's own arithmetic: the result equals conv → ``BatchNorm2d.forward`` (eval) → ReLU bit for
+    bit. On ``conv_flat``'s grid the three run as one pass over each chunk (no transposed copy of the
+    output, no separate normalisation and ReLU passes); otherwise the convolution, then the batch norm's
+    compiled pass, then ReLU in place.
+    """
+    x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
+    mean, scale, shift = norm
+    check_same_dtype(x=x, running_mean=mean, scale=scale, shift=shift)
+    if uses_grid(conv["algorithm"], algo, geo):
+        N, O = x.shape[0], weight.shape[0]
+        b = bias if bias is not None else np.zeros(O, dtype=x.dtype)
+        out = np.empty((N, O, *geo.out_size), dtype=x.dtype)
+        for chunk, grid in conv_flat.grid_chunks(x, weight, geo):
+            _bias_norm_relu_grid(grid, b, mean, scale, shift, chunk.start, out)
+        return out[0] if unbatched else out
+    y = eval_forward(x, weight, geo, algo, conv["algorithm"])  # (N, O, OH, OW), as forward_nd(keep=False)
+    add_bias(y, bias)
+    normalised = np.empty_like(y)
+    norm_compiled.normalise(y.reshape(*y.shape[:2], -1), mean, scale, shift, normalised.reshape(*y.shape[:2], -1))
+    np.maximum(normalised, 0, out=normalised)
+    return normalised[0] if unbatched else normalised
 
 
 def _im2col_in_chunks(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, geo: Any) -> np.ndarray:

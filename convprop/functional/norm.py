@@ -99,6 +99,19 @@ def batch_norm(
     return y, new_mean, new_var
 
 
+def normalisation_affine(
+    var: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) with y = (x − μ)·scale + shift: scale = γ/√(σ² + eps), shift = β (0 without affine),
+    in var's dtype. The one place they are computed, so the fused inference block's batch norm
+    (``functional.fused``) gives the same bits as the layer's."""
+    scale = 1 / np.sqrt(var + np.asarray(float(eps), var.dtype))  # 1/σ, (C,)
+    if weight is not None:
+        scale = scale * weight
+    shift = bias if bias is not None else np.zeros_like(scale)
+    return scale, shift
+
+
 def batch_norm_with_stats(
     x: ArrayLike,
     weight: ArrayLike | None,
@@ -123,10 +136,7 @@ def batch_norm_with_stats(
     else:
         assert running_mean is not None and running_var is not None  # _resolve_bn refused eval mode without them
         mean, var = running_mean, running_var
-    scale = 1 / np.sqrt(var + np.asarray(eps, x.dtype))  # 1/σ, (C,)
-    if weight is not None:
-        scale = scale * weight
-    shift = bias if bias is not None else np.zeros_like(scale)
+    scale, shift = normalisation_affine(var, weight, bias, eps)
     y = np.empty_like(x3)
     norm_compiled.normalise(x3, mean, scale, shift, y)  # (x − μ)·(γ/σ) + β
     y = y.reshape(x.shape)

@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 
 from ..functional.fused import (
+    conv2d_norm_relu,
     conv2d_relu_pool,
     pool_tiles,
     relu_max_pool2d,
     relu_max_pool_2x2_backward,
     relu_max_pool_2x2_with_taps,
 )
+from ..functional.norm import normalisation_affine
 from .activation import ReLU
 from .conv import Conv2d
 from .module import Module
@@ -64,6 +66,16 @@ def _run(conv: Conv2d, norm: BatchNorm2d | None, pool: MaxPool2d | None, x: np.n
     bias = conv.bias.data if conv.bias is not None else None
     if norm is None:
         return conv2d_relu_pool(x, conv.weight.data, bias, options, relu=True, pool=pool_options)
+    eval_mode = not norm.training and norm.track_running_stats  # normalising with the running statistics
+    fits = np.ndim(x) == 4 and norm.num_features == conv.weight.data.shape[0]  # (else BN's own error, below)
+    if pool is None and eval_mode and fits:
+        affine = normalisation_affine(
+            norm.running_var,
+            norm.weight.data if norm.weight is not None else None,
+            norm.bias.data if norm.bias is not None else None,
+            norm.eps,
+        )
+        return conv2d_norm_relu(x, conv.weight.data, bias, options, (norm.running_mean, *affine))
     y = conv2d_relu_pool(x, conv.weight.data, bias, options, relu=False)
     y = np.asarray(norm.forward(y))  # a new array (x̂·γ + β): this call owns it
     return relu_max_pool2d(y, relu=True, pool=pool_options)
