@@ -48,14 +48,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--models", default="lenet,resnet", help="comma-separated model names")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="initial weights and batch order (0: the figures in the README)"
+    )
     args = parser.parse_args(argv)
     with limited_threads():
         print_environment()
         for name in args.models.split(","):
-            run(name, args.epochs)
+            run(name, args.epochs, args.seed)
 
 
-def run(model_name: str, epochs: int) -> None:
+def run(model_name: str, epochs: int, seed: int = 0) -> None:
     """Interleaved epochs of one model on both sides; prints each epoch and the fastest of each."""
     import torch
 
@@ -69,7 +72,7 @@ def run(model_name: str, epochs: int) -> None:
     norm = data.Normalization.fit(dataset.train_images)
     x_train, x_test = norm(dataset.train_images), norm(dataset.test_images)
     y_train, y_test = dataset.train_labels, dataset.test_labels
-    model = build_model(config.model, 1, dataset.image_size, dataset.num_classes, rng=0)
+    model = build_model(config.model, 1, dataset.image_size, dataset.num_classes, rng=seed)
     dropout_index = next((i for i, m in enumerate(model) if type(m).__name__ == "Dropout"), None)
     masks: list[np.ndarray] = []
     twin = replaying_twin(model, masks)
@@ -79,8 +82,8 @@ def run(model_name: str, epochs: int) -> None:
     topt = torch.optim.Adam(twin.parameters(), lr=config.lr)
     tschedule = torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=config.epochs)
 
-    def batches(seed):
-        rng = np.random.default_rng(seed)
+    def batches(epoch):
+        rng = np.random.default_rng(1000 * seed + epoch)  # (seed 0: the epoch number, as before)
         for xb, yb in data.iterate_batches(x_train, y_train, config.batch_size, shuffle=True, rng=rng):
             yield data.random_shift(xb, config.augment, rng), yb
 
@@ -112,7 +115,7 @@ def run(model_name: str, epochs: int) -> None:
 
     print(
         f"\n{config.model} on {config.dataset}: {len(x_train)} train / {len(x_test)} test images, batch "
-        f"{config.batch_size}, Adam lr {config.lr} cosine, {epochs} epochs interleaved\n"
+        f"{config.batch_size}, Adam lr {config.lr} cosine, {epochs} epochs interleaved, seed {seed}\n"
     )
     print(f"{'epoch':>5} {'convprop s':>11} {'torch s':>8} {'ratio':>6} {'convprop acc':>13} {'torch acc':>10}")
     best = {"convprop": float("inf"), "torch": float("inf")}
