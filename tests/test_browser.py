@@ -121,10 +121,21 @@ def draw(page, points) -> None:
 
 def shown_probabilities(page) -> list[tuple[float, str]]:
     """(data-value, the percentage text) of every bar."""
-    return page.eval_on_selector_all(
-        '[data-testid^="prob-"]',
-        "els => els.map(e => [Number(e.dataset.value), e.querySelector('.prob-value').textContent])",
+    return shown_result(page)[1]
+
+
+def shown_result(page) -> tuple[str, list[tuple[float, str]]]:
+    """(the prediction's text, every bar's (data-value, percentage text)), read in one script call.
+
+    One call, so both come from the same answer: while a stroke ends, a second /api/predict answer can
+    arrive between two separate reads (CI once read the bars of one answer and the digit of the next).
+    """
+    prediction, bars = page.evaluate(
+        """() => [document.querySelector('[data-testid="prediction"]').textContent,
+                  Array.from(document.querySelectorAll('[data-testid^="prob-"]'),
+                             e => [Number(e.dataset.value), e.querySelector('.prob-value').textContent])]"""
     )
+    return prediction, [tuple(bar) for bar in bars]
 
 
 PAINTED = """canvas => {  // true when some pixel was drawn (a canvas never drawn on is transparent black)
@@ -144,12 +155,12 @@ def test_draw_upload_clear(page, tmp_path):
         draw(page, SEVEN)
     assert answer.value.ok
     expect(page.get_by_test_id("prediction")).to_have_text(re.compile(r"^[0-9]$"))
-    probs = shown_probabilities(page)
+    prediction, probs = shown_result(page)
     assert len(probs) == 10
     assert sum(v for v, _ in probs) == pytest.approx(1.0, abs=0.01)
     assert sum(float(text.rstrip("%")) for _, text in probs) == pytest.approx(100.0, abs=1.0)
     best = max(range(10), key=lambda i: probs[i][0])
-    assert page.get_by_test_id("prediction").text_content() == str(best)
+    assert prediction == str(best)
 
     maps = page.get_by_test_id("feature-map")
     assert maps.count() == 16 + 32  # every channel of both conv layers

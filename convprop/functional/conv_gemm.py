@@ -26,7 +26,8 @@ stays within ``conv_memory.CHUNK_BYTES`` and within the bytes of input + output 
 one image): ``benchmarks/memory.py`` keeps forward + backward under 4× input + output + weight.
 
 Any number of spatial axes: the unfold is the same strided copy of the n-D window view; col2im is
-compiled for 2-D and is ``geometry.scatter_windows`` (one slice-add per tap) otherwise.
+compiled for 1-D (as a 2-D fold with one row) and 2-D, and is ``geometry.scatter_windows`` (one slice-add
+per tap) in 3-D.
 Letters as in ``conv_direct``; Kg = Cg·K_1···K_n, P = Q_1···Q_n (2-D: KH, KW, OH, OW).
 """
 
@@ -77,7 +78,7 @@ def _col2im_unit(cols: np.ndarray, n0: int, dx: np.ndarray) -> None:  # pragma: 
 
 
 def supports(geo: ConvGeometry) -> str | None:
-    """Any number of spatial axes (col2im is compiled for 2-D, NumPy slices otherwise)."""
+    """Any number of spatial axes (col2im is compiled for 1-D and 2-D, NumPy slices in 3-D)."""
     return None
 
 
@@ -185,8 +186,16 @@ def forward_saving(
 
 
 def _col2im(dcols: np.ndarray, n0: int, geo: ConvGeometry, dx: np.ndarray) -> None:
-    """dx[n0 + i] += the fold of dcols (C, *K, n, *Q): compiled in 2-D, NumPy slice-adds otherwise."""
-    if geo.ndim == 2 and geo.stride == geo.dilation == (1, 1):
+    """dx[n0 + i] += the fold of dcols (C, *K, n, *Q): compiled in 1-D and 2-D, NumPy slice-adds in 3-D."""
+    if geo.ndim == 1:  # a 2-D fold with one row: (C, 1, K, n, 1, Q) into (N, C, 1, L), views
+        C, K, n, Q = dcols.shape
+        dcols, dx = dcols.reshape(C, 1, K, n, 1, Q), dx.reshape(dx.shape[0], dx.shape[1], 1, dx.shape[2])
+        (s,), (d,) = geo.stride, geo.dilation
+        if s == d == 1:
+            _col2im_unit(dcols, n0, dx)
+        else:
+            _col2im_2d(dcols, n0, 1, s, 1, d, dx)
+    elif geo.ndim == 2 and geo.stride == geo.dilation == (1, 1):
         _col2im_unit(dcols, n0, dx)
     elif geo.ndim == 2:
         (sh, sw), (dh, dw) = geo.stride, geo.dilation
