@@ -17,7 +17,7 @@ from convprop.errors import ArgumentError
 from convprop.functional import conv_depthwise, conv_gemm, conv_im2col, conv_memory
 from convprop.functional.conv import ALGORITHMS, _choose, conv2d, conv2d_backward
 from convprop.functional.conv_algorithm import ConvAlgorithm, ConvGeometry
-from convprop.functional.geometry import Window
+from convprop.functional.geometry import Window, scatter_windows, windows
 
 FAST = ["im2col", "gemm", "depthwise"]
 
@@ -183,3 +183,21 @@ def test_every_algorithm_satisfies_the_interface(name):
 
 def test_new_algorithms_are_registered():
     assert ALGORITHMS["gemm"] is conv_gemm and ALGORITHMS["depthwise"] is conv_depthwise
+
+
+@pytest.mark.parametrize("stride, dilation", [((1, 1, 1), (1, 1, 1)), ((2, 1, 3), (1, 2, 1)), ((1, 2, 1), (2, 1, 1))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_3d_unfold_and_fold_equal_numpy_bit_for_bit(stride, dilation, dtype):
+    """The 3-D unfold (compiled at stride 1) and col2im (compiled always) against NumPy's window view and
+    its per-tap slice-adds, on a padded input with a remainder left by the stride."""
+    geo = _geometry((3, 2, 2, 3, 2), stride=stride, dilation=dilation, in_size=(5, 7, 6))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 2, *geo.padded_size)).astype(dtype)  # (n, C, *padded)
+    view = windows(x, geo.kernel, geo.stride, geo.dilation, geo.out_size).transpose(1, 2, 3, 4, 0, 5, 6, 7)
+    assert np.array_equal(conv_gemm.unfold(x, geo), view)
+    dcols = rng.standard_normal(view.shape).astype(dtype)  # (C, *K, n, *Q)
+    got = np.zeros((3, *x.shape[1:]), dtype=dtype)
+    conv_gemm._col2im(dcols, 1, geo, got)  # into images 1 and 2 of 3
+    expected = np.zeros_like(got)
+    scatter_windows(dcols.transpose(4, 0, 1, 2, 3, 5, 6, 7), expected[1:], geo.stride, geo.dilation)
+    assert np.array_equal(got, expected) and not got[0].any()

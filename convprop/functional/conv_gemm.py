@@ -25,9 +25,11 @@ The batch is processed a chunk at a time (``conv_memory.batch_chunks``), so the 
 stays within ``conv_memory.CHUNK_BYTES`` and within the bytes of input + output together (at least
 one image): ``benchmarks/memory.py`` keeps forward + backward under 4× input + output + weight.
 
-Any number of spatial axes: the unfold is the same strided copy of the n-D window view; col2im is
-compiled for 1-D (as a 2-D fold with one row) and 2-D, and is ``geometry.scatter_windows`` (one slice-add
-per tap) in 3-D.
+Any number of spatial axes: the unfold is compiled for stride-1 2-D and 3-D kernels and is otherwise
+the strided copy of the n-D window view; col2im is compiled for 1-D (as a 2-D fold with one row), 2-D
+and 3-D (``geometry.scatter_windows``, one NumPy slice-add per tap, only beyond three axes). The 3-D
+kernels took the 3-D benchmark shape (8, 16, 16³ → 32, 3³) from 67–76 to 51–63 ms a training step
+(three interleaved runs, 2 December): the slice-adds had been a third of it.
 Letters as in ``conv_direct``; Kg = Cg·K_1···K_n, P = Q_1···Q_n (2-D: KH, KW, OH, OW).
 """
 
@@ -77,6 +79,50 @@ def _col2im_unit(cols: np.ndarray, n0: int, dx: np.ndarray) -> None:  # pragma: 
                             row[ow + kw] += s[ow]
 
 
+@njit(cache=True)
+def _col2im_3d(
+    cols: np.ndarray, n0: int, stride: tuple[int, int, int], dilation: tuple[int, int, int], dx: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """The 3-D fold: dx[n0 + i, c, od·s + kd·d, oh·s + kh·d, ow·s + kw·d] += cols[c, kd, kh, kw, i, od, oh, ow]
+    (per axis strides and dilations). Each (image, channel) volume gathers its taps in ``tap_slices``'
+    order, so every element receives the same additions in the same order as ``scatter_windows``."""
+    C, KD, KH, KW, n, OD, OH, OW = cols.shape
+    (sd, sh, sw), (dd, dh, dw) = stride, dilation
+    for i in range(n):
+        for c in range(C):
+            volume = dx[n0 + i, c]
+            for kd in range(KD):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        src = cols[c, kd, kh, kw, i]
+                        for od in range(OD):
+                            for oh in range(OH):
+                                row, s = volume[od * sd + kd * dd, oh * sh + kh * dh], src[od, oh]
+                                if sw == 1:  # contiguous: the loop vectorises
+                                    for ow in range(OW):
+                                        row[ow + kw * dw] += s[ow]
+                                else:
+                                    for ow in range(OW):
+                                        row[ow * sw + kw * dw] += s[ow]
+
+
+@njit(cache=True)
+def _unfold_unit_3d(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """out[c, kd, kh, kw, i, od, oh, ow] = x[i, c, od + kd, oh + kh, ow + kw] (stride 1, no dilation)."""
+    C, KD, KH, KW, n, OD, OH, OW = out.shape
+    for c in range(C):
+        for kd in range(KD):
+            for kh in range(KH):
+                for kw in range(KW):
+                    for i in range(n):
+                        for od in range(OD):
+                            for oh in range(OH):
+                                src = x[i, c, od + kd, oh + kh]
+                                dst = out[c, kd, kh, kw, i, od, oh]
+                                for ow in range(OW):
+                                    dst[ow] = src[ow + kw]
+
+
 def supports(geo: ConvGeometry) -> str | None:
     """Any number of spatial axes (col2im is compiled for 1-D and 2-D, NumPy slices in 3-D)."""
     return None
@@ -100,18 +146,23 @@ def _unfold_unit(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - 
 def unfold(x: np.ndarray, geo: ConvGeometry, out: np.ndarray | None = None) -> np.ndarray:
     """K-major columns of x: (n, C, *S) → (C, *K, n, *Q).
 
-    2-D, stride 1, no dilation: a compiled loop writing the columns in order (resnet's and lenet's
-    layers, 7×7 to 28×28 maps: 1.1–1.7× faster than NumPy's copy of the transposed window view, measured
-    2 December; a version handling strides and dilation in the same loop was 1.3–2.5× *slower* than
-    NumPy, and so was an earlier compiled loop that walked the input's order). Otherwise that copy.
+    2-D and 3-D, stride 1, no dilation: a compiled loop writing the columns in order (resnet's and
+    lenet's layers, 7×7 to 28×28 maps: 1.1–1.7× faster than NumPy's copy of the transposed window view,
+    measured 2 December; a version handling strides and dilation in the same loop was 1.3–2.5× *slower*
+    than NumPy, and so was an earlier compiled loop that walked the input's order; so was one reading a
+    stride-2 input split into its four phases, 2×, and 1-D through the 2-D loop gained nothing).
+    Otherwise that copy.
     """
     d = geo.ndim
     view = windows(x, geo.kernel, geo.stride, geo.dilation, geo.out_size)  # (n, C, *K, *Q) view
     view = view.transpose(1, *range(2, 2 + d), 0, *range(2 + d, 2 + 2 * d))  # (C, *K, n, *Q) view
     if out is None:
         out = np.empty(view.shape, dtype=x.dtype)
-    if d == 2 and geo.stride == geo.dilation == (1, 1) and x.flags.c_contiguous:
+    unit = geo.stride == geo.dilation == (1,) * d and x.flags.c_contiguous
+    if unit and d == 2:
         _unfold_unit(x, out)
+    elif unit and d == 3:
+        _unfold_unit_3d(x, out)
     else:
         np.copyto(out, view)
     return out
@@ -200,7 +251,9 @@ def _col2im(dcols: np.ndarray, n0: int, geo: ConvGeometry, dx: np.ndarray) -> No
     elif geo.ndim == 2:
         (sh, sw), (dh, dw) = geo.stride, geo.dilation
         _col2im_2d(dcols, n0, sh, sw, dh, dw, dx)
-    else:
+    elif geo.ndim == 3:
+        _col2im_3d(dcols, n0, geo.stride, geo.dilation, dx)
+    else:  # more axes than the public functions offer: one NumPy slice-add per tap
         d = geo.ndim
         n = dcols.shape[1 + d]
         columns = dcols.transpose(1 + d, 0, *range(1, 1 + d), *range(2 + d, 2 + 2 * d))  # (n, C, *K, *Q) view
