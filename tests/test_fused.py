@@ -216,34 +216,40 @@ def test_fused_backward_refuses_a_gradient_of_the_wrong_shape():
         model.backward_with_context(contexts, np.ones((1, 1, 3, 3)))
 
 
+@pytest.mark.parametrize("relu", [True, False], ids=["with ReLU", "without"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
     "conv",
-    [dict(padding=1), dict(padding=1, stride=2), dict(padding=0, channels=1)],
-    ids=["on the grid", "strided", "one channel"],
+    [dict(padding=1), dict(padding=1, stride=2), dict(padding=0, channels=1), dict(padding=1, size=(9, 16))],
+    ids=["on the grid", "strided", "one channel", "conv_rows"],
 )
-def test_conv_batch_norm_relu_equals_the_layers_exactly(conv, dtype, monkeypatch):
-    """conv → BatchNorm2d (eval) → ReLU as one block, on the grid or not, with a NaN: the layers' bits."""
-    from convprop.functional import conv_flat
+def test_conv_batch_norm_relu_equals_the_layers_exactly(conv, dtype, relu, monkeypatch):
+    """conv → BatchNorm2d (eval) [→ ReLU] as one block — on the grid, in ``conv_rows`` (rows >= 14) or
+    neither — with a NaN: the layers' bits."""
+    from convprop.functional import conv_flat, conv_rows
 
     calls = []
-    real = conv_flat.grid_chunks
-    monkeypatch.setattr(conv_flat, "grid_chunks", lambda *a: calls.append(1) or real(*a))
-    on_grid = conv == dict(padding=1)
+    for module, name in ((conv_flat, "grid_chunks"), (conv_rows, "run")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
+    expected = {"on the grid": "grid_chunks", "conv_rows": "run"}.get(
+        "on the grid" if conv == dict(padding=1) else "conv_rows" if "size" in conv else ""
+    )
     conv = dict(conv)
-    channels = conv.pop("channels", 4)
+    channels, size = conv.pop("channels", 4), conv.pop("size", (9, 10))
     rng = np.random.default_rng(14)
-    layers = [nn.Conv2d(channels, 6, 3, **conv, rng=1), nn.BatchNorm2d(6), nn.ReLU()]
+    layers = [nn.Conv2d(channels, 6, 3, **conv, rng=1), nn.BatchNorm2d(6), *([nn.ReLU()] if relu else [])]
     model = nn.Sequential(*layers).astype(dtype).eval()
     _randomise_statistics(model, rng)
-    x = rng.standard_normal((5, channels, 9, 10)).astype(dtype)
+    x = rng.standard_normal((5, channels, *size)).astype(dtype)
     x[1, 0, 4, 4] = np.nan
     got = model.forward(x)
     reference = _plain(model, x)
     assert got.dtype == dtype and np.isnan(got).any()
-    assert bool(calls) is on_grid
+    assert calls[:1] == ([expected] if expected else [])
     np.testing.assert_array_equal(got, reference)
-    assert not np.signbit(got[~np.isnan(got)]).any()
+    if relu:
+        assert not np.signbit(got[~np.isnan(got)]).any()
 
 
 def test_a_batch_norm_of_the_wrong_width_still_says_so():

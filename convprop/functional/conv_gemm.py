@@ -81,7 +81,7 @@ def _col2im_unit(cols: np.ndarray, n0: int, dx: np.ndarray) -> None:  # pragma: 
 
 @njit(cache=True)
 def _col2im_3d(
-    cols: np.ndarray, n0: int, stride: tuple[int, int, int], dilation: tuple[int, int, int], dx: np.ndarray
+    cols: np.ndarray, n0: int, stride: tuple[int, ...], dilation: tuple[int, ...], dx: np.ndarray
 ) -> None:  # pragma: no cover - compiled
     """The 3-D fold: dx[n0 + i, c, od·s + kd·d, oh·s + kh·d, ow·s + kw·d] += cols[c, kd, kh, kw, i, od, oh, ow]
     (per axis strides and dilations). Each (image, channel) volume gathers its taps in ``tap_slices``'

@@ -34,8 +34,8 @@ import numpy as np
 from numba import njit
 
 from ..errors import ArgumentError
-from . import conv_flat, conv_im2col, norm_compiled
-from .conv import add_bias, eval_forward, resolve_forward, uses_grid
+from . import conv_flat, conv_im2col, conv_rows, norm_compiled
+from .conv import add_bias, eval_forward, resolve_forward, uses_grid, uses_rows
 from .geometry import pad
 from .pool import max_pool2d
 from .validation import check_same_dtype
@@ -134,11 +134,18 @@ def _bias_relu_grid(y: np.ndarray, bias: np.ndarray, n0: int, out: np.ndarray) -
 
 @njit(cache=True)
 def _bias_norm_relu_grid(
-    y: np.ndarray, bias: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray, n0: int, out: np.ndarray
+    y: np.ndarray,
+    bias: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    relu: bool,
+    n0: int,
+    out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """out[n0 + i, o] = ReLU(((y[o, i, :, :OW] + bias[o]) − mean[o])·scale[o] + shift[o]): the convolution's
-    bias, an eval-mode batch norm (``norm_compiled.normalise``'s arithmetic) and ``np.maximum(·, 0)``,
-    from a chunk of ``conv_flat``'s grid (O, n, OH, Wp) into out (N, O, OH, OW)."""
+    bias, an eval-mode batch norm (``norm_compiled.normalise``'s arithmetic) and ``np.maximum(·, 0)``
+    (if ``relu``), from a chunk of ``conv_flat``'s grid (O, n, OH, Wp) into out (N, O, OH, OW)."""
     O, n = y.shape[0], y.shape[1]
     OH, OW = out.shape[2], out.shape[3]
     for i in range(n):
@@ -148,7 +155,7 @@ def _bias_norm_relu_grid(
                 src, dst = y[o, i, r], out[n0 + i, o, r]
                 for c in range(OW):
                     v = ((src[c] + b) - mu) * k + sh
-                    dst[c] = v if (v > 0.0 or v != v) else 0.0
+                    dst[c] = v if (not relu or v > 0.0 or v != v) else 0.0
 
 
 @njit(cache=True)
@@ -269,7 +276,10 @@ def conv2d_relu_pool(
     x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
     two_by_two = pool is not None and tuple(pool["kernel_size"]) == (2, 2) and pool_tiles(pool, geo.out_size)
     out = None
-    if relu and (pool is None or two_by_two) and uses_grid(conv["algorithm"], algo, geo):
+    if relu and (pool is None or two_by_two) and uses_rows(conv["algorithm"], algo, geo):
+        out, saw_nan = conv_rows.run(x, weight, geo, conv_rows.RELU if pool is None else conv_rows.RELU_POOL, bias)
+        out = None if saw_nan else out  # a NaN in a pooled window: the general kernels, below
+    elif relu and (pool is None or two_by_two) and uses_grid(conv["algorithm"], algo, geo):
         out = _on_grid(x, weight, bias, geo, pooled=pool is not None)
     elif relu and two_by_two and algo is conv_im2col:
         out = _im2col_in_chunks(x, weight, bias, geo)
@@ -286,8 +296,10 @@ def conv2d_norm_relu(
     bias: np.ndarray | None,
     conv: dict[str, Any],
     norm: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    relu: bool = True,
 ) -> np.ndarray:
-    """conv2d(x, weight, bias, **conv), then an eval-mode batch norm, then ReLU.
+    """conv2d(x, weight, bias, **conv), then an eval-mode batch norm, then ReLU (if ``relu``).
 
     ``norm`` is (running mean, scale, shift) from ``norm.normalisation_affine``, so the batch norm is
     the layer's own arithmetic: the result equals conv → ``BatchNorm2d.forward`` (eval) → ReLU bit for
@@ -298,18 +310,22 @@ def conv2d_norm_relu(
     x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
     mean, scale, shift = norm
     check_same_dtype(x=x, running_mean=mean, scale=scale, shift=shift)
+    if uses_rows(conv["algorithm"], algo, geo):
+        out = conv_rows.run(x, weight, geo, conv_rows.NORM_RELU if relu else conv_rows.NORM, bias, norm)[0]
+        return out[0] if unbatched else out
     if uses_grid(conv["algorithm"], algo, geo):
         N, O = x.shape[0], weight.shape[0]
         b = bias if bias is not None else np.zeros(O, dtype=x.dtype)
         out = np.empty((N, O, *geo.out_size), dtype=x.dtype)
         for chunk, grid in conv_flat.grid_chunks(x, weight, geo):
-            _bias_norm_relu_grid(grid, b, mean, scale, shift, chunk.start, out)
+            _bias_norm_relu_grid(grid, b, mean, scale, shift, relu, chunk.start, out)
         return out[0] if unbatched else out
     y = eval_forward(x, weight, geo, algo, conv["algorithm"])  # (N, O, OH, OW), as forward_nd(keep=False)
     add_bias(y, bias)
     normalised = np.empty_like(y)
     norm_compiled.normalise(y.reshape(*y.shape[:2], -1), mean, scale, shift, normalised.reshape(*y.shape[:2], -1))
-    np.maximum(normalised, 0, out=normalised)
+    if relu:
+        np.maximum(normalised, 0, out=normalised)
     return normalised[0] if unbatched else normalised
 
 

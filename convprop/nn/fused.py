@@ -2,7 +2,8 @@
 
 ``Sequential.forward`` (the context-free path: eval, or training mode under ``no_grad``) hands its
 layers here. Each run of a dense-or-grouped ``Conv2d`` (tied bias or none), an optional
-``BatchNorm2d``, a ``ReLU`` and an optional ``MaxPool2d`` runs as: the convolution with its bias added
+``BatchNorm2d``, a ``ReLU`` and an optional ``MaxPool2d`` — or of a ``Conv2d`` and a ``BatchNorm2d``
+with no ReLU after them — runs as: the convolution with its bias added
 in place, the batch norm's own ``forward`` (any mode: in training mode under ``no_grad`` it normalises
 with the batch and updates its running statistics, as always), then ReLU and pooling as one compiled
 pass over an array this call owns, with no arg-max array (``functional.fused``). Every other layer
@@ -48,15 +49,16 @@ def _fused_run(layers: Sequence[Module], i: int) -> tuple[int, dict[str, Any]] |
     j = i + 1
     norm = layers[j] if j < len(layers) and type(layers[j]) is BatchNorm2d else None
     j += norm is not None
-    if j >= len(layers) or type(layers[j]) is not ReLU:
-        return None
+    relu = j < len(layers) and type(layers[j]) is ReLU
+    if not relu:  # conv → batch norm alone (resnet's second conv of a block, its projection) still fuses
+        return (j, {"conv": conv, "norm": norm, "relu": False, "pool": None}) if norm is not None else None
     j += 1
     pool = layers[j] if j < len(layers) and type(layers[j]) is MaxPool2d else None
     j += pool is not None
-    return j, {"conv": conv, "norm": norm, "pool": pool}
+    return j, {"conv": conv, "norm": norm, "relu": True, "pool": pool}
 
 
-def _run(conv: Conv2d, norm: BatchNorm2d | None, pool: MaxPool2d | None, x: np.ndarray) -> np.ndarray:
+def _run(conv: Conv2d, norm: BatchNorm2d | None, relu: bool, pool: MaxPool2d | None, x: np.ndarray) -> np.ndarray:
     options = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
                    padding_mode=conv.padding_mode, algorithm=conv.algorithm)  # fmt: skip
     pool_options = None
@@ -75,10 +77,10 @@ def _run(conv: Conv2d, norm: BatchNorm2d | None, pool: MaxPool2d | None, x: np.n
             norm.bias.data if norm.bias is not None else None,
             norm.eps,
         )
-        return conv2d_norm_relu(x, conv.weight.data, bias, options, (norm.running_mean, *affine))
+        return conv2d_norm_relu(x, conv.weight.data, bias, options, (norm.running_mean, *affine), relu=relu)
     y = conv2d_relu_pool(x, conv.weight.data, bias, options, relu=False)
     y = np.asarray(norm.forward(y))  # a new array (x̂·γ + β): this call owns it
-    return relu_max_pool2d(y, relu=True, pool=pool_options)
+    return relu_max_pool2d(y, relu=relu, pool=pool_options)
 
 
 def forward_fused(layers: Sequence[Module], x: Any) -> Any:
@@ -91,7 +93,7 @@ def forward_fused(layers: Sequence[Module], x: Any) -> Any:
             i += 1
             continue
         i, parts = run
-        x = _run(parts["conv"], parts["norm"], parts["pool"], x)
+        x = _run(parts["conv"], parts["norm"], parts["relu"], parts["pool"], x)
     return x
 
 

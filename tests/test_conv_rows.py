@@ -1,0 +1,184 @@
+"""``conv_rows``: the direct stride-1 kernel on the padded grid, one kernel row per pass.
+
+Against the direct reference in float64 (rel. 1e-9) and float32 (rel. 1e-4 of float64), for kernels
+of width 3 and 5 and heights 1 to 5, odd and even output-channel counts (the pass pairs channels),
+asymmetric padding, no padding, one image and several (the batch is split between threads). Its
+epilogues (bias, ReLU, eval batch norm, 2×2 max-pool) must equal the unfused arithmetic bit for bit,
+and ``auto`` must run it only where ``conv.uses_rows`` says.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import assert_close
+
+from convprop.functional import conv_rows, max_pool2d, norm_compiled, relu
+from convprop.functional.conv import _resolve, conv2d, conv2d_with_context, uses_rows
+from convprop.functional.conv_resolve import _choose
+from convprop.functional.fused import conv2d_norm_relu, conv2d_relu_pool
+
+# (N, C, H, W, O, kernel, padding, padding_mode)
+GEOMETRIES = [
+    (3, 4, 9, 8, 5, 3, 1, "zeros"),  # 3×3 'same', odd O: two pairs and one channel alone
+    (1, 1, 12, 10, 4, 3, 1, "zeros"),  # one image, one input channel
+    (2, 3, 10, 7, 6, (5, 3), (2, 1), "zeros"),  # tall kernel
+    (2, 3, 9, 11, 2, (3, 5), 0, "zeros"),  # wide kernel, no padding
+    (2, 2, 8, 9, 3, (4, 3), "same", "zeros"),  # even height: asymmetric padding
+    (2, 3, 7, 9, 4, (1, 3), (0, 1), "zeros"),  # one row of taps
+    (4, 6, 14, 14, 16, 5, 0, "zeros"),  # LeNet-5's 5×5 without padding
+    (2, 3, 8, 8, 3, 3, 0, "reflect"),  # a padding mode, but no padding to make
+    (5, 8, 28, 28, 8, 3, 1, "zeros"),  # resnet's first stage
+]
+
+
+def _case(geometry, dtype, seed=0):
+    N, C, H, W, O, k, padding, mode = geometry
+    rng = np.random.default_rng(seed)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((O, C, kh, kw)).astype(dtype)
+    return x, w, dict(padding=padding, dilation=1, padding_mode=mode)
+
+
+def _resolved(x, w, options, stride=1, groups=1):
+    """x batched (not padded), the weight and the geometry, as the forward passes them on."""
+    x4, w4, geo, _, _ = _resolve(x, w, 2, stride, options["padding"], options["dilation"], groups,
+                                 options["padding_mode"], "auto", "conv2d")  # fmt: skip
+    return x4, w4, geo
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_forward_equals_direct(geometry):
+    x, w, options = _case(geometry, np.float64)
+    x4, w4, geo = _resolved(x, w, options)
+    assert conv_rows.applies(geo)
+    reference = conv2d(x, w, **options, algorithm="direct")
+    assert_close(conv_rows.forward(x4, w4, geo), reference, f"{geometry} float64")
+    x32, w32, _ = _resolved(x.astype(np.float32), w.astype(np.float32), options)
+    got = conv_rows.forward(x32, w32, geo)
+    assert got.dtype == np.float32
+    assert_close(got, reference, f"{geometry} float32", rtol=1e-4)
+
+
+def test_a_non_contiguous_input():
+    x, w, options = _case(GEOMETRIES[0], np.float64)
+    view = np.swapaxes(np.swapaxes(x, 2, 3).copy(), 2, 3)  # same values, not C-contiguous
+    x4, w4, geo = _resolved(view, w, options)
+    assert not x4.flags.c_contiguous
+    assert_close(conv_rows.forward(x4, w4, geo), conv2d(x, w, **options, algorithm="direct"), "view")
+
+
+@pytest.mark.parametrize(
+    "weight, stride, dilation, groups, mode, expected",
+    [
+        ((4, 4, 3, 3), 1, 1, 1, "zeros", True),
+        ((4, 4, 3, 3), 2, 1, 1, "zeros", False),  # strided
+        ((4, 4, 3, 3), 1, 2, 1, "zeros", False),  # dilated
+        ((4, 2, 3, 3), 1, 1, 2, "zeros", False),  # grouped
+        ((4, 4, 3, 4), 1, 1, 1, "zeros", False),  # width 4: no written-out pass
+        ((4, 4, 3, 3), 1, 1, 1, "reflect", False),  # a border to reflect, not zeros
+    ],
+)
+def test_applies(weight, stride, dilation, groups, mode, expected):
+    x = np.zeros((1, 4, 16, 16))
+    _, _, geo = _resolved(x, np.zeros(weight), dict(padding=1, dilation=dilation, padding_mode=mode), stride, groups)
+    assert conv_rows.applies(geo) is expected
+
+
+@pytest.mark.parametrize("row", [0, 4, 9])  # first row, the middle, the last
+def test_a_nan_lands_where_the_direct_convolution_puts_it(row):
+    x, w, options = _case(GEOMETRIES[2], np.float64)
+    x[1, 2, row, -1] = np.nan  # the last column: what a grid row's extra columns read
+    x4, w4, geo = _resolved(x, w, options)
+    got, reference = conv_rows.forward(x4, w4, geo), conv2d(x, w, **options, algorithm="direct")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(reference))
+    finite = ~np.isnan(reference)
+    assert_close(got[finite], reference[finite], "finite outputs")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_epilogues_equal_the_unfused_arithmetic_bit_for_bit(dtype):
+    x, w, options = _case(GEOMETRIES[0], dtype)
+    x4, w4, geo = _resolved(x, w, options)
+    rng = np.random.default_rng(1)
+    b = rng.standard_normal(w.shape[0]).astype(dtype)
+    mean, scale, shift = (rng.standard_normal(w.shape[0]).astype(dtype) for _ in range(3))
+    y = conv_rows.forward(x4, w4, geo) + b.reshape(-1, 1, 1)  # the conv, then add_bias
+    out, _ = conv_rows.run(x4, w4, geo, conv_rows.PLAIN, b)
+    np.testing.assert_array_equal(out, y)
+    out, _ = conv_rows.run(x4, w4, geo, conv_rows.RELU, -np.abs(b) - 50)  # every value ≤ 0: +0.0, not −0.0
+    assert not out.any() and not np.signbit(out).any()
+    out, _ = conv_rows.run(x4, w4, geo, conv_rows.RELU, b)
+    np.testing.assert_array_equal(out, np.maximum(y, 0))
+    out, saw_nan = conv_rows.run(x4, w4, geo, conv_rows.RELU_POOL, b)
+    np.testing.assert_array_equal(out, max_pool2d(relu(y), 2))
+    assert not saw_nan
+    assert out.shape == (3, 5, 4, 4)
+    normalised = np.empty_like(y)
+    norm_compiled.normalise(y.reshape(*y.shape[:2], -1), mean, scale, shift, normalised.reshape(*y.shape[:2], -1))
+    out, _ = conv_rows.run(x4, w4, geo, conv_rows.NORM, b, (mean, scale, shift))
+    np.testing.assert_array_equal(out, normalised)
+    out, _ = conv_rows.run(x4, w4, geo, conv_rows.NORM_RELU, b, (mean, scale, shift))
+    np.testing.assert_array_equal(out, np.maximum(normalised, 0))
+
+
+def test_a_nan_in_a_pooled_window_is_reported():
+    x, w, options = _case(GEOMETRIES[0], np.float64)
+    x[2, 1, 4, 4] = np.nan
+    x4, w4, geo = _resolved(x, w, options)
+    assert conv_rows.run(x4, w4, geo, conv_rows.RELU_POOL)[1]
+    assert not conv_rows.run(x4[:2], w4, geo, conv_rows.RELU_POOL)[1]  # the NaN is in image 2
+
+
+@pytest.mark.parametrize(
+    "shape, algorithm, expected",
+    [
+        ((8, 8, 28), "auto", True),  # resnet's first stage
+        ((1, 16, 28), "auto", True),  # lenet's first layer: one input channel
+        ((16, 32, 14), "auto", True),  # lenet's second layer: C·O = 512
+        ((32, 32, 7), "auto", False),  # rows of 7: the product
+        ((32, 64, 14), "auto", False),  # C·O = 2048: the product
+        ((8, 8, 28), "gemm", False),  # an explicit algorithm runs as named
+    ],
+)
+def test_which_forwards_run_conv_rows(shape, algorithm, expected, monkeypatch):
+    C, O, H = shape
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, C, H, H)), rng.standard_normal((O, C, 3, 3))
+    _, _, geo = _resolved(x, w, dict(padding=1, dilation=1, padding_mode="zeros"))
+    assert uses_rows(algorithm, _choose(algorithm, geo), geo) is expected
+    calls = []
+    real = conv_rows.run
+    monkeypatch.setattr(conv_rows, "run", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = conv2d(x, w, padding=1, algorithm=algorithm)
+    assert bool(calls) is expected
+    assert_close(got, conv2d(x, w, padding=1, algorithm="direct"), f"{shape} {algorithm}")
+    calls.clear()
+    conv2d_with_context(x, w, padding=1, algorithm=algorithm)  # training keeps conv_gemm's columns
+    assert not calls
+
+
+POOL = dict(kernel_size=(2, 2), stride=(2, 2), padding=0, dilation=1, ceil_mode=False)
+
+
+@pytest.mark.parametrize("pool", [POOL, None], ids=["2x2 pool", "no pool"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_blocks_equal_the_unfused_layers_exactly(dtype, pool):
+    x, w, options = _case(GEOMETRIES[8], dtype)
+    b = np.random.default_rng(2).standard_normal(w.shape[0]).astype(dtype)
+    x[0, 0, 2, 3] = np.nan  # a NaN: the pooled block reruns unfused, ReLU keeps it
+    options |= dict(stride=1, groups=1, algorithm="auto")
+    got = conv2d_relu_pool(x, w, b, options, relu=True, pool=pool)
+    y = relu(conv2d(x, w, b, **options))
+    reference = max_pool2d(y, **pool) if pool else y
+    assert got.dtype == dtype and np.isnan(got).any()
+    np.testing.assert_array_equal(got, reference)
+    rng = np.random.default_rng(3)
+    mean, shift = rng.standard_normal((2, w.shape[0])).astype(dtype)
+    scale = rng.uniform(0.5, 2, w.shape[0]).astype(dtype)
+    got = conv2d_norm_relu(x, w, b, options, (mean, scale, shift))
+    z = conv2d(x, w, b, **options)
+    expected = np.empty_like(z)
+    norm_compiled.normalise(z.reshape(*z.shape[:2], -1), mean, scale, shift, expected.reshape(*z.shape[:2], -1))
+    np.testing.assert_array_equal(got, np.maximum(expected, 0))
