@@ -37,8 +37,10 @@ from functools import partial
 import numpy as np
 from numba import njit
 
+from ..errors import ArgumentError
 from .conv_algorithm import ConvGeometry
 from .conv_direct_compiled import _parallel, _ranges
+from .geometry import Window
 
 PAIRS = True
 KERNEL_WIDTHS = (3, 5)  # the widths with a written-out pass; others go through the product
@@ -247,3 +249,29 @@ def run(
 def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """y (N, O, OH, OW) from x (N, C, H, W) before padding, no bias."""
     return run(x, weight, geo)[0]
+
+
+def adjoint_geometry(geo: ConvGeometry) -> ConvGeometry | None:
+    """The stride-1 convolution whose output is the input gradient, or None where there is none.
+
+    With stride 1 and zero padding, dx[c, h, w] = Σ_o Σ_{kh, kw} w[o, c, kh, kw] · δ[o, h + p_t − kh,
+    w + p_l − kw] (zero outside δ): a correlation of δ, zero-padded by K − 1 − p on each side, with the
+    kernel rotated 180° and its channel axes exchanged (the seeds' "rotate the filter and full-convolve"
+    rule). Padding wider than K − 1 would need negative pads: None then."""
+    (pt, pb), (pl, pr) = geo.pads
+    KH, KW = geo.kernel
+    pads = ((KH - 1 - pt, KH - 1 - pb), (KW - 1 - pl, KW - 1 - pr))
+    if min(min(p) for p in pads) < 0:
+        return None
+    window = Window.fitted(geo.out_size, geo.kernel, (1, 1), (1, 1), pads)
+    return ConvGeometry(window, 1, geo.out_channels, geo.in_channels)
+
+
+def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """dx (N, C, H, W) — of the input *before* padding — for a stride-1 zero-padded convolution whose
+    :func:`adjoint_geometry` exists: the forward kernel run on δ with the rotated, transposed kernel."""
+    adjoint = adjoint_geometry(geo)
+    if adjoint is None:
+        raise ArgumentError(f"conv_rows.grad_input needs pads of at most K - 1, got {geo.pads} for kernel {geo.kernel}")
+    rotated = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, KH, KW)
+    return forward(grad_output, rotated, adjoint)
