@@ -13,17 +13,8 @@ import numpy as np
 import pytest
 from reference import assert_close
 
-from convprop.errors import ArgumentError
 from convprop.functional import conv_rows, max_pool2d, norm_compiled, relu
-from convprop.functional.conv import (
-    _resolve,
-    conv2d,
-    conv2d_backward,
-    conv2d_with_context,
-    conv_backward_from_context,
-    uses_rows,
-    uses_rows_backward,
-)
+from convprop.functional.conv import _resolve, conv2d, conv2d_with_context, uses_rows
 from convprop.functional.conv_resolve import _choose
 from convprop.functional.fused import conv2d_norm_relu, conv2d_relu_pool
 
@@ -164,8 +155,8 @@ def test_which_forwards_run_conv_rows(shape, algorithm, expected, monkeypatch):
     assert bool(calls) is expected
     assert_close(got, conv2d(x, w, padding=1, algorithm="direct"), f"{shape} {algorithm}")
     calls.clear()
-    _, context = conv2d_with_context(x, w, padding=1, algorithm=algorithm)  # training: the same rule
-    assert bool(calls) is expected and context.rows is expected and (context.cols is None) is expected
+    conv2d_with_context(x, w, padding=1, algorithm=algorithm)  # training keeps conv_gemm's columns
+    assert not calls
 
 
 POOL = dict(kernel_size=(2, 2), stride=(2, 2), padding=0, dilation=1, ceil_mode=False)
@@ -191,49 +182,3 @@ def test_fused_blocks_equal_the_unfused_layers_exactly(dtype, pool):
     expected = np.empty_like(z)
     norm_compiled.normalise(z.reshape(*z.shape[:2], -1), mean, scale, shift, expected.reshape(*z.shape[:2], -1))
     np.testing.assert_array_equal(got, np.maximum(expected, 0))
-
-
-# (N, C, H, W, O, kernel, padding): stride 1, zero padding, maps at least 14 wide
-TRAINING = [
-    (3, 4, 14, 16, 5, 3, 1),  # 'same', odd O
-    (2, 1, 15, 14, 3, 3, (0, 1)),  # one input channel, padding on one axis only
-    (2, 3, 16, 18, 4, (3, 5), (1, 2)),  # wide kernel
-    (2, 2, 18, 16, 3, (4, 3), "same"),  # even height: asymmetric pads (1, 2)
-    (2, 3, 18, 18, 2, 5, 0),  # no padding
-]
-
-
-@pytest.mark.parametrize("geometry", TRAINING, ids=str)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_training_pass_through_conv_rows_matches_direct(geometry, dtype):
-    """Forward, input gradient (the adjoint convolution) and weight gradient, layer pair and stateless."""
-    N, C, H, W, O, k, padding = geometry
-    rng = np.random.default_rng(5)
-    kh, kw = (k, k) if isinstance(k, int) else k
-    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((O, C, kh, kw)), rng.standard_normal(O)
-    _, _, geo = _resolved(x, w, dict(padding=padding, dilation=1, padding_mode="zeros"))
-    assert uses_rows_backward("auto", _choose("auto", geo), geo)
-    y = conv2d(x, w, b, padding=padding, algorithm="direct")
-    dy = rng.standard_normal(y.shape)
-    expected = (y, *conv2d_backward(dy, x, w, padding=padding, algorithm="direct"))
-    tol = 1e-9 if dtype == np.float64 else 1e-4
-    cast = [a.astype(dtype) for a in (x, w, b, dy)]
-    got_y, context = conv2d_with_context(*cast[:3], padding=padding)
-    assert context.rows
-    pair = (got_y, *conv_backward_from_context(cast[3], context))
-    stateless = (got_y, *conv2d_backward(cast[3], cast[0], cast[1], padding=padding))
-    for got in (pair, stateless):
-        for name, g, r in zip(("y", "dx", "dw", "db"), got, expected, strict=True):
-            assert g.dtype == dtype and g.shape == r.shape, name
-            assert_close(g, r, f"{geometry} {name}", rtol=tol)
-
-
-def test_no_adjoint_for_padding_wider_than_the_kernel():
-    x, w = np.zeros((1, 2, 16, 16)), np.zeros((2, 2, 3, 3))
-    _, _, geo = _resolved(x, w, dict(padding=3, dilation=1, padding_mode="zeros"))
-    assert uses_rows("auto", _choose("auto", geo), geo)  # the forward still runs it
-    assert conv_rows.adjoint_geometry(geo) is None and not uses_rows_backward("auto", _choose("auto", geo), geo)
-    y, context = conv2d_with_context(np.ones((1, 2, 16, 16)), np.ones((2, 2, 3, 3)), padding=3)
-    assert not context.rows
-    with pytest.raises(ArgumentError, match=r"pads of at most K - 1, got \(\(3, 3\), \(3, 3\)\)"):
-        conv_rows.grad_input(np.zeros(y.shape), np.zeros((2, 2, 3, 3)), geo)

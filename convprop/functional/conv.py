@@ -46,7 +46,6 @@ class ConvContext:
     xp: np.ndarray  # (N, C, *padded_size)
     cols: np.ndarray | None  # the algorithm's saved columns, or None
     unbatched: bool
-    rows: bool = False  # the input gradient runs conv_rows' kernel (uses_rows_backward)
 
 
 def check_bias(bias: ArrayLike | None, channels: int) -> np.ndarray | None:
@@ -132,18 +131,6 @@ def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
     )
 
 
-def uses_rows_backward(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
-    """Whether a training pass runs ``conv_rows`` for its forward and its input gradient: where
-    :func:`uses_rows` holds and the input gradient is itself such a convolution (``conv_rows.adjoint_geometry``:
-    pads at most K − 1). Its weight gradient then unfolds the input again (no columns are kept).
-
-    Measured (forward + both gradients, fp32, 2 threads, 20 interleaved runs, batch 32 unless noted),
-    time against ``conv_gemm`` keeping its columns: resnet's 8 → 8 on 28×28 0.72, 16 → 16 on 14×14 0.81,
-    lenet's 16 → 32 on 14×14 0.51, one input channel → 8 or 16 on 28×28 0.80–0.98, 1 → 32 at batch 64 0.83.
-    """
-    return uses_rows(algorithm, algo, geo) and conv_rows.adjoint_geometry(geo) is not None
-
-
 def eval_forward(
     x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, algo: ConvAlgorithm, algorithm: str
 ) -> np.ndarray:
@@ -181,15 +168,12 @@ def forward_nd(
     xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
     cols = None
     saver = _column_saver(algo)
-    rows = uses_rows_backward(algorithm, algo, geo)
-    if rows:
-        y = conv_rows.forward(x, weight, geo)  # (no columns to keep: the weight gradient unfolds xp)
-    elif saver is not None:
+    if saver is not None:
         y, cols = saver.forward_saving(xp, weight, geo, KEEP_COLUMNS_BYTES)
     else:
         y = algo.forward(xp, weight, geo)  # (N, O, *out_size)
     add_bias(y, bias)
-    return (y[0] if unbatched else y), ConvContext(geo, algo, weight, xp, cols, unbatched, rows)
+    return (y[0] if unbatched else y), ConvContext(geo, algo, weight, xp, cols, unbatched)
 
 
 def check_grad_output(grad_output: ArrayLike, expected: tuple[int, ...], unbatched: bool) -> np.ndarray:
@@ -223,7 +207,7 @@ def backward_nd(
     # the weight's gradient first: then the padded copy of x is freed before dx's buffers exist (the
     # peak of conv2d_backward drops by the bytes of x; benchmarks/memory.py)
     dw, db = _param_grads(dy, ConvContext(geo, algo, weight, pad(x, geo.pads, geo.padding_mode), None, unbatched))
-    return _input_grad(dy, algo, weight, geo, unbatched, uses_rows_backward(algorithm, algo, geo)), dw, db
+    return _input_grad(dy, algo, weight, geo, unbatched), dw, db
 
 
 def conv_backward_from_context(
@@ -249,18 +233,14 @@ def _context_grad_output(grad_output: ArrayLike, context: ConvContext) -> np.nda
 
 def _backward(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     dw, db = _param_grads(dy, ctx)
-    return _input_grad(dy, ctx.algo, ctx.weight, ctx.geo, ctx.unbatched, ctx.rows), dw, db
+    return _input_grad(dy, ctx.algo, ctx.weight, ctx.geo, ctx.unbatched), dw, db
 
 
 def _input_grad(
-    dy: np.ndarray, algo: ConvAlgorithm, weight: np.ndarray, geo: ConvGeometry, unbatched: bool, rows: bool = False
+    dy: np.ndarray, algo: ConvAlgorithm, weight: np.ndarray, geo: ConvGeometry, unbatched: bool
 ) -> np.ndarray:
-    """dx: the algorithm's gradient of the padded input, folded back onto x (N, C, *in_size); with
-    ``rows``, ``conv_rows``' full correlation, which gives the unpadded input's gradient directly."""
-    if rows:
-        dx = conv_rows.grad_input(dy, weight, geo)
-    else:
-        dx = pad_backward(algo.grad_input(dy, weight, geo), geo.in_size, geo.pads, geo.padding_mode)
+    """dx: the algorithm's gradient of the padded input, folded back onto x (N, C, *in_size)."""
+    dx = pad_backward(algo.grad_input(dy, weight, geo), geo.in_size, geo.pads, geo.padding_mode)
     return dx[0] if unbatched else dx
 
 

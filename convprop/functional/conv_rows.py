@@ -22,6 +22,15 @@ unfold + sgemm; 7×7 maps (rows of 9) run at half that and stay with the product
 holds the rule. The images are split between ``conv_direct_compiled.THREADS`` Python threads running
 compiled loops that release the GIL, as in ``conv_direct_compiled``.
 
+Tried and not kept (2 December): stride 2, through the input split into its four stride phases (each
+a stride-1 problem with 1–2 taps per kernel row): 0.91–1.0 of the product's time at best and 1.3–4.7×
+slower on 14×14 inputs — the phases' rows are half as long and carry a third of the taps. And the
+training pass: the forward here and the input gradient as the adjoint convolution (δ padded by K − 1 − p,
+the kernel rotated 180° with its channel axes exchanged) ran a lone layer's forward + backward in
+0.51–0.98 of ``conv_gemm``'s time, but whole training steps at batch 32 were 12–18% *slower* for lenet
+and 0–6% faster for resnet (the weight gradient must then unfold the input again, and the kernel's
+threads start right after BLAS's, whose threads are still spinning), so training keeps ``conv_gemm``.
+
 Forward only: for passes that keep nothing (eval, or training under ``no_grad``) and the fused
 inference block (``functional.fused``), which applies bias, an eval-mode batch norm, ReLU and a 2×2
 max-pool to each image's accumulator while it is in cache. Zero padding is written into a per-thread
@@ -37,10 +46,8 @@ from functools import partial
 import numpy as np
 from numba import njit
 
-from ..errors import ArgumentError
 from .conv_algorithm import ConvGeometry
 from .conv_direct_compiled import _parallel, _ranges
-from .geometry import Window
 
 PAIRS = True
 KERNEL_WIDTHS = (3, 5)  # the widths with a written-out pass; others go through the product
@@ -249,29 +256,3 @@ def run(
 def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """y (N, O, OH, OW) from x (N, C, H, W) before padding, no bias."""
     return run(x, weight, geo)[0]
-
-
-def adjoint_geometry(geo: ConvGeometry) -> ConvGeometry | None:
-    """The stride-1 convolution whose output is the input gradient, or None where there is none.
-
-    With stride 1 and zero padding, dx[c, h, w] = Σ_o Σ_{kh, kw} w[o, c, kh, kw] · δ[o, h + p_t − kh,
-    w + p_l − kw] (zero outside δ): a correlation of δ, zero-padded by K − 1 − p on each side, with the
-    kernel rotated 180° and its channel axes exchanged (the seeds' "rotate the filter and full-convolve"
-    rule). Padding wider than K − 1 would need negative pads: None then."""
-    (pt, pb), (pl, pr) = geo.pads
-    KH, KW = geo.kernel
-    pads = ((KH - 1 - pt, KH - 1 - pb), (KW - 1 - pl, KW - 1 - pr))
-    if min(min(p) for p in pads) < 0:
-        return None
-    window = Window.fitted(geo.out_size, geo.kernel, (1, 1), (1, 1), pads)
-    return ConvGeometry(window, 1, geo.out_channels, geo.in_channels)
-
-
-def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """dx (N, C, H, W) — of the input *before* padding — for a stride-1 zero-padded convolution whose
-    :func:`adjoint_geometry` exists: the forward kernel run on δ with the rotated, transposed kernel."""
-    adjoint = adjoint_geometry(geo)
-    if adjoint is None:
-        raise ArgumentError(f"conv_rows.grad_input needs pads of at most K - 1, got {geo.pads} for kernel {geo.kernel}")
-    rotated = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, KH, KW)
-    return forward(grad_output, rotated, adjoint)
