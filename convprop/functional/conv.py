@@ -3,8 +3,9 @@
 The arithmetic lives in the algorithm modules (``conv_direct``, the specification; ``conv_scipy``;
 ``conv_im2col``; ``conv_gemm``; ``conv_depthwise``), each a :class:`~.conv_algorithm.ConvAlgorithm`
 computing forward/grad_input/grad_weight on an already padded input. This module owns what they share:
-the padding modes and their adjoint, the bias, unbatched input, which forward a pass that keeps nothing
-runs (``uses_rows``, ``uses_grid``), and the context a layer keeps between its forward and backward passes. Argument
+the padding modes and their adjoint, the bias, unbatched input and the context a layer keeps between
+its forward and backward passes. Which forward a pass that keeps nothing runs is in ``conv_eval.py``
+(``uses_rows``, ``uses_grid``, re-exported here). Argument
 checking, the resolution of ``int | per axis | per side | "same" | "valid"`` into one
 :class:`~.geometry.Window` and the choice for ``algorithm="auto"`` (and the refusal of an explicit
 algorithm that cannot do a shape) are in ``conv_resolve.py``, re-exported here. The transposed convolutions
@@ -20,8 +21,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
-from . import conv_flat, conv_gemm, conv_im2col, conv_memory, conv_pointwise, conv_rows
+from . import conv_memory
 from .conv_algorithm import ConvAlgorithm, ConvGeometry, SavesColumns
+from .conv_eval import eval_forward
+from .conv_eval import (
+    uses_grid as uses_grid,  # (re-exported, with uses_rows: which forward a pass keeping nothing runs)
+)
+from .conv_eval import uses_rows as uses_rows
 from .conv_resolve import ALGORITHMS as ALGORITHMS  # (re-exported: callers and tests import them from here)
 from .conv_resolve import _choose, _resolve
 from .conv_resolve import check_algorithm as check_algorithm
@@ -90,56 +96,6 @@ def resolve_forward(
     bias = check_bias(bias, weight.shape[0])
     check_same_dtype(x=x, weight=weight, bias=bias)
     return x, weight, bias, geo, algo, unbatched
-
-
-def uses_grid(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
-    """Whether a forward pass that keeps nothing runs on ``conv_flat``'s grid: under ``"auto"``, the
-    dense stride-1 2-D convolutions ``conv_gemm`` computes (more than one input channel), 1×1 aside.
-
-    Measured forward alone (fp32, 2 threads, conv → output, 20 interleaved runs): 0.72–0.90 of
-    ``conv_gemm``'s time on lenet's second layer (batch 1, 32 and 1,000), LeNet-5's 5×5 and CIFAR's
-    3×3, but 1.07 on mnist-2 and 1.14 on 7×7 maps; for one input channel 2.7–5.5× *slower* than
-    ``conv_im2col`` (the grid's (O, n, OH, Wp) product must be transposed into the output, which for
-    K = 9 costs more than the product), so those stay with im2col. The training forward keeps
-    ``conv_gemm``'s columns instead, which its weight gradient reads (the grid's backward was measured
-    too, and was no faster: ``conv_flat``'s docstring).
-    """
-    return algorithm == "auto" and algo is conv_gemm and conv_flat.applies(geo) and not conv_pointwise.applies(geo)
-
-
-ROWS_MIN_WIDTH = 14  # output rows shorter than this (7×7 maps) ran 1.3–2.3× slower in conv_rows
-ROWS_MAX_CHANNEL_PRODUCT = 512  # C·O above this (32 → 64 and wider) left conv_rows slower than the product
-
-
-def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
-    """Whether a forward pass that keeps nothing runs ``conv_rows``' direct kernel: under ``"auto"``,
-    the dense stride-1 convolutions of width-3 or width-5 kernels on maps at least 14 wide with few
-    channels (C·O <= 512).
-
-    Measured forward alone against what ``auto`` ran before (the grid's product, or im2col for one
-    input channel; fp32, 2 threads, interleaved, 2 December), as time ratios: 8 → 8 on 28×28 0.29–0.41,
-    16 → 16 on 28×28 0.44–0.59, 16 → 16 on 14×14 0.51–0.72, 16 → 32 on 14×14 0.79–1.06, one input
-    channel on 28×28 0.47–0.68 (batch 1 and 1,000; 1.0–1.3 at 64), LeNet-5's 6 → 16 5×5 0.43–1.1; but
-    32 → 32 on 7×7 1.3–2.3 and 32 → 64 or 64 → 64 on 14×14 1.2–1.7, so those keep the product.
-    """
-    return (
-        algorithm == "auto"
-        and (algo is conv_gemm or algo is conv_im2col)
-        and conv_rows.applies(geo)
-        and geo.out_size[1] >= ROWS_MIN_WIDTH
-        and geo.in_channels * geo.out_channels <= ROWS_MAX_CHANNEL_PRODUCT
-    )
-
-
-def eval_forward(
-    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, algo: ConvAlgorithm, algorithm: str
-) -> np.ndarray:
-    """The forward product of a pass that keeps nothing (no bias), of x before padding: (N, O, *out_size)."""
-    if uses_rows(algorithm, algo, geo):
-        return conv_rows.forward(x, weight, geo)  # pads each image in cache
-    if uses_grid(algorithm, algo, geo):
-        return conv_flat.forward(x, weight, geo)  # pads a chunk at a time
-    return algo.forward(pad(x, geo.pads, geo.padding_mode), weight, geo)
 
 
 def forward_nd(

@@ -134,13 +134,11 @@ def _store(
     pool: bool,
     normalise: bool,
     relu: bool,
-    bias: np.ndarray,
-    mean: np.ndarray,
-    scale: np.ndarray,
-    shift: np.ndarray,
+    epilogue: np.ndarray,
     out: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
-    """out (O, OH, OW), or (O, OH/2, OW/2) if ``pool``, from the grid acc (O, L).
+    """out (O, OH, OW), or (O, OH/2, OW/2) if ``pool``, from the grid acc (O, L); ``epilogue`` (4, O)
+    holds the bias, mean, scale and shift.
 
     The arithmetic of the unfused layers in their order: y + bias, then ((y − mean)·scale + shift) for
     an eval-mode batch norm (``norm_compiled.normalise``), ReLU with ``np.maximum(·, 0)``'s rule (NaN
@@ -149,7 +147,7 @@ def _store(
     O = out.shape[0]
     saw_nan = False
     for o in range(O):
-        b, mu, k, sh = bias[o], mean[o], scale[o], shift[o]
+        b, mu, k, sh = epilogue[0, o], epilogue[1, o], epilogue[2, o], epilogue[3, o]
         a = acc[o]
         if pool:
             PH, PW = out.shape[1], out.shape[2]
@@ -189,10 +187,7 @@ def _images(
     pool: bool,
     normalise: bool,
     relu: bool,
-    bias: np.ndarray,
-    mean: np.ndarray,
-    scale: np.ndarray,
-    shift: np.ndarray,
+    epilogue: np.ndarray,
     n0: int,
     n1: int,
     out: np.ndarray,
@@ -214,7 +209,7 @@ def _images(
             _accumulate(buffer, w, Wp, acc)
         else:
             _accumulate(x[n].reshape(C, Hp * Wp), w, Wp, acc)
-        saw_nan |= _store(acc, Wp, pool, normalise, relu, bias, mean, scale, shift, out[n])
+        saw_nan |= _store(acc, Wp, pool, normalise, relu, epilogue, out[n])
     return saw_nan
 
 
@@ -237,14 +232,16 @@ def run(
     (ph, _), (pw, _) = geo.pads
     Hp, Wp = geo.padded_size
     OH, OW = geo.out_size
-    zeros = np.zeros(O, dtype=x.dtype)
-    b = zeros if bias is None else bias
-    mean, scale, shift = (zeros, zeros, zeros) if norm is None else norm
+    epilogue = np.zeros((4, O), dtype=x.dtype)  # bias, mean, scale, shift: zeros where unused
+    if bias is not None:
+        epilogue[0] = bias
+    if norm is not None:
+        epilogue[1:] = norm
     shape = (N, O, OH // 2, OW // 2) if mode == RELU_POOL else (N, O, OH, OW)
     out = np.empty(shape, dtype=x.dtype)
     flags: list[bool] = []  # per range of images: whether its pool saw a NaN
     pool, normalise, relu = mode == RELU_POOL, mode in (NORM, NORM_RELU), mode in (RELU, NORM_RELU, RELU_POOL)
-    kernel = partial(_images, x, w, ph, pw, Hp, Wp, OH, pool, normalise, relu, b, mean, scale, shift)
+    kernel = partial(_images, x, w, ph, pw, Hp, Wp, OH, pool, normalise, relu, epilogue)
 
     def images(n0: int, n1: int) -> None:
         flags.append(kernel(n0, n1, out))
