@@ -36,6 +36,10 @@ def print_environment(threads: int = THREADS) -> None:
     )
     print(f"machine {platform.machine()} {platform.processor() or platform.platform()}  cpus {cpu_count()}")
     print(f"threads: torch intra-op {torch.get_num_threads()}, BLAS limited to {threads}")
+    print(f"cpu {_cpu_model()}")
+    pinned = {k: v for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")}
+    if pinned:  # an image may pin OpenBLAS's kernels (OPENBLAS_CORETYPE) below what the CPU has
+        print("environment: " + "  ".join(f"{k}={v}" for k, v in pinned.items()))
     for lib in threadpool_info():
         extra = f" arch {lib['architecture']}" if "architecture" in lib else ""
         print(
@@ -43,6 +47,23 @@ def print_environment(threads: int = THREADS) -> None:
             f"{os.path.basename(lib['filepath'])}"
         )
     sys.stdout.flush()
+
+
+def _cpu_model() -> str:
+    """The CPU's model name and family from /proc/cpuinfo on Linux; the platform's name elsewhere."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or "unknown"
+    flags = fields.get("flags", "").split()
+    isa = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
+    return f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, {isa})"
 
 
 @contextmanager
