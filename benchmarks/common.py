@@ -61,9 +61,9 @@ def _cpu_model() -> str:
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
         return platform.processor() or "unknown"
-    flags = fields.get("flags", "").split()
-    isa = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
-    return f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, {isa})"
+    flags = fields.get("flags", "").split()  # x86 only: other CPUs name their features differently
+    isa = next((f", {isa}" for isa in ("avx512f", "avx2") if isa in flags), "")
+    return f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}{isa})"
 
 
 @contextmanager
