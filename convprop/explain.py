@@ -24,22 +24,22 @@ in an ``nn.Graph`` the node's name, one path per node using a shared module).
 
 A container must reach its children through its registered attributes (``self.body``, the
 ``_modules`` table) or, for ``nn.Graph``, its nodes, as every container in ``convprop.nn`` does.
+
+The shadow and its probes are in :mod:`convprop.explain_shadow`.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .data import Normalization
 from .errors import ArgumentError, ArgumentTypeError
-from .nn import Conv2d, Graph, Module
-from .nn.graph import Node
-from .nn.module import Parameter
+from .explain_shadow import _Recorder, _shadow, conv_paths, module_paths
+from .nn import Module
 
 __all__ = [
     "Explanation",
@@ -52,103 +52,6 @@ __all__ = [
     "module_paths",
     "saliency",
 ]
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def module_paths(model: Module) -> list[tuple[str, Module]]:
-    """Every module below ``model`` with its path, depth first in registration order (a Graph: its
-    nodes in order, so a shared module appears once per node using it)."""
-    found: list[tuple[str, Module]] = []
-
-    def walk(module: Module, path: str) -> None:
-        if isinstance(module, Graph):
-            children = [(node.name, node.module) for node in vars(module)["nodes"]]
-        else:
-            children = list(module.named_children())
-        for name, child in children:
-            found.append((_join(path, name), child))
-            walk(child, _join(path, name))
-
-    walk(model, "")
-    return found
-
-
-def conv_paths(model: Module) -> list[str]:
-    """The paths of every ``nn.Conv2d`` of ``model``, in registration order."""
-    return [path for path, module in module_paths(model) if isinstance(module, Conv2d)]
-
-
-# --- the shadow model and its probes ----------------------------------------------------------------
-
-
-@dataclass
-class _Recorder:
-    """What the probes saw in one call: outputs in execution order and the gradients reaching them."""
-
-    keep_inputs: frozenset[str] = frozenset()  # the paths whose inputs are kept too (copies cost memory)
-    inputs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
-    grads: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-class _Probe(Module):
-    """Runs ``inner`` unchanged; records its output (forward) and the gradient reaching it (backward)."""
-
-    registered = False  # never in a checkpoint
-    path: str
-    recorder: _Recorder
-
-    def __init__(self, inner: Module, path: str, recorder: _Recorder):
-        super().__init__()
-        self.inner = inner
-        self.path = path  # settings: plain attributes
-        self.recorder = recorder
-
-    def forward_with_context(self, *inputs: Any) -> tuple[Any, Any]:
-        if self.path in self.recorder.outputs:
-            raise ArgumentError(
-                f"the layer at path {self.path!r} ran twice in one forward pass; explain needs one output per path"
-            )
-        if self.path in self.recorder.keep_inputs:
-            self.recorder.inputs[self.path] = tuple(np.array(a, copy=True) for a in inputs)
-        y, context = self.inner.forward_with_context(*inputs)
-        self.recorder.outputs[self.path] = np.array(y, copy=True)  # a later in-place ReLU must not change it
-        return y, context
-
-    def backward_with_context(self, context: Any, grad_output: Any, *, input_grad: bool = True) -> Any:
-        self.recorder.grads[self.path] = grad_output
-        return self.inner.backward_with_context(context, grad_output, input_grad=input_grad)
-
-
-def _shadow(module: Module, path: str, probed: set[str], recorder: _Recorder) -> Module:
-    """An eval-mode shallow copy of ``module`` sharing its arrays, with its own Parameter objects."""
-    twin = copy.copy(module)  # the instance dict copied: settings and buffers shared, read only in eval mode
-    object.__setattr__(twin, "training", False)
-    object.__setattr__(twin, "_last_context", None)
-    params = {}
-    state = vars(module)  # Module keeps its tables in the instance dict (set with object.__setattr__)
-    for name, p in state["_parameters"].items():
-        params[name] = Parameter(p.data)  # the same array (already contiguous), a fresh .grad of None
-        object.__setattr__(twin, name, params[name])
-    object.__setattr__(twin, "_parameters", params)
-    if isinstance(module, Graph):
-        nodes = tuple(
-            Node(n.name, _shadow(n.module, _join(path, n.name), probed, recorder), n.inputs) for n in state["nodes"]
-        )
-        by_name = {n.name: n.module for n in nodes}
-        object.__setattr__(twin, "nodes", nodes)
-        object.__setattr__(twin, "_modules", {name: by_name[name] for name in state["_modules"]})
-    else:
-        children = {}
-        for name, child in state["_modules"].items():
-            children[name] = _shadow(child, _join(path, name), probed, recorder)
-            if state.get(name) is child:
-                object.__setattr__(twin, name, children[name])
-        object.__setattr__(twin, "_modules", children)
-    return _Probe(twin, path, recorder) if path in probed else twin
 
 
 # --- checking the arguments -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import ArgumentError
 from .explain import Explanation
-from .plots import _new_figure, _save
+from .plots_base import _new_figure, _save
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
-"""Bilinear sampling as one compiled pass (``augment.sample_bilinear``'s inner loop).
+"""Bilinear sampling as one compiled pass (``sampling.sample_bilinear``'s inner loop).
 
 NumPy's version gathers the four neighbours of every point as four (N, C, P) fancy-indexed copies and
 blends them in six more passes; this reads each neighbour once and writes each output once, about
 3× faster on a training batch of digits. The arithmetic is the same, step for step (the tests hold it
-to ``augment._sample_bilinear_numpy`` bit for bit, in float32 and float64).
+to ``sampling._sample_bilinear_numpy`` bit for bit, in float32 and float64).
 """
 
 from __future__ import annotations
