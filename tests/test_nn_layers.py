@@ -4,6 +4,10 @@
 moves both to float64, copies the weights convprop → torch through ``state_dict``, runs forward and
 backward on the same random input and output gradient, and compares the output, the input gradient,
 every parameter gradient (matched by name) and every buffer. The tables below only list layers.
+
+This file holds the helper and the tables of Linear, Flatten, the activations, BatchNorm2d and Dropout;
+Conv2d's table is in test_nn_conv.py and the pooling layers' in test_nn_pool.py (both import the helper
+from here, as test_nn_nd.py and test_nn_module.py do).
 """
 
 from __future__ import annotations
@@ -11,16 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as TF
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
 from reference import assert_close, rel_error
-from torch_reference import explicit_pads
 
 from convprop import nn
-from convprop.functional import ALGORITHMS
-
-pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
 TOL = 1e-9
 F64 = dict(dtype=np.float64)
@@ -82,179 +79,13 @@ def run_case(ours, theirs, x_shape, kw):
     check_layer(ours(), theirs(), x_shape, **kw)
 
 
-class TorchSameStrided(torch.nn.Conv2d):
-    """torch.nn.Conv2d with convprop's padding="same" for stride > 1 (TensorFlow's rule), which torch refuses."""
+def distinct_values(shape, rng):
+    """Values at least 0.05 apart, so max pooling has no ties (finite differences need that)."""
+    n = int(np.prod(shape))
+    return (rng.permutation(n) * 0.05 - n * 0.025).reshape(shape)
 
-    def __init__(self, *args, same_input_size, **kwargs):
-        super().__init__(*args, padding=0, **kwargs)
-        self.same_input_size = same_input_size
-
-    def forward(self, x):
-        (t, b), (l, r) = explicit_pads("same", self.same_input_size, self.kernel_size, self.stride, self.dilation)
-        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-        return TF.conv2d(
-            TF.pad(x, (l, r, t, b), mode=mode), self.weight, self.bias, self.stride, 0, self.dilation, self.groups
-        )
-
-
-# ---------------------------------------------------------------------------------------------- Conv2d
 
 C, T = nn, torch.nn  # ours, theirs
-
-CONV = [
-    case("3x3", lambda: C.Conv2d(3, 4, 3, **F64), lambda: T.Conv2d(3, 4, 3), (2, 3, 7, 6)),
-    case("1x1", lambda: C.Conv2d(5, 2, 1, **F64), lambda: T.Conv2d(5, 2, 1), (3, 5, 4, 4)),
-    case(
-        "rect-kernel-stride-pad",
-        lambda: C.Conv2d(2, 3, (2, 4), stride=(2, 1), padding=(1, 2), **F64),
-        lambda: T.Conv2d(2, 3, (2, 4), stride=(2, 1), padding=(1, 2)),
-        (2, 2, 7, 8),
-    ),
-    case(
-        "stride3-pad2",
-        lambda: C.Conv2d(3, 3, 3, stride=3, padding=2, **F64),
-        lambda: T.Conv2d(3, 3, 3, stride=3, padding=2),
-        (1, 3, 9, 10),
-    ),
-    case("no-bias", lambda: C.Conv2d(3, 4, 3, bias=False, **F64), lambda: T.Conv2d(3, 4, 3, bias=False), (2, 3, 5, 5)),
-    case(
-        "valid",
-        lambda: C.Conv2d(2, 3, 3, padding="valid", **F64),
-        lambda: T.Conv2d(2, 3, 3, padding="valid"),
-        (2, 2, 6, 5),
-    ),
-    case(
-        "same-odd",
-        lambda: C.Conv2d(2, 3, 3, padding="same", **F64),
-        lambda: T.Conv2d(2, 3, 3, padding="same"),
-        (2, 2, 6, 5),
-    ),
-    case(
-        "same-even",
-        lambda: C.Conv2d(2, 3, (2, 4), padding="same", **F64),
-        lambda: T.Conv2d(2, 3, (2, 4), padding="same"),
-        (2, 2, 6, 7),
-    ),
-    case(
-        "same-dilated",
-        lambda: C.Conv2d(2, 2, 3, padding="same", dilation=2, **F64),
-        lambda: T.Conv2d(2, 2, 3, padding="same", dilation=2),
-        (1, 2, 7, 7),
-    ),
-    case(
-        "same-stride2",
-        lambda: C.Conv2d(2, 3, 3, stride=2, padding="same", **F64),
-        lambda: TorchSameStrided(2, 3, 3, stride=2, same_input_size=(7, 8)),
-        (2, 2, 7, 8),
-    ),
-    case(
-        "same-stride2-even-reflect",
-        lambda: C.Conv2d(2, 2, 4, stride=(2, 3), padding="same", padding_mode="reflect", **F64),
-        lambda: TorchSameStrided(2, 2, 4, stride=(2, 3), padding_mode="reflect", same_input_size=(9, 8)),
-        (1, 2, 9, 8),
-    ),
-    case(
-        "dilation",
-        lambda: C.Conv2d(2, 3, 3, dilation=(2, 3), padding=1, **F64),
-        lambda: T.Conv2d(2, 3, 3, dilation=(2, 3), padding=1),
-        (2, 2, 9, 10),
-    ),
-    case(
-        "groups2",
-        lambda: C.Conv2d(4, 6, 3, groups=2, padding=1, **F64),
-        lambda: T.Conv2d(4, 6, 3, groups=2, padding=1),
-        (2, 4, 5, 5),
-    ),
-    case(
-        "depthwise",
-        lambda: C.Conv2d(3, 3, 3, groups=3, padding=1, **F64),
-        lambda: T.Conv2d(3, 3, 3, groups=3, padding=1),
-        (2, 3, 6, 5),
-    ),
-    case(
-        "depthwise-multiplier",
-        lambda: C.Conv2d(2, 6, 3, groups=2, stride=2, **F64),
-        lambda: T.Conv2d(2, 6, 3, groups=2, stride=2),
-        (2, 2, 7, 7),
-    ),
-    case(
-        "single-channel",
-        lambda: C.Conv2d(1, 4, 5, padding=2, **F64),
-        lambda: T.Conv2d(1, 4, 5, padding=2),
-        (3, 1, 6, 6),
-    ),
-    case("unbatched", lambda: C.Conv2d(2, 3, 3, padding=1, **F64), lambda: T.Conv2d(2, 3, 3, padding=1), (2, 5, 4)),
-    *[
-        case(
-            f"mode-{mode}-pad{pad}",
-            lambda mode=mode, pad=pad: C.Conv2d(2, 3, 3, padding=pad, padding_mode=mode, **F64),
-            lambda mode=mode, pad=pad: T.Conv2d(2, 3, 3, padding=pad, padding_mode=mode),
-            (2, 2, 5, 6),
-        )
-        for mode in ("zeros", "reflect", "replicate", "circular")
-        for pad in (1, (2, 1), "same")
-    ],
-    case(
-        "circular-groups-stride",
-        lambda: C.Conv2d(4, 4, 3, stride=2, padding=2, groups=2, padding_mode="circular", **F64),
-        lambda: T.Conv2d(4, 4, 3, stride=2, padding=2, groups=2, padding_mode="circular"),
-        (2, 4, 5, 5),
-    ),
-    case("float32-layer-cast", lambda: C.Conv2d(3, 2, 2, stride=2), lambda: T.Conv2d(3, 2, 2, stride=2), (2, 3, 6, 6)),
-]
-
-
-@pytest.mark.parametrize("ours, theirs, x_shape, kw", CONV)
-def test_conv2d_matches_torch(ours, theirs, x_shape, kw):
-    run_case(ours, theirs, x_shape, kw)
-
-
-@st.composite
-def conv_geometries(draw):
-    groups = draw(st.sampled_from([1, 2, 3]))
-    cin, cout = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 3))
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = draw(
-        st.one_of(
-            st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2)), st.sampled_from(["same", "valid"])
-        )
-    )
-    if padding == "same":
-        stride = (1, 1)  # torch.nn.Conv2d refuses "same" with stride > 1 (covered by TorchSameStrided rows)
-    mode = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
-    size = (draw(st.integers(1, 8)), draw(st.integers(1, 8)))
-    pads = explicit_pads(padding, size, kernel, stride, dilation)
-    for a in range(2):
-        assume(size[a] + sum(pads[a]) >= dilation[a] * (kernel[a] - 1) + 1)
-        assume(mode != "reflect" or max(pads[a]) < size[a])
-        assume(mode != "circular" or max(pads[a]) <= size[a])
-    algorithms = ["auto", "direct", "scipy", "im2col", "gemm"] + (["depthwise"] if cin == groups else [])
-    assert set(algorithms) - {"auto"} <= set(ALGORITHMS)
-    return (
-        dict(
-            in_channels=cin,
-            out_channels=cout,
-            kernel_size=kernel,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            bias=draw(st.booleans()),
-            padding_mode=mode,
-        ),
-        (draw(st.integers(1, 2)), cin, *size),
-        draw(st.sampled_from(algorithms)),
-    )
-
-
-@settings(max_examples=100, deadline=None)
-@given(geometry=conv_geometries(), seed=st.integers(0, 2**16))
-def test_conv2d_random_geometry_matches_torch(geometry, seed):
-    options, x_shape, algorithm = geometry
-    ours = nn.Conv2d(**options, algorithm=algorithm, rng=seed, dtype=np.float64)
-    check_layer(ours, torch.nn.Conv2d(**options), x_shape, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------- Linear, Flatten
@@ -276,148 +107,6 @@ LINEAR = [
 @pytest.mark.parametrize("ours, theirs, x_shape, kw", LINEAR)
 def test_linear_and_flatten_match_torch(ours, theirs, x_shape, kw):
     run_case(ours, theirs, x_shape, kw)
-
-
-# ---------------------------------------------------------------------------------------------- pooling
-
-POOL = [
-    case("max-2", lambda: C.MaxPool2d(2), lambda: T.MaxPool2d(2), (2, 3, 6, 6)),
-    case("max-3-stride2", lambda: C.MaxPool2d(3, 2), lambda: T.MaxPool2d(3, 2), (2, 2, 7, 8)),
-    case("max-overlap-pad", lambda: C.MaxPool2d(3, 1, 1), lambda: T.MaxPool2d(3, 1, 1), (1, 2, 5, 6)),
-    case(
-        "max-rect",
-        lambda: C.MaxPool2d((2, 3), (1, 2), (1, 1)),
-        lambda: T.MaxPool2d((2, 3), (1, 2), (1, 1)),
-        (2, 2, 5, 7),
-    ),
-    case(
-        "max-dilation", lambda: C.MaxPool2d(3, 1, 1, dilation=2), lambda: T.MaxPool2d(3, 1, 1, dilation=2), (2, 2, 7, 7)
-    ),
-    case(
-        "max-dilation-pair",
-        lambda: C.MaxPool2d(2, 2, 0, dilation=(1, 3)),
-        lambda: T.MaxPool2d(2, 2, 0, dilation=(1, 3)),
-        (1, 2, 6, 9),
-    ),
-    case("max-ceil", lambda: C.MaxPool2d(2, ceil_mode=True), lambda: T.MaxPool2d(2, ceil_mode=True), (2, 2, 5, 7)),
-    case(
-        "max-ceil-pad",
-        lambda: C.MaxPool2d(3, 2, 1, ceil_mode=True),
-        lambda: T.MaxPool2d(3, 2, 1, ceil_mode=True),
-        (1, 2, 6, 8),
-    ),
-    case(
-        "max-ceil-dropped-window",
-        lambda: C.MaxPool2d(2, 3, 1, ceil_mode=True),
-        lambda: T.MaxPool2d(2, 3, 1, ceil_mode=True),
-        (1, 1, 5, 5),
-    ),
-    case("max-unbatched", lambda: C.MaxPool2d(2), lambda: T.MaxPool2d(2), (3, 4, 4)),
-    case("avg-2", lambda: C.AvgPool2d(2), lambda: T.AvgPool2d(2), (2, 3, 6, 6)),
-    case("avg-3-stride2", lambda: C.AvgPool2d(3, 2), lambda: T.AvgPool2d(3, 2), (2, 2, 7, 8)),
-    case("avg-pad-include", lambda: C.AvgPool2d(3, 1, 1), lambda: T.AvgPool2d(3, 1, 1), (2, 2, 5, 6)),
-    case(
-        "avg-pad-exclude",
-        lambda: C.AvgPool2d(3, 1, 1, count_include_pad=False),
-        lambda: T.AvgPool2d(3, 1, 1, count_include_pad=False),
-        (2, 2, 5, 6),
-    ),
-    case(
-        "avg-rect",
-        lambda: C.AvgPool2d((2, 4), (2, 1), (1, 2)),
-        lambda: T.AvgPool2d((2, 4), (2, 1), (1, 2)),
-        (1, 2, 5, 7),
-    ),
-    case("avg-ceil", lambda: C.AvgPool2d(2, ceil_mode=True), lambda: T.AvgPool2d(2, ceil_mode=True), (2, 2, 5, 7)),
-    case(
-        "avg-ceil-pad-include",
-        lambda: C.AvgPool2d(3, 2, 1, ceil_mode=True),
-        lambda: T.AvgPool2d(3, 2, 1, ceil_mode=True),
-        (1, 2, 6, 8),
-    ),
-    case(
-        "avg-ceil-pad-exclude",
-        lambda: C.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
-        lambda: T.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
-        (1, 2, 6, 8),
-    ),
-    case(
-        "avg-divisor",
-        lambda: C.AvgPool2d(2, 1, 1, divisor_override=3),
-        lambda: T.AvgPool2d(2, 1, 1, divisor_override=3),
-        (2, 2, 4, 5),
-    ),
-    case("avg-unbatched", lambda: C.AvgPool2d(2), lambda: T.AvgPool2d(2), (3, 4, 4)),
-    *[
-        case(
-            f"adaptive-{out}-from-{size}",
-            lambda out=out: C.AdaptiveAvgPool2d(out),
-            lambda out=out: T.AdaptiveAvgPool2d(out),
-            (2, 3, *size),
-        )
-        for out, size in [
-            (1, (5, 7)),
-            ((1, 1), (4, 4)),
-            (2, (4, 6)),
-            (3, (7, 7)),
-            ((2, 5), (5, 7)),
-            ((4, 3), (5, 5)),
-            (7, (5, 5)),
-            ((3, 1), (3, 8)),
-        ]
-    ],
-]
-
-
-def distinct_values(shape, rng):
-    """Values at least 0.05 apart, so max pooling has no ties (finite differences need that)."""
-    n = int(np.prod(shape))
-    return (rng.permutation(n) * 0.05 - n * 0.025).reshape(shape)
-
-
-@pytest.mark.parametrize("ours, theirs, x_shape, kw", POOL)
-def test_pooling_matches_torch(ours, theirs, x_shape, kw):
-    x = distinct_values(x_shape, np.random.default_rng(1))
-    check_layer(ours(), theirs(), x_shape, x=x, **kw)
-
-
-@st.composite
-def pool_geometries(draw):
-    kind = draw(st.sampled_from(["max", "avg"]))
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    pad = tuple(draw(st.integers(0, k // 2)) for k in kernel)  # torch's limit: at most half the kernel
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if kind == "max" else (1, 1)
-    size = tuple(
-        draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 9)) for k, p, d in zip(kernel, pad, dilation, strict=True)
-    )
-    ceil_mode = draw(st.booleans())
-    # With dilation, "padding <= kernel/2" still allows a window whose taps all fall in the padding
-    # (e.g. kernel 2, dilation 2, padding 1, size 1): torch's max_pool2d backward then corrupts the heap
-    # and aborts the process, so such geometries have no reference. Keep windows that touch the input.
-    for k, s, p, d, n in zip(kernel, stride, pad, dilation, size, strict=True):
-        span = n + 2 * p - d * (k - 1) - 1
-        out = (-(-span // s) if ceil_mode else span // s) + 1
-        if ceil_mode and (out - 1) * s >= n + p:
-            out -= 1
-        assume(all(any(0 <= o * s - p + t * d < n for t in range(k)) for o in range(out)))
-    return kind, kernel, stride, pad, dilation, size, ceil_mode
-
-
-@settings(max_examples=80, deadline=None)
-@given(geometry=pool_geometries(), count_include_pad=st.booleans(), seed=st.integers(0, 2**16))
-def test_pooling_random_geometry_matches_torch(geometry, count_include_pad, seed):
-    kind, kernel, stride, pad, dilation, size, ceil_mode = geometry
-    if kind == "max":
-        ours, theirs = (
-            nn.MaxPool2d(kernel, stride, pad, dilation, ceil_mode),
-            torch.nn.MaxPool2d(kernel, stride, pad, dilation, ceil_mode=ceil_mode),
-        )
-    else:
-        ours = nn.AvgPool2d(kernel, stride, pad, ceil_mode, count_include_pad)
-        theirs = torch.nn.AvgPool2d(kernel, stride, pad, ceil_mode, count_include_pad)
-    x_shape = (2, 2, *size)
-    check_layer(ours, theirs, x_shape, x=distinct_values(x_shape, np.random.default_rng(seed)), seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------- activations
