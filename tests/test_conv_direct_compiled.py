@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from reference import assert_close, check_against_torch
 
 from convprop.errors import ArgumentError
-from convprop.functional import conv1d, conv2d, conv2d_backward, conv_direct_compiled
+from convprop.functional import conv1d, conv2d, conv2d_backward, threads
 
 # (N, C, H, W, O, kernel, stride, padding, dilation, padding_mode)
 GEOMETRIES = [
@@ -56,7 +56,7 @@ def test_one_thread_and_several_agree_bit_for_bit(monkeypatch):
     rng = np.random.default_rng(4)
     x, w = rng.standard_normal((7, 6, 14, 14)).astype(np.float32), rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
     threaded = _all(x, w, None, {}, "direct_compiled")
-    monkeypatch.setattr(conv_direct_compiled, "THREADS", 1)
+    monkeypatch.setattr(threads, "THREADS", 1)
     single = _all(x, w, None, {}, "direct_compiled")
     np.testing.assert_array_equal(threaded[0], single[0])
     np.testing.assert_array_equal(threaded[1], single[1])

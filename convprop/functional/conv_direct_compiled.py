@@ -5,7 +5,7 @@ channels, 10×10), an unfolding algorithm spends its time copying columns and tr
 rather than multiplying. These loops do no unfolding: every tap (c, kh, kw) of every output
 position is one multiply-add, with the *output channel* innermost so the compiler vectorises over O
 (weights held as (C, KH, KW, O), outputs and output gradients as (N, OH, OW, O) — one transposed
-copy of the output, which is small here). The images are split between ``THREADS`` Python threads,
+copy of the output, which is small here). The images are split between ``threads.THREADS`` Python threads,
 each running a compiled loop that releases the GIL (``nogil``): no OpenMP pool to fight BLAS's.
 
 Forward, with x already padded::
@@ -23,21 +23,16 @@ Any 2-D kernel, stride and dilation; groups 1. Shapes: x (N, C, H, W) padded, we
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
 from numba import njit
 
 from .conv_algorithm import ConvGeometry
+from .threads import parallel, ranges
 
-THREADS = min(2, os.cpu_count() or 1)  # this machine class has 2 cores; BLAS is not running meanwhile
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # vectorised sums; NaN and inf still propagate
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()  # two first calls from two threads make one pool
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -107,30 +102,10 @@ def _grad_weight(
                                 acc[o] += value * grads[o]
 
 
-def _ranges(N: int) -> list[tuple[int, int]]:
-    """The batch split into at most THREADS contiguous ranges of images."""
-    parts = max(1, min(THREADS, N))
-    bounds = [N * k // parts for k in range(parts + 1)]
-    return [(bounds[k], bounds[k + 1]) for k in range(parts)]
-
-
 def _run(kernel: Callable[..., None], ranges: list[tuple[int, int]], *args: object) -> None:
     """kernel(*args[:-1], n0, n1, args[-1]) for each range, on the thread pool when there are several."""
     *inputs, out = args
-    _parallel([partial(kernel, *inputs, n0, n1, out) for n0, n1 in ranges])
-
-
-def _parallel(calls: list[Callable[[], None]]) -> None:
-    """Run the calls, on the shared thread pool when there are several (the kernels release the GIL)."""
-    global _pool
-    if len(calls) == 1:
-        calls[0]()
-        return
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="convprop-direct")
-    for future in [_pool.submit(call) for call in calls]:
-        future.result()
+    parallel([partial(kernel, *inputs, n0, n1, out) for n0, n1 in ranges])
 
 
 def supports(geo: ConvGeometry) -> str | None:
@@ -151,7 +126,7 @@ def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     x = np.ascontiguousarray(x)
     N, O = x.shape[0], weight.shape[0]
     yT = np.empty((N, *geo.out_size, O), dtype=x.dtype)  # (N, OH, OW, O)
-    _run(_forward, _ranges(N), x, _taps(weight), *geo.stride, *geo.dilation, yT)
+    _run(_forward, ranges(N), x, _taps(weight), *geo.stride, *geo.dilation, yT)
     return np.ascontiguousarray(yT.transpose(0, 3, 1, 2))  # (N, O, OH, OW)
 
 
@@ -160,7 +135,7 @@ def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -
     dyT = np.ascontiguousarray(grad_output.transpose(0, 2, 3, 1))  # (N, OH, OW, O)
     N, C = dyT.shape[0], weight.shape[1]
     dx = np.empty((N, C, *geo.padded_size), dtype=grad_output.dtype)
-    _run(_grad_input, _ranges(N), dyT, _taps(weight), *geo.stride, *geo.dilation, dx)
+    _run(_grad_input, ranges(N), dyT, _taps(weight), *geo.stride, *geo.dilation, dx)
     return dx
 
 
@@ -168,10 +143,10 @@ def grad_weight(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np
     """dw (O, C, KH, KW): one partial sum per thread's images, added at the end."""
     x = np.ascontiguousarray(x)
     dyT = np.ascontiguousarray(grad_output.transpose(0, 2, 3, 1))  # (N, OH, OW, O)
-    ranges = _ranges(x.shape[0])
+    parts = ranges(x.shape[0])
     C, O = x.shape[1], dyT.shape[-1]
-    partials = np.empty((len(ranges), C, *geo.kernel, O), dtype=x.dtype)  # (parts, C, KH, KW, O)
+    partials = np.empty((len(parts), C, *geo.kernel, O), dtype=x.dtype)  # (parts, C, KH, KW, O)
     kernel: Callable[..., None] = _grad_weight  # one partial sum per range of images
-    _parallel([partial(kernel, dyT, x, *geo.stride, *geo.dilation, n0, n1, partials[k])
-               for k, (n0, n1) in enumerate(ranges)])  # fmt: skip
+    parallel([partial(kernel, dyT, x, *geo.stride, *geo.dilation, n0, n1, partials[k])
+              for k, (n0, n1) in enumerate(parts)])  # fmt: skip
     return np.ascontiguousarray(partials.sum(axis=0).transpose(3, 0, 1, 2))  # (C, KH, KW, O) → (O, C, KH, KW)

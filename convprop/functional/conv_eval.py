@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import conv_flat, conv_gemm, conv_im2col, conv_pointwise, conv_rows
+from . import conv_flat, conv_gemm, conv_im2col, conv_pointwise, conv_rows, threads
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .geometry import pad
 
@@ -59,9 +59,14 @@ def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
 def eval_forward(
     x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, algo: ConvAlgorithm, algorithm: str
 ) -> np.ndarray:
-    """The forward product of a pass that keeps nothing (no bias), of x before padding: (N, O, *out_size)."""
+    """The forward product of a pass that keeps nothing (no bias), of x before padding: (N, O, *out_size).
+
+    Inside ``threads.blas_single_threaded`` the batch is split between convprop's threads, each
+    running the product on its part with BLAS on one thread (the row pass splits it itself)."""
     if uses_rows(algorithm, algo, geo):
-        return conv_rows.forward(x, weight, geo)  # pads each image in cache
+        return conv_rows.forward(x, weight, geo)  # pads each image in cache, images split between threads
+    if threads.splits(x.shape[0]):
+        return threads.split_batch(lambda part: eval_forward(part, weight, geo, algo, algorithm), x)
     if uses_grid(algorithm, algo, geo):
         return conv_flat.forward(x, weight, geo)  # pads a chunk at a time
     return algo.forward(pad(x, geo.pads, geo.padding_mode), weight, geo)

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 
 from ..errors import ArgumentError
-from . import conv_flat, conv_im2col, conv_rows, norm_compiled
+from . import conv_flat, conv_im2col, conv_rows, norm_compiled, threads
 from .conv import add_bias, eval_forward, resolve_forward, uses_grid, uses_rows
 from .geometry import pad
 from .pool import max_pool2d
@@ -275,8 +275,11 @@ def conv2d_relu_pool(
     """
     x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
     two_by_two = pool is not None and tuple(pool["kernel_size"]) == (2, 2) and pool_tiles(pool, geo.out_size)
+    rows = uses_rows(conv["algorithm"], algo, geo)
+    if not rows and threads.splits(x.shape[0]):  # the row pass splits the images itself
+        return threads.split_batch(lambda part: conv2d_relu_pool(part, weight, bias, conv, relu=relu, pool=pool), x)
     out = None
-    if relu and (pool is None or two_by_two) and uses_rows(conv["algorithm"], algo, geo):
+    if relu and (pool is None or two_by_two) and rows:
         out, saw_nan = conv_rows.run(x, weight, geo, conv_rows.RELU if pool is None else conv_rows.RELU_POOL, bias)
         out = None if saw_nan else out  # a NaN in a pooled window: the general kernels, below
     elif relu and (pool is None or two_by_two) and uses_grid(conv["algorithm"], algo, geo):
@@ -310,7 +313,10 @@ def conv2d_norm_relu(
     x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
     mean, scale, shift = norm
     check_same_dtype(x=x, running_mean=mean, scale=scale, shift=shift)
-    if uses_rows(conv["algorithm"], algo, geo):
+    rows = uses_rows(conv["algorithm"], algo, geo)
+    if not rows and threads.splits(x.shape[0]):  # the row pass splits the images itself
+        return threads.split_batch(lambda part: conv2d_norm_relu(part, weight, bias, conv, norm, relu=relu), x)
+    if rows:
         out = conv_rows.run(x, weight, geo, conv_rows.NORM_RELU if relu else conv_rows.NORM, bias, norm)[0]
         return out[0] if unbatched else out
     if uses_grid(conv["algorithm"], algo, geo):

@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
+from . import threads
 from .validation import as_float_array, check_same_dtype
 
 
@@ -32,7 +33,10 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> np
         x: (..., I); weight: (O, I); bias: (O,) or None; y: (..., O)
     """
     x, weight, bias = _check(x, weight, bias)
-    y = x @ weight.T  # (..., O)
+    if x.ndim >= 2 and threads.splits(x.shape[0]):  # an inference pass: the rows between convprop's threads
+        y = threads.split_batch(lambda rows: rows @ weight.T, x)
+    else:
+        y = x @ weight.T  # (..., O)
     if bias is not None:
         y += bias
     return y

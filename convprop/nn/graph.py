@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError
+from ..functional.threads import inference_scope
 from .activation import ReLU
 from .containers import concatenate, split
 from .module import Module
@@ -274,9 +275,12 @@ class Graph(Module):
         return self._result(values), GraphContext(contexts, [np.shape(x) for x in inputs], shapes)
 
     def forward(self, *inputs: np.ndarray) -> Any:
+        """Each node's ``forward``, with BLAS on one thread and the products split between convprop's
+        threads (``functional/threads.py``), as ``Sequential.forward``."""
         values = self._bind(inputs)
-        for node in self.nodes:
-            values[node.name] = node.module.forward(*(values[s] for s in node.inputs))
+        with inference_scope(inputs[0] if inputs else None):
+            for node in self.nodes:
+                values[node.name] = node.module.forward(*(values[s] for s in node.inputs))
         return self._result(values)
 
     def backward_with_context(self, context: GraphContext, grad_output: Any, *, input_grad: bool = True) -> Any:

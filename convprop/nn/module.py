@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ..errors import ArgumentError, ContextError
+from ..functional.threads import inference_scope
 from .grad_mode import is_grad_enabled
 
 LAYERS: dict[str, type[Module]] = {}  # class name → class, for rebuilding models from checkpoints
@@ -313,10 +314,12 @@ class Sequential(Module):
         return x, contexts
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Each layer's ``forward`` in turn, runs of conv → (BN) → ReLU → (max-pool) fused (``nn/fused.py``)."""
+        """Each layer's ``forward`` in turn, runs of conv → (BN) → ReLU → (max-pool) fused (``nn/fused.py``),
+        with BLAS on one thread and the products split between convprop's threads (``functional/threads.py``)."""
         from .fused import forward_fused  # here, not at the top: fused.py imports the layers, which import this module
 
-        return forward_fused(list(self), x)
+        with inference_scope(x):
+            return forward_fused(list(self), x)
 
     def backward_with_context(
         self, context: list[Any], grad_output: np.ndarray, *, input_grad: bool = True

@@ -1,0 +1,164 @@
+"""convprop's own threads, and BLAS held to one thread while a pass that keeps nothing runs.
+
+The compiled kernels (``conv_rows``, ``conv_direct_compiled``) split a batch between ``THREADS``
+Python threads, each running a loop that releases the GIL. OpenBLAS has threads of its own, and after
+each multi-threaded product they *spin* (``OPENBLAS_THREAD_TIMEOUT``: about 2²⁸ cycles, a tenth of a
+second) before they sleep: on a 2-core machine a spinning BLAS thread takes one of the two cores from
+the kernel that runs next. An inference pass alternates the two kinds (lenet: two row passes, then a
+linear layer; every forward after the first starts while the last one's BLAS threads still spin), so
+its compiled layers ran at half speed. Measured on lenet's eval forward (fp32, 2 cores, AVX-512 Xeon,
+2 December): with BLAS held to one thread, 0.65 of the time at batch 1,000 and 0.72 at 64, the same
+at batch 1 (resnet: 0.86 and 0.97).
+
+So ``Sequential.forward`` and ``Graph.forward`` run inside :func:`blas_single_threaded`, and there the
+products that keep nothing (a linear layer's, the unfolding convolutions' of an eval pass) split the
+batch between convprop's threads themselves (:func:`split_batch`), each calling BLAS on one thread:
+both cores stay busy and no BLAS thread is left spinning. The scope is process-wide (the BLAS thread
+count is) and counted: nested and concurrent passes (``convprop serve``'s threads) hold it together,
+and the last one out restores the count it found. BLAS is held to one thread only where its count is
+at most ``THREADS`` (a larger machine keeps BLAS's own threads); training passes never enter it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+THREADS = min(2, os.cpu_count() or 1)  # this machine class has 2 cores
+SPLIT_MIN_IMAGES = 8  # smaller batches run as one call: a thread handoff costs more than half of it
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()  # two first calls from two threads make one pool
+_scope_lock = threading.Lock()
+_depth = 0  # passes inside blas_single_threaded, over all threads
+_restore: list[tuple[_OpenBLAS, int]] = []  # (library, its thread count) to restore on exit
+_libraries: list[_OpenBLAS] | None = None
+_local = threading.local()  # .worker: a pool thread; .splitting: running one part of a split batch
+
+
+def ranges(N: int) -> list[tuple[int, int]]:
+    """The batch split into at most THREADS contiguous ranges of images."""
+    parts = max(1, min(THREADS, N))
+    bounds = [N * k // parts for k in range(parts + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(parts)]
+
+
+def parallel(calls: list[Callable[[], None]]) -> None:
+    """Run the calls, on the shared thread pool when there are several (the kernels release the GIL)."""
+    global _pool
+    if len(calls) == 1 or getattr(_local, "worker", False):  # a pool thread waiting on the pool could deadlock
+        for call in calls:
+            call()
+        return
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="convprop", initializer=_mark_worker)
+    # each call in a copy of the caller's context: NumPy's errstate (a context variable) holds there too
+    for future in [_pool.submit(contextvars.copy_context().run, call) for call in calls]:
+        future.result()
+
+
+def _mark_worker() -> None:
+    _local.worker = True
+
+
+class _OpenBLAS:
+    """One loaded OpenBLAS (pthreads threading layer): its thread-count getter and setter, by ctypes.
+
+    Called directly, not through threadpoolctl's limiter: threadpoolctl lets only the first thread that
+    set a count set it again (others silently do nothing), and a pass in ``convprop serve`` may enter
+    the scope on one thread and leave it on another. This module keeps its own process-wide count."""
+
+    def __init__(self, path: str) -> None:
+        lib = ctypes.CDLL(path)  # the library already loaded: the same handle, nothing loaded twice
+        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+            getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if getter is not None and setter is not None:
+                getter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
+                self.get, self.set = getter, setter
+                return
+        raise LookupError(f"no openblas_get/set_num_threads in {path}")
+
+
+def _openblas_libraries() -> list[_OpenBLAS]:
+    """The OpenBLAS libraries loaded in this process with their own thread pool (found once, by
+    threadpoolctl); an OpenMP-layered or other BLAS is not held (its threads are not OpenBLAS's)."""
+    global _libraries
+    if _libraries is None:
+        from threadpoolctl import threadpool_info
+
+        found = []
+        for info in threadpool_info():
+            if info.get("internal_api") == "openblas" and info.get("threading_layer") == "pthreads":
+                try:
+                    found.append(_OpenBLAS(info["filepath"]))
+                except (OSError, LookupError):
+                    continue  # not one we can hold: it keeps its own threads
+        _libraries = found
+    return _libraries
+
+
+@contextmanager
+def blas_single_threaded() -> Iterator[None]:
+    """BLAS on one thread (where it had 2..THREADS) until the last pass inside this scope leaves it."""
+    global _depth, _restore
+    with _scope_lock:
+        if _depth == 0:
+            _restore = []
+            for lib in _openblas_libraries():
+                count = lib.get()
+                if 1 < count <= THREADS:
+                    lib.set(1)
+                    _restore.append((lib, count))
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _scope_lock:
+            _depth -= 1
+            if _depth == 0:
+                for lib, count in _restore:
+                    lib.set(count)
+                _restore = []
+
+
+def inference_scope(x: Any) -> AbstractContextManager[None]:
+    """:func:`blas_single_threaded` for a pass over ``x`` of at least ``SPLIT_MIN_IMAGES`` along its
+    first axis; for fewer, nothing (nothing would be split, and BLAS runs one image on one thread)."""
+    shape = np.shape(x)
+    return blas_single_threaded() if shape and shape[0] >= SPLIT_MIN_IMAGES else nullcontext()
+
+
+def splits(N: int) -> bool:
+    """Whether a product over N images should be split between convprop's threads: inside
+    :func:`blas_single_threaded` with BLAS held there, not already in one part of a split, N large enough."""
+    return bool(_restore) and N >= SPLIT_MIN_IMAGES and THREADS > 1 and not getattr(_local, "splitting", False)
+
+
+def split_batch(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+    """fn(x[a:b]) for each of :func:`ranges`' parts of the batch, on the pool, concatenated along axis 0.
+
+    ``fn`` must treat each image on its own (its result for an image does not depend on the others)."""
+    parts: list[np.ndarray | None] = [None] * THREADS
+    bounds = ranges(x.shape[0])
+
+    def part(k: int, n0: int, n1: int) -> None:
+        _local.splitting = True
+        try:
+            parts[k] = fn(x[n0:n1])
+        finally:
+            _local.splitting = False
+
+    parallel([partial(part, k, n0, n1) for k, (n0, n1) in enumerate(bounds)])
+    return np.concatenate([p for p in parts if p is not None], axis=0)
