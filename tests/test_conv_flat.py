@@ -70,10 +70,11 @@ def test_forward_equals_direct(geometry, chunking):
 @pytest.mark.parametrize(
     "geometry, algorithm, keep, expected",
     [
-        (GEOMETRIES[0], "auto", False, True),  # eval forward, several input channels: the grid
-        (GEOMETRIES[0], "gemm", False, False),  # an explicit algorithm runs as named
-        (GEOMETRIES[0], "auto", True, False),  # training keeps conv_gemm's columns
-        (GEOMETRIES[1], "auto", False, False),  # one input channel: im2col is faster
+        (GEOMETRIES[5], "auto", False, True),  # eval forward, a padding not of zeros: the grid
+        (GEOMETRIES[0], "auto", False, False),  # zero padding: conv_rows' tiles
+        (GEOMETRIES[5], "gemm", False, False),  # an explicit algorithm runs as named
+        (GEOMETRIES[5], "auto", True, False),  # training keeps conv_gemm's columns
+        (GEOMETRIES[1], "auto", False, False),  # one input channel: conv_rows' tiles (im2col with other paddings)
     ],
 )
 def test_which_forwards_run_on_the_grid(geometry, algorithm, keep, expected, monkeypatch):
@@ -122,7 +123,9 @@ POOL = dict(kernel_size=(2, 2), stride=(2, 2), padding=0, dilation=1, ceil_mode=
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("geometry", [GEOMETRIES[0], GEOMETRIES[1], GEOMETRIES[8]], ids=["3x3", "one channel", "5x5"])
 def test_fused_block_equals_the_unfused_layers_exactly(geometry, dtype, pool, chunking, monkeypatch):
-    """On the grid (several input channels) or in im2col chunks (one channel, pooled), chunked or not."""
+    """On the grid (several input channels) or in im2col chunks (one channel, pooled), chunked or not:
+    what a padding other than zeros runs (zero padding takes ``conv_rows``' tiles, switched off here)."""
+    monkeypatch.setattr(fused, "uses_rows", lambda *a: False)
     x, w, options = _case(geometry, dtype)
     b = np.random.default_rng(2).standard_normal(w.shape[0]).astype(dtype)
     x[0, 0, 2, 3] = np.nan  # a NaN: the pool's general kernel for that chunk, ReLU keeps it

@@ -74,9 +74,9 @@ def test_a_non_contiguous_input():
     [
         ((4, 4, 3, 3), 1, 1, 1, "zeros", True),
         ((4, 4, 3, 3), 2, 1, 1, "zeros", False),  # strided
-        ((4, 4, 3, 3), 1, 2, 1, "zeros", False),  # dilated
+        ((4, 4, 3, 3), 1, 2, 1, "zeros", True),  # dilated: other offsets
         ((4, 2, 3, 3), 1, 1, 2, "zeros", False),  # grouped
-        ((4, 4, 3, 4), 1, 1, 1, "zeros", False),  # width 4: no written-out pass
+        ((4, 4, 3, 4), 1, 1, 1, "zeros", True),  # any kernel width
         ((4, 4, 3, 3), 1, 1, 1, "reflect", False),  # a border to reflect, not zeros
     ],
 )
@@ -136,9 +136,9 @@ def test_a_nan_in_a_pooled_window_is_reported():
     [
         ((8, 8, 28), "auto", True),  # resnet's first stage
         ((1, 16, 28), "auto", True),  # lenet's first layer: one input channel
-        ((16, 32, 14), "auto", True),  # lenet's second layer: C·O = 512
-        ((32, 32, 7), "auto", False),  # rows of 7: the product
-        ((32, 64, 14), "auto", False),  # C·O = 2048: the product
+        ((16, 32, 14), "auto", True),  # lenet's second layer
+        ((32, 32, 7), "auto", True),  # rows of 7
+        ((32, 64, 14), "auto", True),  # C·O = 2048
         ((8, 8, 28), "gemm", False),  # an explicit algorithm runs as named
     ],
 )
@@ -182,3 +182,28 @@ def test_fused_blocks_equal_the_unfused_layers_exactly(dtype, pool):
     expected = np.empty_like(z)
     norm_compiled.normalise(z.reshape(*z.shape[:2], -1), mean, scale, shift, expected.reshape(*z.shape[:2], -1))
     np.testing.assert_array_equal(got, np.maximum(expected, 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "kernel, dilation, padding",
+    [((3, 3), (2, 2), 2), ((2, 4), (1, 3), "same"), ((7, 1), (1, 1), (3, 0)), ((1, 1), (1, 1), 0)],
+    ids=["dilated", "even, dilated columns", "one column of taps", "1x1"],
+)
+def test_any_kernel_and_dilation_equals_direct(kernel, dilation, padding, dtype):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 11, 13)).astype(dtype)
+    w = rng.standard_normal((9, 4, *kernel)).astype(dtype)
+    options = dict(padding=padding, dilation=dilation, padding_mode="zeros")
+    x4, w4, geo = _resolved(x, w, options)
+    assert conv_rows.applies(geo)
+    reference = conv2d(x.astype(np.float64), w.astype(np.float64), **options, algorithm="direct")
+    got = conv_rows.forward(x4, w4, geo)
+    assert got.dtype == dtype
+    assert_close(got, reference, f"{kernel} {dilation} {dtype.__name__}", rtol=1e-9 if dtype == np.float64 else 1e-4)
+
+
+def test_a_1x1_kernel_stays_a_plain_product():
+    x, w = np.zeros((2, 8, 9, 9)), np.zeros((4, 8, 1, 1))
+    _, _, geo = _resolved(x, w, dict(padding=0, dilation=1, padding_mode="zeros"))
+    assert conv_rows.applies(geo) and not uses_rows("auto", _choose("auto", geo), geo)

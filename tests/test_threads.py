@@ -146,8 +146,7 @@ def _unsplit(container, x):
 def test_the_callers_errstate_holds_in_the_parts(two_blas_threads):
     """NumPy's errstate is a context variable: the pool's threads must see the caller's."""
     x = np.full((16, 4), np.inf, dtype=np.float32)
-    with threads.blas_single_threaded(), np.errstate(invalid="raise"):
-        with pytest.raises(FloatingPointError):
-            threads.split_batch(lambda part: part - part, x)  # inf − inf: invalid
+    with threads.blas_single_threaded(), np.errstate(invalid="raise"), pytest.raises(FloatingPointError):
+        threads.split_batch(lambda part: part - part, x)  # inf − inf: invalid
     with threads.blas_single_threaded(), np.errstate(invalid="ignore"):
         assert np.isnan(threads.split_batch(lambda part: part - part, x)).all()

@@ -32,27 +32,22 @@ def uses_grid(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
     return algorithm == "auto" and algo is conv_gemm and conv_flat.applies(geo) and not conv_pointwise.applies(geo)
 
 
-ROWS_MIN_WIDTH = 14  # output rows shorter than this (7×7 maps) ran 1.3–2.3× slower in conv_rows
-ROWS_MAX_CHANNEL_PRODUCT = 512  # C·O above this (32 → 64 and wider) left conv_rows slower than the product
-
-
 def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
-    """Whether a forward pass that keeps nothing runs ``conv_rows``' direct kernel: under ``"auto"``,
-    the dense stride-1 convolutions of width-3 or width-5 kernels on maps at least 14 wide with few
-    channels (C·O <= 512).
+    """Whether a forward pass that keeps nothing runs ``conv_rows``' tiles: under ``"auto"``, every
+    dense stride-1 2-D convolution with zero padding that ``auto`` gives an unfolding algorithm, 1×1
+    kernels aside (a plain product, no unfolding).
 
-    Measured forward alone against what ``auto`` ran before (the grid's product, or im2col for one
-    input channel; fp32, 2 threads, interleaved, 2 December), as time ratios: 8 → 8 on 28×28 0.29–0.41,
-    16 → 16 on 28×28 0.44–0.59, 16 → 16 on 14×14 0.51–0.72, 16 → 32 on 14×14 0.79–1.06, one input
-    channel on 28×28 0.47–0.68 (batch 1 and 1,000; 1.0–1.3 at 64), LeNet-5's 6 → 16 5×5 0.43–1.1; but
-    32 → 32 on 7×7 1.3–2.3 and 32 → 64 or 64 → 64 on 14×14 1.2–1.7, so those keep the product.
+    Measured forward alone against what ``auto`` ran otherwise (the grid's product, im2col for one
+    input channel, or ``conv_gemm``; fp32, 2 threads, AVX-512 Xeon, 2 December), as time ratios over
+    resnet's, lenet's and the conv benchmark's stride-1 layers (1–64 input channels, 7×7 to 32×32 maps,
+    3×3 and 5×5 kernels): 0.11–0.82 at batch 64 and 512, 0.32–0.73 at batch 1 — except CIFAR's
+    64 → 128 on 32×32 at batch 1, 1.06 (one image runs on one thread; the product on two).
     """
     return (
         algorithm == "auto"
         and (algo is conv_gemm or algo is conv_im2col)
         and conv_rows.applies(geo)
-        and geo.out_size[1] >= ROWS_MIN_WIDTH
-        and geo.in_channels * geo.out_channels <= ROWS_MAX_CHANNEL_PRODUCT
+        and geo.kernel != (1, 1)
     )
 
 

@@ -46,7 +46,7 @@ from .conv_algorithm import ConvGeometry
 from .geometry import scatter_windows, windows
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _col2im_2d(
     cols: np.ndarray, n0: int, sh: int, sw: int, dh: int, dw: int, dx: np.ndarray
 ) -> None:  # pragma: no cover - compiled
@@ -62,7 +62,7 @@ def _col2im_2d(
                             dx[n0 + i, c, row, ow * sw + kw * dw] += cols[c, kh, kw, i, oh, ow]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _col2im_unit(cols: np.ndarray, n0: int, dx: np.ndarray) -> None:  # pragma: no cover - compiled
     """:func:`_col2im_2d` for stride 1 and no dilation: the index ``ow + kw`` is contiguous, so the
     inner loop vectorises (about 2.3× faster). Same additions in the same order."""
@@ -79,7 +79,7 @@ def _col2im_unit(cols: np.ndarray, n0: int, dx: np.ndarray) -> None:  # pragma: 
                             row[ow + kw] += s[ow]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _col2im_3d(
     cols: np.ndarray, n0: int, stride: tuple[int, ...], dilation: tuple[int, ...], dx: np.ndarray
 ) -> None:  # pragma: no cover - compiled
@@ -106,7 +106,7 @@ def _col2im_3d(
                                         row[ow * sw + kw * dw] += s[ow]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _unfold_unit_3d(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """out[c, kd, kh, kw, i, od, oh, ow] = x[i, c, od + kd, oh + kh, ow + kw] (stride 1, no dilation)."""
     C, KD, KH, KW, n, OD, OH, OW = out.shape
@@ -128,7 +128,7 @@ def supports(geo: ConvGeometry) -> str | None:
     return None
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _unfold_unit(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """out[c, kh, kw, i, oh, ow] = x[i, c, oh + kh, ow + kw] (stride 1, no dilation), in out's order."""
     C, KH, KW, n, OH, OW = out.shape

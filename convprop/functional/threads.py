@@ -26,7 +26,7 @@ import ctypes
 import itertools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
@@ -53,8 +53,8 @@ def ranges(N: int) -> list[tuple[int, int]]:
     return [(bounds[k], bounds[k + 1]) for k in range(parts)]
 
 
-def parallel(calls: list[Callable[[], None]]) -> None:
-    """Run the calls, on the shared thread pool when there are several (the kernels release the GIL)."""
+def parallel(calls: Sequence[Callable[[], object]]) -> None:
+    """Run the calls: the first in this thread, the others on the shared pool (the kernels release the GIL)."""
     global _pool
     if len(calls) == 1 or getattr(_local, "worker", False):  # a pool thread waiting on the pool could deadlock
         for call in calls:
@@ -63,9 +63,14 @@ def parallel(calls: list[Callable[[], None]]) -> None:
     with _pool_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="convprop", initializer=_mark_worker)
-    # each call in a copy of the caller's context: NumPy's errstate (a context variable) holds there too
-    for future in [_pool.submit(contextvars.copy_context().run, call) for call in calls]:
-        future.result()
+    # the first call runs here, the others on the pool, each in a copy of the caller's context (NumPy's
+    # errstate is a context variable); a wake-up costs ~20-40 µs on these machines, so one fewer counts
+    futures = [_pool.submit(contextvars.copy_context().run, call) for call in calls[1:]]
+    try:
+        calls[0]()
+    finally:
+        for future in futures:
+            future.result()
 
 
 def _mark_worker() -> None:
@@ -133,7 +138,7 @@ def blas_single_threaded() -> Iterator[None]:
                 _restore = []
 
 
-def inference_scope(x: Any) -> AbstractContextManager[None]:
+def batch_scope(x: Any) -> AbstractContextManager[None]:
     """:func:`blas_single_threaded` for a pass over ``x`` of at least ``SPLIT_MIN_IMAGES`` along its
     first axis; for fewer, nothing (nothing would be split, and BLAS runs one image on one thread)."""
     shape = np.shape(x)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError
-from ..functional.threads import inference_scope
+from ..functional.threads import batch_scope
 from .activation import ReLU
 from .containers import concatenate, split
 from .module import Module
@@ -278,7 +278,7 @@ class Graph(Module):
         """Each node's ``forward``, with BLAS on one thread and the products split between convprop's
         threads (``functional/threads.py``), as ``Sequential.forward``."""
         values = self._bind(inputs)
-        with inference_scope(inputs[0] if inputs else None):
+        with batch_scope(inputs[0] if inputs else None):
             for node in self.nodes:
                 values[node.name] = node.module.forward(*(values[s] for s in node.inputs))
         return self._result(values)

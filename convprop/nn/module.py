@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ..errors import ArgumentError, ContextError
-from ..functional.threads import inference_scope
+from ..functional.threads import batch_scope
 from .grad_mode import is_grad_enabled
 
 LAYERS: dict[str, type[Module]] = {}  # class name → class, for rebuilding models from checkpoints
@@ -318,7 +318,7 @@ class Sequential(Module):
         with BLAS on one thread and the products split between convprop's threads (``functional/threads.py``)."""
         from .fused import forward_fused  # here, not at the top: fused.py imports the layers, which import this module
 
-        with inference_scope(x):
+        with batch_scope(x):
             return forward_fused(list(self), x)
 
     def backward_with_context(
