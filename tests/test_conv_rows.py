@@ -73,7 +73,7 @@ def test_a_non_contiguous_input():
     "weight, stride, dilation, groups, mode, expected",
     [
         ((4, 4, 3, 3), 1, 1, 1, "zeros", True),
-        ((4, 4, 3, 3), 2, 1, 1, "zeros", False),  # strided
+        ((4, 4, 3, 3), 2, 1, 1, "zeros", True),  # strided: through the stride phases
         ((4, 4, 3, 3), 1, 2, 1, "zeros", True),  # dilated: other offsets
         ((4, 2, 3, 3), 1, 1, 2, "zeros", False),  # grouped
         ((4, 4, 3, 4), 1, 1, 1, "zeros", True),  # any kernel width
@@ -155,8 +155,8 @@ def test_which_forwards_run_conv_rows(shape, algorithm, expected, monkeypatch):
     assert bool(calls) is expected
     assert_close(got, conv2d(x, w, padding=1, algorithm="direct"), f"{shape} {algorithm}")
     calls.clear()
-    conv2d_with_context(x, w, padding=1, algorithm=algorithm)  # training keeps conv_gemm's columns
-    assert not calls
+    conv2d_with_context(x, w, padding=1, algorithm=algorithm)  # training: conv_tiled's forward, same rule
+    assert bool(calls) is expected
 
 
 POOL = dict(kernel_size=(2, 2), stride=(2, 2), padding=0, dilation=1, ceil_mode=False)
@@ -207,3 +207,32 @@ def test_a_1x1_kernel_stays_a_plain_product():
     x, w = np.zeros((2, 8, 9, 9)), np.zeros((4, 8, 1, 1))
     _, _, geo = _resolved(x, w, dict(padding=0, dilation=1, padding_mode="zeros"))
     assert conv_rows.applies(geo) and not uses_rows("auto", _choose("auto", geo), geo)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "size, kernel, stride, dilation, padding",
+    [
+        ((14, 14), (3, 3), (2, 2), (1, 1), 1),  # resnet's downsampling conv
+        ((14, 14), (1, 1), (2, 2), (1, 1), 0),  # its 1×1 projection: one phase of four
+        ((13, 11), (3, 3), (2, 2), (1, 1), 1),  # odd sizes: a remainder row and column
+        ((12, 17), (4, 3), (3, 2), (1, 1), (2, 1)),  # stride 3 × 2, even kernel height
+        ((15, 16), (3, 3), (2, 2), (2, 1), 2),  # stride and dilation together
+        ((10, 9), (5, 5), (1, 3), (1, 1), 0),  # one axis strided
+    ],
+)
+def test_strides_through_phases_equal_direct(size, kernel, stride, dilation, padding, dtype):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 5, *size)).astype(dtype)
+    w = rng.standard_normal((7, 5, *kernel)).astype(dtype)
+    x[1, 2, 3, 4] = np.nan  # lands where the direct convolution puts it, nowhere else
+    options = dict(padding=padding, dilation=dilation, padding_mode="zeros")
+    x4, w4, geo, _, _ = _resolve(x, w, 2, stride, padding, dilation, 1, "zeros", "auto", "conv2d")
+    assert conv_rows.applies(geo)
+    reference = conv2d(x.astype(np.float64), w.astype(np.float64), stride=stride, **options, algorithm="direct")
+    got = conv_rows.forward(x4, w4, geo)
+    assert got.dtype == dtype and got.shape == reference.shape
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(reference))
+    finite = ~np.isnan(reference)
+    assert_close(got[finite], reference[finite], f"{stride} {kernel} {dtype.__name__}",
+                 rtol=1e-9 if dtype == np.float64 else 1e-4)  # fmt: skip

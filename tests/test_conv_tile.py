@@ -75,7 +75,7 @@ def test_the_machines_tile_is_what_conv_rows_runs(dtype):
     for c in range(C):
         buffer[c * S : c * S + Hp * Wp].reshape(Hp, Wp)[1:-1, 1:-1] = planes[c]
     w = rng.standard_normal((O, C * 9)).astype(dtype)
-    offs = _offsets(C, 3, 3, S, Wp, 1, 1)
+    offs, _ = _offsets(C, 3, 3, S, Wp, 1, 1, 1, 1)
     acc = np.empty((-(-O // conv_tile.CHANNELS) * conv_tile.CHANNELS, rounded), dtype=dtype)
     conv_tile.accumulate(buffer, w, offs, acc)
     reference = _reference(buffer, w, offs, rounded)

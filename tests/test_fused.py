@@ -230,14 +230,14 @@ def test_fused_backward_refuses_a_gradient_of_the_wrong_shape():
 )
 def test_conv_batch_norm_relu_equals_the_layers_exactly(conv, dtype, relu, monkeypatch):
     """conv → BatchNorm2d (eval) [→ ReLU] as one block — on the grid (a padding to reflect), in
-    ``conv_rows`` (zero padding) or neither (strided) — with a NaN: the layers' bits."""
+    ``conv_rows`` (zero padding, strided or not) — with a NaN: the layers' bits."""
     from convprop.functional import conv_flat, conv_rows
 
     calls = []
     for module, name in ((conv_flat, "grid_chunks"), (conv_rows, "run")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
-    expected = "grid_chunks" if "padding_mode" in conv else None if "stride" in conv else "run"
+    expected = "grid_chunks" if "padding_mode" in conv else "run"
     conv = dict(conv)
     channels, size = conv.pop("channels", 4), conv.pop("size", (9, 10))
     rng = np.random.default_rng(14)

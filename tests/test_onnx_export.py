@@ -178,6 +178,8 @@ EQUIVALENT = {
     "adaptive avg pool 3x5": "AveragePool(kernel 3x2) for equal bins: another summation order",
     "linear on 3-d input": "MatMul then Add (Gemm is 2-D only): another summation order",
     "concat": "three branches read x: the graph sums their input gradients in reverse order",
+    "conv circular same stride 2": "imports as Pad then an unpadded Conv, which conv_rows' tiles run (the "
+    "circularly padded strided layer runs conv_gemm's product): another summation order",
 }
 
 

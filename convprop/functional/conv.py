@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
-from . import conv_memory
+from . import conv_memory, conv_rows, conv_tiled
 from .conv_algorithm import ConvAlgorithm, ConvGeometry, SavesColumns
 from .conv_eval import eval_forward
 from .conv_eval import (
@@ -121,6 +121,12 @@ def forward_nd(
         y = eval_forward(x, weight, geo, algo, algorithm)
         add_bias(y, bias)
         return (y[0] if unbatched else y), None
+    tiled = conv_tiled.for_training(algorithm, algo, geo)
+    if tiled is not None:  # forward and input gradient on tiles, the weight gradient unfolded (conv_tiled)
+        y = conv_rows.run(x, weight, geo, threads=conv_tiled.THREADS)[0]
+        add_bias(y, bias)
+        xp = pad(x, geo.pads, geo.padding_mode)  # for the weight gradient
+        return (y[0] if unbatched else y), ConvContext(geo, tiled, weight, xp, None, unbatched)
     xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
     cols = None
     saver = _column_saver(algo)
@@ -195,7 +201,11 @@ def _backward(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray,
 def _input_grad(
     dy: np.ndarray, algo: ConvAlgorithm, weight: np.ndarray, geo: ConvGeometry, unbatched: bool
 ) -> np.ndarray:
-    """dx: the algorithm's gradient of the padded input, folded back onto x (N, C, *in_size)."""
+    """dx: the algorithm's gradient of the padded input, folded back onto x (N, C, *in_size) — or,
+    from an algorithm that computes it directly (``conv_tiled``), the input's own."""
+    if hasattr(algo, "grad_input_unpadded"):
+        dx = algo.grad_input_unpadded(dy, weight, geo)
+        return dx[0] if unbatched else dx
     dx = pad_backward(algo.grad_input(dy, weight, geo), geo.in_size, geo.pads, geo.padding_mode)
     return dx[0] if unbatched else dx
 

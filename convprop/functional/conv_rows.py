@@ -1,4 +1,4 @@
-"""Stride-1 2-D convolutions computed directly on the padded grid, a register-blocked tile at a time.
+"""2-D convolutions computed directly on the padded grid, a register-blocked tile at a time.
 
 With stride 1, output (oh, ow) of channel o is, numbered on the padded grid (q = oh·Wp + ow, as in
 ``conv_flat``), a sum over the taps t = (c, kh, kw) at fixed offsets into the image's padded planes::
@@ -13,20 +13,24 @@ rounded up to whole tiles; :func:`_store` writes the valid (oh, ow < OW) values 
 columns ow >= OW and the positions past OH·Wp are computed and never read (as in ``conv_flat``).
 No unfolded matrix is written, and the image, its accumulator and the weights stay in cache.
 
-Forward only: for passes that keep nothing (eval, or training under ``no_grad``) and the fused
-inference block (``functional.fused``), which applies bias, an eval-mode batch norm, ReLU and a 2×2
-max-pool to each image's accumulator while it is in cache (``conv_eval.uses_rows`` says where). The
-images are split between ``threads.THREADS`` Python threads running compiled loops that release the
-GIL. The name is the first form's: one pass over the grid per kernel row and output channel pair,
-with the accumulator row in memory (40 GFLOP/s a core on an AVX-512 Xeon, where the tiles run at
-140–170); docs/performance.md keeps its measurements, and what was tried on it.
+A stride s becomes stride 1 over the input's *stride phases*: phase (rh, rw) holds the padded input's
+rows rh, rh + s_h, ... and columns rw, rw + s_w, ... (a plane of ⌈Hp/s_h⌉ × ⌈Wp/s_w⌉), and tap
+(c, kh, kw) reads row oh + ⌊kh·d_h/s_h⌋ of phase kh·d_h mod s_h (columns alike). So the grid is a
+phase plane's (q = oh·Wq + ow), each tap an offset into one phase, and only the phases some tap reads
+are copied (one of four for a 1×1 kernel with stride 2). The earlier row-by-row pass had tried this
+and lost (its passes over a phase's short rows carried a third of the taps each); the tiles take
+every tap in one loop, and run resnet's and the benchmark's stride-2 layers in 0.17–0.76 of the
+product's time (1×1 kernels aside: those stay a product).
 
-Tried on that first form and not kept (2 December): stride 2 through the input's four stride phases
-(1.3–4.7× slower on 14×14 inputs: the phases' rows are half as long and carry a third of the taps);
-the training pass (forward and input gradient here, the weight gradient still unfolded: lenet's
-training steps 12–18% slower).
+Forward only, for passes that keep nothing (eval, or training under ``no_grad``), the fused inference
+block (``functional.fused``), which applies bias, an eval-mode batch norm, ReLU and a 2×2 max-pool to
+each image's accumulator while it is in cache (``conv_eval.uses_rows`` says where), and the training
+pass of ``conv_tiled`` (stride 1). The images are split between ``threads.THREADS`` Python threads
+running compiled loops that release the GIL (training: the calling thread only). The name is the
+first form's: one pass over the grid per kernel row and output channel pair, with the accumulator row
+in memory (40 GFLOP/s a core on an AVX-512 Xeon, where the tiles run at 140–170).
 
-Letters as in ``conv_direct``; Hp, Wp the padded height and width, L = OH·Wp.
+Letters as in ``conv_direct``; Hp, Wp the padded height and width, L = OH·Wq.
 """
 
 from __future__ import annotations
@@ -46,13 +50,8 @@ PLAIN, RELU, NORM, NORM_RELU, RELU_POOL = 0, 1, 2, 3, 4
 
 
 def applies(geo: ConvGeometry) -> bool:
-    """Dense 2-D, stride 1, zero padding (any kernel size and dilation)."""
-    return (
-        geo.ndim == 2
-        and geo.groups == 1
-        and geo.stride == (1, 1)
-        and (geo.padding_mode == "zeros" or all(p == (0, 0) for p in geo.pads))
-    )
+    """Dense 2-D, zero padding (any kernel size, stride and dilation)."""
+    return geo.ndim == 2 and geo.groups == 1 and (geo.padding_mode == "zeros" or all(p == (0, 0) for p in geo.pads))
 
 
 @njit(cache=True, nogil=True)
@@ -108,9 +107,12 @@ def _images(
     x: np.ndarray,
     w: np.ndarray,
     offs: np.ndarray,
+    phases: np.ndarray,
     ph: int,
     pw: int,
-    Wp: int,
+    sh: int,
+    sw: int,
+    Wq: int,
     S: int,
     L: int,
     pool: bool,
@@ -121,43 +123,68 @@ def _images(
     n1: int,
     out: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
-    """Images n0..n1 of x (N, C, H, W), zero-padded by (ph, pw) into planes of S values, into out[n0:n1].
-
-    w (O, T) and offs (T,) as ``conv_tile.accumulate`` takes them; L the grid's length rounded up to
-    whole tiles."""
+    """Images n0..n1 of x (N, C, H, W), zero-padded by (ph, pw) and split into the stride phases
+    ``phases`` (P, 2) — plane (k·C + c) holds xp[c, r·sh + rh, j·sw + rw] at r·Wq + j for phase k =
+    (rh, rw), S values a plane — into out[n0:n1]. w (O, T) and offs (T,) as ``conv_tile.accumulate``
+    takes them; L the grid's length rounded up to whole tiles. Stride 1: one phase, the padded planes."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    buffer = np.zeros(C * S, dtype=x.dtype)  # border and tails stay zero: only the interior is written
+    buffer = np.zeros(phases.shape[0] * C * S, dtype=x.dtype)  # border, tails, unread phase cells stay 0
     acc = np.empty(((w.shape[0] + CHANNELS - 1) // CHANNELS * CHANNELS, L), dtype=x.dtype)  # whole tiles
     saw_nan = False
     for n in range(n0, n1):
-        for c in range(C):
-            for h in range(H):
-                dst, src = buffer[c * S + (h + ph) * Wp + pw :], x[n, c, h]
-                for j in range(W):
-                    dst[j] = src[j]
+        for k in range(phases.shape[0]):
+            rh, rw = phases[k, 0], phases[k, 1]
+            # the phase's rows r and columns j that hold input (not padding): h = r·sh + rh − ph in [0, H)
+            r0, r1 = max(0, (ph - rh + sh - 1) // sh), (H - 1 + ph - rh) // sh + 1
+            j0, j1 = max(0, (pw - rw + sw - 1) // sw), (W - 1 + pw - rw) // sw + 1
+            for c in range(C):
+                plane = buffer[(k * C + c) * S :]
+                for r in range(r0, r1):
+                    dst, src = plane[r * Wq :], x[n, c, r * sh + rh - ph]
+                    for j in range(j0, j1):
+                        dst[j] = src[j * sw + rw - pw]
         accumulate(buffer, w, offs, acc)
-        saw_nan |= _store(acc, Wp, pool, normalise, relu, epilogue, out[n])
+        saw_nan |= _store(acc, Wq, pool, normalise, relu, epilogue, out[n])
     return saw_nan
 
 
-def _layout(geo: ConvGeometry, dtype: np.dtype) -> tuple[np.ndarray, int, int]:
-    """(offs, S, L'): each tap's offset into the buffer, one plane's length S in it (its tail covers
-    the last tile's reads), the grid's length rounded up to whole tiles."""
-    (KH, KW), (dh, dw), (Hp, Wp), (OH, _) = geo.kernel, geo.dilation, geo.padded_size, geo.out_size
+def _layout(geo: ConvGeometry, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+    """(offs, phases, Wq, S, L'): each tap's offset into the buffer, the stride phases the taps read
+    (P, 2), a phase plane's width Wq and length S (its tail covers the last tile's reads), the grid's
+    length rounded up to whole tiles."""
+    (KH, KW), (dh, dw), (sh, sw) = geo.kernel, geo.dilation, geo.stride
+    (Hp, Wp), (OH, _) = geo.padded_size, geo.out_size
+    Hq, Wq = -(-Hp // sh), -(-Wp // sw)  # a phase plane: every sh-th row, every sw-th column
     step = block(dtype)
-    L = OH * Wp
+    L = OH * Wq
     rounded = -(-L // step) * step
-    S = Hp * Wp + (rounded - L) + (KW - 1) * dw  # reads reach (KH−1)·dh·Wp + (KW−1)·dw + rounded − 1
-    return _offsets(geo.in_channels, KH, KW, S, Wp, dh, dw), S, rounded
+    S = Hq * Wq + (rounded - L) + (KW - 1) * dw // sw  # reads reach (Hq − OH)·Wq + ⌊(KW−1)·dw/sw⌋ + rounded − 1
+    offs, phases = _offsets(geo.in_channels, KH, KW, S, Wq, dh, dw, sh, sw)
+    return offs, phases, Wq, S, rounded
 
 
 @functools.lru_cache(maxsize=256)
-def _offsets(C: int, KH: int, KW: int, S: int, Wp: int, dh: int, dw: int) -> np.ndarray:
-    """Tap t = (c, kh, kw)'s offset into the buffer, in the weight's (C, KH, KW) order (read-only)."""
-    taps = np.arange(C)[:, None, None] * S + np.arange(KH)[:, None] * (dh * Wp) + np.arange(KW) * dw
-    offs = taps.reshape(-1).astype(np.int64)
-    offs.flags.writeable = False
-    return offs
+def _offsets(
+    C: int, KH: int, KW: int, S: int, Wq: int, dh: int, dw: int, sh: int, sw: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(offs, phases): tap t = (c, kh, kw)'s offset into the buffer, in the weight's (C, KH, KW) order,
+    and the stride phases (rh, rw) the taps read, in buffer order (both read-only).
+
+    Tap (c, kh, kw) reads padded row oh·sh + kh·dh, which is row oh + ⌊kh·dh/sh⌋ of phase kh·dh mod sh
+    (columns alike): a stride-s convolution is a stride-1 one over the phase planes."""
+    used = sorted({((kh * dh) % sh, (kw * dw) % sw) for kh in range(KH) for kw in range(KW)})
+    index = {phase: k for k, phase in enumerate(used)}
+    offs = np.empty(C * KH * KW, dtype=np.int64)
+    t = 0
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                k = index[((kh * dh) % sh, (kw * dw) % sw)]
+                offs[t] = (k * C + c) * S + (kh * dh // sh) * Wq + kw * dw // sw
+                t += 1
+    phases = np.array(used, dtype=np.int64).reshape(-1, 2)
+    offs.flags.writeable = phases.flags.writeable = False
+    return offs, phases
 
 
 def run(
@@ -167,8 +194,10 @@ def run(
     mode: int = PLAIN,
     bias: np.ndarray | None = None,
     norm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """(out, saw_nan): the convolution of x (N, C, H, W) *before* padding, with the epilogue ``mode``.
+    """(out, saw_nan): the convolution of x (N, C, H, W) *before* padding, with the epilogue ``mode``,
+    the images split between ``threads`` threads (default ``threads.THREADS``).
 
     ``norm`` is (running mean, scale, shift) for NORM and NORM_RELU; ``bias`` (O,) or None. out is
     (N, O, OH, OW), or (N, O, OH // 2, OW // 2) for RELU_POOL; saw_nan only for RELU_POOL (then ``out``
@@ -176,10 +205,9 @@ def run(
     x = np.ascontiguousarray(x)
     N, O = x.shape[0], weight.shape[0]
     (ph, _), (pw, _) = geo.pads
-    Wp = geo.padded_size[1]
     OH, OW = geo.out_size
     w = np.ascontiguousarray(weight).reshape(O, -1)  # (O, T), T = C·KH·KW
-    offs, S, L = _layout(geo, x.dtype)
+    offs, phases, Wq, S, L = _layout(geo, x.dtype)
     epilogue = np.zeros((4, O), dtype=x.dtype)  # bias, mean, scale, shift: zeros where unused
     if bias is not None:
         epilogue[0] = bias
@@ -189,12 +217,13 @@ def run(
     out = np.empty(shape, dtype=x.dtype)
     flags: list[bool] = []  # per range of images: whether its pool saw a NaN
     pool, normalise, relu = mode == RELU_POOL, mode in (NORM, NORM_RELU), mode in (RELU, NORM_RELU, RELU_POOL)
-    kernel = partial(_images, x, w, offs, ph, pw, Wp, S, L, pool, normalise, relu, epilogue)
+    sh, sw = geo.stride
+    kernel = partial(_images, x, w, offs, phases, ph, pw, sh, sw, Wq, S, L, pool, normalise, relu, epilogue)
 
     def images(n0: int, n1: int) -> None:
         flags.append(kernel(n0, n1, out))
 
-    parallel([partial(images, n0, n1) for n0, n1 in ranges(N)])
+    parallel([partial(images, n0, n1) for n0, n1 in ranges(N, threads)])
     return out, any(flags)
 
 

@@ -33,7 +33,7 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> np
         x: (..., I); weight: (O, I); bias: (O,) or None; y: (..., O)
     """
     x, weight, bias = _check(x, weight, bias)
-    if x.ndim >= 2 and threads.splits(x.shape[0]):  # an inference pass: the rows between convprop's threads
+    if x.ndim >= 2 and threads.splits(x.shape[0]) and x.size * weight.shape[0] >= threads.SPLIT_MIN_PRODUCT:
         y = threads.split_batch(lambda rows: rows @ weight.T, x)
     else:
         y = x @ weight.T  # (..., O)

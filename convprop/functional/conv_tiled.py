@@ -1,0 +1,170 @@
+"""The training pass on tiles: forward, input gradient and weight gradient of a stride-1 convolution
+with no unfolded matrix.
+
+For stride 1 the input gradient is itself a stride-1 convolution (docs/convolution.md, §2: "rotate the
+filter 180° and full-convolve")::
+
+    dx[n, c, i, j] = Σ_o Σ_{kh, kw} δp[n, o, i + kh·d_h, j + kw·d_w] · w[o, c, KH−1−kh, KW−1−kw]
+
+with δ zero-padded by d·(K−1) − p on each side (p the forward's padding on that side, so the result
+has the input's own size: its padding is already cropped). The forward and this gradient run on
+``conv_rows``' tiles (the weight rotated and its two channel axes exchanged for the gradient), and the
+weight gradient on ``conv_tile_grad``'s, from the padded input the context keeps; where an image's
+grid is short (7×7 maps) or the input holds an infinity or a NaN, the weight gradient is the
+unfolding algorithm's (``conv_gemm``, or ``conv_im2col`` for one input channel), as is the input
+gradient of a layer with fewer input channels than a tile has outputs.
+
+All three run on the calling thread (``threads=1``). Measured on whole training epochs (lenet and
+resnet on mnist-5k, batch 32, fp32, AVX-512 Xeon, 2 December), as time ratios against ``conv_gemm``'s
+path: resnet 0.67–0.72, lenet 0.97–0.99; with two threads for the tiles 0.71–0.82 and 1.0–1.02 — the
+linear layers' BLAS threads spin after each product and take the second core — and inside
+``threads.blas_single_threaded`` (no spinning, products on one thread) 0.66 and 0.95 of a slower
+baseline, slower in all. Where the geometry has no such form — a stride, a padding wider than
+d·(K−1), a mode other than zeros, a 1×1 kernel — or the algorithm is not ``auto``'s unfolding one,
+the layer keeps its algorithm (:func:`for_training`).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from numba import njit
+
+from . import conv_gemm, conv_im2col, conv_rows
+from .conv_algorithm import ConvAlgorithm, ConvGeometry
+from .conv_resolve import _resolve
+from .conv_tile import CHANNELS
+from .conv_tile_grad import accumulate_grad, part_shape
+from .geometry import crop
+from .threads import parallel, ranges
+
+# An image's grid shorter than this (7×7 maps: 63 positions) ran 1.9× slower on the weight gradient's
+# tiles than unfolded (each image adds its partial sums to memory: too few steps between)
+GRAD_MIN_GRID = 128
+THREADS = 1  # every tile pass of a training step on the calling thread (module docstring)
+
+
+class Tiled:
+    """A ``ConvAlgorithm`` for the training pass: forward and input gradient on tiles, the weight
+    gradient by ``unfolding`` (the algorithm ``auto`` chose). Its arrays are as the protocol's."""
+
+    def __init__(self, unfolding: ConvAlgorithm) -> None:
+        self.unfolding = unfolding
+
+    def supports(self, geometry: ConvGeometry) -> str | None:
+        return None if applies(geometry) else "tiles need a zero-padded stride-1 2-D convolution"
+
+    def forward(self, x: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+        """y from the *padded* x (the protocol's form; a layer calls :func:`forward_unpadded`)."""
+        return conv_rows.run(crop(x, geometry.in_size, geometry.pads), weight, geometry, threads=THREADS)[0]
+
+    def grad_input_unpadded(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+        """dx (N, C, *in_size): δ padded by d·(K−1) − p per side, convolved with the rotated kernel.
+        With fewer input channels than a tile has output channels (a first layer's one), most of each
+        tile would be padding: the unfolding algorithm's gradient then, cropped."""
+        if weight.shape[1] < CHANNELS:
+            dxp = self.unfolding.grad_input(grad_output, weight, geometry)
+            return crop(dxp, geometry.in_size, geometry.pads).copy()
+        rotated = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, KH, KW)
+        sides = zip(geometry.kernel, geometry.dilation, geometry.pads, strict=True)
+        pads = tuple((d * (k - 1) - before, d * (k - 1) - after) for k, d, (before, after) in sides)
+        dy, rotated, adjoint, _, _ = _resolve(
+            grad_output, rotated, 2, 1, pads, geometry.dilation, 1, "zeros", "auto", "conv2d"
+        )
+        return conv_rows.run(dy, rotated, adjoint, threads=THREADS)[0]
+
+    def grad_input(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+        """The gradient of the padded input (the protocol's form): zero border, interior from tiles."""
+        dx = np.zeros((grad_output.shape[0], weight.shape[1], *geometry.padded_size), dtype=grad_output.dtype)
+        (top, _), (left, _) = geometry.pads
+        H, W = geometry.in_size
+        dx[:, :, top : top + H, left : left + W] = self.grad_input_unpadded(grad_output, weight, geometry)
+        return dx
+
+    def grad_weight(self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+        """dW from δ and the padded x on ``conv_tile_grad``'s tiles; the unfolding algorithm's where
+        the input holds an infinity or a NaN (module docstring of ``conv_tile_grad``)."""
+        dw = None
+        if geometry.out_size[0] * geometry.padded_size[1] >= GRAD_MIN_GRID:
+            dw = grad_weight_tiles(grad_output, crop(x, geometry.in_size, geometry.pads), geometry)
+        return self.unfolding.grad_weight(grad_output, x, geometry) if dw is None else dw
+
+
+@njit(cache=True, nogil=True)
+def _grad_images(
+    x: np.ndarray,
+    dy: np.ndarray,
+    offs: np.ndarray,
+    ph: int,
+    pw: int,
+    Wp: int,
+    S: int,
+    L: int,
+    n0: int,
+    n1: int,
+    part: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """part += the weight gradient's partial sums over images n0..n1; whether an input was not finite."""  # fmt: skip
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    O, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    buffer = np.zeros(C * S, dtype=x.dtype)  # border and tails stay zero
+    grid = np.zeros((O, L), dtype=x.dtype)  # columns ow >= OW and positions past OH·Wp stay zero
+    bad = False
+    for n in range(n0, n1):
+        for c in range(C):
+            for h in range(H):
+                dst, src = buffer[c * S + (h + ph) * Wp + pw :], x[n, c, h]
+                for j in range(W):
+                    v = src[j]
+                    bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
+                    dst[j] = v
+        for o in range(O):
+            for r in range(OH):
+                dst, src = grid[o, r * Wp :], dy[n, o, r]
+                for j in range(OW):
+                    dst[j] = src[j]
+        accumulate_grad(buffer, grid, offs, part)
+    return bad
+
+
+def grad_weight_tiles(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray | None:
+    """dW (O, C, KH, KW) of a stride-1 convolution from δ (N, O, OH, OW) and x (N, C, H, W) *before*
+    padding, the images split between threads; None if an input is not finite."""
+    N, O = grad_output.shape[:2]
+    offs, _, Wq, S, L = conv_rows._layout(geo, x.dtype)
+    (ph, _), (pw, _) = geo.pads
+    T = offs.shape[0]
+    dy = np.ascontiguousarray(grad_output)
+    parts = ranges(N, THREADS)
+    partial_sums = np.zeros((len(parts), *part_shape(O, T, x.dtype)), dtype=x.dtype)  # (parts, O', T', V)
+    flags: list[bool] = []
+
+    def images(k: int, n0: int, n1: int) -> None:
+        flags.append(_grad_images(x, dy, offs, ph, pw, Wq, S, L, n0, n1, partial_sums[k]))
+
+    parallel([partial(images, k, n0, n1) for k, (n0, n1) in enumerate(parts)])
+    if any(flags):
+        return None
+    dw = partial_sums.sum(axis=(0, 3))[:O, :T]  # over the threads' parts and the lanes
+    return np.ascontiguousarray(dw).reshape(O, geo.in_channels, *geo.kernel)
+
+
+TILED = {conv_gemm: Tiled(conv_gemm), conv_im2col: Tiled(conv_im2col)}
+
+
+def applies(geo: ConvGeometry) -> bool:
+    """Dense 2-D, stride 1, zero padding no wider than d·(K−1) on any side, a kernel larger than 1×1."""
+    return (
+        conv_rows.applies(geo)
+        and geo.stride == (1, 1)
+        and geo.kernel != (1, 1)
+        and all(p <= d * (k - 1) for k, d, side in zip(geo.kernel, geo.dilation, geo.pads, strict=True) for p in side)
+    )
+
+
+def for_training(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> Tiled | None:
+    """The tiled training algorithm for this layer under ``"auto"``, or None (the layer keeps ``algo``)."""
+    if algorithm != "auto" or not applies(geo):
+        return None
+    return TILED.get(algo)  # type: ignore[call-overload]

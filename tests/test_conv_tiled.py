@@ -1,0 +1,205 @@
+"""``conv_tiled``: the training pass on tiles — forward, input gradient (the rotated kernel over δ
+padded by d·(K−1) − p) and weight gradient (``conv_tile_grad``) — against PyTorch and the direct
+reference, in float64 (rel. 1e-9) and float32 (rel. 1e-4), over random geometries (dilation,
+asymmetric and 'same' padding, odd channel counts that leave a tile part empty, one input channel,
+maps long and short enough for either weight gradient); a float64 finite-difference check through
+``convprop.gradcheck``; the weight-gradient tile in every shape a CPU may get; the fallbacks (a
+non-finite input, a padding wider than d·(K−1), a stride) and which layers take the path at all.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+from reference import assert_close
+from torch_reference import torch_conv2d
+
+import convprop
+from convprop.functional import conv_gemm, conv_tile_grad, conv_tiled
+from convprop.functional.conv import _resolve, conv2d_with_context, conv_backward_from_context
+from convprop.functional.conv_resolve import _choose
+from convprop.functional.conv_rows import _offsets
+
+
+def _training_pass(x, w, b, dy, **options):
+    y, ctx = conv2d_with_context(x, w, b, **options)
+    return (y, *conv_backward_from_context(dy, ctx)), ctx
+
+
+def _torch(x, w, b, dy, padding, dilation):
+    """PyTorch's (y, dx, dw, db); a per-side padding as an explicitly zero-padded input, dx cropped."""
+    if isinstance(padding, tuple):
+        (top, bottom), (left, right) = padding
+        xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        options = dict(stride=1, padding=0, dilation=dilation, groups=1, padding_mode="zeros")
+        y, dxp, dw, db = torch_conv2d(xp, w, b, dy, **options)
+        return y, dxp[:, :, top : top + x.shape[2], left : left + x.shape[3]], dw, db
+    return torch_conv2d(x, w, b, dy, stride=1, padding=padding, dilation=dilation, groups=1, padding_mode="zeros")
+
+
+@st.composite
+def geometries(draw):
+    C, O = draw(st.integers(1, 11)), draw(st.integers(1, 13))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(2, 5))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    H, W = draw(st.integers(dh * (kh - 1) + 1, 17)), draw(st.integers(dw * (kw - 1) + 1, 17))
+    padding = draw(st.sampled_from(["same", 0, "full-ish"]))
+    if padding == "full-ish":  # per side, each within d·(K−1)
+        padding = tuple((draw(st.integers(0, d * (k - 1))), draw(st.integers(0, d * (k - 1))))
+                        for k, d in ((kh, dh), (kw, dw)))  # fmt: skip
+    return draw(st.integers(1, 4)), C, H, W, O, (kh, kw), (dh, dw), padding
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch pads a copy: fine
+@settings(max_examples=40, deadline=None)
+@given(geometries(), st.integers(0, 2**31 - 1))
+def test_against_torch_and_direct_float64(geometry, seed):
+    N, C, H, W, O, kernel, dilation, padding = geometry
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((O, C, *kernel)), rng.standard_normal(O)
+    options = dict(padding=padding, dilation=dilation)
+    _, _, geo, algo, _ = _resolve(x, w, 2, 1, padding, dilation, 1, "zeros", "auto", "conv2d")
+    assert conv_tiled.for_training("auto", algo, geo) is not None
+    y0 = conv2d_with_context(x, w, b, **options)[0]
+    dy = rng.standard_normal(y0.shape)
+    ours, ctx = _training_pass(x, w, b, dy, **options)
+    assert isinstance(ctx.algo, conv_tiled.Tiled)
+    for name, got, want in zip(("y", "dx", "dw", "db"), ours, _torch(x, w, b, dy, padding, dilation), strict=True):
+        assert_close(got, want, f"{name} {geometry}")
+    direct, _ = _training_pass(x, w, b, dy, **options, algorithm="direct")
+    for name, got, want in zip(("y", "dx", "dw", "db"), ours, direct, strict=True):
+        assert_close(got, want, f"{name} against direct {geometry}")
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(4, 16, 14, 32), (3, 8, 28, 8), (2, 32, 7, 32), (5, 1, 12, 5), (2, 3, 9, 20)],
+    ids=["lenet's second layer", "resnet's first stage", "7x7: the unfolded weight gradient", "one channel", "O=20"],
+)
+def test_float32_against_the_direct_reference(shape):
+    N, C, H, O = shape
+    rng = np.random.default_rng(1)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((N, C, H, H), (O, C, 3, 3), (O,)))
+    dy = rng.standard_normal((N, O, H, H)).astype(np.float32)
+    ours, ctx = _training_pass(x, w, b, dy, padding=1)
+    assert isinstance(ctx.algo, conv_tiled.Tiled) and all(g.dtype == np.float32 for g in ours)
+    reference, _ = _training_pass(*(a.astype(np.float64) for a in (x, w, b, dy)), padding=1, algorithm="direct")
+    for name, got, want in zip(("y", "dx", "dw", "db"), ours, reference, strict=True):
+        assert_close(got, want, f"{name} float32 {shape}", rtol=1e-4)
+
+
+def test_finite_differences_float64():
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((2, 3, 7, 8)), rng.standard_normal((5, 3, 3, 2))
+
+    def forward(x, w):
+        return conv2d_with_context(x, w, padding=((1, 1), (0, 1)), dilation=(1, 2))[0]
+
+    def backward(dy, x, w):
+        _, ctx = conv2d_with_context(x, w, padding=((1, 1), (0, 1)), dilation=(1, 2))
+        assert isinstance(ctx.algo, conv_tiled.Tiled)
+        dx, dw, _ = conv_backward_from_context(dy, ctx)
+        return dx, dw
+
+    convprop.gradcheck(forward, backward, [x, w])  # raises GradcheckError on a mismatch
+
+
+def test_a_non_finite_input_takes_the_unfolded_weight_gradient():
+    """A zero of δ's grid times an infinite input would add a NaN the true sum lacks: same as gemm."""
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 4, 14, 14)), rng.standard_normal((8, 4, 3, 3))
+    x[1, 2, 5, 13] = np.inf  # the last column: what the grid's extra columns read
+    _, ctx = conv2d_with_context(x, w, padding=1)
+    dy = rng.standard_normal((2, 8, 14, 14))
+    assert conv_tiled.grad_weight_tiles(dy, x, ctx.geo) is None
+    got = conv_backward_from_context(dy, ctx)[1]
+    want = conv_gemm.grad_weight(dy, ctx.xp, ctx.geo)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+
+
+@pytest.mark.parametrize(
+    "stride, padding, dilation, algorithm, kernel, expected",
+    [
+        (1, 1, 1, "auto", 3, True),
+        (2, 1, 1, "auto", 3, False),  # strided: the input gradient is no stride-1 convolution
+        (1, 3, 1, "auto", 3, False),  # padding 3 > d·(K−1) = 2
+        (1, 3, 2, "auto", 3, True),  # ... but not with dilation 2 (4)
+        (1, 0, 1, "auto", 1, False),  # 1×1: a plain product
+        (1, 1, 1, "gemm", 3, False),  # an explicit algorithm runs as named
+    ],
+)
+def test_which_layers_train_on_tiles(stride, padding, dilation, algorithm, kernel, expected):
+    x, w = np.zeros((2, 4, 12, 12)), np.zeros((6, 4, kernel, kernel))
+    _, _, geo, _, _ = _resolve(x, w, 2, stride, padding, dilation, 1, "zeros", algorithm, "conv2d")
+    assert (conv_tiled.for_training(algorithm, _choose(algorithm, geo), geo) is not None) is expected
+    _, ctx = conv2d_with_context(x, w, stride=stride, padding=padding, dilation=dilation, algorithm=algorithm)
+    assert isinstance(ctx.algo, conv_tiled.Tiled) is expected
+
+
+def test_the_protocol_forms_equal_the_layer_path():
+    """``Tiled.forward`` and ``grad_input`` take and give padded arrays, as every ConvAlgorithm."""
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 9, 10, 11)), rng.standard_normal((10, 9, 3, 3))
+    (y, dx, _, _), ctx = _training_pass(x, w, None, dy := rng.standard_normal((2, 10, 10, 11)), padding=1)
+    tiled = ctx.algo
+    assert tiled.supports(ctx.geo) is None
+    assert_close(tiled.forward(ctx.xp, w, ctx.geo), y, "forward from the padded input")
+    dxp = tiled.grad_input(dy, w, ctx.geo)
+    assert dxp.shape == ctx.xp.shape and not dxp[:, :, 0].any() and not dxp[:, :, :, -1].any()
+    assert_close(dxp[:, :, 1:-1, 1:-1], dx, "the padded input's gradient")
+    _, _, strided, _, _ = _resolve(x, w, 2, 2, 1, 1, 1, "zeros", "auto", "conv2d")
+    assert "stride-1" in tiled.supports(strided)
+
+
+def _grad_accumulate(vector_bytes, channels, taps):
+    grad_tile = conv_tile_grad.make_grad_tile(vector_bytes, channels, taps)
+
+    @njit
+    def accumulate(x, g, offs, part):
+        for o0 in range(0, g.shape[0], channels):
+            for t0 in range(0, offs.shape[0], taps):
+                grad_tile(x, g, offs, o0, t0, part)
+
+    return accumulate
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize(
+    "vector_bytes, channels, taps",
+    [(64, 4, 4), (32, 2, 4), (16, 2, 4), (64, 3, 5)],
+    ids=["AVX-512", "AVX2", "SSE/NEON", "3 channels x 5 taps"],
+)
+@pytest.mark.parametrize("O, T", [(8, 9), (5, 27), (1, 2), (7, 50)])
+def test_every_weight_gradient_tile_shape(vector_bytes, channels, taps, dtype, rtol, O, T):
+    rng = np.random.default_rng(O * T)
+    lanes = vector_bytes // np.dtype(dtype).itemsize
+    length = 5 * lanes
+    offs = np.sort(rng.choice(100, size=T, replace=False)).astype(np.int64)
+    x = rng.standard_normal(100 + length).astype(dtype)
+    g = rng.standard_normal((O, length)).astype(dtype)
+    shape = (-(-O // channels) * channels, -(-T // taps) * taps, lanes)
+    part = np.zeros(shape, dtype=dtype)
+    accumulate = _grad_accumulate(vector_bytes, channels, taps)
+    accumulate(x, g, offs, part)
+    accumulate(x, g, offs, part)  # partial sums accumulate: twice the gradient
+    got = part.sum(axis=2)[:O, :T]
+    want = 2 * np.stack([g.astype(np.float64) @ x[off : off + length].astype(np.float64) for off in offs], axis=1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.abs(want).max())
+
+
+def test_the_machines_weight_gradient_tile_on_a_real_layout():
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((3, 6, 14, 14)).astype(np.float32), rng.standard_normal((9, 6, 3, 3)).astype(np.float32)
+    _, _, geo, _, _ = _resolve(x, w, 2, 1, 1, 1, 1, "zeros", "auto", "conv2d")
+    dy = rng.standard_normal((3, 9, 14, 14)).astype(np.float32)
+    got = conv_tiled.grad_weight_tiles(dy, x, geo)
+    want = conv_gemm.grad_weight(
+        dy.astype(np.float64), np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))).astype(np.float64), geo
+    )
+    assert got.shape == w.shape and got.dtype == np.float32
+    assert_close(got, want, "dW", rtol=1e-5)
+    assert _offsets(6, 3, 3, 300, 16, 1, 1, 1, 1)[1].tolist() == [[0, 0]]  # stride 1: one phase
