@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
-from . import conv_memory, conv_rows, conv_tiled
+from . import conv_memory, conv_tiled
 from .conv_algorithm import ConvAlgorithm, ConvGeometry, SavesColumns
 from .conv_eval import eval_forward
 from .conv_eval import (
@@ -123,7 +123,7 @@ def forward_nd(
         return (y[0] if unbatched else y), None
     tiled = conv_tiled.for_training(algorithm, algo, geo)
     if tiled is not None:  # forward and input gradient on tiles, the weight gradient unfolded (conv_tiled)
-        y = conv_rows.run(x, weight, geo, threads=conv_tiled.THREADS)[0]
+        y = conv_tiled.forward_unpadded(x, weight, geo)
         add_bias(y, bias)
         xp = pad(x, geo.pads, geo.padding_mode)  # for the weight gradient
         return (y[0] if unbatched else y), ConvContext(geo, tiled, weight, xp, None, unbatched)

@@ -26,6 +26,7 @@ the layer keeps its algorithm (:func:`for_training`).
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import numpy as np
@@ -42,7 +43,16 @@ from .threads import parallel, ranges
 # An image's grid shorter than this (7×7 maps: 63 positions) ran 1.9× slower on the weight gradient's
 # tiles than unfolded (each image adds its partial sums to memory: too few steps between)
 GRAD_MIN_GRID = 128
-THREADS = 1  # every tile pass of a training step on the calling thread (module docstring)
+THREADS = 1  # the tile passes of a small layer's training step on the calling thread (module docstring)
+# ... and from this many multiply-adds a pass, on all of ``threads.THREADS``: the benchmark's 32 → 64 on
+# 14×14 at batch 64 (230 M) and CIFAR's 64 → 128 (2.4 G) ran 1.2–1.3× slower on one thread than
+# conv_gemm's two; lenet's and resnet's layers at batch 32 (14–29 M) gain from the one
+SPLIT_MACS = 1 << 26
+
+
+def _threads(macs: int) -> int | None:
+    """The threads of one tile pass of ``macs`` multiply-adds: 1, or (None) all of convprop's."""
+    return None if macs >= SPLIT_MACS else THREADS
 
 
 class Tiled:
@@ -57,7 +67,7 @@ class Tiled:
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """y from the *padded* x (the protocol's form; a layer calls :func:`forward_unpadded`)."""
-        return conv_rows.run(crop(x, geometry.in_size, geometry.pads), weight, geometry, threads=THREADS)[0]
+        return forward_unpadded(crop(x, geometry.in_size, geometry.pads), weight, geometry)
 
     def grad_input_unpadded(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """dx (N, C, *in_size): δ padded by d·(K−1) − p per side, convolved with the rotated kernel.
@@ -72,7 +82,7 @@ class Tiled:
         dy, rotated, adjoint, _, _ = _resolve(
             grad_output, rotated, 2, 1, pads, geometry.dilation, 1, "zeros", "auto", "conv2d"
         )
-        return conv_rows.run(dy, rotated, adjoint, threads=THREADS)[0]
+        return conv_rows.run(dy, rotated, adjoint, threads=_threads(macs(adjoint, dy.shape[0])))[0]
 
     def grad_input(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """The gradient of the padded input (the protocol's form): zero border, interior from tiles."""
@@ -136,7 +146,7 @@ def grad_weight_tiles(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry)
     (ph, _), (pw, _) = geo.pads
     T = offs.shape[0]
     dy = np.ascontiguousarray(grad_output)
-    parts = ranges(N, THREADS)
+    parts = ranges(N, _threads(macs(geo, N)))
     partial_sums = np.zeros((len(parts), *part_shape(O, T, x.dtype)), dtype=x.dtype)  # (parts, O', T', V)
     flags: list[bool] = []
 
@@ -148,6 +158,16 @@ def grad_weight_tiles(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry)
         return None
     dw = partial_sums.sum(axis=(0, 3))[:O, :T]  # over the threads' parts and the lanes
     return np.ascontiguousarray(dw).reshape(O, geo.in_channels, *geo.kernel)
+
+
+def macs(geo: ConvGeometry, N: int) -> int:
+    """Multiply-adds of the convolution ``geo`` over N images: N · O · C·KH·KW · OH·OW."""
+    return N * geo.out_channels * geo.in_channels * math.prod(geo.kernel) * math.prod(geo.out_size)
+
+
+def forward_unpadded(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """y (N, O, *out_size) of the training pass from x (N, C, H, W) before padding."""
+    return conv_rows.run(x, weight, geo, threads=_threads(macs(geo, x.shape[0])))[0]
 
 
 TILED = {conv_gemm: Tiled(conv_gemm), conv_im2col: Tiled(conv_im2col)}
