@@ -236,3 +236,18 @@ def test_strides_through_phases_equal_direct(size, kernel, stride, dilation, pad
     finite = ~np.isnan(reference)
     assert_close(got[finite], reference[finite], f"{stride} {kernel} {dtype.__name__}",
                  rtol=1e-9 if dtype == np.float64 else 1e-4)  # fmt: skip
+
+
+@pytest.mark.parametrize("stride, dilation, padding", [(1, 1, 4), (2, 1, 3), (3, 2, "valid")])
+def test_1d_runs_as_2d_of_height_one(stride, dilation, padding):
+    from convprop.functional import conv1d
+
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((4, 6, 41)), rng.standard_normal((5, 6, 9))
+    x4, w4, geo, algo, _ = _resolve(x, w, 1, stride, padding, dilation, 1, "zeros", "auto", "conv1d")
+    assert conv_rows.applies(geo) and uses_rows("auto", algo, geo)
+    got = conv_rows.forward(x4, w4, geo)
+    reference = conv1d(x, w, stride=stride, padding=padding, dilation=dilation, algorithm="direct")
+    assert got.shape == reference.shape
+    assert_close(got, reference, f"1-D stride {stride}")
+    assert_close(conv1d(x, w, stride=stride, padding=padding, dilation=dilation), reference, "conv1d's eval path")

@@ -203,3 +203,26 @@ def test_the_machines_weight_gradient_tile_on_a_real_layout():
     assert got.shape == w.shape and got.dtype == np.float32
     assert_close(got, want, "dW", rtol=1e-5)
     assert _offsets(6, 3, 3, 300, 16, 1, 1, 1, 1)[1].tolist() == [[0, 0]]  # stride 1: one phase
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 1e-4)])
+@pytest.mark.parametrize(
+    "C, O, L, K, dilation, padding",
+    [(64, 64, 100, 9, 1, 4), (3, 10, 37, 4, 2, "same"), (1, 8, 50, 5, 1, 2)],
+    ids=["the benchmark's shape, shorter", "even kernel, dilated, 'same'", "one channel"],
+)
+def test_1d_trains_as_2d_of_height_one(C, O, L, K, dilation, padding, dtype, rtol):
+    from convprop.functional.conv import conv_with_context
+
+    rng = np.random.default_rng(7)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((3, C, L), (O, C, K), (O,)))
+    y, ctx = conv_with_context(x, w, b, padding=padding, dilation=dilation, ndim=1)
+    assert isinstance(ctx.algo, conv_tiled.Tiled) and ctx.geo.ndim == 1
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    ours = (y, *conv_backward_from_context(dy, ctx))
+    assert all(a.dtype == dtype for a in ours)
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
+    y_ref, ctx_ref = conv_with_context(x64, w64, b64, padding=padding, dilation=dilation, algorithm="direct", ndim=1)
+    reference = (y_ref, *conv_backward_from_context(dy64, ctx_ref))
+    for name, got, want in zip(("y", "dx", "dw", "db"), ours, reference, strict=True):
+        assert_close(got, want, f"1-D {name} {dtype.__name__}", rtol=rtol)

@@ -47,7 +47,7 @@ def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
         algorithm == "auto"
         and (algo is conv_gemm or algo is conv_im2col)
         and conv_rows.applies(geo)
-        and geo.kernel != (1, 1)
+        and geo.kernel != (1,) * geo.ndim
     )
 
 

@@ -43,6 +43,7 @@ from numba import njit
 
 from .conv_algorithm import ConvGeometry
 from .conv_tile import CHANNELS, accumulate, block
+from .geometry import Window
 from .threads import parallel, ranges
 
 # The epilogue applied per image (``functional.fused``): what ``out`` receives.
@@ -50,8 +51,23 @@ PLAIN, RELU, NORM, NORM_RELU, RELU_POOL = 0, 1, 2, 3, 4
 
 
 def applies(geo: ConvGeometry) -> bool:
-    """Dense 2-D, zero padding (any kernel size, stride and dilation)."""
-    return geo.ndim == 2 and geo.groups == 1 and (geo.padding_mode == "zeros" or all(p == (0, 0) for p in geo.pads))
+    """Dense 1-D or 2-D, zero padding (any kernel size, stride and dilation)."""
+    return (
+        geo.ndim in (1, 2) and geo.groups == 1 and (geo.padding_mode == "zeros" or all(p == (0, 0) for p in geo.pads))
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def as_2d(geo: ConvGeometry) -> ConvGeometry:
+    """A 1-D geometry as the 2-D one of height 1 (arrays gain an axis of length 1 before the last);
+    a 2-D one as it is."""
+    if geo.ndim == 2:
+        return geo
+    w = geo.window
+    window = Window(
+        (1, *w.in_size), (1, *w.kernel), (1, *w.stride), (1, *w.dilation), ((0, 0), *w.pads), (1, *w.out_size)
+    )
+    return ConvGeometry(window, geo.groups, geo.in_channels, geo.out_channels, geo.padding_mode)
 
 
 @njit(cache=True, nogil=True)
@@ -196,12 +212,16 @@ def run(
     norm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     threads: int | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """(out, saw_nan): the convolution of x (N, C, H, W) *before* padding, with the epilogue ``mode``,
+    """(out, saw_nan): the convolution of x (N, C, H, W) *before* padding (or (N, C, L) for a 1-D
+    geometry: no pooling then), with the epilogue ``mode``,
     the images split between ``threads`` threads (default ``threads.THREADS``).
 
     ``norm`` is (running mean, scale, shift) for NORM and NORM_RELU; ``bias`` (O,) or None. out is
     (N, O, OH, OW), or (N, O, OH // 2, OW // 2) for RELU_POOL; saw_nan only for RELU_POOL (then ``out``
     is not valid and the caller reruns the layers unfused)."""
+    if geo.ndim == 1:  # as a 2-D convolution of height 1
+        out, saw_nan = run(x[:, :, None], weight[:, :, None], as_2d(geo), mode, bias, norm, threads)
+        return out[:, :, 0], saw_nan
     x = np.ascontiguousarray(x)
     N, O = x.shape[0], weight.shape[0]
     (ph, _), (pw, _) = geo.pads

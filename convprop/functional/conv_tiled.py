@@ -35,6 +35,7 @@ from numba import njit
 from . import conv_gemm, conv_im2col, conv_rows
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_resolve import _resolve
+from .conv_rows import as_2d
 from .conv_tile import CHANNELS
 from .conv_tile_grad import accumulate_grad, part_shape
 from .geometry import crop
@@ -73,6 +74,8 @@ class Tiled:
         """dx (N, C, *in_size): δ padded by d·(K−1) − p per side, convolved with the rotated kernel.
         With fewer input channels than a tile has output channels (a first layer's one), most of each
         tile would be padding: the unfolding algorithm's gradient then, cropped."""
+        if geometry.ndim == 1:  # as a 2-D convolution of height 1
+            return self.grad_input_unpadded(grad_output[:, :, None], weight[:, :, None], as_2d(geometry))[:, :, 0]
         if weight.shape[1] < CHANNELS:
             dxp = self.unfolding.grad_input(grad_output, weight, geometry)
             return crop(dxp, geometry.in_size, geometry.pads).copy()
@@ -95,6 +98,8 @@ class Tiled:
     def grad_weight(self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """dW from δ and the padded x on ``conv_tile_grad``'s tiles; the unfolding algorithm's where
         the input holds an infinity or a NaN (module docstring of ``conv_tile_grad``)."""
+        if geometry.ndim == 1:  # as a 2-D convolution of height 1
+            return self.grad_weight(grad_output[:, :, None], x[:, :, None], as_2d(geometry))[:, :, 0]
         dw = None
         if geometry.out_size[0] * geometry.padded_size[1] >= GRAD_MIN_GRID:
             dw = grad_weight_tiles(grad_output, crop(x, geometry.in_size, geometry.pads), geometry)
@@ -174,11 +179,11 @@ TILED = {conv_gemm: Tiled(conv_gemm), conv_im2col: Tiled(conv_im2col)}
 
 
 def applies(geo: ConvGeometry) -> bool:
-    """Dense 2-D, stride 1, zero padding no wider than d·(K−1) on any side, a kernel larger than 1×1."""
+    """Dense 1-D or 2-D, stride 1, zero padding no wider than d·(K−1) on any side, a kernel larger than 1."""
     return (
         conv_rows.applies(geo)
-        and geo.stride == (1, 1)
-        and geo.kernel != (1, 1)
+        and geo.stride == (1,) * geo.ndim
+        and geo.kernel != (1,) * geo.ndim
         and all(p <= d * (k - 1) for k, d, side in zip(geo.kernel, geo.dilation, geo.pads, strict=True) for p in side)
     )
 
