@@ -226,3 +226,51 @@ def test_1d_trains_as_2d_of_height_one(C, O, L, K, dilation, padding, dtype, rto
     reference = (y_ref, *conv_backward_from_context(dy64, ctx_ref))
     for name, got, want in zip(("y", "dx", "dw", "db"), ours, reference, strict=True):
         assert_close(got, want, f"1-D {name} {dtype.__name__}", rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 1e-4)])
+@pytest.mark.parametrize(
+    "C, O, size, kernel, dilation, padding",
+    [
+        (16, 32, (6, 7, 8), (3, 3, 3), (1, 1, 1), 1),
+        (3, 10, (5, 9, 6), (2, 3, 1), (2, 1, 1), "same"),
+        (9, 4, (4, 5, 5), (3, 1, 2), 1, 0),
+    ],
+    ids=["the benchmark's kernel", "even, dilated, 'same'", "no padding, 4 outputs"],
+)
+def test_3d_on_the_volumes_grid(C, O, size, kernel, dilation, padding, dtype, rtol):
+    from convprop.functional.conv import conv_with_context
+
+    rng = np.random.default_rng(9)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((2, C, *size), (O, C, *kernel), (O,)))
+    y, ctx = conv_with_context(x, w, b, padding=padding, dilation=dilation, ndim=3)
+    assert isinstance(ctx.algo, conv_tiled.Tiled) and ctx.geo.ndim == 3
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    ours = (y, *conv_backward_from_context(dy, ctx))
+    assert all(a.dtype == dtype for a in ours)
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
+    y_ref, ctx_ref = conv_with_context(x64, w64, b64, padding=padding, dilation=dilation, algorithm="direct", ndim=3)
+    reference = (y_ref, *conv_backward_from_context(dy64, ctx_ref))
+    for name, got, want in zip(("y", "dx", "dw", "db"), ours, reference, strict=True):
+        assert_close(got, want, f"3-D {name} {dtype.__name__}", rtol=rtol)
+    from convprop.functional import conv3d
+
+    assert_close(conv3d(x, w, b, padding=padding, dilation=dilation), y_ref, "conv3d's eval path", rtol=rtol)
+
+
+def test_3d_with_an_infinite_input_takes_the_unfolded_weight_gradient():
+    from convprop.functional import conv_volume
+    from convprop.functional.conv import conv_with_context
+
+    rng = np.random.default_rng(10)
+    x, w = rng.standard_normal((2, 3, 5, 6, 7)), rng.standard_normal((4, 3, 3, 3, 3))
+    x[1, 0, 2, 3, 6] = -np.inf
+    _, ctx = conv_with_context(x, w, padding=1, ndim=3)
+    dy = rng.standard_normal((2, 4, 5, 6, 7))
+    assert conv_volume.grad_weight(dy, x, ctx.geo) is None
+    got, want = conv_backward_from_context(dy, ctx)[1], conv_gemm.grad_weight(dy, ctx.xp, ctx.geo)
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+    with pytest.raises(ValueError, match="no epilogue"):
+        from convprop.functional import conv_rows
+
+        conv_rows.run(x, w, ctx.geo, conv_rows.RELU)

@@ -41,6 +41,7 @@ from functools import partial
 import numpy as np
 from numba import njit
 
+from . import conv_volume
 from .conv_algorithm import ConvGeometry
 from .conv_tile import CHANNELS, accumulate, block
 from .geometry import Window
@@ -51,10 +52,11 @@ PLAIN, RELU, NORM, NORM_RELU, RELU_POOL = 0, 1, 2, 3, 4
 
 
 def applies(geo: ConvGeometry) -> bool:
-    """Dense 1-D or 2-D, zero padding (any kernel size, stride and dilation)."""
-    return (
-        geo.ndim in (1, 2) and geo.groups == 1 and (geo.padding_mode == "zeros" or all(p == (0, 0) for p in geo.pads))
-    )
+    """Dense, zero padding: 1-D or 2-D with any kernel size, stride and dilation; 3-D with stride 1
+    (``conv_volume``)."""
+    zero_padded = geo.padding_mode == "zeros" or all(p == (0, 0) for p in geo.pads)
+    planar = geo.ndim in (1, 2) or (geo.ndim == 3 and geo.stride == (1, 1, 1))
+    return planar and geo.groups == 1 and zero_padded
 
 
 @functools.lru_cache(maxsize=256)
@@ -213,12 +215,16 @@ def run(
     threads: int | None = None,
 ) -> tuple[np.ndarray, bool]:
     """(out, saw_nan): the convolution of x (N, C, H, W) *before* padding (or (N, C, L) for a 1-D
-    geometry: no pooling then), with the epilogue ``mode``,
+    geometry: no pooling then; (N, C, D, H, W) for a 3-D one: no epilogue), with the epilogue ``mode``,
     the images split between ``threads`` threads (default ``threads.THREADS``).
 
     ``norm`` is (running mean, scale, shift) for NORM and NORM_RELU; ``bias`` (O,) or None. out is
     (N, O, OH, OW), or (N, O, OH // 2, OW // 2) for RELU_POOL; saw_nan only for RELU_POOL (then ``out``
     is not valid and the caller reruns the layers unfused)."""
+    if geo.ndim == 3:  # the volume's grid: no epilogue
+        if mode != PLAIN or bias is not None or norm is not None:
+            raise ValueError("conv_rows.run: a 3-D convolution takes no epilogue")
+        return conv_volume.forward(x, weight, geo, threads), False
     if geo.ndim == 1:  # as a 2-D convolution of height 1
         out, saw_nan = run(x[:, :, None], weight[:, :, None], as_2d(geo), mode, bias, norm, threads)
         return out[:, :, 0], saw_nan

@@ -32,7 +32,7 @@ from functools import partial
 import numpy as np
 from numba import njit
 
-from . import conv_gemm, conv_im2col, conv_rows
+from . import conv_gemm, conv_im2col, conv_rows, conv_volume
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_resolve import _resolve
 from .conv_rows import as_2d
@@ -79,20 +79,19 @@ class Tiled:
         if weight.shape[1] < CHANNELS:
             dxp = self.unfolding.grad_input(grad_output, weight, geometry)
             return crop(dxp, geometry.in_size, geometry.pads).copy()
-        rotated = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, KH, KW)
+        flipped = (slice(None), slice(None)) + (slice(None, None, -1),) * geometry.ndim
+        rotated = np.ascontiguousarray(weight[flipped].swapaxes(0, 1))  # (C, O, *K), every tap reversed
         sides = zip(geometry.kernel, geometry.dilation, geometry.pads, strict=True)
         pads = tuple((d * (k - 1) - before, d * (k - 1) - after) for k, d, (before, after) in sides)
         dy, rotated, adjoint, _, _ = _resolve(
-            grad_output, rotated, 2, 1, pads, geometry.dilation, 1, "zeros", "auto", "conv2d"
+            grad_output, rotated, geometry.ndim, 1, pads, geometry.dilation, 1, "zeros", "auto", f"conv{geometry.ndim}d"
         )
         return conv_rows.run(dy, rotated, adjoint, threads=_threads(macs(adjoint, dy.shape[0])))[0]
 
     def grad_input(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """The gradient of the padded input (the protocol's form): zero border, interior from tiles."""
         dx = np.zeros((grad_output.shape[0], weight.shape[1], *geometry.padded_size), dtype=grad_output.dtype)
-        (top, _), (left, _) = geometry.pads
-        H, W = geometry.in_size
-        dx[:, :, top : top + H, left : left + W] = self.grad_input_unpadded(grad_output, weight, geometry)
+        crop(dx, geometry.in_size, geometry.pads)[...] = self.grad_input_unpadded(grad_output, weight, geometry)
         return dx
 
     def grad_weight(self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
@@ -101,8 +100,11 @@ class Tiled:
         if geometry.ndim == 1:  # as a 2-D convolution of height 1
             return self.grad_weight(grad_output[:, :, None], x[:, :, None], as_2d(geometry))[:, :, 0]
         dw = None
-        if geometry.out_size[0] * geometry.padded_size[1] >= GRAD_MIN_GRID:
-            dw = grad_weight_tiles(grad_output, crop(x, geometry.in_size, geometry.pads), geometry)
+        unpadded = crop(x, geometry.in_size, geometry.pads)
+        if geometry.ndim == 3:
+            dw = conv_volume.grad_weight(grad_output, unpadded, geometry, _threads(macs(geometry, x.shape[0])))
+        elif geometry.out_size[0] * geometry.padded_size[1] >= GRAD_MIN_GRID:
+            dw = grad_weight_tiles(grad_output, unpadded, geometry)
         return self.unfolding.grad_weight(grad_output, x, geometry) if dw is None else dw
 
 
@@ -179,7 +181,7 @@ TILED = {conv_gemm: Tiled(conv_gemm), conv_im2col: Tiled(conv_im2col)}
 
 
 def applies(geo: ConvGeometry) -> bool:
-    """Dense 1-D or 2-D, stride 1, zero padding no wider than d·(K−1) on any side, a kernel larger than 1."""
+    """Dense 1-, 2- or 3-D, stride 1, zero padding no wider than d·(K−1) on any side, a kernel larger than 1."""
     return (
         conv_rows.applies(geo)
         and geo.stride == (1,) * geo.ndim

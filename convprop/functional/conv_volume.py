@@ -1,0 +1,179 @@
+"""Stride-1 3-D convolutions on the tiles: the volume's padded grid, forward and weight gradient.
+
+``conv_tile`` only needs each tap's offset into a flat buffer. Number one image's padded volume
+(Dp, Hp, Wp) slice by slice and row by row, and the output on the same grid,
+q = (od·Hp + oh)·Wp + ow: tap (c, kd, kh, kw) of output q reads position q + off[t] with::
+
+    off[t] = c·S + (kd·d_d·Hp + kh·d_h)·Wp + kw·d_w
+
+so a 3-D stride-1 convolution is the 2-D grid's sum with one more term in the offsets. The grid holds
+OD slices of Hp rows (the last only OH): rows oh >= OH of a slice and columns ow >= OW are computed and
+never read, as in ``conv_rows``. The forward (``conv_rows.run`` hands 3-D geometries here) writes the
+valid positions to the output, no epilogue (the fused blocks are 2-D); the weight gradient lays δ on
+the same grid, zero elsewhere, for ``conv_tile_grad`` (``conv_tiled``). Strides stay with the
+unfolding algorithms (the phases of ``conv_rows`` are 2-D).
+
+Measured on the conv benchmark's 3-D shape (8, 16, 16³ → 32, 3³), fp32, forward + all gradients,
+against ``conv_gemm``'s pair: see docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from functools import partial
+
+import numpy as np
+from numba import njit
+
+from .conv_algorithm import ConvGeometry
+from .conv_tile import CHANNELS, accumulate, block
+from .conv_tile_grad import accumulate_grad, part_shape
+from .threads import parallel, ranges
+
+
+def layout(geo: ConvGeometry, dtype: np.dtype) -> tuple[np.ndarray, int, int]:
+    """(offs, S, L'): each tap's offset into an image's buffer, one padded volume's length S in it
+    (its tail covers the last tile's reads), the grid's length rounded up to whole tiles."""
+    (KD, KH, KW), (dd, dh, dw) = geo.kernel, geo.dilation
+    (Dp, Hp, Wp), (OD, OH, _) = geo.padded_size, geo.out_size
+    step = block(dtype)
+    L = ((OD - 1) * Hp + OH) * Wp
+    rounded = -(-L // step) * step
+    # the largest offset, ((KD−1)·dd·Hp + (KH−1)·dh)·Wp + (KW−1)·dw, is Dp·Hp·Wp − L + (KW−1)·dw
+    S = Dp * Hp * Wp + (rounded - L) + (KW - 1) * dw
+    return _offsets(geo.in_channels, KD, KH, KW, S, Hp, Wp, dd, dh, dw), S, rounded
+
+
+@functools.lru_cache(maxsize=256)
+def _offsets(C: int, KD: int, KH: int, KW: int, S: int, Hp: int, Wp: int, dd: int, dh: int, dw: int) -> np.ndarray:
+    """Tap t = (c, kd, kh, kw)'s offset into the buffer, in the weight's order (read-only)."""
+    c, kd, kh, kw = np.meshgrid(np.arange(C), np.arange(KD), np.arange(KH), np.arange(KW), indexing="ij")
+    offs = (c * S + (kd * (dd * Hp) + kh * dh) * Wp + kw * dw).reshape(-1).astype(np.int64)
+    offs.flags.writeable = False
+    return offs
+
+
+@njit(cache=True, nogil=True)
+def _fill(x: np.ndarray, n: int, pads: tuple[int, int, int], Hp: int, Wp: int, S: int, buffer: np.ndarray) -> bool:
+    """Image n of x (N, C, D, H, W) into its padded volumes in buffer (the rest stays zero); whether
+    it held an infinity or a NaN."""  # pragma: no cover - compiled
+    C, D, H, W = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    pd, ph, pw = pads
+    bad = False
+    for c in range(C):
+        for d in range(D):
+            for h in range(H):
+                dst, src = buffer[c * S + ((d + pd) * Hp + h + ph) * Wp + pw :], x[n, c, d, h]
+                for j in range(W):
+                    v = src[j]
+                    bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
+                    dst[j] = v
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _forward_images(
+    x: np.ndarray,
+    w: np.ndarray,
+    offs: np.ndarray,
+    pads: tuple[int, int, int],
+    Hp: int,
+    Wp: int,
+    S: int,
+    L: int,
+    n0: int,
+    n1: int,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """out[n] (O, OD, OH, OW) for images n0..n1; w (O, T), offs (T,) as ``conv_tile.accumulate`` takes them."""
+    O, OD, OH, OW = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
+    buffer = np.zeros(x.shape[1] * S, dtype=x.dtype)
+    acc = np.empty(((O + CHANNELS - 1) // CHANNELS * CHANNELS, L), dtype=x.dtype)
+    for n in range(n0, n1):
+        _fill(x, n, pads, Hp, Wp, S, buffer)
+        accumulate(buffer, w, offs, acc)
+        for o in range(O):
+            for od in range(OD):
+                for oh in range(OH):
+                    src, dst = acc[o, (od * Hp + oh) * Wp :], out[n, o, od, oh]
+                    for j in range(OW):
+                        dst[j] = src[j]
+
+
+def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, threads: int | None = None) -> np.ndarray:
+    """y (N, O, OD, OH, OW) from x (N, C, D, H, W) *before* padding, no bias; stride 1, zero padding."""
+    x = np.ascontiguousarray(x)
+    N, O = x.shape[0], weight.shape[0]
+    w = np.ascontiguousarray(weight, dtype=x.dtype).reshape(O, -1)  # (O, T)
+    offs, S, L = layout(geo, x.dtype)
+    (pd, _), (ph, _), (pw, _) = geo.pads
+    pads = (pd, ph, pw)
+    _, Hp, Wp = geo.padded_size
+    out = np.empty((N, O, *geo.out_size), dtype=x.dtype)
+    kernel = partial(_forward_images, x, w, offs, pads, Hp, Wp, S, L)
+    parallel([partial(kernel, n0, n1, out) for n0, n1 in ranges(N, threads)])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _grad_images(
+    x: np.ndarray,
+    dy: np.ndarray,
+    offs: np.ndarray,
+    pads: tuple[int, int, int],
+    Hp: int,
+    Wp: int,
+    S: int,
+    L: int,
+    n0: int,
+    n1: int,
+    part: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """part += the weight gradient's partial sums over images n0..n1; whether an input was not finite."""  # fmt: skip
+    O, OD, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3], dy.shape[4]
+    buffer = np.zeros(x.shape[1] * S, dtype=x.dtype)
+    grid = np.zeros((O, L), dtype=x.dtype)  # rows oh >= OH, columns ow >= OW, the tail: stay zero
+    bad = False
+    for n in range(n0, n1):
+        bad |= _fill(x, n, pads, Hp, Wp, S, buffer)
+        for o in range(O):
+            for od in range(OD):
+                for oh in range(OH):
+                    dst, src = grid[o, (od * Hp + oh) * Wp :], dy[n, o, od, oh]
+                    for j in range(OW):
+                        dst[j] = src[j]
+        accumulate_grad(buffer, grid, offs, part)
+    return bad
+
+
+def grad_weight(
+    grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry, threads: int | None = None
+) -> np.ndarray | None:
+    """dW (O, C, KD, KH, KW) from δ (N, O, OD, OH, OW) and x (N, C, D, H, W) *before* padding; None if
+    an input is not finite (the caller then takes the unfolded gradient)."""
+    N, O = grad_output.shape[:2]
+    offs, S, L = layout(geo, x.dtype)
+    (pd, _), (ph, _), (pw, _) = geo.pads
+    pads = (pd, ph, pw)
+    _, Hp, Wp = geo.padded_size
+    T = offs.shape[0]
+    dy = np.ascontiguousarray(grad_output)
+    parts = ranges(N, threads)
+    partial_sums = np.zeros((len(parts), *part_shape(O, T, x.dtype)), dtype=x.dtype)  # (parts, O', T', V)
+    flags: list[bool] = []
+
+    def images(k: int, n0: int, n1: int) -> None:
+        flags.append(_grad_images(x, dy, offs, pads, Hp, Wp, S, L, n0, n1, partial_sums[k]))
+
+    parallel([partial(images, k, n0, n1) for k, (n0, n1) in enumerate(parts)])
+    if any(flags):
+        return None
+    dw = partial_sums.sum(axis=(0, 3))[:O, :T]  # over the threads' parts and the lanes
+    return np.ascontiguousarray(dw).reshape(O, geo.in_channels, *geo.kernel)
+
+
+def grid_length(geo: ConvGeometry) -> int:
+    """Positions of one image's grid, before rounding: ((OD − 1)·Hp + OH)·Wp."""
+    (_, Hp, Wp), (OD, OH, _) = geo.padded_size, geo.out_size
+    return ((OD - 1) * Hp + OH) * Wp if math.prod(geo.out_size) else 0
