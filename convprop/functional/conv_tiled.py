@@ -72,11 +72,11 @@ class Tiled:
 
     def grad_input_unpadded(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """dx (N, C, *in_size): δ padded by d·(K−1) − p per side, convolved with the rotated kernel.
-        With fewer input channels than a tile has output channels (a first layer's one), most of each
-        tile would be padding: the unfolding algorithm's gradient then, cropped."""
+        With at most half as many input channels as a tile has output channels (a first layer's one),
+        most of each tile would be padding: the unfolding algorithm's gradient then, cropped."""
         if geometry.ndim == 1:  # as a 2-D convolution of height 1
             return self.grad_input_unpadded(grad_output[:, :, None], weight[:, :, None], as_2d(geometry))[:, :, 0]
-        if weight.shape[1] < CHANNELS:
+        if 2 * weight.shape[1] <= CHANNELS:  # measured: 6 of 8 channels 0.76 of the fallback's time, 4 of 8 1.04
             dxp = self.unfolding.grad_input(grad_output, weight, geometry)
             return crop(dxp, geometry.in_size, geometry.pads).copy()
         flipped = (slice(None), slice(None)) + (slice(None, None, -1),) * geometry.ndim
