@@ -274,3 +274,13 @@ def test_3d_with_an_infinite_input_takes_the_unfolded_weight_gradient():
         from convprop.functional import conv_rows
 
         conv_rows.run(x, w, ctx.geo, conv_rows.RELU)
+
+
+@pytest.mark.parametrize("stride, padding", [((2, 2), 1), ((1, 3), (2, 0)), ((3, 2), 0)])
+def test_the_weight_gradients_tiles_take_strides_through_phases(stride, padding):
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((3, 5, 15, 16)), rng.standard_normal((6, 5, 3, 4))
+    _, _, geo, _, _ = _resolve(x, w, 2, stride, padding, 1, 1, "zeros", "auto", "conv2d")
+    dy = rng.standard_normal((3, 6, *geo.out_size))
+    xp = np.pad(x, ((0, 0), (0, 0), *geo.pads))
+    assert_close(conv_tiled.grad_weight_tiles(dy, x, geo), conv_gemm.grad_weight(dy, xp, geo), f"dW stride {stride}")

@@ -121,6 +121,41 @@ def _store(
 
 
 @njit(cache=True, nogil=True)
+def fill(
+    x: np.ndarray,
+    n: int,
+    phases: np.ndarray,
+    ph: int,
+    pw: int,
+    sh: int,
+    sw: int,
+    Wq: int,
+    S: int,
+    buffer: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """Image n of x (N, C, H, W), zero-padded by (ph, pw), into its stride phases in buffer: plane
+    (k·C + c) holds xp[c, r·sh + rh, j·sw + rw] at r·Wq + j for phase k = (rh, rw), S values a plane
+    (the padding's cells are never written: they stay as the caller zeroed them). Returns whether
+    the image held an infinity or a NaN."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    bad = False
+    for k in range(phases.shape[0]):
+        rh, rw = phases[k, 0], phases[k, 1]
+        # the phase's rows r and columns j that hold input (not padding): h = r·sh + rh − ph in [0, H)
+        r0, r1 = max(0, (ph - rh + sh - 1) // sh), (H - 1 + ph - rh) // sh + 1
+        j0, j1 = max(0, (pw - rw + sw - 1) // sw), (W - 1 + pw - rw) // sw + 1
+        for c in range(C):
+            plane = buffer[(k * C + c) * S :]
+            for r in range(r0, r1):
+                dst, src = plane[r * Wq :], x[n, c, r * sh + rh - ph]
+                for j in range(j0, j1):
+                    v = src[j * sw + rw - pw]
+                    bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
+                    dst[j] = v
+    return bad
+
+
+@njit(cache=True, nogil=True)
 def _images(
     x: np.ndarray,
     w: np.ndarray,
@@ -142,25 +177,13 @@ def _images(
     out: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
     """Images n0..n1 of x (N, C, H, W), zero-padded by (ph, pw) and split into the stride phases
-    ``phases`` (P, 2) — plane (k·C + c) holds xp[c, r·sh + rh, j·sw + rw] at r·Wq + j for phase k =
-    (rh, rw), S values a plane — into out[n0:n1]. w (O, T) and offs (T,) as ``conv_tile.accumulate``
+    ``phases`` (P, 2) as :func:`fill` lays them out, into out[n0:n1]. w (O, T) and offs (T,) as ``conv_tile.accumulate``
     takes them; L the grid's length rounded up to whole tiles. Stride 1: one phase, the padded planes."""
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    buffer = np.zeros(phases.shape[0] * C * S, dtype=x.dtype)  # border, tails, unread phase cells stay 0
+    buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border, tails, unread cells: 0
     acc = np.empty(((w.shape[0] + CHANNELS - 1) // CHANNELS * CHANNELS, L), dtype=x.dtype)  # whole tiles
     saw_nan = False
     for n in range(n0, n1):
-        for k in range(phases.shape[0]):
-            rh, rw = phases[k, 0], phases[k, 1]
-            # the phase's rows r and columns j that hold input (not padding): h = r·sh + rh − ph in [0, H)
-            r0, r1 = max(0, (ph - rh + sh - 1) // sh), (H - 1 + ph - rh) // sh + 1
-            j0, j1 = max(0, (pw - rw + sw - 1) // sw), (W - 1 + pw - rw) // sw + 1
-            for c in range(C):
-                plane = buffer[(k * C + c) * S :]
-                for r in range(r0, r1):
-                    dst, src = plane[r * Wq :], x[n, c, r * sh + rh - ph]
-                    for j in range(j0, j1):
-                        dst[j] = src[j * sw + rw - pw]
+        fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer)
         accumulate(buffer, w, offs, acc)
         saw_nan |= _store(acc, Wq, pool, normalise, relu, epilogue, out[n])
     return saw_nan

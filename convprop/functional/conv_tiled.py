@@ -35,7 +35,7 @@ from numba import njit
 from . import conv_gemm, conv_im2col, conv_rows, conv_volume
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_resolve import _resolve
-from .conv_rows import as_2d
+from .conv_rows import as_2d, fill
 from .conv_tile import CHANNELS
 from .conv_tile_grad import accumulate_grad, part_shape
 from .geometry import crop
@@ -76,7 +76,8 @@ class Tiled:
         most of each tile would be padding: the unfolding algorithm's gradient then, cropped."""
         if geometry.ndim == 1:  # as a 2-D convolution of height 1
             return self.grad_input_unpadded(grad_output[:, :, None], weight[:, :, None], as_2d(geometry))[:, :, 0]
-        if 2 * weight.shape[1] <= CHANNELS:  # measured: 6 of 8 channels 0.76 of the fallback's time, 4 of 8 1.04
+        # (measured: 6 input channels of a tile's 8 took 0.76 of the fallback's time, 4 of 8 1.04)
+        if not adjoint_on_tiles(geometry) or 2 * weight.shape[1] <= CHANNELS:
             dxp = self.unfolding.grad_input(grad_output, weight, geometry)
             return crop(dxp, geometry.in_size, geometry.pads).copy()
         flipped = (slice(None), slice(None)) + (slice(None, None, -1),) * geometry.ndim
@@ -103,7 +104,7 @@ class Tiled:
         unpadded = crop(x, geometry.in_size, geometry.pads)
         if geometry.ndim == 3:
             dw = conv_volume.grad_weight(grad_output, unpadded, geometry, _threads(macs(geometry, x.shape[0])))
-        elif geometry.out_size[0] * geometry.padded_size[1] >= GRAD_MIN_GRID:
+        elif geometry.out_size[0] * -(-geometry.padded_size[1] // geometry.stride[1]) >= GRAD_MIN_GRID:  # OH·Wq
             dw = grad_weight_tiles(grad_output, unpadded, geometry)
         return self.unfolding.grad_weight(grad_output, x, geometry) if dw is None else dw
 
@@ -113,32 +114,29 @@ def _grad_images(
     x: np.ndarray,
     dy: np.ndarray,
     offs: np.ndarray,
+    phases: np.ndarray,
     ph: int,
     pw: int,
-    Wp: int,
+    sh: int,
+    sw: int,
+    Wq: int,
     S: int,
     L: int,
     n0: int,
     n1: int,
     part: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
-    """part += the weight gradient's partial sums over images n0..n1; whether an input was not finite."""  # fmt: skip
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    """part += the weight gradient's partial sums over images n0..n1 (the input in its stride phases,
+    ``conv_rows.fill``; δ on the phase plane's grid); whether an input was not finite."""
     O, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
-    buffer = np.zeros(C * S, dtype=x.dtype)  # border and tails stay zero
-    grid = np.zeros((O, L), dtype=x.dtype)  # columns ow >= OW and positions past OH·Wp stay zero
+    buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border and tails stay zero
+    grid = np.zeros((O, L), dtype=x.dtype)  # columns ow >= OW and positions past OH·Wq stay zero
     bad = False
     for n in range(n0, n1):
-        for c in range(C):
-            for h in range(H):
-                dst, src = buffer[c * S + (h + ph) * Wp + pw :], x[n, c, h]
-                for j in range(W):
-                    v = src[j]
-                    bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
-                    dst[j] = v
+        bad |= fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer)
         for o in range(O):
             for r in range(OH):
-                dst, src = grid[o, r * Wp :], dy[n, o, r]
+                dst, src = grid[o, r * Wq :], dy[n, o, r]
                 for j in range(OW):
                     dst[j] = src[j]
         accumulate_grad(buffer, grid, offs, part)
@@ -146,11 +144,13 @@ def _grad_images(
 
 
 def grad_weight_tiles(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray | None:
-    """dW (O, C, KH, KW) of a stride-1 convolution from δ (N, O, OH, OW) and x (N, C, H, W) *before*
-    padding, the images split between threads; None if an input is not finite."""
+    """dW (O, C, KH, KW) of a 2-D convolution (any stride, through the stride phases) from δ
+    (N, O, OH, OW) and x (N, C, H, W) *before* padding, the images split between threads; None if an
+    input is not finite."""
     N, O = grad_output.shape[:2]
-    offs, _, Wq, S, L = conv_rows._layout(geo, x.dtype)
+    offs, phases, Wq, S, L = conv_rows._layout(geo, x.dtype)
     (ph, _), (pw, _) = geo.pads
+    sh, sw = geo.stride
     T = offs.shape[0]
     dy = np.ascontiguousarray(grad_output)
     parts = ranges(N, _threads(macs(geo, N)))
@@ -158,7 +158,7 @@ def grad_weight_tiles(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry)
     flags: list[bool] = []
 
     def images(k: int, n0: int, n1: int) -> None:
-        flags.append(_grad_images(x, dy, offs, ph, pw, Wq, S, L, n0, n1, partial_sums[k]))
+        flags.append(_grad_images(x, dy, offs, phases, ph, pw, sh, sw, Wq, S, L, n0, n1, partial_sums[k]))
 
     parallel([partial(images, k, n0, n1) for k, (n0, n1) in enumerate(parts)])
     if any(flags):
@@ -180,14 +180,21 @@ def forward_unpadded(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np
 TILED = {conv_gemm: Tiled(conv_gemm), conv_im2col: Tiled(conv_im2col)}
 
 
+def adjoint_on_tiles(geo: ConvGeometry) -> bool:
+    """Whether the input gradient is a stride-1 convolution of δ padded by d·(K−1) − p >= 0 a side."""
+    sides = zip(geo.kernel, geo.dilation, geo.pads, strict=True)
+    return geo.stride == (1,) * geo.ndim and all(p <= d * (k - 1) for k, d, side in sides for p in side)
+
+
 def applies(geo: ConvGeometry) -> bool:
-    """Dense 1-, 2- or 3-D, stride 1, zero padding no wider than d·(K−1) on any side, a kernel larger than 1."""
-    return (
-        conv_rows.applies(geo)
-        and geo.stride == (1,) * geo.ndim
-        and geo.kernel != (1,) * geo.ndim
-        and all(p <= d * (k - 1) for k, d, side in zip(geo.kernel, geo.dilation, geo.pads, strict=True) for p in side)
-    )
+    """Where ``conv_rows`` runs (zero padding), with stride 1, a padding no wider than d·(K−1) on any
+    side and a kernel larger than 1: the three passes on tiles.
+
+    A stride was tried with the forward and the weight gradient on tiles (through the stride phases)
+    and the input gradient unfolded: resnet's epoch 1.00–1.03 of the stride-1 rule's, the benchmark's
+    strided pair (16, 64, 56² → 64, stride 2) 1.44× slower — its weight gradient's partial sums,
+    64 × 576 × 16 values, leave the cache at every image."""
+    return conv_rows.applies(geo) and geo.kernel != (1,) * geo.ndim and adjoint_on_tiles(geo)
 
 
 def for_training(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> Tiled | None:
