@@ -114,7 +114,7 @@ def test_a_non_finite_input_takes_the_unfolded_weight_gradient():
     x[1, 2, 5, 13] = np.inf  # the last column: what the grid's extra columns read
     _, ctx = conv2d_with_context(x, w, padding=1)
     dy = rng.standard_normal((2, 8, 14, 14))
-    assert conv_tiled.grad_weight_tiles(dy, x, ctx.geo) is None
+    assert conv_tiled.grad_weight_tiles(dy, ctx.xp, ctx.geo) is None
     got = conv_backward_from_context(dy, ctx)[1]
     want = conv_gemm.grad_weight(dy, ctx.xp, ctx.geo)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
@@ -196,10 +196,9 @@ def test_the_machines_weight_gradient_tile_on_a_real_layout():
     x, w = rng.standard_normal((3, 6, 14, 14)).astype(np.float32), rng.standard_normal((9, 6, 3, 3)).astype(np.float32)
     _, _, geo, _, _ = _resolve(x, w, 2, 1, 1, 1, 1, "zeros", "auto", "conv2d")
     dy = rng.standard_normal((3, 9, 14, 14)).astype(np.float32)
-    got = conv_tiled.grad_weight_tiles(dy, x, geo)
-    want = conv_gemm.grad_weight(
-        dy.astype(np.float64), np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))).astype(np.float64), geo
-    )
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    got = conv_tiled.grad_weight_tiles(dy, xp, geo)
+    want = conv_gemm.grad_weight(dy.astype(np.float64), xp.astype(np.float64), geo)
     assert got.shape == w.shape and got.dtype == np.float32
     assert_close(got, want, "dW", rtol=1e-5)
     assert _offsets(6, 3, 3, 300, 16, 1, 1, 1, 1)[1].tolist() == [[0, 0]]  # stride 1: one phase
@@ -283,4 +282,4 @@ def test_the_weight_gradients_tiles_take_strides_through_phases(stride, padding)
     _, _, geo, _, _ = _resolve(x, w, 2, stride, padding, 1, 1, "zeros", "auto", "conv2d")
     dy = rng.standard_normal((3, 6, *geo.out_size))
     xp = np.pad(x, ((0, 0), (0, 0), *geo.pads))
-    assert_close(conv_tiled.grad_weight_tiles(dy, x, geo), conv_gemm.grad_weight(dy, xp, geo), f"dW stride {stride}")
+    assert_close(conv_tiled.grad_weight_tiles(dy, xp, geo), conv_gemm.grad_weight(dy, xp, geo), f"dW stride {stride}")

@@ -138,6 +138,7 @@ def fill(
     (the padding's cells are never written: they stay as the caller zeroed them). Returns whether
     the image held an infinity or a NaN."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    image = x[n].reshape(C * H * W)  # (x is C-contiguous: flat indices, no per-row views)
     bad = False
     for k in range(phases.shape[0]):
         rh, rw = phases[k, 0], phases[k, 1]
@@ -145,13 +146,13 @@ def fill(
         r0, r1 = max(0, (ph - rh + sh - 1) // sh), (H - 1 + ph - rh) // sh + 1
         j0, j1 = max(0, (pw - rw + sw - 1) // sw), (W - 1 + pw - rw) // sw + 1
         for c in range(C):
-            plane = buffer[(k * C + c) * S :]
             for r in range(r0, r1):
-                dst, src = plane[r * Wq :], x[n, c, r * sh + rh - ph]
+                dst = (k * C + c) * S + r * Wq
+                src = (c * H + r * sh + rh - ph) * W + rw - pw
                 for j in range(j0, j1):
-                    v = src[j * sw + rw - pw]
+                    v = image[src + j * sw]
                     bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
-                    dst[j] = v
+                    buffer[dst + j] = v
     return bad
 
 
@@ -189,6 +190,7 @@ def _images(
     return saw_nan
 
 
+@functools.lru_cache(maxsize=256)
 def _layout(geo: ConvGeometry, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, int, int, int]:
     """(offs, phases, Wq, S, L'): each tap's offset into the buffer, the stride phases the taps read
     (P, 2), a phase plane's width Wq and length S (its tail covers the last tile's reads), the grid's

@@ -105,7 +105,7 @@ class Tiled:
         if geometry.ndim == 3:
             dw = conv_volume.grad_weight(grad_output, unpadded, geometry, _threads(macs(geometry, x.shape[0])))
         elif geometry.out_size[0] * -(-geometry.padded_size[1] // geometry.stride[1]) >= GRAD_MIN_GRID:  # OH·Wq
-            dw = grad_weight_tiles(grad_output, unpadded, geometry)
+            dw = grad_weight_tiles(grad_output, np.ascontiguousarray(x), geometry)
         return self.unfolding.grad_weight(grad_output, x, geometry) if dw is None else dw
 
 
@@ -145,11 +145,12 @@ def _grad_images(
 
 def grad_weight_tiles(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray | None:
     """dW (O, C, KH, KW) of a 2-D convolution (any stride, through the stride phases) from δ
-    (N, O, OH, OW) and x (N, C, H, W) *before* padding, the images split between threads; None if an
+    (N, O, OH, OW) and the *padded* x (N, C, Hp, Wp), C-contiguous (what the layer's context keeps:
+    copied into the phases as it is, border included), the images split between threads; None if an
     input is not finite."""
     N, O = grad_output.shape[:2]
     offs, phases, Wq, S, L = conv_rows._layout(geo, x.dtype)
-    (ph, _), (pw, _) = geo.pads
+    ph = pw = 0  # x is padded already
     sh, sw = geo.stride
     T = offs.shape[0]
     dy = np.ascontiguousarray(grad_output)
