@@ -1,11 +1,12 @@
 """Which forward a pass that keeps nothing runs (eval, or training under ``no_grad``).
 
-A training forward keeps what its backward reads (``conv_gemm``'s columns), so it always runs the
-algorithm ``conv_resolve._choose`` picked. A forward that keeps nothing may run something faster for
-the same result (to float rounding), under ``algorithm="auto"`` only (an explicit algorithm runs as named):
-``conv_rows``' direct kernel for small dense stride-1 convolutions (:func:`uses_rows`), else
-``conv_flat``'s padded grid for the other dense stride-1 ones (:func:`uses_grid`), else the chosen
-algorithm on the padded input. ``functional.fused`` asks the same two questions for its fused blocks.
+A training forward keeps what its backward reads (``conv_tiled``'s padded input, or ``conv_gemm``'s
+columns). A forward that keeps nothing may run something faster for the same result (to float
+rounding), under ``algorithm="auto"`` only (an explicit algorithm runs as named): ``conv_rows``' tiles
+for zero-padded dense convolutions (:func:`uses_rows`), else ``conv_flat``'s padded grid for the
+other dense stride-1 2-D ones — a padding mode other than zeros (:func:`uses_grid`) — else the chosen
+algorithm on the padded input, its batch split between convprop's threads inside
+``threads.batch_scope``. ``functional.fused`` asks the same two questions for its fused blocks.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ def uses_grid(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
 
 def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
     """Whether a forward pass that keeps nothing runs ``conv_rows``' tiles: under ``"auto"``, every
-    dense stride-1 2-D convolution with zero padding that ``auto`` gives an unfolding algorithm, 1×1
-    kernels aside (a plain product, no unfolding).
+    dense convolution with zero padding that ``auto`` gives an unfolding algorithm and ``conv_rows``
+    computes (1-D and 2-D any stride, 3-D stride 1), 1×1 kernels aside (a plain product, no unfolding).
 
     Measured forward alone against what ``auto`` ran otherwise (the grid's product, im2col for one
     input channel, or ``conv_gemm``; fp32, 2 threads, AVX-512 Xeon, 2 December), as time ratios over
     resnet's, lenet's and the conv benchmark's stride-1 layers (1–64 input channels, 7×7 to 32×32 maps,
     3×3 and 5×5 kernels): 0.11–0.82 at batch 64 and 512, 0.32–0.73 at batch 1 — except CIFAR's
-    64 → 128 on 32×32 at batch 1, 1.06 (one image runs on one thread; the product on two).
+    64 → 128 on 32×32 at batch 1, 1.06 (one image runs on one thread; the product on two). Strided
+    3×3 layers 0.17–0.76; 1×1 stride 2 lost (1.08–1.41 from batch 64), which the 1×1 rule keeps off.
     """
     return (
         algorithm == "auto"

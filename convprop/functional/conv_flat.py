@@ -16,7 +16,8 @@ hold whatever lies beyond the row's end (the next row's start, the padding) — 
 set to zero instead.
 
 Forward only, for passes that keep nothing (``conv.uses_grid`` says which: ``auto``'s dense
-convolutions with several input channels), and the fused inference block (``functional.fused``),
+convolutions with several input channels that ``conv_rows``' tiles do not take — since the tiles,
+those with a padding mode other than zeros), and the fused inference block (``functional.fused``),
 which applies bias, ReLU and a 2×2 max-pool straight from each chunk's grid, so the convolution's full
 output is never written. A layer that trains keeps ``conv_gemm``'s K-major columns: a grid backward
 (δ placed on the grid, the weight gradient from the grid's columns, a compiled fold for the input

@@ -4,10 +4,12 @@ A training forward keeps what backward needs (the padded input, columns, each po
 Inference needs none of it, and the unfused eval path still pays for some: ``max_pool2d`` computes an
 int64 arg-max array as large as its output (twice the output's bytes in float32). Here:
 
-- for the dense stride-1 convolutions ``conv.uses_grid`` names, bias, ReLU (an eval-mode batch norm
-  between them too, :func:`conv2d_norm_relu`) and a 2×2 max-pool are applied to each cache-sized chunk
-  of ``conv_flat``'s grid as it is computed; for one input channel, to im2col's per-image products a
-  chunk at a time. Neither the padded input nor the convolution's full output is written;
+- for the zero-padded convolutions ``conv.uses_rows`` names, bias, ReLU (an eval-mode batch norm
+  between them too, :func:`conv2d_norm_relu`) and a 2×2 max-pool are applied to each image's
+  accumulator on ``conv_rows``' tiles while it is in cache; for the dense stride-1 ones with another
+  padding mode ``conv.uses_grid`` names, to each cache-sized chunk of ``conv_flat``'s grid as it is
+  computed; for one input channel, to im2col's per-image products a chunk at a time. Neither the
+  padded input nor the convolution's full output is written;
 - otherwise the bias is added in place into the convolution's output, and ReLU and a max-pool with
   windows that tile the map (kernel = stride, no padding or dilation) are one compiled pass:
   ``max(0, max_window y) = max_window max(0, y)`` because ReLU is monotone, so the pool reads the
