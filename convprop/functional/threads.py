@@ -1,22 +1,27 @@
 """convprop's own threads, and BLAS held to one thread while a pass that keeps nothing runs.
 
-The compiled kernels (``conv_rows``, ``conv_direct_compiled``) split a batch between ``THREADS``
+The compiled kernels (``conv_rows``' tiles, ``conv_direct_compiled``) split a batch between ``THREADS``
 Python threads, each running a loop that releases the GIL. OpenBLAS has threads of its own, and after
 each multi-threaded product they *spin* (``OPENBLAS_THREAD_TIMEOUT``: about 2²⁸ cycles, a tenth of a
 second) before they sleep: on a 2-core machine a spinning BLAS thread takes one of the two cores from
-the kernel that runs next. An inference pass alternates the two kinds (lenet: two row passes, then a
-linear layer; every forward after the first starts while the last one's BLAS threads still spin), so
-its compiled layers ran at half speed. Measured on lenet's eval forward (fp32, 2 cores, AVX-512 Xeon,
-2 December): with BLAS held to one thread, 0.65 of the time at batch 1,000 and 0.72 at 64, the same
-at batch 1 (resnet: 0.86 and 0.97).
+the kernel that runs next. An inference pass alternates the two kinds (lenet: two convolution passes,
+then a linear layer; every forward after the first starts while the last one's BLAS threads still
+spin), so its compiled layers ran at half speed. Measured on lenet's eval forward (fp32, 2 cores,
+AVX-512 Xeon, 2 December): with BLAS held to one thread, 0.65 of the time at batch 1,000 and 0.72 at
+64, the same at batch 1 (resnet: 0.86 and 0.97).
 
-So ``Sequential.forward`` and ``Graph.forward`` run inside :func:`blas_single_threaded`, and there the
-products that keep nothing (a linear layer's, the unfolding convolutions' of an eval pass) split the
-batch between convprop's threads themselves (:func:`split_batch`), each calling BLAS on one thread:
-both cores stay busy and no BLAS thread is left spinning. The scope is process-wide (the BLAS thread
-count is) and counted: nested and concurrent passes (``convprop serve``'s threads) hold it together,
-and the last one out restores the count it found. BLAS is held to one thread only where its count is
-at most ``THREADS`` (a larger machine keeps BLAS's own threads); training passes never enter it.
+So ``Sequential.forward`` and ``Graph.forward`` run inside :func:`batch_scope` (batches of at least
+``SPLIT_MIN_IMAGES``), which holds BLAS to one thread (:func:`blas_single_threaded`); there the
+products that keep nothing — a linear layer's of at least ``SPLIT_MIN_PRODUCT`` multiply-adds, the
+unfolding convolutions' of an eval pass — split the batch between convprop's threads themselves
+(:func:`split_batch`), each calling BLAS on one thread, so both cores stay busy and no BLAS thread is
+left spinning. The scope is process-wide (the BLAS thread count is) and counted: nested and concurrent
+passes (``convprop serve``'s threads) hold it together, and the last one out restores the count it
+found. BLAS is held to one thread only where its count is at most ``THREADS`` (a larger machine keeps
+BLAS's own threads); training passes never enter it (measured slower: docs/performance.md).
+
+A handoff to the pool costs 15–40 µs on these machines, so :func:`parallel` runs the first call of a
+region on the calling thread, and small products are not split.
 """
 
 from __future__ import annotations
