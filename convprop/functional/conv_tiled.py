@@ -12,16 +12,17 @@ has the input's own size: its padding is already cropped). The forward and this 
 weight gradient on ``conv_tile_grad``'s, from the padded input the context keeps; where an image's
 grid is short (7×7 maps) or the input holds an infinity or a NaN, the weight gradient is the
 unfolding algorithm's (``conv_gemm``, or ``conv_im2col`` for one input channel), as is the input
-gradient of a layer with fewer input channels than a tile has outputs.
+gradient of a layer with at most half as many input channels as a tile has outputs.
 
-All three run on the calling thread (``threads=1``). Measured on whole training epochs (lenet and
-resnet on mnist-5k, batch 32, fp32, AVX-512 Xeon, 2 December), as time ratios against ``conv_gemm``'s
-path: resnet 0.67–0.72, lenet 0.97–0.99; with two threads for the tiles 0.71–0.82 and 1.0–1.02 — the
-linear layers' BLAS threads spin after each product and take the second core — and inside
-``threads.blas_single_threaded`` (no spinning, products on one thread) 0.66 and 0.95 of a slower
-baseline, slower in all. Where the geometry has no such form — a stride, a padding wider than
-d·(K−1), a mode other than zeros, a 1×1 kernel — or the algorithm is not ``auto``'s unfolding one,
-the layer keeps its algorithm (:func:`for_training`).
+1-D layers run as 2-D ones of height 1, 3-D ones on ``conv_volume``'s grid. All three passes run on
+the calling thread (``THREADS``), a pass of ``SPLIT_MACS`` multiply-adds or more on both. Measured on
+whole training epochs (lenet and resnet on mnist-5k, batch 32, fp32, AVX-512 Xeon, 2 December), as
+time ratios against ``conv_gemm``'s path: resnet 0.67–0.72, lenet 0.97–0.99; with two threads for
+every tile pass 0.71–0.82 and 1.0–1.02 — the linear layers' BLAS threads spin after each product and
+take the second core — and inside ``threads.blas_single_threaded`` (no spinning, products on one
+thread) 0.66 and 0.95 of a slower baseline, slower in all. Where the geometry has no such form — a
+stride, a padding wider than d·(K−1), a mode other than zeros, a 1×1 kernel — or the algorithm is
+not ``auto``'s unfolding one, the layer keeps its algorithm (:func:`for_training`).
 """
 
 from __future__ import annotations
@@ -57,14 +58,15 @@ def _threads(macs: int) -> int | None:
 
 
 class Tiled:
-    """A ``ConvAlgorithm`` for the training pass: forward and input gradient on tiles, the weight
-    gradient by ``unfolding`` (the algorithm ``auto`` chose). Its arrays are as the protocol's."""
+    """A ``ConvAlgorithm`` for the training pass: forward, input gradient and weight gradient on
+    tiles, with ``unfolding`` (the algorithm ``auto`` chose) where a tile would not pay or not be
+    exact (module docstring). Its arrays are as the protocol's."""
 
     def __init__(self, unfolding: ConvAlgorithm) -> None:
         self.unfolding = unfolding
 
     def supports(self, geometry: ConvGeometry) -> str | None:
-        return None if applies(geometry) else "tiles need a zero-padded stride-1 2-D convolution"
+        return None if applies(geometry) else "tiles train zero-padded stride-1 1-, 2- and 3-D convolutions"
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """y from the *padded* x (the protocol's form; a layer calls :func:`forward_unpadded`)."""
