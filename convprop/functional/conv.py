@@ -122,10 +122,10 @@ def forward_nd(
         add_bias(y, bias)
         return (y[0] if unbatched else y), None
     tiled = conv_tiled.for_training(algorithm, algo, geo)
-    if tiled is not None:  # forward and input gradient on tiles, the weight gradient unfolded (conv_tiled)
+    if tiled is not None:  # forward, input and weight gradients on tiles (conv_tiled): no columns kept
         y = conv_tiled.forward_unpadded(x, weight, geo)
         add_bias(y, bias)
-        xp = pad(x, geo.pads, geo.padding_mode)  # for the weight gradient
+        xp = pad(x, geo.pads, geo.padding_mode)  # what the weight gradient reads
         return (y[0] if unbatched else y), ConvContext(geo, tiled, weight, xp, None, unbatched)
     xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
     cols = None

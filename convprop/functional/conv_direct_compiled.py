@@ -102,10 +102,10 @@ def _grad_weight(
                                 acc[o] += value * grads[o]
 
 
-def _run(kernel: Callable[..., None], ranges: list[tuple[int, int]], *args: object) -> None:
-    """kernel(*args[:-1], n0, n1, args[-1]) for each range, on the thread pool when there are several."""
+def _run(kernel: Callable[..., None], parts: list[tuple[int, int]], *args: object) -> None:
+    """kernel(*args[:-1], n0, n1, args[-1]) for each range of images, on the thread pool when there are several."""
     *inputs, out = args
-    parallel([partial(kernel, *inputs, n0, n1, out) for n0, n1 in ranges])
+    parallel([partial(kernel, *inputs, n0, n1, out) for n0, n1 in parts])
 
 
 def supports(geo: ConvGeometry) -> str | None:
