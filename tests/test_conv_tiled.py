@@ -283,3 +283,19 @@ def test_the_weight_gradients_tiles_take_strides_through_phases(stride, padding)
     dy = rng.standard_normal((3, 6, *geo.out_size))
     xp = np.pad(x, ((0, 0), (0, 0), *geo.pads))
     assert_close(conv_tiled.grad_weight_tiles(dy, xp, geo), conv_gemm.grad_weight(dy, xp, geo), f"dW stride {stride}")
+
+
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiles", "unfolding"])
+@pytest.mark.parametrize("ndim, size, k", [(1, (30,), 5), (2, (5, 5), 3), (2, (20, 20), 3), (3, (6, 6, 6), 3)])
+def test_an_empty_batch_trains_to_empty_gradients(ndim, size, k, tiled, monkeypatch):
+    """No images: shapes as for any batch, zero weight gradient (conv_gemm's reshapes once failed here)."""
+    from convprop.functional.conv import conv_with_context
+
+    if not tiled:
+        monkeypatch.setattr(conv_tiled, "for_training", lambda *a: None)
+    x, w = np.zeros((0, 2, *size), np.float32), np.ones((3, 2, *(k,) * ndim), np.float32)
+    y, ctx = conv_with_context(x, w, padding=k // 2, ndim=ndim)
+    assert isinstance(ctx.algo, conv_tiled.Tiled) is tiled and y.shape == (0, 3, *size)
+    dx, dw, db = conv_backward_from_context(np.zeros(y.shape, np.float32), ctx)
+    assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (3,)
+    assert not dw.any() and not db.any()

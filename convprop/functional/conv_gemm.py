@@ -194,7 +194,7 @@ def _unfold_chunks(x: np.ndarray, geo: ConvGeometry, O: int) -> Iterator[tuple[s
 def _forward_cols(cols: np.ndarray, w: np.ndarray, groups: int, y: np.ndarray, chunk: slice) -> None:
     """y[chunk] = W̃ · X̃ per group, from a chunk's columns (G·Kg, n·P) → y (N, G, Og, P)."""
     Og, P = w.shape[1], y.shape[-1]
-    cols = cols.reshape(groups, w.shape[2], -1)  # (G, Kg, n·P)
+    cols = cols.reshape(groups, w.shape[2], cols.size // (groups * w.shape[2]))  # (G, Kg, n·P); n may be 0
     for g in range(groups):
         yg = w[g] @ cols[g]  # (Og, n·P)
         y[chunk, g] = yg.reshape(Og, -1, P).transpose(1, 0, 2)  # (Og, n, P) → (n, Og, P)
@@ -203,7 +203,7 @@ def _forward_cols(cols: np.ndarray, w: np.ndarray, groups: int, y: np.ndarray, c
 def _grad_weight_cols(dy: np.ndarray, cols: np.ndarray, dwT: np.ndarray, groups: int) -> None:
     """dwT += X̃ · δᵀ per group for one chunk: cols (G·Kg, n·P), dy (n, O, P) → dwT (G, Kg, Og)."""
     Kg, Og = dwT.shape[1:]
-    cols = cols.reshape(groups, Kg, -1)  # (G, Kg, n·P)
+    cols = cols.reshape(groups, Kg, cols.size // (groups * Kg))  # (G, Kg, n·P); n may be 0
     dyT = dy.transpose(0, 2, 1).reshape(-1, groups, Og)  # (n, P, O) copy → (n·P, G, Og)
     for g in range(groups):
         dwT[g] += cols[g] @ dyT[:, g]  # (Kg, n·P)·(n·P, Og) → (Kg, Og)
@@ -292,7 +292,7 @@ def grad_weight(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np
     G = geo.groups
     Cg = x.shape[1] // G
     dwT = np.zeros((G, Cg * math.prod(geo.kernel), O // G), dtype=grad_output.dtype)  # (G, Kg, Og)
-    dy = grad_output.reshape(N, O, -1)  # (N, O, P)
+    dy = grad_output.reshape(N, O, math.prod(geo.out_size))  # (N, O, P); explicit: N may be 0
     for chunk, cols in _unfold_chunks(x, geo, O):
         _grad_weight_cols(dy[chunk], cols, dwT, G)
     return dwT.transpose(0, 2, 1).reshape(O, Cg, *geo.kernel)  # (G, Og, Kg) → (O, Cg, *K)
@@ -304,5 +304,5 @@ def grad_weight_saved(grad_output: np.ndarray, columns: np.ndarray, geo: ConvGeo
     G = geo.groups
     Kg = columns.shape[0] * math.prod(geo.kernel) // G
     dwT = np.zeros((G, Kg, O // G), dtype=grad_output.dtype)  # (G, Kg, Og)
-    _grad_weight_cols(grad_output.reshape(N, O, -1), columns, dwT, G)  # δ as (N, O, P)
+    _grad_weight_cols(grad_output.reshape(N, O, math.prod(geo.out_size)), columns, dwT, G)  # δ as (N, O, P)
     return dwT.transpose(0, 2, 1).reshape(O, Kg // math.prod(geo.kernel), *geo.kernel)  # (O, Cg, *K)
