@@ -14,15 +14,15 @@ algorithm that cannot do a shape) are in ``conv_resolve.py``, re-exported here. 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import cast
-
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..errors import ArgumentError
 from . import conv_memory, conv_tiled
-from .conv_algorithm import ConvAlgorithm, ConvGeometry, SavesColumns
+from .conv_algorithm import ConvAlgorithm, ConvGeometry
+from .conv_context import ConvContext as ConvContext  # (re-exported: layers and conv_transpose import them here)
+from .conv_context import _column_saver, add_bias
+from .conv_context import check_bias as check_bias
+from .conv_context import check_grad_output as check_grad_output
 from .conv_eval import eval_forward
 from .conv_eval import (
     uses_grid as uses_grid,  # (re-exported, with uses_rows: which forward a pass keeping nothing runs)
@@ -35,44 +35,9 @@ from .conv_resolve import check_groups as check_groups
 from .conv_resolve import check_weight as check_weight
 from .conv_resolve import spatial_shapes as spatial_shapes
 from .geometry import PadArg, SizeArg, pad, pad_backward
-from .validation import as_float_array, check_same_dtype
+from .validation import check_same_dtype
 
 KEEP_COLUMNS_BYTES = conv_memory.KEEP_COLUMNS_BYTES
-
-
-@dataclass
-class ConvContext:
-    """What the backward pass needs from a forward pass, kept by a convolution layer between the two:
-    the padded input (no second padding) and, when the algorithm can reuse them, the unfolded
-    columns (no second unfold)."""
-
-    geo: ConvGeometry
-    algo: ConvAlgorithm
-    weight: np.ndarray
-    xp: np.ndarray  # (N, C, *padded_size)
-    cols: np.ndarray | None  # the algorithm's saved columns, or None
-    unbatched: bool
-
-
-def check_bias(bias: ArrayLike | None, channels: int) -> np.ndarray | None:
-    if bias is None:
-        return None
-    bias = as_float_array(bias, "bias")
-    if bias.shape != (channels,):
-        raise ArgumentError(f"bias must have shape (C_out,) = ({channels},), got {bias.shape}")
-    return bias
-
-
-def _column_saver(algo: ConvAlgorithm) -> SavesColumns | None:
-    """``algo`` if it can keep its columns, else None. (An attribute test: ``isinstance`` against the
-    runtime-checkable protocol inspects every member, about 20 µs a call, twice per training step.)"""
-    return cast(SavesColumns, algo) if hasattr(algo, "forward_saving") else None
-
-
-def add_bias(y: np.ndarray, bias: np.ndarray | None) -> None:
-    """y[:, o] += bias[o] in place: one bias per output channel, broadcast over positions."""
-    if bias is not None:
-        y += bias.reshape(-1, *(1,) * (y.ndim - 2))  # (O, 1, ..., 1)
 
 
 def resolve_forward(
@@ -136,15 +101,6 @@ def forward_nd(
         y = algo.forward(xp, weight, geo)  # (N, O, *out_size)
     add_bias(y, bias)
     return (y[0] if unbatched else y), ConvContext(geo, algo, weight, xp, cols, unbatched)
-
-
-def check_grad_output(grad_output: ArrayLike, expected: tuple[int, ...], unbatched: bool) -> np.ndarray:
-    """grad_output as a float array of the forward output's ``expected`` (batched) shape → batched."""
-    grad_output = as_float_array(grad_output, "grad_output")
-    shown = expected[1:] if unbatched else expected
-    if grad_output.shape != shown:
-        raise ArgumentError(f"grad_output must have the output's shape {shown}, got {grad_output.shape}")
-    return grad_output[None] if unbatched else grad_output
 
 
 def backward_nd(
