@@ -40,7 +40,9 @@ from numba.extending import intrinsic
 
 
 def _vector_bytes() -> int:
-    """The widest vector register of the CPU numba compiles for: 64 (AVX-512), 32 (AVX/AVX2), else 16."""
+    """The widest vector register of this CPU: 64 (AVX-512), 32 (AVX/AVX2), else 16. (numba compiles
+    for the host; with ``NUMBA_CPU_NAME`` naming a narrower target the tiles stay correct, LLVM splitting
+    each vector, but may not fit that target's registers.)"""
     try:
         from llvmlite import binding
 
