@@ -132,11 +132,13 @@ def fill(
     Wq: int,
     S: int,
     buffer: np.ndarray,
+    check: bool,
 ) -> bool:  # pragma: no cover - compiled
     """Image n of x (N, C, H, W), zero-padded by (ph, pw), into its stride phases in buffer: plane
     (k·C + c) holds xp[c, r·sh + rh, j·sw + rw] at r·Wq + j for phase k = (rh, rw), S values a plane
-    (the padding's cells are never written: they stay as the caller zeroed them). Returns whether
-    the image held an infinity or a NaN."""
+    (the padding's cells are never written: they stay as the caller zeroed them). With ``check``,
+    returns whether the image held an infinity or a NaN (else False; the check cost the forward
+    a fifth of this copy)."""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     image = x[n].reshape(C * H * W)  # (x is C-contiguous: flat indices, no per-row views)
     bad = False
@@ -149,10 +151,14 @@ def fill(
             for r in range(r0, r1):
                 dst = (k * C + c) * S + r * Wq
                 src = (c * H + r * sh + rh - ph) * W + rw - pw
-                for j in range(j0, j1):
-                    v = image[src + j * sw]
-                    bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
-                    buffer[dst + j] = v
+                if check:
+                    for j in range(j0, j1):
+                        v = image[src + j * sw]
+                        bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
+                        buffer[dst + j] = v
+                else:
+                    for j in range(j0, j1):
+                        buffer[dst + j] = image[src + j * sw]
     return bad
 
 
@@ -184,7 +190,7 @@ def _images(
     acc = np.empty(((w.shape[0] + CHANNELS - 1) // CHANNELS * CHANNELS, L), dtype=x.dtype)  # whole tiles
     saw_nan = False
     for n in range(n0, n1):
-        fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer)
+        fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer, False)
         accumulate(buffer, w, offs, acc)
         saw_nan |= _store(acc, Wq, pool, normalise, relu, epilogue, out[n])
     return saw_nan

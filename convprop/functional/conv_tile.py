@@ -62,6 +62,19 @@ VECTOR_BYTES = _vector_bytes()
 SHAPE = (2, 8) if VECTOR_BYTES == 64 else (2, 4)
 
 
+def vector_type(dtype: Any, vector_bytes: int) -> tuple[ir.VectorType, int, int]:
+    """(LLVM vector type, lanes, itemsize) of one ``vector_bytes`` register of float32 or float64."""
+    itemsize = np.dtype(str(dtype)).itemsize
+    lanes = vector_bytes // itemsize
+    return ir.VectorType(ir.FloatType() if itemsize == 4 else ir.DoubleType(), lanes), lanes, itemsize
+
+
+def vector_fma(builder: Any, vec: ir.VectorType) -> Any:
+    """``llvm.fma`` on ``vec``: a·b + c lane by lane, one rounding."""
+    suffix = f"v{vec.count}{'f32' if isinstance(vec.element, ir.FloatType) else 'f64'}"
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.{suffix}")
+
+
 def make_tile(vector_bytes: int, vectors: int, channels: int) -> Any:
     """``tile(x, q, w, offs, acc, o0)``, an intrinsic for njit code: for o < channels and
     j < vectors·V (V = vector_bytes / itemsize), ``acc[o0 + o, q + j] = Σ_t w[o0 + o, t] · x[q + offs[t] + j]``.
@@ -74,12 +87,8 @@ def make_tile(vector_bytes: int, vectors: int, channels: int) -> Any:
 
     def tile(typingctx: Any, x: Any, q: Any, w: Any, offs: Any, acc: Any, o0: Any) -> Any:  # pragma: no cover
         sig = types.void(x, q, w, offs, acc, o0)
-        itemsize = np.dtype(str(x.dtype)).itemsize
-        lanes = vector_bytes // itemsize
-        element = ir.FloatType() if itemsize == 4 else ir.DoubleType()
-        vec = ir.VectorType(element, lanes)
+        vec, lanes, itemsize = vector_type(x.dtype, vector_bytes)
         i64, i32 = ir.IntType(64), ir.IntType(32)
-        name = f"llvm.fma.v{lanes}{'f32' if itemsize == 4 else 'f64'}"
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             xs_, ws_, offs_, acc_ = (
@@ -96,7 +105,7 @@ def make_tile(vector_bytes: int, vectors: int, channels: int) -> Any:
                 weight_rows.append(builder.gep(ws_.data, [builder.mul(channel, taps)]))
             zero = ir.Constant(vec, [0.0] * lanes)
             slots = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)] for _ in range(channels)]
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), name)
+            fma = vector_fma(builder, vec)
             spread = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
             start = builder.gep(xs_.data, [q_])
             with cgutils.for_range(builder, taps) as loop:

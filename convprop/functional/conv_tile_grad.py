@@ -19,6 +19,8 @@ and the caller takes the unfolding algorithm's gradient instead (``conv_tiled``)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .conv_tile import VECTOR_BYTES
+from .conv_tile import VECTOR_BYTES, vector_fma, vector_type
+from .threads import parallel, ranges
 
 # (OB output channels, TB taps) per tile: OB·TB accumulators plus OB + TB loaded vectors.
 GRAD_SHAPE = (4, 4) if VECTOR_BYTES == 64 else (2, 4)
@@ -44,12 +47,8 @@ def make_grad_tile(vector_bytes: int, channels: int, taps: int) -> Any:
 
     def grad_tile(typingctx: Any, x: Any, g: Any, offs: Any, o0: Any, t0: Any, part: Any) -> Any:  # pragma: no cover
         sig = types.void(x, g, offs, o0, t0, part)
-        itemsize = np.dtype(str(x.dtype)).itemsize
-        lanes = vector_bytes // itemsize
-        element = ir.FloatType() if itemsize == 4 else ir.DoubleType()
-        vec = ir.VectorType(element, lanes)
+        vec, lanes, itemsize = vector_type(x.dtype, vector_bytes)
         i64 = ir.IntType(64)
-        name = f"llvm.fma.v{lanes}{'f32' if itemsize == 4 else 'f64'}"
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             xs_, gs_, offs_ = (context.make_array(signature.args[k])(context, builder, args[k]) for k in (0, 1, 2))
@@ -77,7 +76,7 @@ def make_grad_tile(vector_bytes: int, channels: int, taps: int) -> Any:
 
             cells = [[cell(o, t) for t in range(taps)] for o in range(channels)]
             slots = [[cgutils.alloca_once_value(builder, builder.load(c, align=itemsize)) for c in r] for r in cells]
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), name)
+            fma = vector_fma(builder, vec)
             steps = builder.sdiv(L, ir.Constant(i64, lanes))
             with cgutils.for_range(builder, steps) as loop:
                 q = builder.mul(loop.index, ir.Constant(i64, lanes))
@@ -120,3 +119,22 @@ def part_shape(out_channels: int, taps: int, dtype: Any) -> tuple[int, int, int]
         -(-taps // GRAD_TAPS) * GRAD_TAPS,
         VECTOR_BYTES // np.dtype(dtype).itemsize,
     )
+
+
+def summed(
+    images: Callable[[int, int, np.ndarray], bool], N: int, O: int, T: int, dtype: Any, threads: int | None
+) -> np.ndarray | None:
+    """dW (O, T): ``images(n0, n1, part)`` adds the partial sums of images n0..n1 into ``part``
+    (O', T', V) and says whether one was not finite; the batch split between ``threads`` threads, one
+    partial-sum array each, added over the parts and the lanes. None if any image was not finite."""
+    parts = ranges(N, threads)
+    partial_sums = np.zeros((len(parts), *part_shape(O, T, dtype)), dtype=dtype)  # (parts, O', T', V)
+    flags: list[bool] = []
+
+    def run(k: int, n0: int, n1: int) -> None:
+        flags.append(images(n0, n1, partial_sums[k]))
+
+    parallel([partial(run, k, n0, n1) for k, (n0, n1) in enumerate(parts)])
+    if any(flags):
+        return None
+    return np.ascontiguousarray(partial_sums.sum(axis=(0, 3))[:O, :T])

@@ -38,9 +38,8 @@ from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_resolve import _resolve
 from .conv_rows import as_2d, fill
 from .conv_tile import CHANNELS
-from .conv_tile_grad import accumulate_grad, part_shape
+from .conv_tile_grad import accumulate_grad, summed
 from .geometry import crop
-from .threads import parallel, ranges
 
 # An image's grid shorter than this (7×7 maps: 63 positions) ran 1.9× slower on the weight gradient's
 # tiles than unfolded (each image adds its partial sums to memory: too few steps between)
@@ -103,8 +102,8 @@ class Tiled:
         if geometry.ndim == 1:  # as a 2-D convolution of height 1
             return self.grad_weight(grad_output[:, :, None], x[:, :, None], as_2d(geometry))[:, :, 0]
         dw = None
-        unpadded = crop(x, geometry.in_size, geometry.pads)
         if geometry.ndim == 3:
+            unpadded = crop(x, geometry.in_size, geometry.pads)
             dw = conv_volume.grad_weight(grad_output, unpadded, geometry, _threads(macs(geometry, x.shape[0])))
         elif geometry.out_size[0] * -(-geometry.padded_size[1] // geometry.stride[1]) >= GRAD_MIN_GRID:  # OH·Wq
             dw = grad_weight_tiles(grad_output, np.ascontiguousarray(x), geometry)
@@ -135,7 +134,7 @@ def _grad_images(
     grid = np.zeros((O, L), dtype=x.dtype)  # columns ow >= OW and positions past OH·Wq stay zero
     bad = False
     for n in range(n0, n1):
-        bad |= fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer)
+        bad |= fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer, True)
         for o in range(O):
             for r in range(OH):
                 dst, src = grid[o, r * Wq :], dy[n, o, r]
@@ -154,20 +153,10 @@ def grad_weight_tiles(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry)
     offs, phases, Wq, S, L = conv_rows._layout(geo, x.dtype)
     ph = pw = 0  # x is padded already
     sh, sw = geo.stride
-    T = offs.shape[0]
     dy = np.ascontiguousarray(grad_output)
-    parts = ranges(N, _threads(macs(geo, N)))
-    partial_sums = np.zeros((len(parts), *part_shape(O, T, x.dtype)), dtype=x.dtype)  # (parts, O', T', V)
-    flags: list[bool] = []
-
-    def images(k: int, n0: int, n1: int) -> None:
-        flags.append(_grad_images(x, dy, offs, phases, ph, pw, sh, sw, Wq, S, L, n0, n1, partial_sums[k]))
-
-    parallel([partial(images, k, n0, n1) for k, (n0, n1) in enumerate(parts)])
-    if any(flags):
-        return None
-    dw = partial_sums.sum(axis=(0, 3))[:O, :T]  # over the threads' parts and the lanes
-    return np.ascontiguousarray(dw).reshape(O, geo.in_channels, *geo.kernel)
+    images = partial(_grad_images, x, dy, offs, phases, ph, pw, sh, sw, Wq, S, L)
+    dw = summed(images, N, O, offs.shape[0], x.dtype, _threads(macs(geo, N)))
+    return None if dw is None else dw.reshape(O, geo.in_channels, *geo.kernel)
 
 
 def macs(geo: ConvGeometry, N: int) -> int:

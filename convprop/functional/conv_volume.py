@@ -20,7 +20,6 @@ against ``conv_gemm``'s pair: see docs/performance.md.
 from __future__ import annotations
 
 import functools
-import math
 from functools import partial
 
 import numpy as np
@@ -28,7 +27,7 @@ from numba import njit
 
 from .conv_algorithm import ConvGeometry
 from .conv_tile import CHANNELS, accumulate, block
-from .conv_tile_grad import accumulate_grad, part_shape
+from .conv_tile_grad import accumulate_grad, summed
 from .threads import parallel, ranges
 
 
@@ -55,9 +54,11 @@ def _offsets(C: int, KD: int, KH: int, KW: int, S: int, Hp: int, Wp: int, dd: in
 
 
 @njit(cache=True, nogil=True)
-def _fill(x: np.ndarray, n: int, pads: tuple[int, int, int], Hp: int, Wp: int, S: int, buffer: np.ndarray) -> bool:
-    """Image n of x (N, C, D, H, W) into its padded volumes in buffer (the rest stays zero); whether
-    it held an infinity or a NaN."""  # pragma: no cover - compiled
+def _fill(
+    x: np.ndarray, n: int, pads: tuple[int, int, int], Hp: int, Wp: int, S: int, buffer: np.ndarray, check: bool
+) -> bool:  # pragma: no cover - compiled
+    """Image n of x (N, C, D, H, W) into its padded volumes in buffer (the rest stays zero); with
+    ``check``, whether it held an infinity or a NaN (else False)."""
     C, D, H, W = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     pd, ph, pw = pads
     bad = False
@@ -66,9 +67,10 @@ def _fill(x: np.ndarray, n: int, pads: tuple[int, int, int], Hp: int, Wp: int, S
             for h in range(H):
                 dst, src = buffer[c * S + ((d + pd) * Hp + h + ph) * Wp + pw :], x[n, c, d, h]
                 for j in range(W):
-                    v = src[j]
-                    bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
-                    dst[j] = v
+                    dst[j] = src[j]
+                if check:
+                    for j in range(W):
+                        bad |= (src[j] - src[j]) != 0.0  # NaN for an infinity or a NaN
     return bad
 
 
@@ -91,7 +93,7 @@ def _forward_images(
     buffer = np.zeros(x.shape[1] * S, dtype=x.dtype)
     acc = np.empty(((O + CHANNELS - 1) // CHANNELS * CHANNELS, L), dtype=x.dtype)
     for n in range(n0, n1):
-        _fill(x, n, pads, Hp, Wp, S, buffer)
+        _fill(x, n, pads, Hp, Wp, S, buffer, False)
         accumulate(buffer, w, offs, acc)
         for o in range(O):
             for od in range(OD):
@@ -136,7 +138,7 @@ def _grad_images(
     grid = np.zeros((O, L), dtype=x.dtype)  # rows oh >= OH, columns ow >= OW, the tail: stay zero
     bad = False
     for n in range(n0, n1):
-        bad |= _fill(x, n, pads, Hp, Wp, S, buffer)
+        bad |= _fill(x, n, pads, Hp, Wp, S, buffer, True)
         for o in range(O):
             for od in range(OD):
                 for oh in range(OH):
@@ -157,23 +159,7 @@ def grad_weight(
     (pd, _), (ph, _), (pw, _) = geo.pads
     pads = (pd, ph, pw)
     _, Hp, Wp = geo.padded_size
-    T = offs.shape[0]
     dy = np.ascontiguousarray(grad_output)
-    parts = ranges(N, threads)
-    partial_sums = np.zeros((len(parts), *part_shape(O, T, x.dtype)), dtype=x.dtype)  # (parts, O', T', V)
-    flags: list[bool] = []
-
-    def images(k: int, n0: int, n1: int) -> None:
-        flags.append(_grad_images(x, dy, offs, pads, Hp, Wp, S, L, n0, n1, partial_sums[k]))
-
-    parallel([partial(images, k, n0, n1) for k, (n0, n1) in enumerate(parts)])
-    if any(flags):
-        return None
-    dw = partial_sums.sum(axis=(0, 3))[:O, :T]  # over the threads' parts and the lanes
-    return np.ascontiguousarray(dw).reshape(O, geo.in_channels, *geo.kernel)
-
-
-def grid_length(geo: ConvGeometry) -> int:
-    """Positions of one image's grid, before rounding: ((OD − 1)·Hp + OH)·Wp."""
-    (_, Hp, Wp), (OD, OH, _) = geo.padded_size, geo.out_size
-    return ((OD - 1) * Hp + OH) * Wp if math.prod(geo.out_size) else 0
+    images = partial(_grad_images, x, dy, offs, pads, Hp, Wp, S, L)
+    dw = summed(images, N, O, offs.shape[0], x.dtype, threads)
+    return None if dw is None else dw.reshape(O, geo.in_channels, *geo.kernel)
