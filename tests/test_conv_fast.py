@@ -142,8 +142,8 @@ def test_auto_rules(weight_shape, groups, stride, expected):
     "weight_shape, groups, expected",
     [
         ((4, 4, 3), 1, conv_gemm),  # 1-D dense
-        ((4, 1, 3), 4, conv_gemm),  # 1-D depthwise: the depthwise kernels are 2-D only
-        ((4, 1, 3, 3, 3), 4, conv_gemm),  # 3-D depthwise
+        ((4, 1, 3), 4, conv_depthwise),  # 1-D depthwise: as 2-D of height 1
+        ((4, 1, 3, 3, 3), 4, conv_gemm),  # 3-D depthwise: the depthwise kernels are 1-D and 2-D only
         ((4, 1, 3, 3, 3), 1, conv_im2col),  # 3-D, one input channel
     ],
 )
@@ -164,8 +164,7 @@ def test_explicit_algorithm_is_used(name):
     [
         ((4, 4, 3, 3), 1, r"one input channel per group \(groups == in_channels\), got in_channels=4, groups=1"),
         ((4, 2, 3, 3), 2, r"got in_channels=4, groups=2"),
-        ((4, 1, 3), 4, r"compiled for 2-D convolutions, this one has 1 spatial axes"),
-        ((4, 1, 3, 3, 3), 4, r"compiled for 2-D convolutions, this one has 3 spatial axes"),
+        ((4, 1, 3, 3, 3), 4, r"compiled for 1-D and 2-D convolutions, this one has 3 spatial axes"),
     ],
 )
 def test_explicit_algorithm_that_cannot_do_the_shape_is_refused(weight_shape, groups, reason):

@@ -100,8 +100,8 @@ def conv_cases(draw, ndim):
 
 
 def refused(algorithm, x, weight, ndim, options) -> bool:
-    """``depthwise`` is 2-D with one input channel per group; elsewhere it must refuse, saying why."""
-    if algorithm != "depthwise" or (ndim == 2 and weight.shape[1] == 1):
+    """``depthwise`` is 1-D or 2-D with one input channel per group; elsewhere it must refuse, saying why."""
+    if algorithm != "depthwise" or (ndim in (1, 2) and weight.shape[1] == 1):
         return False
     forward = FUNCTIONS[ndim][0]
     with pytest.raises(ArgumentError, match=r"algorithm='depthwise' cannot compute this convolution: the depthwise"):
@@ -254,8 +254,8 @@ PAIRS = r"per-side padding needs one \(before, after\) pair per spatial axis "
         (lambda: conv2d(X2, W2, padding=((1, 2, 3), (0, 0))), r"pair \(before, after\) of ints, got \(\(1, 2, 3\), "),
         (
             lambda: conv3d(np.zeros((1, 4, 4, 4, 4)), np.zeros((4, 1, 3, 3, 3)), groups=4, algorithm="depthwise"),
-            r"algorithm='depthwise' cannot compute this convolution: the depthwise kernels are compiled for 2-D "
-            r"convolutions, this one has 3 spatial axes",
+            r"algorithm='depthwise' cannot compute this convolution: the depthwise kernels are compiled for 1-D "
+            r"and 2-D convolutions, this one has 3 spatial axes",
         ),
         (lambda: conv1d(X1, W1, stride=(1, 2)), r"stride must be an int or a sequence of one int, got \(1, 2\)"),
         (lambda: conv3d(X3, np.zeros((3, 2, 3, 3, 5))), r"dilated size 5 along W\) is larger than the padded input"),

@@ -86,6 +86,9 @@ def forward_nd(
         y = eval_forward(x, weight, geo, algo, algorithm)
         add_bias(y, bias)
         return (y[0] if unbatched else y), None
+    if _pads_itself(algo, geo):  # conv_depthwise: pads each plane as it reads it, keeps x as it came
+        y = algo.forward_unpadded(x, weight, geo, bias)  # type: ignore[attr-defined]
+        return (y[0] if unbatched else y), ConvContext(geo, algo, weight, x, None, unbatched, padded=False)
     tiled = conv_tiled.for_training(algorithm, algo, geo)
     if tiled is not None:  # forward, input and weight gradients on tiles (conv_tiled): no columns kept
         y = conv_tiled.forward_unpadded(x, weight, geo)
@@ -122,6 +125,8 @@ def backward_nd(
     )
     dy = check_grad_output(grad_output, (x.shape[0], weight.shape[0], *geo.out_size), unbatched)
     check_same_dtype(grad_output=dy, x=x, weight=weight)
+    if _pads_itself(algo, geo):
+        return _backward(dy, ConvContext(geo, algo, weight, x, None, unbatched, padded=False))
     # the weight's gradient first: then the padded copy of x is freed before dx's buffers exist (the
     # peak of conv2d_backward drops by the bytes of x; benchmarks/memory.py)
     dw, db = _param_grads(dy, ConvContext(geo, algo, weight, pad(x, geo.pads, geo.padding_mode), None, unbatched))
@@ -149,7 +154,16 @@ def _context_grad_output(grad_output: ArrayLike, context: ConvContext) -> np.nda
     return dy
 
 
+def _pads_itself(algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
+    """Whether ``algo`` reads the input before zero padding and computes all three gradients in one
+    pass (``conv_depthwise``): the context then keeps x itself."""
+    return hasattr(algo, "backward_unpadded") and (geo.padding_mode == "zeros" or all(p == (0, 0) for p in geo.pads))
+
+
 def _backward(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not ctx.padded:  # one pass for dx, dw and db
+        dx, dw, db = ctx.algo.backward_unpadded(dy, ctx.xp, ctx.weight, ctx.geo)  # type: ignore[attr-defined]
+        return (dx[0] if ctx.unbatched else dx), dw, db
     dw, db = _param_grads(dy, ctx)
     return _input_grad(dy, ctx.algo, ctx.weight, ctx.geo, ctx.unbatched), dw, db
 
@@ -167,6 +181,9 @@ def _input_grad(
 
 
 def _param_grads(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray]:
+    if not ctx.padded:
+        _, dw, db = ctx.algo.backward_unpadded(dy, ctx.xp, ctx.weight, ctx.geo, want_input=False)  # type: ignore[attr-defined]
+        return dw, db
     saver = _column_saver(ctx.algo)
     if saver is not None and ctx.cols is not None:
         dw = saver.grad_weight_saved(dy, ctx.cols, ctx.geo)
@@ -265,7 +282,7 @@ def conv3d(
         y: (N, O, OD, OH, OW), each as in :func:`conv2d`
 
     Args: as :func:`conv2d`, a triple per argument (per side: three ``(before, after)`` pairs). The
-        ``depthwise`` kernels are 2-D only: ``algorithm="depthwise"`` is refused here.
+        ``depthwise`` kernels are 1-D and 2-D only: ``algorithm="depthwise"`` is refused here.
     """
     return forward_nd(3, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm, keep=False,
                       name="conv3d")[0]  # fmt: skip

@@ -22,14 +22,16 @@ from .validation import as_float_array
 class ConvContext:
     """What the backward pass needs from a forward pass, kept by a convolution layer between the two:
     the padded input (no second padding) and, when the algorithm can reuse them, the unfolded
-    columns (no second unfold)."""
+    columns (no second unfold). An algorithm that pads as it reads (``conv_depthwise``) keeps the
+    input as it came (``padded`` False)."""
 
     geo: ConvGeometry
     algo: ConvAlgorithm
     weight: np.ndarray
-    xp: np.ndarray  # (N, C, *padded_size)
+    xp: np.ndarray  # (N, C, *padded_size), or (N, C, *in_size) if not ``padded``
     cols: np.ndarray | None  # the algorithm's saved columns, or None
     unbatched: bool
+    padded: bool = True
 
 
 def check_bias(bias: ArrayLike | None, channels: int) -> np.ndarray | None:

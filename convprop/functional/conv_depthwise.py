@@ -1,40 +1,54 @@
-"""Depthwise convolution (one input channel per group, ``Cg == 1``) as compiled loops.
+"""Depthwise convolution (one input channel per group, ``Cg == 1``) as compiled loops, a plane at a time.
 
 With one input channel per group there is no sum over channels, so im2col's matrix products
 degenerate to (Og, KH·KW)·(KH·KW, P) — tiny, and dominated by the unfold. Here the index formulas
 of ``conv_direct`` are written out as ``numba`` loops instead:
 
-    y[n, o, i, j]   = Σ_{kh, kw} w[o, 0, kh, kw] · x[n, c(o), i·s_h + kh·d_h, j·s_w + kw·d_w]
-    dx[n, c, i·s_h + kh·d_h, j·s_w + kw·d_w] += Σ_{o in group(c)} w[o, 0, kh, kw] · δ[n, o, i, j]
-    dw[o, 0, kh, kw] = Σ_{n, i, j} δ[n, o, i, j] · x[n, c(o), i·s_h + kh·d_h, j·s_w + kw·d_w]
+    y[n, o, i, j]   = Σ_{kh, kw} w[o, 0, kh, kw] · xp[n, c(o), i·s_h + kh·d_h, j·s_w + kw·d_w]
+    dxp[n, c, i·s_h + kh·d_h, j·s_w + kw·d_w] += Σ_{o in group(c)} w[o, 0, kh, kw] · δ[n, o, i, j]
+    dw[o, 0, kh, kw] = Σ_{n, i, j} δ[n, o, i, j] · xp[n, c(o), i·s_h + kh·d_h, j·s_w + kw·d_w]
 
-with c(o) = o // Og the input channel that output channel o reads (Og = O / groups output
-channels per group, the "depth multiplier"). The innermost loop runs along one output row, over
-a (possibly strided) view of the input row; the 3×3 stride-1 case is written out tap by tap so that
-it vectorises. Sums may be reordered (``fastmath`` with "reassoc" only: NaN and inf still behave),
-and grad_weight's sums accumulate in float64 across images. The kernels are
-single-threaded: numba's parallel loops measured slower on the 2-core benchmark machine, where
-their spinning OpenMP threads compete with BLAS and PyTorch. The kernels are compiled for 2-D
-convolutions with one input channel per group; ``supports`` refuses anything else (with the reason),
-and ``algorithm="auto"`` never picks them for it.
-Letters as in ``conv_direct``.
+with c(o) = o // Og the input channel that output channel o reads (Og = O / groups output channels
+per group, the "depth multiplier"), xp the zero-padded input and dxp its gradient.
+
+The work is memory-bound (about two multiply-adds per byte at 3×3), so everything is arranged to
+read each array once: per image and input channel, the plane is copied into a zero-bordered buffer
+the size of the padded plane (the padding is never materialised for the whole batch, and the
+layer keeps the input as it came: :func:`forward_unpadded`); the one backward pass
+(:func:`backward_unpadded`) reads δ and the input plane once and produces, while they are in cache,
+the input gradient's plane, the weight gradient's sums and the bias gradient's. With stride 1 every
+loop runs along the padded grid (q = i·Wp + j, as ``conv_flat``): one long vectorised loop per tap,
+``acc[q] += w_t · xp[q + off_t]``, the columns j >= OW computed and dropped (forward) or zero
+(δ laid on the grid, for the gradients). A zero at such a column times an infinite input (weight
+gradient) or weight (input gradient) would invent a NaN, so a plane or weight that is not finite
+takes row-by-row loops over the valid columns instead. Strides run row by row.
+
+Sums may be reordered (``fastmath`` with "reassoc" only: NaN and inf still behave); the weight and
+bias gradients add each plane's sum in float64. The images are split between ``threads.THREADS``
+threads (the loops release the GIL), one set of partial sums each. 1-D convolutions run as 2-D ones
+of height 1; 3-D ones are refused (``supports`` says why; ``auto`` never picks these kernels for them).
+Letters as in ``conv_direct``; Hp, Wp the padded height and width.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 from numba import njit
 
 from .conv_algorithm import ConvGeometry
+from .conv_rows import as_2d
+from .threads import parallel, ranges
 
 # Only let sums be reordered (so they vectorise): no assumptions about NaN or inf, unlike fastmath=True.
 REASSOCIATE = {"reassoc", "contract"}
 
 
 def supports(geo: ConvGeometry) -> str | None:
-    """2-D, one input channel per group (``weight.shape[1] == 1``): what these kernels compute."""
-    if geo.ndim != 2:
-        return f"the depthwise kernels are compiled for 2-D convolutions, this one has {geo.ndim} spatial axes"
+    """1-D or 2-D, one input channel per group (``weight.shape[1] == 1``): what these kernels compute."""
+    if geo.ndim not in (1, 2):
+        return f"the depthwise kernels are compiled for 1-D and 2-D convolutions, this one has {geo.ndim} spatial axes"
     if geo.in_channels != geo.groups:
         return (
             f"the depthwise kernels need one input channel per group (groups == in_channels), "
@@ -43,206 +57,322 @@ def supports(geo: ConvGeometry) -> str | None:
     return None
 
 
-@njit(cache=True, fastmath=REASSOCIATE)
+@njit(cache=True, nogil=True)
+def _plane(src: np.ndarray, ph: int, pw: int, Wp: int, dst: np.ndarray, check: bool) -> bool:  # pragma: no cover
+    """dst[(r + ph)·Wp + pw + j] = src[r, j] (the border cells are never written); with ``check``,
+    whether src held an infinity or a NaN."""
+    H, W = src.shape
+    bad = False
+    for r in range(H):
+        row, base = src[r], (r + ph) * Wp + pw
+        to = dst[base : base + W]  # (views, not flat indices: numba checks a computed index for
+        if check:  # wraparound, and that loop does not vectorise, 4-5× slower measured)
+            for j in range(W):
+                v = row[j]
+                bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
+                to[j] = v
+        else:
+            for j in range(W):
+                to[j] = row[j]
+    return bad
+
+
+@njit(cache=True, nogil=True, fastmath=REASSOCIATE)
 def _forward(
-    x: np.ndarray, w: np.ndarray, sh: int, sw: int, dh: int, dw: int, y: np.ndarray
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray,
+    ph: int,
+    pw: int,
+    Hp: int,
+    Wp: int,
+    sh: int,
+    sw: int,
+    dh: int,
+    dw: int,
+    n0: int,
+    n1: int,
+    y: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    N, O, OH, OW = y.shape
-    KH, KW = w.shape[2], w.shape[3]
-    Og = O // x.shape[1]
-    for n in range(N):
-        for o in range(O):
-            c = o // Og
-            for i in range(OH):
-                yrow = y[n, o, i]  # (OW,)
-                yrow[:] = 0.0
-                for kh in range(KH):
-                    xrow = x[n, c, i * sh + kh * dh]  # (W,)
-                    for kw in range(KW):
-                        wk = w[o, 0, kh, kw]
-                        xs = xrow[kw * dw : kw * dw + sw * (OW - 1) + 1 : sw]  # (OW,) the taps this offset reads
-                        for j in range(OW):
-                            yrow[j] += wk * xs[j]
-
-
-@njit(cache=True, fastmath=REASSOCIATE)
-def _grad_input(
-    dy: np.ndarray, w: np.ndarray, sh: int, sw: int, dh: int, dw: int, dx: np.ndarray
-) -> None:  # pragma: no cover - compiled
-    N, O, OH, OW = dy.shape
-    C = dx.shape[1]
+    """y[n0:n1] (N, O, OH, OW) = the convolution of x (N, C, H, W) zero-padded by (ph, pw) at the
+    top and left to (Hp, Wp), plus bias (O,)."""
+    C = x.shape[1]
+    O, OH, OW = y.shape[1], y.shape[2], y.shape[3]
     KH, KW = w.shape[2], w.shape[3]
     Og = O // C
-    for n in range(N):
-        for o in range(O):
-            c = o // Og
-            for i in range(OH):
-                dyrow = dy[n, o, i]  # (OW,)
-                for kh in range(KH):
-                    dxrow = dx[n, c, i * sh + kh * dh]  # (W,)
-                    for kw in range(KW):
-                        wk = w[o, 0, kh, kw]
-                        dxs = dxrow[kw * dw : kw * dw + sw * (OW - 1) + 1 : sw]  # (OW,) view
+    unit = sh == 1 and sw == 1
+    plane = np.zeros(Hp * Wp + (KW - 1) * dw, dtype=x.dtype)  # the tail: the last grid row's reads
+    L = OH * Wp if unit else OW
+    acc = np.empty(L, dtype=x.dtype)
+    for n in range(n0, n1):
+        for c in range(C):
+            _plane(x[n, c], ph, pw, Wp, plane, False)
+            for o in range(c * Og, (c + 1) * Og):
+                b = bias[o]
+                out = y[n, o]
+                if unit:  # the grid: one loop of OH·Wp positions per tap (three per loop when KW = 3)
+                    acc[:] = 0.0
+                    for kh in range(KH):
+                        if KW == 3:
+                            w0, w1, w2 = w[o, 0, kh, 0], w[o, 0, kh, 1], w[o, 0, kh, 2]
+                            off = kh * dh * Wp
+                            s0, s1, s2 = plane[off : off + L], plane[off + dw : off + dw + L], plane[off + 2 * dw :]
+                            for q in range(L):
+                                acc[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+                            continue
+                        for kw in range(KW):
+                            wt, off = w[o, 0, kh, kw], kh * dh * Wp + kw * dw
+                            src = plane[off : off + L]
+                            for q in range(L):
+                                acc[q] += wt * src[q]
+                    for i in range(OH):
+                        row, to = acc[i * Wp : i * Wp + OW], out[i]
                         for j in range(OW):
-                            dxs[j] += wk * dyrow[j]
+                            to[j] = row[j] + b
+                    continue
+                for i in range(OH):
+                    acc[:] = 0.0
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            wt, base = w[o, 0, kh, kw], (i * sh + kh * dh) * Wp + kw * dw
+                            src = plane[base : base + sw * (OW - 1) + 1 : sw]
+                            for j in range(OW):
+                                acc[j] += wt * src[j]
+                    to = out[i]
+                    for j in range(OW):
+                        to[j] = acc[j] + b
 
 
-@njit(cache=True, fastmath=REASSOCIATE)
-def _grad_weight(
-    dy: np.ndarray, x: np.ndarray, sh: int, sw: int, dh: int, dw: int, dwt: np.ndarray
+@njit(cache=True, nogil=True, fastmath=REASSOCIATE)
+def _backward(
+    x: np.ndarray,
+    dy: np.ndarray,
+    w: np.ndarray,
+    ph: int,
+    pw: int,
+    Hp: int,
+    Wp: int,
+    sh: int,
+    sw: int,
+    dh: int,
+    dw: int,
+    finite_weight: bool,
+    want_input: bool,
+    want_params: bool,
+    padded_input: bool,
+    n0: int,
+    n1: int,
+    dx: np.ndarray,
+    gw: np.ndarray,
+    gb: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    N, O, OH, OW = dy.shape
-    KH, KW = dwt.shape[2], dwt.shape[3]
-    Og = O // x.shape[1]
-    acc = np.zeros((O, KH, KW), dtype=np.float64)  # float64 sums over N·OH·OW terms
-    for n in range(N):
-        for o in range(O):
-            c = o // Og
-            for i in range(OH):
-                dyrow = dy[n, o, i]  # (OW,)
-                for kh in range(KH):
-                    xrow = x[n, c, i * sh + kh * dh]  # (W,)
-                    for kw in range(KW):
-                        xs = xrow[kw * dw : kw * dw + sw * (OW - 1) + 1 : sw]  # (OW,)
-                        total = 0.0
+    """For images n0..n1 of δ (N, O, OH, OW) and x (N, C, H, W) zero-padded by (ph, pw) to (Hp, Wp):
+    with ``want_input``, dx[n0:n1] — (N, C, H, W), or the padded (N, C, Hp, Wp) if ``padded_input``;
+    with ``want_params``, gw (O, KH·KW) += the weight gradient's sums and gb (O,) += the bias
+    gradient's, both float64 (this range's own arrays)."""
+    O, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    KH, KW = w.shape[2], w.shape[3]
+    C = dx.shape[1] if want_input else x.shape[1]
+    Og = O // C
+    grid_form = sh == 1 and sw == 1
+    P, L = Hp * Wp, OH * Wp
+    M = (KH - 1) * dh * Wp + (KW - 1) * dw  # the largest tap offset
+    plane = np.zeros(P + (KW - 1) * dw, dtype=dy.dtype)  # x's plane, zero border (and tail)
+    dplane = np.zeros(P, dtype=dy.dtype)  # dx's padded plane
+    # δ on the grid behind M zeros: spread[M + q] = δ[i, j] at q = i·Wp + j; columns j >= OW and the
+    # rest stay zero, so dxp[p] = Σ_t w_t · spread[M + p − off_t] is a gather along the padded plane
+    spread = np.zeros(M + P, dtype=dy.dtype)
+    grid = spread[M : M + L]
+    for n in range(n0, n1):
+        for c in range(C):
+            bad = _plane(x[n, c], ph, pw, Wp, plane, True) if want_params else False
+            if want_input:
+                dplane[:] = 0.0
+            for o in range(c * Og, (c + 1) * Og):
+                d = dy[n, o]
+                if grid_form:
+                    for i in range(OH):
+                        row, to = d[i], grid[i * Wp : i * Wp + OW]
                         for j in range(OW):
-                            total += dyrow[j] * xs[j]
-                        acc[o, kh, kw] += total
-    for o in range(O):
-        for kh in range(KH):
-            for kw in range(KW):
-                dwt[o, 0, kh, kw] = acc[o, kh, kw]
-
-
-# --- 3×3, stride 1, no dilation: the common case, written out so the compiler vectorises along a row.
-# About 10× faster than the general loops above, whose inner loop over one output row is too short to
-# pay for its setup. Each output row reads three input rows at offsets 0, 1, 2.
-
-
-def _is_3x3(geo: ConvGeometry) -> bool:
-    return geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1)
-
-
-@njit(cache=True)
-def _correlate_3x3(
-    src: np.ndarray, w: np.ndarray, dst: np.ndarray, flip: bool, src_of: int, accumulate: bool
-) -> None:  # pragma: no cover - compiled
-    """dst[n, k, i, j] (+)= Σ_{a, b} w'[o, a, b] · src[n, s, i + a, j + b] for each channel pair (k, s):
-    forward: k = o (output channel), s = o // Og; input gradient: k = o // Og, s = o, w' = w flipped."""
-    N, O = src.shape[0], w.shape[0]
-    H, W = dst.shape[2], dst.shape[3]
-    for n in range(N):
-        for o in range(O):
-            s = o // src_of if src_of > 0 else o
-            k = o if src_of > 0 else o // (-src_of)
-            if flip:
-                w00, w01, w02 = w[o, 0, 2, 2], w[o, 0, 2, 1], w[o, 0, 2, 0]
-                w10, w11, w12 = w[o, 0, 1, 2], w[o, 0, 1, 1], w[o, 0, 1, 0]
-                w20, w21, w22 = w[o, 0, 0, 2], w[o, 0, 0, 1], w[o, 0, 0, 0]
-            else:
-                w00, w01, w02 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
-                w10, w11, w12 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
-                w20, w21, w22 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
-            for i in range(H):
-                r0, r1, r2 = src[n, s, i], src[n, s, i + 1], src[n, s, i + 2]
-                out = dst[n, k, i]
-                if accumulate:
+                            to[j] = row[j]
+                if want_params:  # (along the grid where there is one: one long loop, not OH short ones)
+                    total = dy.dtype.type(0)
+                    if grid_form:
+                        for q in range(L):
+                            total += grid[q]
+                    else:
+                        for i in range(OH):
+                            row = d[i]
+                            for j in range(OW):
+                                total += row[j]
+                    gb[o] += total
+                if want_params and grid_form and not bad:  # dot products along the grid, a kernel row at a time
+                    for kh in range(KH):
+                        off = kh * dh * Wp
+                        for kw in range(0, KW - 2, 3):
+                            a = off + kw * dw
+                            s0, s1, s2 = plane[a : a + L], plane[a + dw : a + dw + L], plane[a + 2 * dw :]
+                            t0 = t1 = t2 = dy.dtype.type(0)
+                            for q in range(L):
+                                g = grid[q]
+                                t0 += g * s0[q]
+                                t1 += g * s1[q]
+                                t2 += g * s2[q]
+                            gw[o, kh * KW + kw] += t0
+                            gw[o, kh * KW + kw + 1] += t1
+                            gw[o, kh * KW + kw + 2] += t2
+                        for kw in range(KW - KW % 3, KW):
+                            a, total = off + kw * dw, dy.dtype.type(0)
+                            src = plane[a : a + L]
+                            for q in range(L):
+                                total += grid[q] * src[q]
+                            gw[o, kh * KW + kw] += total
+                elif want_params:  # row by row over the valid columns (a stride, or an input not finite)
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            total = dy.dtype.type(0)
+                            for i in range(OH):
+                                row, base = d[i], (i * sh + kh * dh) * Wp + kw * dw
+                                src = plane[base : base + sw * (OW - 1) + 1 : sw]
+                                for j in range(OW):
+                                    total += row[j] * src[j]
+                            gw[o, kh * KW + kw] += total
+                if want_input and grid_form and finite_weight:  # the gather, a kernel row at a time
+                    for kh in range(KH):
+                        off = M - kh * dh * Wp
+                        for kw in range(0, KW - 2, 3):
+                            a = off - kw * dw
+                            w0, w1, w2 = w[o, 0, kh, kw], w[o, 0, kh, kw + 1], w[o, 0, kh, kw + 2]
+                            s0, s1, s2 = spread[a:], spread[a - dw :], spread[a - 2 * dw :]  # (P values read)
+                            for p in range(P):
+                                dplane[p] += w0 * s0[p] + w1 * s1[p] + w2 * s2[p]
+                        for kw in range(KW - KW % 3, KW):
+                            wt, a = w[o, 0, kh, kw], off - kw * dw
+                            src = spread[a : a + P]
+                            for p in range(P):
+                                dplane[p] += wt * src[p]
+                elif want_input:  # row by row (a stride, or a weight not finite)
+                    for i in range(OH):
+                        row = d[i]
+                        for kh in range(KH):
+                            for kw in range(KW):
+                                wt, base = w[o, 0, kh, kw], (i * sh + kh * dh) * Wp + kw * dw
+                                to = dplane[base : base + sw * (OW - 1) + 1 : sw]
+                                for j in range(OW):
+                                    to[j] += wt * row[j]
+            if want_input:
+                H, W = dx.shape[2], dx.shape[3]
+                top, left = (0, 0) if padded_input else (ph, pw)
+                for r in range(H):
+                    out, base = dx[n, c, r], (r + top) * Wp + left
+                    src = dplane[base : base + W]
                     for j in range(W):
-                        out[j] += (
-                            w00 * r0[j]
-                            + w01 * r0[j + 1]
-                            + w02 * r0[j + 2]
-                            + w10 * r1[j]
-                            + w11 * r1[j + 1]
-                            + w12 * r1[j + 2]
-                            + w20 * r2[j]
-                            + w21 * r2[j + 1]
-                            + w22 * r2[j + 2]
-                        )
-                else:
-                    for j in range(W):
-                        out[j] = (
-                            w00 * r0[j]
-                            + w01 * r0[j + 1]
-                            + w02 * r0[j + 2]
-                            + w10 * r1[j]
-                            + w11 * r1[j + 1]
-                            + w12 * r1[j + 2]
-                            + w20 * r2[j]
-                            + w21 * r2[j + 1]
-                            + w22 * r2[j + 2]
-                        )
+                        out[j] = src[j]
 
 
-@njit(cache=True, fastmath=REASSOCIATE)
-def _grad_weight_3x3(dy: np.ndarray, x: np.ndarray, dwt: np.ndarray) -> None:  # pragma: no cover - compiled
-    """dw[o, 0, a, b] = Σ_{n, i, j} δ[n, o, i, j] · x[n, o // Og, i + a, j + b]: nine running sums per
-    channel, each vectorised along the row, accumulated in float64 per image."""
-    N, O, OH, OW = dy.shape
-    Og = O // x.shape[1]
-    acc = np.zeros((O, 3, 3), dtype=np.float64)
-    for n in range(N):
-        for o in range(O):
-            c = o // Og
-            s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = dy.dtype.type(0)
-            for i in range(OH):
-                d, r0, r1, r2 = dy[n, o, i], x[n, c, i], x[n, c, i + 1], x[n, c, i + 2]
-                for j in range(OW):
-                    s00 += d[j] * r0[j]
-                    s01 += d[j] * r0[j + 1]
-                    s02 += d[j] * r0[j + 2]
-                    s10 += d[j] * r1[j]
-                    s11 += d[j] * r1[j + 1]
-                    s12 += d[j] * r1[j + 2]
-                    s20 += d[j] * r2[j]
-                    s21 += d[j] * r2[j + 1]
-                    s22 += d[j] * r2[j + 2]
-            acc[o, 0, 0] += s00
-            acc[o, 0, 1] += s01
-            acc[o, 0, 2] += s02
-            acc[o, 1, 0] += s10
-            acc[o, 1, 1] += s11
-            acc[o, 1, 2] += s12
-            acc[o, 2, 0] += s20
-            acc[o, 2, 1] += s21
-            acc[o, 2, 2] += s22
-    for o in range(O):
-        for a in range(3):
-            for b in range(3):
-                dwt[o, 0, a, b] = acc[o, a, b]
+def _weights(weight: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(weight)
+
+
+def _geometry2d(geo: ConvGeometry) -> tuple[int, int, int, int, int, int, int, int]:
+    """(ph, pw, Hp, Wp, sh, sw, dh, dw) of a 2-D geometry: the top and left padding, the padded plane,
+    stride and dilation."""
+    (ph, _), (pw, _) = geo.pads
+    (Hp, Wp), (sh, sw), (dh, dw) = geo.padded_size, geo.stride, geo.dilation
+    return ph, pw, Hp, Wp, sh, sw, dh, dw
+
+
+def forward_unpadded(
+    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """y (N, O, *out_size) + bias from x (N, C, *in_size) *before* zero padding, the images split
+    between threads."""
+    if geo.ndim == 1:  # as a 2-D convolution of height 1
+        return forward_unpadded(x[:, :, None], weight[:, :, None], as_2d(geo), bias)[:, :, 0]
+    x = np.ascontiguousarray(x)
+    O = weight.shape[0]
+    y = np.empty((x.shape[0], O, *geo.out_size), dtype=x.dtype)
+    b = np.zeros(O, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
+    kernel = partial(_forward, x, _weights(weight), b, *_geometry2d(geo))
+    parallel([partial(kernel, n0, n1, y) for n0, n1 in ranges(x.shape[0])])
+    return y
+
+
+def backward_unpadded(
+    grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, want_input: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(dx (N, C, *in_size) or None, dw (O, 1, *kernel), db (O,)) from δ and x *before* zero padding,
+    in one pass over both (module docstring)."""
+    if geo.ndim == 1:  # as a 2-D convolution of height 1
+        dy, x2, w2 = grad_output[:, :, None], x[:, :, None], weight[:, :, None]
+        dx, dw, db = backward_unpadded(dy, x2, w2, as_2d(geo), want_input)
+        return (None if dx is None else dx[:, :, 0]), dw[:, :, 0], db
+    dx, gw, gb = _run_backward(grad_output, x, weight, geo, want_input, True, False)
+    O = weight.shape[0]
+    return dx, gw.astype(grad_output.dtype).reshape(O, 1, *geo.kernel), gb.astype(grad_output.dtype)
+
+
+def _run_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray | None,
+    weight: np.ndarray,
+    geo: ConvGeometry,
+    want_input: bool,
+    want_params: bool,
+    padded_input: bool,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(dx or None, float64 gw (O, KH·KW), float64 gb (O,)) of a 2-D geometry, the images split between
+    threads (each range its own sums, added here). ``x`` is padded to ``geo.padded_size`` already if
+    ``padded_input`` (then dx is the padded input's gradient), else before padding."""
+    dy = np.ascontiguousarray(grad_output)
+    w = _weights(weight)
+    N, O = dy.shape[:2]
+    C = geo.in_channels
+    ph, pw, Hp, Wp, sh, sw, dh, dw = _geometry2d(geo)
+    if padded_input:
+        ph = pw = 0
+    size = (Hp, Wp) if padded_input else geo.in_size
+    xs = np.ascontiguousarray(x) if want_params and x is not None else np.zeros((N, C, 0, 0), dtype=dy.dtype)
+    dx = np.empty((N, C, *size), dtype=dy.dtype) if want_input else np.zeros((N, C, 0, 0), dtype=dy.dtype)
+    parts = ranges(N)
+    gw = np.zeros((len(parts), O, w.shape[2] * w.shape[3]), dtype=np.float64)
+    gb = np.zeros((len(parts), O), dtype=np.float64)
+    finite = bool(np.isfinite(w).all())
+    kernel = partial(
+        _backward, xs, dy, w, ph, pw, Hp, Wp, sh, sw, dh, dw, finite, want_input, want_params, padded_input
+    )
+    parallel([partial(kernel, n0, n1, dx, gw[k], gb[k]) for k, (n0, n1) in enumerate(parts)])
+    return (dx if want_input else None), gw.sum(axis=0), gb.sum(axis=0)
+
+
+# --- the ConvAlgorithm protocol: arrays padded already (conv_transpose, and padding modes other than zeros)
 
 
 def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """y[n, o] = Σ_{kh, kw} w[o, 0, kh, kw] · (shifted plane of x[n, c(o)])."""
-    y = np.empty((x.shape[0], weight.shape[0], *geo.out_size), dtype=x.dtype)  # (N, O, OH, OW)
-    if _is_3x3(geo):
-        _correlate_3x3(x, weight, y, False, weight.shape[0] // x.shape[1], False)
-    else:
-        (sh, sw), (dh, dw) = geo.stride, geo.dilation  # 2-D (supports() checked)
-        _forward(x, weight, sh, sw, dh, dw, y)
+    """y (N, O, *out_size) from the padded x (no bias)."""
+    if geo.ndim == 1:
+        return forward(x[:, :, None], weight[:, :, None], as_2d(geo))[:, :, 0]
+    x = np.ascontiguousarray(x)
+    y = np.empty((x.shape[0], weight.shape[0], *geo.out_size), dtype=x.dtype)
+    _, _, Hp, Wp, sh, sw, dh, dw = _geometry2d(geo)
+    kernel = partial(_forward, x, _weights(weight), np.zeros(weight.shape[0], x.dtype), 0, 0, Hp, Wp, sh, sw, dh, dw)
+    parallel([partial(kernel, n0, n1, y) for n0, n1 in ranges(x.shape[0])])
     return y
 
 
 def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """Each (n, c) plane gathers w-weighted δ planes of its Og output channels at every kernel offset."""
-    in_size, groups = geo.padded_size, geo.groups
-    dx = np.zeros((grad_output.shape[0], groups, *in_size), dtype=grad_output.dtype)  # (N, C, H, W)
-    if _is_3x3(geo) and in_size == tuple(n + 2 for n in grad_output.shape[2:]):
-        # stride 1: dx is the full correlation of δ with the kernel rotated by 180° (docs/convolution.md)
-        dyp = np.pad(grad_output, [(0, 0), (0, 0), (2, 2), (2, 2)])  # (N, O, OH + 4, OW + 4)
-        _correlate_3x3(dyp, weight, dx, True, -(weight.shape[0] // groups), True)
-    else:
-        (sh, sw), (dh, dw) = geo.stride, geo.dilation
-        _grad_input(grad_output, weight, sh, sw, dh, dw, dx)
+    """The gradient of the padded input (N, C, *padded_size)."""
+    if geo.ndim == 1:
+        return grad_input(grad_output[:, :, None], weight[:, :, None], as_2d(geo))[:, :, 0]
+    dx = _run_backward(grad_output, None, weight, geo, True, False, True)[0]
+    assert dx is not None
     return dx
 
 
 def grad_weight(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
-    """dw[o, 0, kh, kw] = Σ_{n, i, j} δ[n, o, i, j] · (shifted plane of x[n, c(o)])."""
-    dw = np.empty((grad_output.shape[1], 1, *geo.kernel), dtype=grad_output.dtype)  # (O, 1, KH, KW)
-    if _is_3x3(geo):
-        _grad_weight_3x3(grad_output, x, dw)
-    else:
-        (sh, sw), (dil_h, dil_w) = geo.stride, geo.dilation  # (dw is the output here)
-        _grad_weight(grad_output, x, sh, sw, dil_h, dil_w, dw)
-    return dw
+    """dw (O, 1, *kernel) from δ and the padded x."""
+    if geo.ndim == 1:
+        return grad_weight(grad_output[:, :, None], x[:, :, None], as_2d(geo))[:, :, 0]
+    shape = (grad_output.shape[1], 1, *geo.kernel)  # (the weight's values are not read)
+    gw = _run_backward(grad_output, x, np.zeros(shape, x.dtype), geo, False, True, True)[1]
+    return gw.astype(grad_output.dtype).reshape(shape)
