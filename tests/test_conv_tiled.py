@@ -113,10 +113,13 @@ def test_a_non_finite_input_takes_the_unfolded_weight_gradient():
     x, w = rng.standard_normal((2, 4, 14, 14)), rng.standard_normal((8, 4, 3, 3))
     x[1, 2, 5, 13] = np.inf  # the last column: what the grid's extra columns read
     _, ctx = conv2d_with_context(x, w, padding=1)
+    assert ctx.xp is x and not ctx.padded  # the context keeps x as it came
     dy = rng.standard_normal((2, 8, 14, 14))
-    assert conv_tiled.grad_weight_tiles(dy, ctx.xp, ctx.geo) is None
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    assert conv_tiled.grad_weight_tiles(dy, xp, ctx.geo) is None
+    assert conv_tiled.grad_weight_tiles(dy, x, ctx.geo, padded=False) is None
     got = conv_backward_from_context(dy, ctx)[1]
-    want = conv_gemm.grad_weight(dy, ctx.xp, ctx.geo)
+    want = conv_gemm.grad_weight(dy, xp, ctx.geo)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
 
@@ -125,9 +128,8 @@ def test_a_non_finite_input_takes_the_unfolded_weight_gradient():
     "stride, padding, dilation, algorithm, kernel, expected",
     [
         (1, 1, 1, "auto", 3, True),
-        (2, 1, 1, "auto", 3, False),  # strided: the input gradient is no stride-1 convolution
-        (1, 3, 1, "auto", 3, False),  # padding 3 > d·(K−1) = 2
-        (1, 3, 2, "auto", 3, True),  # ... but not with dilation 2 (4)
+        (2, 1, 1, "auto", 3, True),  # strided: the input gradient through the stride phases
+        (1, 3, 1, "auto", 3, True),  # padding 3 > d·(K−1) = 2: likewise (one phase, cropped)
         (1, 0, 1, "auto", 1, False),  # 1×1: a plain product
         (1, 1, 1, "gemm", 3, False),  # an explicit algorithm runs as named
     ],
@@ -147,12 +149,16 @@ def test_the_protocol_forms_equal_the_layer_path():
     (y, dx, _, _), ctx = _training_pass(x, w, None, dy := rng.standard_normal((2, 10, 10, 11)), padding=1)
     tiled = ctx.algo
     assert tiled.supports(ctx.geo) is None
-    assert_close(tiled.forward(ctx.xp, w, ctx.geo), y, "forward from the padded input")
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    assert_close(tiled.forward(xp, w, ctx.geo), y, "forward from the padded input")
     dxp = tiled.grad_input(dy, w, ctx.geo)
-    assert dxp.shape == ctx.xp.shape and not dxp[:, :, 0].any() and not dxp[:, :, :, -1].any()
+    assert dxp.shape == xp.shape and not dxp[:, :, 0].any() and not dxp[:, :, :, -1].any()
     assert_close(dxp[:, :, 1:-1, 1:-1], dx, "the padded input's gradient")
     _, _, strided, _, _ = _resolve(x, w, 2, 2, 1, 1, 1, "zeros", "auto", "conv2d")
-    assert "stride-1" in tiled.supports(strided)
+    assert tiled.supports(strided) is None  # strides: through the phases
+    assert_close(tiled.grad_weight(dy, xp, ctx.geo), _training_pass(x, w, None, dy, padding=1)[0][2], "dW, padded")
+    _, _, pointwise, _, _ = _resolve(x, w[:, :, :1, :1], 2, 1, 0, 1, 1, "zeros", "auto", "conv2d")
+    assert "kernels larger than 1" in tiled.supports(pointwise)
 
 
 def _grad_accumulate(vector_bytes, channels, taps):
@@ -181,12 +187,13 @@ def test_every_weight_gradient_tile_shape(vector_bytes, channels, taps, dtype, r
     offs = np.sort(rng.choice(100, size=T, replace=False)).astype(np.int64)
     x = rng.standard_normal(100 + length).astype(dtype)
     g = rng.standard_normal((O, length)).astype(dtype)
-    shape = (-(-O // channels) * channels, -(-T // taps) * taps, lanes)
-    part = np.zeros(shape, dtype=dtype)
+    shape = conv_tile_grad.part_shape(O, T, dtype, vector_bytes, (channels, taps))
+    part = np.zeros(shape[0] * shape[1] * shape[2] + lanes, dtype=dtype)  # one vector more: must stay zero
     accumulate = _grad_accumulate(vector_bytes, channels, taps)
-    accumulate(x, g, offs, part)
-    accumulate(x, g, offs, part)  # partial sums accumulate: twice the gradient
-    got = part.sum(axis=2)[:O, :T]
+    accumulate(x, g, offs, part[:-lanes].reshape(shape))
+    accumulate(x, g, offs, part[:-lanes].reshape(shape))  # sums accumulate: twice the gradient
+    assert not part[-lanes:].any()
+    got = conv_tile_grad.unpack(part[:-lanes].reshape(shape), (channels, taps))[:O, :T]
     want = 2 * np.stack([g.astype(np.float64) @ x[off : off + length].astype(np.float64) for off in offs], axis=1)
     np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.abs(want).max())
 
@@ -267,7 +274,8 @@ def test_3d_with_an_infinite_input_takes_the_unfolded_weight_gradient():
     _, ctx = conv_with_context(x, w, padding=1, ndim=3)
     dy = rng.standard_normal((2, 4, 5, 6, 7))
     assert conv_volume.grad_weight(dy, x, ctx.geo) is None
-    got, want = conv_backward_from_context(dy, ctx)[1], conv_gemm.grad_weight(dy, ctx.xp, ctx.geo)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1), (1, 1)))
+    got, want = conv_backward_from_context(dy, ctx)[1], conv_gemm.grad_weight(dy, xp, ctx.geo)
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
     with pytest.raises(ValueError, match="no epilogue"):
         from convprop.functional import conv_rows

@@ -92,9 +92,8 @@ def forward_nd(
     tiled = conv_tiled.for_training(algorithm, algo, geo)
     if tiled is not None:  # forward, input and weight gradients on tiles (conv_tiled): no columns kept
         y = conv_tiled.forward_unpadded(x, weight, geo)
-        add_bias(y, bias)
-        xp = pad(x, geo.pads, geo.padding_mode)  # what the weight gradient reads
-        return (y[0] if unbatched else y), ConvContext(geo, tiled, weight, xp, None, unbatched)
+        add_bias(y, bias)  # the weight gradient pads each image as it copies it: x kept as it came
+        return (y[0] if unbatched else y), ConvContext(geo, tiled, weight, x, None, unbatched, padded=False)
     xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
     cols = None
     saver = _column_saver(algo)

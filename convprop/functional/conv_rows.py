@@ -147,18 +147,23 @@ def fill(
         # the phase's rows r and columns j that hold input (not padding): h = r·sh + rh − ph in [0, H)
         r0, r1 = max(0, (ph - rh + sh - 1) // sh), (H - 1 + ph - rh) // sh + 1
         j0, j1 = max(0, (pw - rw + sw - 1) // sw), (W - 1 + pw - rw) // sw + 1
+        if j1 <= j0:
+            continue
         for c in range(C):
             for r in range(r0, r1):
+                # views, not flat indices: numba checks a computed index for wraparound, and that
+                # loop did not vectorise (2-3× slower measured)
                 dst = (k * C + c) * S + r * Wq
-                src = (c * H + r * sh + rh - ph) * W + rw - pw
+                src = (c * H + r * sh + rh - ph) * W + rw - pw + j0 * sw
+                to, row = buffer[dst + j0 : dst + j1], image[src : src + (j1 - j0 - 1) * sw + 1 : sw]
                 if check:
-                    for j in range(j0, j1):
-                        v = image[src + j * sw]
+                    for j in range(j1 - j0):
+                        v = row[j]
                         bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
-                        buffer[dst + j] = v
+                        to[j] = v
                 else:
-                    for j in range(j0, j1):
-                        buffer[dst + j] = image[src + j * sw]
+                    for j in range(j1 - j0):
+                        to[j] = row[j]
     return bad
 
 

@@ -79,7 +79,8 @@ def make_tile(vector_bytes: int, vectors: int, channels: int) -> Any:
     """``tile(x, q, w, offs, acc, o0)``, an intrinsic for njit code: for o < channels and
     j < vectors·V (V = vector_bytes / itemsize), ``acc[o0 + o, q + j] = Σ_t w[o0 + o, t] · x[q + offs[t] + j]``.
 
-    x: 1-D (the image's buffer), w: (O, T) C-contiguous (the weight, reshaped), offs: (T,) int64,
+    x: 1-D (the image's buffer), w: (O, T') C-contiguous with T' >= T (the weight, reshaped; columns
+    past T are not read: ``conv_phases`` keeps every phase's taps in one array), offs: (T,) int64,
     acc: 2-D C-contiguous with at least o0 + channels rows; x, w and acc of one dtype (float32 or
     float64, which sets V), q and o0 integers. Channels o0 + o >= O read the weights of channel O − 1
     (their rows of acc exist and are never read). No other bounds are checked: the caller sizes the
@@ -96,13 +97,14 @@ def make_tile(vector_bytes: int, vectors: int, channels: int) -> Any:
             )
             q_, o0_ = (context.cast(builder, args[k], signature.args[k], types.int64) for k in (1, 5))
             taps = cgutils.unpack_tuple(builder, offs_.shape)[0]
-            last = builder.sub(cgutils.unpack_tuple(builder, ws_.shape)[0], ir.Constant(i64, 1))  # O − 1
+            rows_w, width = cgutils.unpack_tuple(builder, ws_.shape)
+            last = builder.sub(rows_w, ir.Constant(i64, 1))  # O − 1
             row = cgutils.unpack_tuple(builder, acc_.shape)[1]
             weight_rows = []  # the start of each channel's weights, clamped to the last channel
             for o in range(channels):
                 channel = builder.add(o0_, ir.Constant(i64, o))
                 channel = builder.select(builder.icmp_signed(">", channel, last), last, channel)
-                weight_rows.append(builder.gep(ws_.data, [builder.mul(channel, taps)]))
+                weight_rows.append(builder.gep(ws_.data, [builder.mul(channel, width)]))
             zero = ir.Constant(vec, [0.0] * lanes)
             slots = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)] for _ in range(channels)]
             fma = vector_fma(builder, vec)

@@ -1,5 +1,5 @@
-"""The training pass on tiles: forward, input gradient and weight gradient of a stride-1 convolution
-with no unfolded matrix.
+"""The training pass on tiles: forward, input gradient and weight gradient of a convolution with no
+unfolded matrix.
 
 For stride 1 the input gradient is itself a stride-1 convolution (docs/convolution.md, §2: "rotate the
 filter 180° and full-convolve")::
@@ -7,22 +7,25 @@ filter 180° and full-convolve")::
     dx[n, c, i, j] = Σ_o Σ_{kh, kw} δp[n, o, i + kh·d_h, j + kw·d_w] · w[o, c, KH−1−kh, KW−1−kw]
 
 with δ zero-padded by d·(K−1) − p on each side (p the forward's padding on that side, so the result
-has the input's own size: its padding is already cropped). The forward and this gradient run on
+has the input's own size: its padding is already cropped). With a stride, or a padding wider than
+d·(K−1), each stride phase of the input's gradient is such a convolution with some of the taps
+(``conv_phases``). The forward (through ``conv_rows``' stride phases) and these gradients run on
 ``conv_rows``' tiles (the weight rotated and its two channel axes exchanged for the gradient), and the
-weight gradient on ``conv_tile_grad``'s, from the padded input the context keeps; where an image's
-grid is short (7×7 maps) or the input holds an infinity or a NaN, the weight gradient is the
-unfolding algorithm's (``conv_gemm``, or ``conv_im2col`` for one input channel), as is the input
-gradient of a layer with at most half as many input channels as a tile has outputs.
+weight gradient on ``conv_tile_grad``'s, from the input as the layer got it (the context keeps no
+padded copy: each image is padded as it is copied); where an image's grid is short (7×7 maps) or the
+input holds an infinity or a NaN, the weight gradient is the unfolding algorithm's (``conv_gemm``, or
+``conv_im2col`` for one input channel), as is the input gradient of a layer with at most half as many
+input channels as a tile has outputs (and of a 3-D layer padded wider than d·(K−1): the phases are 2-D).
 
-1-D layers run as 2-D ones of height 1, 3-D ones on ``conv_volume``'s grid. All three passes run on
-the calling thread (``THREADS``), a pass of ``SPLIT_MACS`` multiply-adds or more on both. Measured on
-whole training epochs (lenet and resnet on mnist-5k, batch 32, fp32, AVX-512 Xeon, 2 December), as
-time ratios against ``conv_gemm``'s path: resnet 0.67–0.72, lenet 0.97–0.99; with two threads for
-every tile pass 0.71–0.82 and 1.0–1.02 — the linear layers' BLAS threads spin after each product and
-take the second core — and inside ``threads.blas_single_threaded`` (no spinning, products on one
-thread) 0.66 and 0.95 of a slower baseline, slower in all. Where the geometry has no such form — a
-stride, a padding wider than d·(K−1), a mode other than zeros, a 1×1 kernel — or the algorithm is
-not ``auto``'s unfolding one, the layer keeps its algorithm (:func:`for_training`).
+1-D layers run as 2-D ones of height 1, 3-D ones (stride 1) on ``conv_volume``'s grid. All three passes
+run on the calling thread (``THREADS``), a pass of ``SPLIT_MACS`` multiply-adds or more on both.
+Measured on whole training epochs (lenet and resnet on mnist-5k, batch 32, fp32, AVX-512 Xeon,
+2 December), as time ratios against ``conv_gemm``'s path: resnet 0.67–0.72, lenet 0.97–0.99; with two
+threads for every tile pass 0.71–0.82 and 1.0–1.02 — the linear layers' BLAS threads spin after each
+product and take the second core — and inside ``threads.blas_single_threaded`` (no spinning, products
+on one thread) 0.66 and 0.95 of a slower baseline, slower in all. Where the geometry has no such form
+— a mode other than zeros, a 1×1 kernel, a strided 3-D layer — or the algorithm is not ``auto``'s
+unfolding one, the layer keeps its algorithm (:func:`for_training`).
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ from functools import partial
 import numpy as np
 from numba import njit
 
-from . import conv_gemm, conv_im2col, conv_rows, conv_volume
+from . import conv_gemm, conv_im2col, conv_phases, conv_rows, conv_volume
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_resolve import _resolve
 from .conv_rows import as_2d, fill
 from .conv_tile import CHANNELS
 from .conv_tile_grad import accumulate_grad, summed
-from .geometry import crop
+from .geometry import crop, pad
 
 # An image's grid shorter than this (7×7 maps: 63 positions) ran 1.9× slower on the weight gradient's
 # tiles than unfolded (each image adds its partial sums to memory: too few steps between)
@@ -65,30 +68,37 @@ class Tiled:
         self.unfolding = unfolding
 
     def supports(self, geometry: ConvGeometry) -> str | None:
-        return None if applies(geometry) else "tiles train zero-padded stride-1 1-, 2- and 3-D convolutions"
+        if applies(geometry):
+            return None
+        return "tiles train zero-padded 1-D and 2-D convolutions (3-D with stride 1) with kernels larger than 1"
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """y from the *padded* x (the protocol's form; a layer calls :func:`forward_unpadded`)."""
         return forward_unpadded(crop(x, geometry.in_size, geometry.pads), weight, geometry)
 
     def grad_input_unpadded(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
-        """dx (N, C, *in_size): δ padded by d·(K−1) − p per side, convolved with the rotated kernel.
-        With at most half as many input channels as a tile has output channels (a first layer's one),
-        most of each tile would be padding: the unfolding algorithm's gradient then, cropped."""
+        """dx (N, C, *in_size). Stride 1: δ padded by d·(K−1) − p per side, convolved with the rotated
+        kernel; a stride (or a padding wider than d·(K−1)): each stride phase of the padded input's
+        gradient its own stride-1 convolution of δ (:func:`grad_input_phases`). With at most half as
+        many input channels as a tile has output channels (a first layer's one), most of each tile
+        would be padding: the unfolding algorithm's gradient then, cropped."""
         if geometry.ndim == 1:  # as a 2-D convolution of height 1
             return self.grad_input_unpadded(grad_output[:, :, None], weight[:, :, None], as_2d(geometry))[:, :, 0]
         # (measured: 6 input channels of a tile's 8 took 0.76 of the fallback's time, 4 of 8 1.04)
-        if not adjoint_on_tiles(geometry) or 2 * weight.shape[1] <= CHANNELS:
+        adjoint = adjoint_on_tiles(geometry)
+        if 2 * weight.shape[1] <= CHANNELS or (not adjoint and geometry.ndim == 3):
             dxp = self.unfolding.grad_input(grad_output, weight, geometry)
             return crop(dxp, geometry.in_size, geometry.pads).copy()
+        if not adjoint:  # every stride phase its own stride-1 correlation of δ, an image at a time
+            return conv_phases.grad_input(grad_output, weight, geometry, _threads(macs(geometry, grad_output.shape[0])))
         flipped = (slice(None), slice(None)) + (slice(None, None, -1),) * geometry.ndim
         rotated = np.ascontiguousarray(weight[flipped].swapaxes(0, 1))  # (C, O, *K), every tap reversed
         sides = zip(geometry.kernel, geometry.dilation, geometry.pads, strict=True)
         pads = tuple((d * (k - 1) - before, d * (k - 1) - after) for k, d, (before, after) in sides)
-        dy, rotated, adjoint, _, _ = _resolve(
+        dy, rotated, adjoint_geo, _, _ = _resolve(
             grad_output, rotated, geometry.ndim, 1, pads, geometry.dilation, 1, "zeros", "auto", f"conv{geometry.ndim}d"
         )
-        return conv_rows.run(dy, rotated, adjoint, threads=_threads(macs(adjoint, dy.shape[0])))[0]
+        return conv_rows.run(dy, rotated, adjoint_geo, threads=_threads(macs(adjoint_geo, dy.shape[0])))[0]
 
     def grad_input(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """The gradient of the padded input (the protocol's form): zero border, interior from tiles."""
@@ -96,18 +106,38 @@ class Tiled:
         crop(dx, geometry.in_size, geometry.pads)[...] = self.grad_input_unpadded(grad_output, weight, geometry)
         return dx
 
-    def grad_weight(self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
-        """dW from δ and the padded x on ``conv_tile_grad``'s tiles; the unfolding algorithm's where
-        the input holds an infinity or a NaN (module docstring of ``conv_tile_grad``)."""
+    def grad_weight_unpadded(self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+        """dW from δ and x *before* padding (each image padded as it is copied) on ``conv_tile_grad``'s
+        tiles; the unfolding algorithm's on short grids or where the input holds an infinity or a NaN
+        (module docstring of ``conv_tile_grad``)."""
         if geometry.ndim == 1:  # as a 2-D convolution of height 1
-            return self.grad_weight(grad_output[:, :, None], x[:, :, None], as_2d(geometry))[:, :, 0]
+            return self.grad_weight_unpadded(grad_output[:, :, None], x[:, :, None], as_2d(geometry))[:, :, 0]
         dw = None
         if geometry.ndim == 3:
-            unpadded = crop(x, geometry.in_size, geometry.pads)
-            dw = conv_volume.grad_weight(grad_output, unpadded, geometry, _threads(macs(geometry, x.shape[0])))
+            dw = conv_volume.grad_weight(grad_output, x, geometry, _threads(macs(geometry, x.shape[0])))
         elif geometry.out_size[0] * -(-geometry.padded_size[1] // geometry.stride[1]) >= GRAD_MIN_GRID:  # OH·Wq
-            dw = grad_weight_tiles(grad_output, np.ascontiguousarray(x), geometry)
-        return self.unfolding.grad_weight(grad_output, x, geometry) if dw is None else dw
+            dw = grad_weight_tiles(grad_output, np.ascontiguousarray(x), geometry, padded=False)
+        if dw is None:
+            dw = self.unfolding.grad_weight(grad_output, pad(x, geometry.pads, "zeros"), geometry)
+        return dw
+
+    def grad_weight(self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
+        """dW from δ and the *padded* x (the protocol's form)."""
+        return self.grad_weight_unpadded(grad_output, crop(x, geometry.in_size, geometry.pads), geometry)
+
+    def backward_unpadded(
+        self,
+        grad_output: np.ndarray,
+        x: np.ndarray,
+        weight: np.ndarray,
+        geometry: ConvGeometry,
+        want_input: bool = True,
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """(dx or None, dw, db) from δ and x before padding: what a layer's backward calls (its context
+        keeps x as it came, no padded copy)."""
+        dw = self.grad_weight_unpadded(grad_output, x, geometry)
+        db = grad_output.sum(axis=(0, *range(2, grad_output.ndim)))
+        return (self.grad_input_unpadded(grad_output, weight, geometry) if want_input else None), dw, db
 
 
 @njit(cache=True, nogil=True)
@@ -144,14 +174,16 @@ def _grad_images(
     return bad
 
 
-def grad_weight_tiles(grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry) -> np.ndarray | None:
+def grad_weight_tiles(
+    grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry, padded: bool = True
+) -> np.ndarray | None:
     """dW (O, C, KH, KW) of a 2-D convolution (any stride, through the stride phases) from δ
-    (N, O, OH, OW) and the *padded* x (N, C, Hp, Wp), C-contiguous (what the layer's context keeps:
-    copied into the phases as it is, border included), the images split between threads; None if an
-    input is not finite."""
+    (N, O, OH, OW) and x, C-contiguous: padded (N, C, Hp, Wp), copied into the phases as it is, border
+    included; or (``padded`` False) before padding, each image padded as it is copied. The images are
+    split between threads; None if an input is not finite."""
     N, O = grad_output.shape[:2]
     offs, phases, Wq, S, L = conv_rows._layout(geo, x.dtype)
-    ph = pw = 0  # x is padded already
+    (ph, _), (pw, _) = ((0, 0), (0, 0)) if padded else geo.pads
     sh, sw = geo.stride
     dy = np.ascontiguousarray(grad_output)
     images = partial(_grad_images, x, dy, offs, phases, ph, pw, sh, sw, Wq, S, L)
@@ -179,14 +211,10 @@ def adjoint_on_tiles(geo: ConvGeometry) -> bool:
 
 
 def applies(geo: ConvGeometry) -> bool:
-    """Where ``conv_rows`` runs (zero padding), with stride 1, a padding no wider than d·(K−1) on any
-    side and a kernel larger than 1: the three passes on tiles.
-
-    A stride was tried with the forward and the weight gradient on tiles (through the stride phases)
-    and the input gradient unfolded: resnet's epoch 1.00–1.03 of the stride-1 rule's, the benchmark's
-    strided pair (16, 64, 56² → 64, stride 2) 1.44× slower — its weight gradient's partial sums,
-    64 × 576 × 16 values, leave the cache at every image."""
-    return conv_rows.applies(geo) and geo.kernel != (1,) * geo.ndim and adjoint_on_tiles(geo)
+    """Where ``conv_rows`` runs (zero padding; 1-D and 2-D with any stride, 3-D with stride 1) and the
+    kernel is larger than 1: the three passes on tiles. (A 3-D padding wider than d·(K−1) takes the
+    unfolded input gradient: the stride phases are 2-D.)"""
+    return conv_rows.applies(geo) and geo.kernel != (1,) * geo.ndim
 
 
 def for_training(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> Tiled | None:

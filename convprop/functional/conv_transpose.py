@@ -16,6 +16,11 @@ Output size per axis: ``(L - 1)·s - pad_before - pad_after + d·(K - 1) + outpu
 output sizes map to the same input size under a strided convolution; ``output_padding``
 (< max(stride, dilation), torch's rule) picks one by adding positions at the end, which only the bias
 reaches. Letters: N batch, C = C_in channels of x, O = C_out output channels, G groups.
+
+Where the convolution trains on tiles (``conv_tiled``: dense, a kernel larger than 1, 1-D and 2-D
+with any stride), so does its transpose: the forward is the tiles' input gradient (every stride phase
+a stride-1 correlation, ``conv_phases``), cropped as it is made, the input gradient the tiles'
+forward reading the output gradient unpadded, the weight gradient the tiles' with the roles exchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
+from . import conv_tiled
 from .conv import (
     ConvContext,
     add_bias,
@@ -167,8 +173,13 @@ def _forward(
     )
     bias = check_bias(bias, geo.in_channels)
     check_same_dtype(x=x, weight=weight, bias=bias)
-    y_padded = algo.grad_input(x, weight, geo)  # (N, O, *padded_size): the convolution's input gradient
-    y = np.ascontiguousarray(crop(y_padded, geo.in_size, geo.pads))  # (N, O, *out_size): the padding's adjoint
+    tiled = conv_tiled.for_training(algorithm, algo, geo)
+    if tiled is not None:  # the convolution's input gradient on tiles, cropped as it is made
+        algo = tiled
+        y = tiled.grad_input_unpadded(x, weight, geo)  # (N, O, *out_size)
+    else:
+        y_padded = algo.grad_input(x, weight, geo)  # (N, O, *padded_size): the convolution's input gradient
+        y = np.ascontiguousarray(crop(y_padded, geo.in_size, geo.pads))  # (N, O, *out_size): the padding's adjoint
     add_bias(y, bias)
     return (y[0] if unbatched else y), TransposeContext(geo, algo, weight, x, unbatched)
 
@@ -177,6 +188,11 @@ def _backward(
     dy: np.ndarray, ctx: TransposeContext, input_grad: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     geo, algo = ctx.geo, ctx.algo
+    if isinstance(algo, conv_tiled.Tiled):  # the convolution's forward and weight gradient, padding as they read
+        dx = conv_tiled.forward_unpadded(dy, ctx.weight, geo) if input_grad else None
+        dw = algo.grad_weight_unpadded(ctx.x, dy, geo)
+        db = dy.sum(axis=(0, *range(2, dy.ndim)))
+        return (dx[0] if dx is not None and ctx.unbatched else dx), dw, db
     dy_padded = pad(dy, geo.pads)  # (N, O, *padded_size), zeros: the adjoint of the crop
     dx = algo.forward(dy_padded, ctx.weight, geo) if input_grad else None  # (N, C, *in_size)
     dw = algo.grad_weight(ctx.x, dy_padded, geo)  # roles exchanged: x as the output gradient → (C, O/G, *K)
@@ -233,7 +249,7 @@ def _backward_call(
     x, weight, geo, algo, unbatched = _resolve(
         x, weight, ndim, stride, padding, output_padding, groups, dilation, algorithm, name
     )
-    ctx = TransposeContext(geo, algo, weight, x, unbatched)
+    ctx = TransposeContext(geo, conv_tiled.for_training(algorithm, algo, geo) or algo, weight, x, unbatched)
     dy = _context_grad_output(grad_output, ctx)
     check_same_dtype(grad_output=dy, x=x, weight=weight)
     dx, dw, db = _backward(dy, ctx)
