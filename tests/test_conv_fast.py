@@ -26,7 +26,7 @@ GEOMETRIES = [
     (2, 3, 9, 8, 4, 3, 1, 1, 1, 1, "zeros"),  # plain 3×3 'same'
     (3, 4, 10, 7, 6, (3, 2), (2, 1), (1, 0), (1, 2), 2, "zeros"),  # everything rectangular, grouped
     (2, 5, 8, 8, 3, 1, 1, 0, 1, 1, "zeros"),  # pointwise: a pure matrix product
-    (2, 4, 9, 9, 4, 1, 2, 0, 1, 1, "zeros"),  # 1×1 with stride: must unfold
+    (2, 4, 9, 9, 4, 1, 2, 0, 1, 1, "zeros"),  # 1×1 with stride: the sampled positions, a product
     (2, 4, 7, 7, 6, 1, 1, 1, 1, 2, "zeros"),  # 1×1 with padding, grouped
     (2, 6, 11, 9, 6, 3, 2, 1, 1, 6, "zeros"),  # depthwise, strided
     (2, 3, 8, 8, 6, 3, 1, 2, 2, 3, "reflect"),  # depthwise ×2 multiplier, dilated

@@ -19,7 +19,7 @@ from torch_reference import torch_conv2d
 
 import convprop
 from convprop.functional import conv_gemm, conv_tile_grad, conv_tiled
-from convprop.functional.conv import _resolve, conv2d_with_context, conv_backward_from_context
+from convprop.functional.conv import _resolve, conv2d_backward, conv2d_with_context, conv_backward_from_context
 from convprop.functional.conv_resolve import _choose
 from convprop.functional.conv_rows import _offsets
 
@@ -77,7 +77,7 @@ def test_against_torch_and_direct_float64(geometry, seed):
 @pytest.mark.parametrize(
     "shape",
     [(4, 16, 14, 32), (3, 8, 28, 8), (2, 32, 7, 32), (5, 1, 12, 5), (2, 3, 9, 20)],
-    ids=["lenet's second layer", "resnet's first stage", "7x7: the unfolded weight gradient", "one channel", "O=20"],
+    ids=["lenet's second layer", "resnet's first stage", "7x7: images stacked", "one channel", "O=20"],
 )
 def test_float32_against_the_direct_reference(shape):
     N, C, H, O = shape
@@ -307,3 +307,21 @@ def test_an_empty_batch_trains_to_empty_gradients(ndim, size, k, tiled, monkeypa
     dx, dw, db = conv_backward_from_context(np.zeros(y.shape, np.float32), ctx)
     assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (3,)
     assert not dw.any() and not db.any()
+
+
+@pytest.mark.parametrize("positions", [1, 100, 400, 10_000], ids=["one image a stack", "3", "8 (short last)", "all"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_stacked_images_give_the_weight_gradient(positions, stride, monkeypatch):
+    """Small images are stacked into one tall grid for the weight gradient: every stack size (the last
+    stack short, cleared of the one before) gives direct's answer; an infinity anywhere in a stack is
+    still found."""
+    monkeypatch.setattr(conv_tiled, "STACK_POSITIONS", positions)
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((11, 9, 7, 6)), rng.standard_normal((5, 9, 3, 3))
+    _, _, geo, _, _ = _resolve(x, w, 2, stride, 1, 1, 1, "zeros", "auto", "conv2d")
+    dy = rng.standard_normal((11, 5, *geo.out_size))
+    got = conv_tiled.grad_weight_tiles(dy, x, geo, padded=False)
+    want = conv2d_backward(dy, x, w, stride=stride, padding=1, algorithm="direct")[1]
+    assert_close(got, want, f"dW, {positions} positions a stack")
+    x[10, 3, 6, 5] = np.inf  # the last image, its last pixel
+    assert conv_tiled.grad_weight_tiles(dy, x, geo, padded=False) is None

@@ -19,7 +19,8 @@ the data movement around them, each choice measured with ``benchmarks/conv.py`` 
   the whole batch.
 - A layer can keep the whole batch's columns from the forward pass (``forward_saving``) and hand
   them to ``grad_weight_saved``: one unfold per training step instead of two.
-- 1×1 kernels with stride 1 need no unfolding: ``conv_pointwise``'s plain matrix product.
+- 1×1 kernels need no unfolding: ``conv_pointwise``'s plain matrix product (of the sampled positions
+  with a stride).
 
 The batch is processed a chunk at a time (``conv_memory.batch_chunks``), so the unfolded buffer
 stays within ``conv_memory.CHUNK_BYTES`` and within the bytes of input + output together (at least

@@ -10,9 +10,9 @@ The unfolding starts as a strided *view* (``geometry.windows``); the copy that f
 product is made a few images at a time (``conv_memory.batch_chunks``), so the unfolded matrix never
 holds more than about ``CHUNK_BYTES`` and stays in cache while the product reads it. The layout
 (N, K, P) is the one the product consumes without a transposed copy: for each image,
-``W̃ (Og, K) · X̃ (K, P)`` lands directly in the (Og, P) block of the output. A 1×…×1 kernel with
-stride 1 needs no unfolding at all (``conv_pointwise``). col2im loops over the kernel taps (not
-over pixels): for each tap, one strided slice-add of a (n, C, *Q) block.
+``W̃ (Og, K) · X̃ (K, P)`` lands directly in the (Og, P) block of the output. A 1×…×1 kernel needs
+no unfolding at all (``conv_pointwise``: with a stride, a copy of the sampled positions). col2im
+loops over the kernel taps (not over pixels): for each tap, one strided slice-add of a (n, C, *Q) block.
 Letters as in ``conv_direct``; K = Cg·K_1···K_n here, P = Q_1···Q_n.
 """
 

@@ -12,7 +12,7 @@ d·(K−1), each stride phase of the input's gradient is such a convolution with
 (``conv_phases``). The forward (through ``conv_rows``' stride phases) and these gradients run on
 ``conv_rows``' tiles (the weight rotated and its two channel axes exchanged for the gradient), and the
 weight gradient on ``conv_tile_grad``'s, from the input as the layer got it (the context keeps no
-padded copy: each image is padded as it is copied); where an image's grid is short (7×7 maps) or the
+padded copy: each image is padded as it is copied; small images stacked, :func:`stack`); where the
 input holds an infinity or a NaN, the weight gradient is the unfolding algorithm's (``conv_gemm``, or
 ``conv_im2col`` for one input channel), as is the input gradient of a layer with at most half as many
 input channels as a tile has outputs (and of a 3-D layer padded wider than d·(K−1): the phases are 2-D).
@@ -30,6 +30,7 @@ unfolding one, the layer keeps its algorithm (:func:`for_training`).
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import partial
 
@@ -40,13 +41,17 @@ from . import conv_gemm, conv_im2col, conv_phases, conv_rows, conv_volume
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_resolve import _resolve
 from .conv_rows import as_2d, fill
-from .conv_tile import CHANNELS
+from .conv_tile import CHANNELS, block
 from .conv_tile_grad import accumulate_grad, summed
 from .geometry import crop, pad
+from .threads import ranges
 
-# An image's grid shorter than this (7×7 maps: 63 positions) ran 1.9× slower on the weight gradient's
-# tiles than unfolded (each image adds its partial sums to memory: too few steps between)
-GRAD_MIN_GRID = 128
+# The weight gradient stacks small images into one tall grid of at least this many positions (each
+# tile's sums leave the registers once a stack): resnet's 32 → 32 layer on 7×7 maps (81 positions an
+# image) took 0.49 ms stacked by 4 against 0.67 unfolded (one image at a time had been 1.9× slower
+# than unfolded); 512 and 1024 positions measured alike or slower, 2048 1.5× slower (batch 32)
+STACK_POSITIONS = 256
+STACK_BYTES = 1 << 20  # ... and at most this much input and δ a stack (half the L2 of these cores)
 THREADS = 1  # the tile passes of a small layer's training step on the calling thread (module docstring)
 # ... and from this many multiply-adds a pass, on all of ``threads.THREADS``: the benchmark's 32 → 64 on
 # 14×14 at batch 64 (230 M) and CIFAR's 64 → 128 (2.4 G) ran 1.2–1.3× slower on one thread than
@@ -108,14 +113,14 @@ class Tiled:
 
     def grad_weight_unpadded(self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """dW from δ and x *before* padding (each image padded as it is copied) on ``conv_tile_grad``'s
-        tiles; the unfolding algorithm's on short grids or where the input holds an infinity or a NaN
+        tiles; the unfolding algorithm's where the input holds an infinity or a NaN
         (module docstring of ``conv_tile_grad``)."""
         if geometry.ndim == 1:  # as a 2-D convolution of height 1
             return self.grad_weight_unpadded(grad_output[:, :, None], x[:, :, None], as_2d(geometry))[:, :, 0]
         dw = None
         if geometry.ndim == 3:
             dw = conv_volume.grad_weight(grad_output, x, geometry, _threads(macs(geometry, x.shape[0])))
-        elif geometry.out_size[0] * -(-geometry.padded_size[1] // geometry.stride[1]) >= GRAD_MIN_GRID:  # OH·Wq
+        else:
             dw = grad_weight_tiles(grad_output, np.ascontiguousarray(x), geometry, padded=False)
         if dw is None:
             dw = self.unfolding.grad_weight(grad_output, pad(x, geometry.pads, "zeros"), geometry)
@@ -150,28 +155,61 @@ def _grad_images(
     pw: int,
     sh: int,
     sw: int,
+    Hq: int,
     Wq: int,
     S: int,
     L: int,
+    B: int,
     n0: int,
     n1: int,
     part: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
-    """part += the weight gradient's partial sums over images n0..n1 (the input in its stride phases,
-    ``conv_rows.fill``; δ on the phase plane's grid); whether an input was not finite."""
+    """part += the weight gradient's sums over images n0..n1, B images stacked at a time (the input
+    in its stride phases, ``conv_rows.fill``, image k's Hq rows after image k − 1's; δ on the stack's
+    grid, zero between the images); whether an input was not finite."""
     O, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border and tails stay zero
-    grid = np.zeros((O, L), dtype=x.dtype)  # columns ow >= OW and positions past OH·Wq stay zero
+    grid = np.zeros((O, L), dtype=x.dtype)  # columns ow >= OW and rows oh >= OH of each image stay zero
     bad = False
-    for n in range(n0, n1):
-        bad |= fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer, True)
-        for o in range(O):
-            for r in range(OH):
-                dst, src = grid[o, r * Wq :], dy[n, o, r]
-                for j in range(OW):
-                    dst[j] = src[j]
+    for m0 in range(n0, n1, B):
+        if m0 + B > n1 and m0 > n0:  # a short last stack: no image of the one before may remain
+            buffer[:] = 0.0
+            grid[:] = 0.0
+        for n in range(m0, min(m0 + B, n1)):
+            k = n - m0
+            bad |= fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer[k * Hq * Wq :], True)
+            for o in range(O):
+                for r in range(OH):
+                    dst, src = grid[o, (k * Hq + r) * Wq :], dy[n, o, r]
+                    for j in range(OW):
+                        dst[j] = src[j]
         accumulate_grad(buffer, grid, offs, part)
     return bad
+
+
+@functools.lru_cache(maxsize=256)
+def stacked_layout(geo: ConvGeometry, dtype: np.dtype, B: int) -> tuple[np.ndarray, np.ndarray, int, int, int, int]:
+    """(offs, phases, Hq, Wq, S, L') of B images stacked: each phase plane B·Hq rows (image k's at
+    k·Hq), the grid ((B − 1)·Hq + OH)·Wq positions rounded up to whole tiles, S one plane's length with
+    the tail the last tile reads (``conv_rows._layout`` for B = 1)."""
+    (KH, KW), (dh, dw), (sh, sw) = geo.kernel, geo.dilation, geo.stride
+    (Hp, Wp), (OH, _) = geo.padded_size, geo.out_size
+    Hq, Wq = -(-Hp // sh), -(-Wp // sw)
+    step = block(dtype)
+    L = ((B - 1) * Hq + OH) * Wq
+    rounded = -(-L // step) * step
+    S = B * Hq * Wq + (rounded - L) + (KW - 1) * dw // sw
+    offs, phases = conv_rows._offsets(geo.in_channels, KH, KW, S, Wq, dh, dw, sh, sw)
+    return offs, phases, Hq, Wq, S, rounded
+
+
+def stack(geo: ConvGeometry, N: int, itemsize: int) -> int:
+    """Images stacked per weight-gradient pass: enough for ``STACK_POSITIONS`` grid positions (each
+    tile's sums leave the registers once a stack), no more than ``STACK_BYTES`` of input and δ."""
+    (Hp, Wp), (sh, sw) = geo.padded_size, geo.stride
+    plane = -(-Hp // sh) * -(-Wp // sw)
+    per_image = plane * (sh * sw * geo.in_channels + geo.out_channels) * itemsize
+    return max(1, min(N, -(-STACK_POSITIONS // plane), STACK_BYTES // per_image))
 
 
 def grad_weight_tiles(
@@ -179,15 +217,17 @@ def grad_weight_tiles(
 ) -> np.ndarray | None:
     """dW (O, C, KH, KW) of a 2-D convolution (any stride, through the stride phases) from δ
     (N, O, OH, OW) and x, C-contiguous: padded (N, C, Hp, Wp), copied into the phases as it is, border
-    included; or (``padded`` False) before padding, each image padded as it is copied. The images are
-    split between threads; None if an input is not finite."""
+    included; or (``padded`` False) before padding, each image padded as it is copied. Small images
+    are stacked (:func:`stack`); the images are split between threads; None if an input is not finite."""
     N, O = grad_output.shape[:2]
-    offs, phases, Wq, S, L = conv_rows._layout(geo, x.dtype)
+    threads = _threads(macs(geo, N))
+    B = stack(geo, -(-N // len(ranges(N, threads))), x.itemsize)  # (at most one range's images)
+    offs, phases, Hq, Wq, S, L = stacked_layout(geo, x.dtype, B)
     (ph, _), (pw, _) = ((0, 0), (0, 0)) if padded else geo.pads
     sh, sw = geo.stride
     dy = np.ascontiguousarray(grad_output)
-    images = partial(_grad_images, x, dy, offs, phases, ph, pw, sh, sw, Wq, S, L)
-    dw = summed(images, N, O, offs.shape[0], x.dtype, _threads(macs(geo, N)))
+    images = partial(_grad_images, x, dy, offs, phases, ph, pw, sh, sw, Hq, Wq, S, L, B)
+    dw = summed(images, N, O, offs.shape[0], x.dtype, threads)
     return None if dw is None else dw.reshape(O, geo.in_channels, *geo.kernel)
 
 
