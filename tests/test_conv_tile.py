@@ -41,8 +41,8 @@ def _reference(x, w, offs, length):
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 @pytest.mark.parametrize(
     "vector_bytes, vectors, channels",
-    [(64, 2, 8), (32, 2, 4), (16, 2, 4), (64, 1, 3), (32, 3, 2)],
-    ids=["AVX-512", "AVX2", "SSE/NEON", "one vector, 3 channels", "three vectors, 2 channels"],
+    [(64, 3, 8), (64, 2, 8), (32, 2, 4), (16, 2, 4), (64, 1, 3), (32, 3, 2)],
+    ids=["AVX-512", "AVX-512, two vectors", "AVX2", "SSE/NEON", "one vector, 3 channels", "three vectors, 2 channels"],
 )
 @pytest.mark.parametrize("O, taps", [(8, 9), (5, 27), (16, 1), (3, 50)])
 def test_every_tile_shape_sums_the_taps(vector_bytes, vectors, channels, dtype, rtol, O, taps):
@@ -87,5 +87,21 @@ def test_the_shape_follows_the_vector_registers():
     vectors, channels = conv_tile.SHAPE
     registers = 32 if conv_tile.VECTOR_BYTES == 64 else 16
     assert vectors * channels + vectors + 1 <= registers  # accumulators, inputs, one broadcast weight
-    assert conv_tile.block(np.float32) == vectors * conv_tile.VECTOR_BYTES // 4
+    assert conv_tile.block(np.float32) == conv_tile.VECTOR_BYTES // 4  # one vector: remainders take smaller tiles
     assert conv_tile.block(np.float64) == conv_tile.block(np.float32) // 2
+
+
+@pytest.mark.parametrize("vectors", range(1, 8))
+def test_the_remainders_of_a_grid_row_take_smaller_tiles(vectors):
+    """``accumulate`` over a row of any whole number of vectors: whole tiles, then two vectors, then one."""
+    lanes = conv_tile.VECTOR_BYTES // 4
+    length, O, taps = vectors * lanes, 11, 7
+    rng = np.random.default_rng(vectors)
+    offs = np.sort(rng.choice(60, size=taps, replace=False)).astype(np.int64)
+    x = rng.standard_normal(60 + length).astype(np.float32)
+    w = rng.standard_normal((O, taps)).astype(np.float32)
+    acc = np.full((-(-O // conv_tile.CHANNELS) * conv_tile.CHANNELS, length), np.nan, dtype=np.float32)
+    conv_tile.accumulate(x, w, offs, acc)
+    reference = _reference(x, w, offs, length)
+    np.testing.assert_allclose(acc[:O], reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+    assert not np.isnan(acc).any()

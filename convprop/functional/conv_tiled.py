@@ -139,7 +139,8 @@ class Tiled:
         want_input: bool = True,
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """(dx or None, dw, db) from δ and x before padding: what a layer's backward calls (its context
-        keeps x as it came, no padded copy)."""
+        keeps x as it came, no padded copy). (Running dW on the pool beside dx, each on one thread, was
+        measured: lenet's and resnet's epochs alike within the noise.)"""
         dw = self.grad_weight_unpadded(grad_output, x, geometry)
         db = grad_output.sum(axis=(0, *range(2, grad_output.ndim)))
         return (self.grad_input_unpadded(grad_output, weight, geometry) if want_input else None), dw, db
