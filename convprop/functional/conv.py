@@ -155,7 +155,8 @@ def _context_grad_output(grad_output: ArrayLike, context: ConvContext) -> np.nda
 
 def _pads_itself(algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
     """Whether ``algo`` reads the input before zero padding and computes all three gradients in one
-    pass (``conv_depthwise``): the context then keeps x itself."""
+    call (``conv_depthwise``; ``conv_tiled.Tiled`` likewise, chosen in ``forward_nd``): the context
+    then keeps x itself."""
     return hasattr(algo, "backward_unpadded") and (geo.padding_mode == "zeros" or all(p == (0, 0) for p in geo.pads))
 
 
@@ -376,7 +377,9 @@ def conv2d_with_context(
 ) -> tuple[np.ndarray, ConvContext]:
     """:func:`conv2d`, also returning a :class:`ConvContext` for :func:`conv2d_backward_from_context`.
 
-    Same arguments, same output; for layers that run forward then backward on the same input.
+    Same arguments, same output; for layers that run forward then backward on the same input. The
+    context may hold x itself, not a copy (as PyTorch's autograd keeps a layer's input): an input
+    changed in place between the two passes changes the gradients.
     """
     y, context = forward_nd(2, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
                             keep=True, name="conv2d")  # fmt: skip

@@ -22,8 +22,9 @@ from .validation import as_float_array
 class ConvContext:
     """What the backward pass needs from a forward pass, kept by a convolution layer between the two:
     the padded input (no second padding) and, when the algorithm can reuse them, the unfolded
-    columns (no second unfold). An algorithm that pads as it reads (``conv_depthwise``) keeps the
-    input as it came (``padded`` False)."""
+    columns (no second unfold). An algorithm that pads as it reads (``conv_depthwise``, the tiles of
+    ``conv_tiled``) keeps the input as it came (``padded`` False) and computes the backward with its
+    ``backward_unpadded``."""
 
     geo: ConvGeometry
     algo: ConvAlgorithm

@@ -8,12 +8,12 @@ and past OH·Wp), the weight gradient is a sum over the images and the positions
 A tile is OB output channels × TB taps, each accumulator a vector of partial sums over V positions:
 per step of V positions it loads OB rows of δ and TB shifted rows of the input, and makes OB·TB fused
 multiply-adds (4 × 4 with AVX-512's 32 registers, 2 × 4 with 16). The partial sums of a tile stay in
-registers over a whole image; at its end they are summed over the lanes (a tree of shuffles) and
-added to an (O', T') array of sums — 16 times smaller than the partial sums themselves, which had
-left the cache at every image where O·T was large (the strided benchmark layer's 64 × 576: 2.4 MB;
-its weight gradient 8.0 → 7.1 ms on two threads; CIFAR's 64 → 128 on one, 44–50 → 40 ms). No
-unfolded matrix is written (``conv_gemm``'s weight gradient unfolds the whole input, K times its
-size, then multiplies).
+registers over a whole image (or a stack of small ones, ``conv_tiled.stack``); at its end they are
+summed over the lanes (a tree of shuffles) and added to an array of O'·T' sums, tile by tile — 16
+times smaller than the partial sums themselves, which had left the cache at every image where O·T
+was large (the strided benchmark layer's 64 × 576: 2.4 MB; its weight gradient 8.0 → 7.1 ms on two
+threads; CIFAR's 64 → 128 on one, 44–50 → 40 ms). No unfolded matrix is written (``conv_gemm``'s
+weight gradient unfolds the whole input, K times its size, then multiplies).
 
 A zero in δg times an infinite input at a grid column would make a NaN that the true sum does not
 have, so the images are checked while they are copied: a batch with a non-finite input is reported
