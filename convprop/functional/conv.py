@@ -21,8 +21,12 @@ from . import conv_memory, conv_tiled
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_context import ConvContext as ConvContext  # (re-exported: layers and conv_transpose import them here)
 from .conv_context import _column_saver, add_bias
+from .conv_context import backward as _backward
 from .conv_context import check_bias as check_bias
 from .conv_context import check_grad_output as check_grad_output
+from .conv_context import input_grad as _input_grad
+from .conv_context import pads_itself as _pads_itself
+from .conv_context import param_grads as _param_grads
 from .conv_eval import eval_forward
 from .conv_eval import (
     uses_grid as uses_grid,  # (re-exported, with uses_rows: which forward a pass keeping nothing runs)
@@ -34,7 +38,7 @@ from .conv_resolve import check_algorithm as check_algorithm
 from .conv_resolve import check_groups as check_groups
 from .conv_resolve import check_weight as check_weight
 from .conv_resolve import spatial_shapes as spatial_shapes
-from .geometry import PadArg, SizeArg, pad, pad_backward
+from .geometry import PadArg, SizeArg, pad
 from .validation import check_same_dtype
 
 KEEP_COLUMNS_BYTES = conv_memory.KEEP_COLUMNS_BYTES
@@ -151,45 +155,6 @@ def _context_grad_output(grad_output: ArrayLike, context: ConvContext) -> np.nda
     dy = check_grad_output(grad_output, expected, context.unbatched)
     check_same_dtype(grad_output=dy, x=context.xp)
     return dy
-
-
-def _pads_itself(algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
-    """Whether ``algo`` reads the input before zero padding and computes all three gradients in one
-    call (``conv_depthwise``; ``conv_tiled.Tiled`` likewise, chosen in ``forward_nd``): the context
-    then keeps x itself."""
-    return hasattr(algo, "backward_unpadded") and (geo.padding_mode == "zeros" or all(p == (0, 0) for p in geo.pads))
-
-
-def _backward(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if not ctx.padded:  # one pass for dx, dw and db
-        dx, dw, db = ctx.algo.backward_unpadded(dy, ctx.xp, ctx.weight, ctx.geo)  # type: ignore[attr-defined]
-        return (dx[0] if ctx.unbatched else dx), dw, db
-    dw, db = _param_grads(dy, ctx)
-    return _input_grad(dy, ctx.algo, ctx.weight, ctx.geo, ctx.unbatched), dw, db
-
-
-def _input_grad(
-    dy: np.ndarray, algo: ConvAlgorithm, weight: np.ndarray, geo: ConvGeometry, unbatched: bool
-) -> np.ndarray:
-    """dx: the algorithm's gradient of the padded input, folded back onto x (N, C, *in_size) — or,
-    from an algorithm that computes it directly (``conv_tiled``), the input's own."""
-    if hasattr(algo, "grad_input_unpadded"):
-        dx = algo.grad_input_unpadded(dy, weight, geo)
-        return dx[0] if unbatched else dx
-    dx = pad_backward(algo.grad_input(dy, weight, geo), geo.in_size, geo.pads, geo.padding_mode)
-    return dx[0] if unbatched else dx
-
-
-def _param_grads(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray]:
-    if not ctx.padded:
-        _, dw, db = ctx.algo.backward_unpadded(dy, ctx.xp, ctx.weight, ctx.geo, want_input=False)  # type: ignore[attr-defined]
-        return dw, db
-    saver = _column_saver(ctx.algo)
-    if saver is not None and ctx.cols is not None:
-        dw = saver.grad_weight_saved(dy, ctx.cols, ctx.geo)
-    else:
-        dw = ctx.algo.grad_weight(dy, ctx.xp, ctx.geo)
-    return dw, dy.sum(axis=(0, *range(2, dy.ndim)))  # (O, C/G, *K), (O,)
 
 
 # ------------------------------------------------------------------------------------ the public functions

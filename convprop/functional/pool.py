@@ -1,4 +1,4 @@
-"""Max pooling for 1, 2 and 3 spatial axes, with its backward pass (average pooling: ``pool_avg``).
+"""Max pooling for 1, 2 and 3 spatial axes, with its backward pass (average: ``pool_avg``, adaptive: ``pool_adaptive``).
 
 Semantics are PyTorch's (``torch.nn.functional``), including ``ceil_mode``, dilation, the
 ``padding <= kernel_size // 2`` limit and which element wins a tie; ``padding`` may also be one
@@ -9,10 +9,8 @@ The 2-D (and, through a unit height, 1-D) forward runs ``pool_compiled``'s kerne
 NumPy reference (one vectorised pass per kernel tap over a -inf padded copy, ``geometry.windows``),
 which the tests hold the compiled kernels to exactly. The gradient is a compiled scatter over the
 arg-max indices in every dimension. The average-pooling names are re-exported here, so
-``functional.pool`` keeps offering every pooling function.
-
-Letters: N batch, C channels, S input size, K kernel size, Q output size per axis (2-D: H, W,
-KH, KW, OH, OW).
+``functional.pool`` keeps offering every pooling function. Letters: N batch, C channels, S input
+size, K kernel size, Q output size per axis (2-D: H, W, KH, KW, OH, OW).
 """
 
 from __future__ import annotations
@@ -26,21 +24,23 @@ from numpy.typing import ArrayLike
 from ..errors import ArgumentError
 from . import pool_compiled
 from .geometry import AXIS_NAMES, PadArg, SizeArg, pad, windows
-from .pool_avg import (
+from .pool_adaptive import (
     adaptive_avg_pool1d,
     adaptive_avg_pool1d_backward,
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
     adaptive_avg_pool3d,
     adaptive_avg_pool3d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+)
+from .pool_avg import (
     avg_pool1d,
     avg_pool1d_backward,
     avg_pool2d,
     avg_pool2d_backward,
     avg_pool3d,
     avg_pool3d_backward,
-    global_avg_pool2d,
-    global_avg_pool2d_backward,
 )
 from .pool_window import PoolGeometry, check_grad_output, resolve
 
