@@ -183,3 +183,20 @@ def test_transposed_convolutions_train_on_the_tiles(C, O, size, kernel, stride, 
     for name, got, want in zip(("y", "dx", "dw", "db"), ours32, ours, strict=True):
         assert got.dtype == np.float32
         assert_close(got, want, f"float32 transposed {name}", rtol=1e-4)
+
+
+def test_an_input_no_tap_reads_has_gradient_zero():
+    """Stride 2, dilation 2, padding 1: every tap reads an even padded row, and the one real row is
+    odd — no phase receives anything (the plan is empty) and dx is zero, as direct's."""
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((2, 9, 1, 1)), rng.standard_normal((4, 9, 2, 2))
+    options = dict(stride=2, padding=1, dilation=2)
+    _, _, geo, _, _ = _resolve(x, w, 2, 2, 1, 2, 1, "zeros", "auto", "conv2d")
+    assert len(conv_phases.plan(geo, x.dtype).kernel_rows) == 0
+    y, ctx = conv_with_context(x, w, None, **options, ndim=2)
+    assert isinstance(ctx.algo, conv_tiled.Tiled)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = conv_backward_from_context(dy, ctx)
+    want = conv2d_backward(dy, x, w, **options, algorithm="direct")
+    assert not dx.any() and not want[0].any()
+    assert_close(dw, want[1], "dW of an input no tap reads")
