@@ -69,3 +69,22 @@ def check_against_torch(
         ref = tensor.grad.numpy() if tensor.grad is not None else np.zeros(tensor.shape)
         assert_close(grad, ref, f"gradient of {name}", rtol)
     return y
+
+
+def conv_layer_against_direct(x, weight, bias, rng, *, ndim, dtype, rtol, what, **options):
+    """A convolution layer's training pass in ``dtype`` — forward keeping its context, backward from it
+    — against ``algorithm="direct"`` in float64 on the very same values (x, weight, bias and δ rounded
+    to ``dtype`` first); every result must come back in ``dtype``. Returns the layer's context."""
+    from convprop.functional.conv import conv_backward_from_context, conv_with_context
+
+    x, weight, bias = (np.asarray(a).astype(dtype) for a in (x, weight, bias))
+    y, ctx = conv_with_context(x, weight, bias, **options, ndim=ndim)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    ours = (y, *conv_backward_from_context(dy, ctx))
+    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, weight, bias, dy))
+    y_ref, ctx_ref = conv_with_context(x64, w64, b64, **options, ndim=ndim, algorithm="direct")
+    reference = (y_ref, *conv_backward_from_context(dy64, ctx_ref))
+    for name, got, want in zip(("y", "dx", "dw", "db"), ours, reference, strict=True):
+        assert got.dtype == dtype, f"{what} {name}: {got.dtype}, expected {np.dtype(dtype)}"
+        assert_close(got, want, f"{what} {name} {np.dtype(dtype).name}", rtol=rtol)
+    return ctx

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import assert_close
+from reference import assert_close, conv_layer_against_direct
+from torch_reference import torch_conv_zero_padded
 
 import convprop
 from convprop.functional import conv_depthwise, threads
@@ -29,19 +30,6 @@ from convprop.functional.conv import (
     conv_with_context,
 )
 from convprop.functional.conv_transpose import conv_transpose2d
-
-
-def _torch(x, w, b, dy, stride, pads, dilation):
-    """PyTorch's (y, dx, dw, db) for zero padding ``pads`` (per side): the input padded explicitly, dx
-    cropped back."""
-    d = x.ndim - 2
-    xp = np.pad(x, [(0, 0), (0, 0), *pads])
-    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (xp, w, b))
-    conv = F.conv2d if d == 2 else F.conv1d
-    y = conv(xt, wt, bt, stride=stride, dilation=dilation, groups=x.shape[1])
-    y.backward(torch.tensor(dy))
-    crop = (slice(None), slice(None), *(slice(p[0], p[0] + n) for p, n in zip(pads, x.shape[2:], strict=True)))
-    return y.detach().numpy(), xt.grad.numpy()[crop], wt.grad.numpy(), bt.grad.numpy()
 
 
 @st.composite
@@ -73,7 +61,7 @@ def _check_all_paths(geometry, seed, dtype=np.float64):
     dy = rng.standard_normal(y.shape)
     layer = (y, *conv_backward_from_context(dy, ctx))
     stateless = (forward(x, w, b, **options), *backward(dy, x, w, **options))
-    want = _torch(x, w, b, dy, stride, pads, dilation)
+    want = torch_conv_zero_padded(x, w, b, dy, stride=stride, pads=pads, dilation=dilation, groups=C)
     direct = (forward(x, w, b, **options, algorithm="direct"), *backward(dy, x, w, **options, algorithm="direct"))
     for name, a, c, t, r in zip(("y", "dx", "dw", "db"), layer, stateless, want, direct, strict=True):
         assert_close(a, t, f"{name} (layer) against torch, {geometry}")
@@ -108,16 +96,9 @@ def test_1d_against_torch_and_direct_float64(geometry, seed):
 def test_float32_against_direct_float64(N, C, m, size, kernel, stride, pads):
     rng = np.random.default_rng(7)
     x, w, b = rng.standard_normal((N, C, *size)), rng.standard_normal((C * m, 1, *kernel)), rng.standard_normal(C * m)
-    options = dict(stride=stride, padding=pads, groups=C)
-    ndim = len(size)
-    y, ctx = conv_with_context(*(a.astype(np.float32) for a in (x, w, b)), **options, ndim=ndim)
-    dy = rng.standard_normal(y.shape)
-    ours = (y, *conv_backward_from_context(dy.astype(np.float32), ctx))
-    forward, backward = (conv2d, conv2d_backward) if ndim == 2 else (conv1d, conv1d_backward)
-    want = (forward(x, w, b, **options, algorithm="direct"), *backward(dy, x, w, **options, algorithm="direct"))
-    for name, got, ref in zip(("y", "dx", "dw", "db"), ours, want, strict=True):
-        assert got.dtype == np.float32
-        assert_close(got, ref, f"float32 {name}", rtol=1e-4)
+    ctx = conv_layer_against_direct(x, w, b, rng, ndim=len(size), dtype=np.float32, rtol=1e-4, what="depthwise",
+                                    stride=stride, padding=pads, groups=C)  # fmt: skip
+    assert ctx.algo is conv_depthwise
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import assert_close
+from reference import assert_close, conv_layer_against_direct
+from torch_reference import torch_conv_zero_padded
 
 import convprop
 from convprop.functional import conv_phases, conv_tiled
@@ -28,16 +29,6 @@ from convprop.functional.conv import (
     conv_backward_from_context,
     conv_with_context,
 )
-
-
-def _torch(x, w, b, dy, stride, pads, dilation):
-    """PyTorch's (y, dx, dw, db) with the zero padding ``pads`` (per side) applied to a copy."""
-    xp = np.pad(x, [(0, 0), (0, 0), *pads])
-    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (xp, w, b))
-    y = (F.conv2d if x.ndim == 4 else F.conv1d)(xt, wt, bt, stride=stride, dilation=dilation)
-    y.backward(torch.tensor(dy))
-    crop = (slice(None), slice(None), *(slice(p[0], p[0] + n) for p, n in zip(pads, x.shape[2:], strict=True)))
-    return y.detach().numpy(), xt.grad.numpy()[crop], wt.grad.numpy(), bt.grad.numpy()
 
 
 @st.composite
@@ -69,8 +60,8 @@ def _check(geometry, seed):
     ours = (y, *conv_backward_from_context(dy, ctx))
     backward = conv2d_backward if len(size) == 2 else conv1d_backward
     direct = backward(dy, x, w, **options, algorithm="direct")
-    for name, got, want, ref in zip(("y", "dx", "dw", "db"), ours, _torch(x, w, b, dy, stride, pads, dilation),
-                                    (None, *direct), strict=True):  # fmt: skip
+    torch_result = torch_conv_zero_padded(x, w, b, dy, stride=stride, pads=pads, dilation=dilation)
+    for name, got, want, ref in zip(("y", "dx", "dw", "db"), ours, torch_result, (None, *direct), strict=True):
         assert_close(got, want, f"{name} against torch, {geometry}")
         if ref is not None:
             assert_close(got, ref, f"{name} against direct, {geometry}")
@@ -100,17 +91,9 @@ def test_1d_against_torch_and_direct_float64(geometry, seed):
 def test_float32_against_direct_float64(N, C, O, size, kernel, stride, padding, dilation):
     rng = np.random.default_rng(7)
     x, w, b = rng.standard_normal((N, C, *size)), rng.standard_normal((O, C, *kernel)), rng.standard_normal(O)
-    options = dict(stride=stride, padding=padding, dilation=dilation)
-    ndim = len(size)
-    y, ctx = conv_with_context(*(a.astype(np.float32) for a in (x, w, b)), **options, ndim=ndim)
+    ctx = conv_layer_against_direct(x, w, b, rng, ndim=len(size), dtype=np.float32, rtol=1e-4, what="strided",
+                                    stride=stride, padding=padding, dilation=dilation)  # fmt: skip
     assert isinstance(ctx.algo, conv_tiled.Tiled)
-    dy = rng.standard_normal(y.shape)
-    ours = (y, *conv_backward_from_context(dy.astype(np.float32), ctx))
-    y_ref, ctx_ref = conv_with_context(x, w, b, **options, ndim=ndim, algorithm="direct")
-    for name, got, want in zip(("y", "dx", "dw", "db"), ours, (y_ref, *conv_backward_from_context(dy, ctx_ref)),
-                               strict=True):  # fmt: skip
-        assert got.dtype == np.float32
-        assert_close(got, want, f"float32 {name}", rtol=1e-4)
 
 
 def test_finite_differences_through_the_phases():

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
-from reference import assert_close
+from reference import assert_close, conv_layer_against_direct
 from torch_reference import torch_conv2d
 
 import convprop
@@ -218,20 +218,11 @@ def test_the_machines_weight_gradient_tile_on_a_real_layout():
     ids=["the benchmark's shape, shorter", "even kernel, dilated, 'same'", "one channel"],
 )
 def test_1d_trains_as_2d_of_height_one(C, O, L, K, dilation, padding, dtype, rtol):
-    from convprop.functional.conv import conv_with_context
-
     rng = np.random.default_rng(7)
-    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((3, C, L), (O, C, K), (O,)))
-    y, ctx = conv_with_context(x, w, b, padding=padding, dilation=dilation, ndim=1)
+    x, w, b = (rng.standard_normal(s) for s in ((3, C, L), (O, C, K), (O,)))
+    ctx = conv_layer_against_direct(x, w, b, rng, ndim=1, dtype=dtype, rtol=rtol, what="1-D",
+                                    padding=padding, dilation=dilation)  # fmt: skip
     assert isinstance(ctx.algo, conv_tiled.Tiled) and ctx.geo.ndim == 1
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    ours = (y, *conv_backward_from_context(dy, ctx))
-    assert all(a.dtype == dtype for a in ours)
-    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
-    y_ref, ctx_ref = conv_with_context(x64, w64, b64, padding=padding, dilation=dilation, algorithm="direct", ndim=1)
-    reference = (y_ref, *conv_backward_from_context(dy64, ctx_ref))
-    for name, got, want in zip(("y", "dx", "dw", "db"), ours, reference, strict=True):
-        assert_close(got, want, f"1-D {name} {dtype.__name__}", rtol=rtol)
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 1e-4)])
@@ -245,22 +236,14 @@ def test_1d_trains_as_2d_of_height_one(C, O, L, K, dilation, padding, dtype, rto
     ids=["the benchmark's kernel", "even, dilated, 'same'", "no padding, 4 outputs"],
 )
 def test_3d_on_the_volumes_grid(C, O, size, kernel, dilation, padding, dtype, rtol):
-    from convprop.functional.conv import conv_with_context
+    from convprop.functional import conv3d
 
     rng = np.random.default_rng(9)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((2, C, *size), (O, C, *kernel), (O,)))
-    y, ctx = conv_with_context(x, w, b, padding=padding, dilation=dilation, ndim=3)
+    ctx = conv_layer_against_direct(x, w, b, rng, ndim=3, dtype=dtype, rtol=rtol, what="3-D",
+                                    padding=padding, dilation=dilation)  # fmt: skip
     assert isinstance(ctx.algo, conv_tiled.Tiled) and ctx.geo.ndim == 3
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    ours = (y, *conv_backward_from_context(dy, ctx))
-    assert all(a.dtype == dtype for a in ours)
-    x64, w64, b64, dy64 = (a.astype(np.float64) for a in (x, w, b, dy))
-    y_ref, ctx_ref = conv_with_context(x64, w64, b64, padding=padding, dilation=dilation, algorithm="direct", ndim=3)
-    reference = (y_ref, *conv_backward_from_context(dy64, ctx_ref))
-    for name, got, want in zip(("y", "dx", "dw", "db"), ours, reference, strict=True):
-        assert_close(got, want, f"3-D {name} {dtype.__name__}", rtol=rtol)
-    from convprop.functional import conv3d
-
+    y_ref = conv3d(*(a.astype(np.float64) for a in (x, w, b)), padding=padding, dilation=dilation, algorithm="direct")
     assert_close(conv3d(x, w, b, padding=padding, dilation=dilation), y_ref, "conv3d's eval path", rtol=rtol)
 
 

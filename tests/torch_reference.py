@@ -57,3 +57,17 @@ def torch_conv2d(x, weight, bias, grad_output, *, stride, padding, dilation, gro
     if unbatched:
         out, dx = out[0], dx[0]
     return out, dx, wt.grad.numpy(), db
+
+
+def torch_conv_zero_padded(x, weight, bias, grad_output, *, stride, pads, dilation, groups=1):
+    """(y, dx, dw, db) of a 1-D or 2-D convolution with zero padding ``pads`` (one (before, after) pair
+    per axis), from torch autograd: the input padded explicitly (torch takes only symmetric padding),
+    dx cropped back to x's size."""
+    import numpy as np
+
+    xp = np.pad(x, [(0, 0), (0, 0), *pads])
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (xp, weight, bias))
+    y = (F.conv2d if x.ndim == 4 else F.conv1d)(xt, wt, bt, stride=stride, dilation=dilation, groups=groups)
+    y.backward(torch.tensor(grad_output))
+    crop = (slice(None), slice(None), *(slice(p[0], p[0] + n) for p, n in zip(pads, x.shape[2:], strict=True)))
+    return y.detach().numpy(), xt.grad.numpy()[crop], wt.grad.numpy(), bt.grad.numpy()

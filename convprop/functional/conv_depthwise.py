@@ -270,10 +270,6 @@ def _backward(
                         out[j] = src[j]
 
 
-def _weights(weight: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(weight)
-
-
 def _geometry2d(geo: ConvGeometry) -> tuple[int, int, int, int, int, int, int, int]:
     """(ph, pw, Hp, Wp, sh, sw, dh, dw) of a 2-D geometry: the top and left padding, the padded plane,
     stride and dilation."""
@@ -287,13 +283,23 @@ def forward_unpadded(
 ) -> np.ndarray:
     """y (N, O, *out_size) + bias from x (N, C, *in_size) *before* zero padding, the images split
     between threads."""
+    return _run_forward(x, weight, geo, bias, False)
+
+
+def _run_forward(
+    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, bias: np.ndarray | None, padded_input: bool
+) -> np.ndarray:
+    """y (N, O, *out_size) + bias from x before zero padding, or (``padded_input``) padded already."""
     if geo.ndim == 1:  # as a 2-D convolution of height 1
-        return forward_unpadded(x[:, :, None], weight[:, :, None], as_2d(geo), bias)[:, :, 0]
+        return _run_forward(x[:, :, None], weight[:, :, None], as_2d(geo), bias, padded_input)[:, :, 0]
     x = np.ascontiguousarray(x)
     O = weight.shape[0]
     y = np.empty((x.shape[0], O, *geo.out_size), dtype=x.dtype)
     b = np.zeros(O, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
-    kernel = partial(_forward, x, _weights(weight), b, *_geometry2d(geo))
+    ph, pw, Hp, Wp, sh, sw, dh, dw = _geometry2d(geo)
+    if padded_input:
+        ph = pw = 0
+    kernel = partial(_forward, x, np.ascontiguousarray(weight), b, ph, pw, Hp, Wp, sh, sw, dh, dw)
     parallel([partial(kernel, n0, n1, y) for n0, n1 in ranges(x.shape[0])])
     return y
 
@@ -325,7 +331,7 @@ def _run_backward(
     threads (each range its own sums, added here). ``x`` is padded to ``geo.padded_size`` already if
     ``padded_input`` (then dx is the padded input's gradient), else before padding."""
     dy = np.ascontiguousarray(grad_output)
-    w = _weights(weight)
+    w = np.ascontiguousarray(weight)
     N, O = dy.shape[:2]
     C = geo.in_channels
     ph, pw, Hp, Wp, sh, sw, dh, dw = _geometry2d(geo)
@@ -350,14 +356,7 @@ def _run_backward(
 
 def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """y (N, O, *out_size) from the padded x (no bias)."""
-    if geo.ndim == 1:
-        return forward(x[:, :, None], weight[:, :, None], as_2d(geo))[:, :, 0]
-    x = np.ascontiguousarray(x)
-    y = np.empty((x.shape[0], weight.shape[0], *geo.out_size), dtype=x.dtype)
-    _, _, Hp, Wp, sh, sw, dh, dw = _geometry2d(geo)
-    kernel = partial(_forward, x, _weights(weight), np.zeros(weight.shape[0], x.dtype), 0, 0, Hp, Wp, sh, sw, dh, dw)
-    parallel([partial(kernel, n0, n1, y) for n0, n1 in ranges(x.shape[0])])
-    return y
+    return _run_forward(x, weight, geo, None, True)
 
 
 def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import conv_depthwise, conv_flat, conv_gemm, conv_im2col, conv_pointwise, conv_rows, threads
+from . import conv_flat, conv_gemm, conv_im2col, conv_pointwise, conv_rows, threads
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
+from .conv_context import pads_itself
 from .geometry import pad
 
 
@@ -62,8 +63,8 @@ def eval_forward(
     running the product on its part with BLAS on one thread (the row pass splits it itself)."""
     if uses_rows(algorithm, algo, geo):
         return conv_rows.forward(x, weight, geo)  # pads each image in cache, images split between threads
-    if algo is conv_depthwise and (geo.padding_mode == "zeros" or all(p == (0, 0) for p in geo.pads)):
-        return conv_depthwise.forward_unpadded(x, weight, geo)  # pads each plane in cache, images split
+    if pads_itself(algo, geo):  # conv_depthwise: pads each plane in cache, images split between threads
+        return algo.forward_unpadded(x, weight, geo)  # type: ignore[attr-defined]
     if threads.splits(x.shape[0]):
         return threads.split_batch(lambda part: eval_forward(part, weight, geo, algo, algorithm), x)
     if uses_grid(algorithm, algo, geo):

@@ -161,7 +161,7 @@ def _choose(algorithm: str, geo: ConvGeometry) -> ConvAlgorithm:
        ``conv_depthwise``: compiled loops a plane at a time; im2col's products degenerate to
        (Og, KH·KW)·(KH·KW, P) and its time goes into unfolding (about 2× slower measured; the plane
        loops with the padding in cache and one backward pass run the benchmark's depthwise layer
-       in 0.6–0.75 of PyTorch's time);
+       in 0.64–0.76 of PyTorch's time);
     2. a single input channel, dense (``C == 1``, ``groups == 1``) → ``conv_im2col``: with
        K = KH·KW tiny, NumPy's unfold is cheap and per-image products beat both the depthwise
        loops (8×) and ``conv_gemm``'s one large product, whose transposed copies dominate;

@@ -202,17 +202,20 @@ def _images(
 
 
 @functools.lru_cache(maxsize=256)
-def _layout(geo: ConvGeometry, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, int, int, int]:
+def _layout(geo: ConvGeometry, dtype: np.dtype, stack: int = 1) -> tuple[np.ndarray, np.ndarray, int, int, int]:
     """(offs, phases, Wq, S, L'): each tap's offset into the buffer, the stride phases the taps read
     (P, 2), a phase plane's width Wq and length S (its tail covers the last tile's reads), the grid's
-    length rounded up to whole tiles."""
+    length rounded up to whole tiles. With ``stack`` B > 1, B images one under the other (image k's
+    Hq rows of each phase plane after image k − 1's, ``conv_tiled.stack``): the grid
+    ((B − 1)·Hq + OH)·Wq positions long."""
     (KH, KW), (dh, dw), (sh, sw) = geo.kernel, geo.dilation, geo.stride
     (Hp, Wp), (OH, _) = geo.padded_size, geo.out_size
     Hq, Wq = -(-Hp // sh), -(-Wp // sw)  # a phase plane: every sh-th row, every sw-th column
     step = block(dtype)
-    L = OH * Wq
+    L = ((stack - 1) * Hq + OH) * Wq
     rounded = -(-L // step) * step
-    S = Hq * Wq + (rounded - L) + (KW - 1) * dw // sw  # reads reach (Hq − OH)·Wq + ⌊(KW−1)·dw/sw⌋ + rounded − 1
+    # reads reach (Hq − OH)·Wq + ⌊(KW−1)·dw/sw⌋ + rounded − 1 past the last image's plane
+    S = stack * Hq * Wq + (rounded - L) + (KW - 1) * dw // sw
     offs, phases = _offsets(geo.in_channels, KH, KW, S, Wq, dh, dw, sh, sw)
     return offs, phases, Wq, S, rounded
 

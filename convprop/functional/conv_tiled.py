@@ -30,7 +30,6 @@ unfolding one, the layer keeps its algorithm (:func:`for_training`).
 
 from __future__ import annotations
 
-import functools
 import math
 from functools import partial
 
@@ -41,7 +40,7 @@ from . import conv_gemm, conv_im2col, conv_phases, conv_rows, conv_volume
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_resolve import _resolve
 from .conv_rows import as_2d, fill
-from .conv_tile import CHANNELS, block
+from .conv_tile import CHANNELS
 from .conv_tile_grad import accumulate_grad, summed
 from .geometry import crop, pad
 from .threads import ranges
@@ -188,22 +187,6 @@ def _grad_images(
     return bad
 
 
-@functools.lru_cache(maxsize=256)
-def stacked_layout(geo: ConvGeometry, dtype: np.dtype, B: int) -> tuple[np.ndarray, np.ndarray, int, int, int, int]:
-    """(offs, phases, Hq, Wq, S, L') of B images stacked: each phase plane B·Hq rows (image k's at
-    k·Hq), the grid ((B − 1)·Hq + OH)·Wq positions rounded up to whole tiles, S one plane's length with
-    the tail the last tile reads (``conv_rows._layout`` for B = 1)."""
-    (KH, KW), (dh, dw), (sh, sw) = geo.kernel, geo.dilation, geo.stride
-    (Hp, Wp), (OH, _) = geo.padded_size, geo.out_size
-    Hq, Wq = -(-Hp // sh), -(-Wp // sw)
-    step = block(dtype)
-    L = ((B - 1) * Hq + OH) * Wq
-    rounded = -(-L // step) * step
-    S = B * Hq * Wq + (rounded - L) + (KW - 1) * dw // sw
-    offs, phases = conv_rows._offsets(geo.in_channels, KH, KW, S, Wq, dh, dw, sh, sw)
-    return offs, phases, Hq, Wq, S, rounded
-
-
 def stack(geo: ConvGeometry, N: int, itemsize: int) -> int:
     """Images stacked per weight-gradient pass: enough for ``STACK_POSITIONS`` grid positions (each
     tile's sums leave the registers once a stack), no more than ``STACK_BYTES`` of input and δ."""
@@ -223,7 +206,8 @@ def grad_weight_tiles(
     N, O = grad_output.shape[:2]
     threads = _threads(macs(geo, N))
     B = stack(geo, -(-N // len(ranges(N, threads))), x.itemsize)  # (at most one range's images)
-    offs, phases, Hq, Wq, S, L = stacked_layout(geo, x.dtype, B)
+    offs, phases, Wq, S, L = conv_rows._layout(geo, x.dtype, B)
+    Hq = -(-geo.padded_size[0] // geo.stride[0])  # (a phase plane's rows: image k's start at k·Hq)
     (ph, _), (pw, _) = ((0, 0), (0, 0)) if padded else geo.pads
     sh, sw = geo.stride
     dy = np.ascontiguousarray(grad_output)

@@ -107,7 +107,8 @@ def _resolve(
     # the convolution this is the adjoint of: input out_size, output in_size, O = C, C' = weight.shape[1]·G
     window = Window(out_size, kernel, stride, dilation, pads, in_size)
     geo = ConvGeometry(window, groups, weight.shape[1] * groups, C)
-    return x, weight, geo, choose_algorithm(algorithm, geo), unbatched
+    algo = choose_algorithm(algorithm, geo)
+    return x, weight, geo, conv_tiled.for_training(algorithm, algo, geo) or algo, unbatched  # (tiles where they apply)
 
 
 def _forward(
@@ -128,10 +129,8 @@ def _forward(
     )
     bias = check_bias(bias, geo.in_channels)
     check_same_dtype(x=x, weight=weight, bias=bias)
-    tiled = conv_tiled.for_training(algorithm, algo, geo)
-    if tiled is not None:  # the convolution's input gradient on tiles, cropped as it is made
-        algo = tiled
-        y = tiled.grad_input_unpadded(x, weight, geo)  # (N, O, *out_size)
+    if isinstance(algo, conv_tiled.Tiled):  # the convolution's input gradient on tiles, cropped as it is made
+        y = algo.grad_input_unpadded(x, weight, geo)  # (N, O, *out_size)
     else:
         y_padded = algo.grad_input(x, weight, geo)  # (N, O, *padded_size): the convolution's input gradient
         y = np.ascontiguousarray(crop(y_padded, geo.in_size, geo.pads))  # (N, O, *out_size): the padding's adjoint
@@ -204,7 +203,7 @@ def _backward_call(
     x, weight, geo, algo, unbatched = _resolve(
         x, weight, ndim, stride, padding, output_padding, groups, dilation, algorithm, name
     )
-    ctx = TransposeContext(geo, conv_tiled.for_training(algorithm, algo, geo) or algo, weight, x, unbatched)
+    ctx = TransposeContext(geo, algo, weight, x, unbatched)
     dy = _context_grad_output(grad_output, ctx)
     check_same_dtype(grad_output=dy, x=x, weight=weight)
     dx, dw, db = _backward(dy, ctx)

@@ -53,6 +53,12 @@ def _offsets(C: int, KD: int, KH: int, KW: int, S: int, Hp: int, Wp: int, dd: in
     return offs
 
 
+def _plane(geo: ConvGeometry) -> tuple[tuple[int, int, int], int, int]:
+    """((pd, ph, pw), Hp, Wp): the padding before each axis and a padded slice's height and width."""
+    (pd, _), (ph, _), (pw, _) = geo.pads
+    return (pd, ph, pw), geo.padded_size[1], geo.padded_size[2]
+
+
 @njit(cache=True, nogil=True)
 def _fill(
     x: np.ndarray, n: int, pads: tuple[int, int, int], Hp: int, Wp: int, S: int, buffer: np.ndarray, check: bool
@@ -66,11 +72,14 @@ def _fill(
         for d in range(D):
             for h in range(H):
                 dst, src = buffer[c * S + ((d + pd) * Hp + h + ph) * Wp + pw :], x[n, c, d, h]
-                for j in range(W):
-                    dst[j] = src[j]
                 if check:
                     for j in range(W):
-                        bad |= (src[j] - src[j]) != 0.0  # NaN for an infinity or a NaN
+                        v = src[j]
+                        bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
+                        dst[j] = v
+                else:
+                    for j in range(W):
+                        dst[j] = src[j]
     return bad
 
 
@@ -109,9 +118,7 @@ def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, threads: int |
     N, O = x.shape[0], weight.shape[0]
     w = np.ascontiguousarray(weight, dtype=x.dtype).reshape(O, -1)  # (O, T)
     offs, S, L = layout(geo, x.dtype)
-    (pd, _), (ph, _), (pw, _) = geo.pads
-    pads = (pd, ph, pw)
-    _, Hp, Wp = geo.padded_size
+    pads, Hp, Wp = _plane(geo)
     out = np.empty((N, O, *geo.out_size), dtype=x.dtype)
     kernel = partial(_forward_images, x, w, offs, pads, Hp, Wp, S, L)
     parallel([partial(kernel, n0, n1, out) for n0, n1 in ranges(N, threads)])
@@ -156,9 +163,7 @@ def grad_weight(
     an input is not finite (the caller then takes the unfolded gradient)."""
     N, O = grad_output.shape[:2]
     offs, S, L = layout(geo, x.dtype)
-    (pd, _), (ph, _), (pw, _) = geo.pads
-    pads = (pd, ph, pw)
-    _, Hp, Wp = geo.padded_size
+    pads, Hp, Wp = _plane(geo)
     dy = np.ascontiguousarray(grad_output)
     images = partial(_grad_images, x, dy, offs, pads, Hp, Wp, S, L)
     dw = summed(images, N, O, offs.shape[0], x.dtype, threads)
