@@ -20,8 +20,9 @@ passes (``convprop serve``'s threads) hold it together, and the last one out res
 found. BLAS is held to one thread only where its count is at most ``THREADS`` (a larger machine keeps
 BLAS's own threads); training passes never enter it (measured slower: docs/performance.md).
 
-A handoff to the pool costs 15–40 µs on these machines, so :func:`parallel` runs the first call of a
-region on the calling thread, and small products are not split.
+The parts of a split run on ``workers``' threads, which watch for the next job without the GIL for
+a while before they sleep (a handoff to a sleeping pool thread had cost 54–175 µs); the first part
+of a region runs on the calling thread, and small products are not split.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 from typing import Any
 
 import numpy as np
+
+from . import workers
 
 THREADS = min(2, os.cpu_count() or 1)  # this machine class has 2 cores
 SPLIT_MIN_IMAGES = 8  # smaller batches run as one call: a thread handoff costs more than half of it
@@ -45,8 +47,8 @@ SPLIT_MIN_IMAGES = 8  # smaller batches run as one call: a thread handoff costs 
 # (26 M) ran as fast split as on one thread (0.49 against 0.48 ms), at 128 (51 M) in 0.80 of the time
 SPLIT_MIN_PRODUCT = 1 << 25
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()  # two first calls from two threads make one pool
+_workers: workers.Crew | None = None
+_pool_lock = threading.Lock()  # two first calls from two threads make one crew
 _scope_lock = threading.Lock()
 _depth = 0  # passes inside blas_single_threaded, over all threads
 _restore: list[tuple[_OpenBLAS, int]] = []  # (library, its thread count) to restore on exit
@@ -62,23 +64,50 @@ def ranges(N: int, threads: int | None = None) -> list[tuple[int, int]]:
 
 
 def parallel(calls: Sequence[Callable[[], object]]) -> None:
-    """Run the calls: the first in this thread, the others on the shared pool (the kernels release the GIL)."""
-    global _pool
-    if len(calls) == 1 or getattr(_local, "worker", False):  # a pool thread waiting on the pool could deadlock
+    """Run the calls: the first in this thread, the others on convprop's workers (the kernels release
+    the GIL; ``workers``: a handoff that does not sleep); all of them here if the workers are busy with
+    another caller's, or if this is a worker. Each call runs in a copy of the caller's context (NumPy's
+    errstate is a context variable). The first exception raised is raised here, once all have ended."""
+    if len(calls) == 1 or getattr(_local, "worker", False):  # a worker waiting on the workers could deadlock
         for call in calls:
             call()
         return
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="convprop", initializer=_mark_worker)
-    # the first call runs here, the others on the pool, each in a copy of the caller's context (NumPy's
-    # errstate is a context variable); a wake-up costs ~20-40 µs on these machines, so one fewer counts
-    futures = [_pool.submit(contextvars.copy_context().run, call) for call in calls[1:]]
+    crew = _crew()
+    if not crew.lock.acquire(blocking=False):  # another caller's parts hold the workers: the cores are busy
+        for call in calls:
+            call()
+        return
     try:
-        calls[0]()
+        handed = crew.workers[: len(calls) - 1]
+        tickets = [
+            (w, w.post(partial(contextvars.copy_context().run, call)))
+            for w, call in zip(handed, calls[1:], strict=False)  # (calls beyond the workers run here)
+        ]
+        error: BaseException | None = None
+        try:
+            for call in (calls[0], *calls[1 + len(handed) :]):
+                call()
+        except BaseException as raised:
+            error = raised
+        for worker, ticket in tickets:
+            try:
+                worker.wait(ticket)
+            except BaseException as raised:
+                error = error or raised
+        if error is not None:
+            raise error
     finally:
-        for future in futures:
-            future.result()
+        crew.lock.release()
+
+
+def _crew() -> workers.Crew:
+    """The workers (THREADS − 1 of them), started at the first split; again in a forked child (the
+    parent's threads do not run there)."""
+    global _workers
+    with _pool_lock:
+        if _workers is None or _workers.pid != os.getpid() or len(_workers.workers) < THREADS - 1:
+            _workers = workers.Crew(max(1, THREADS - 1), _mark_worker)
+        return _workers
 
 
 def _mark_worker() -> None:
