@@ -117,7 +117,3 @@ def test_a_forked_child_gets_workers_of_its_own(two_threads):
     got = queue.get(timeout=30)
     child.join(30)
     assert child.exitcode == 0 and got == [1, 2]
-
-
-def test_calibration_counts_rounds():
-    assert workers.calibrate() >= 1
