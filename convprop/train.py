@@ -38,6 +38,7 @@ import numpy as np
 from . import __version__, checkpoint, data, distributed, nn, optim
 from .ema import WeightAverage
 from .errors import ConfigError
+from .functional import threads
 from .functional.activation import softmax
 from .functional.loss import cross_entropy
 from .metrics import confusion_matrix, precision_recall
@@ -172,7 +173,11 @@ def train_epoch(
     model.train()
     seen, correct, loss_sum = 0, 0, 0.0
     start = time.perf_counter()
-    with _progress(len(x), desc, config.progress and world.rank == 0) as bar:
+    progress = _progress(len(x), desc, config.progress and world.rank == 0)
+    # BLAS on one thread for the whole epoch, not only inside the model's passes: the distortions'
+    # smoothing products would otherwise leave a BLAS thread spinning on the core the next step's
+    # passes split onto (functional/threads.py)
+    with progress as bar, threads.blas_single_threaded():
         batches = data.iterate_batches(x, y, config.batch_size, shuffle=True, rng=rng)
         for step, (xb_global, yb_global) in enumerate(batches, 1):
             xb_global = distort(xb_global, config, rng, fill)

@@ -333,3 +333,46 @@ def test_the_smoothing_matrices_are_built_once_and_cannot_be_changed():
     np.testing.assert_array_equal(first, augment.gaussian_matrix(28, 4.0).T.astype(np.float32))
     with pytest.raises(ValueError, match="read-only"):
         first[0, 0] = 1.0
+
+
+def _distortion_on_a_stored_grid(x, seed, *, alpha, sigma, fill, **affine):
+    """random_distortion as it ran before its compiled pass: the composed (N, H, W) grid stored, then
+    sample_bilinear — the same draws from the same seed, the same arithmetic in NumPy."""
+    from convprop.data import augment
+
+    generator = np.random.default_rng(seed)
+    n, _, h, w = x.shape
+    angles, scales, shears, shifts = augment._draw_affine(generator, n, **affine)
+    d_row, d_col = augment._elastic_field(generator, n, h, w, alpha, sigma)
+    inv = augment._inverse_matrix(n, angles, scales, shears)
+    rows, cols = augment._grid(inv, shifts, h, w)
+    rows = rows + inv[:, 0, 0, None, None] * d_row + inv[:, 0, 1, None, None] * d_col
+    cols = cols + inv[:, 1, 0, None, None] * d_row + inv[:, 1, 1, None, None] * d_col
+    return sample_bilinear(x, rows, cols, fill=fill)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(32, 1, 28, 28), (5, 3, 9, 11), (1, 2, 6, 4)])
+def test_the_compiled_distortion_equals_the_stored_grid_bit_for_bit(shape, dtype, monkeypatch):
+    """The one-pass warp (augment_compiled.warp, images split between threads) computes every source
+    point and read as the stored grid did, so a run's distortions are unchanged by it; strong maps
+    send points beyond the ring, where both read the fill."""
+    from convprop.functional import threads
+
+    monkeypatch.setattr(threads, "THREADS", 2)  # split the images even on a one-core machine
+    x = batch(shape, dtype, seed=4) - 0.3
+    for seed, strength in ((0, STRONG), (1, dict(rotation=60.0, scale=0.8, shear=40.0, translation=6.0))):
+        got = random_distortion(x, seed, **strength, alpha=34.0, sigma=4.0, fill=-0.42)
+        want = _distortion_on_a_stored_grid(x, seed, **strength, alpha=34.0, sigma=4.0, fill=-0.42)
+        assert got.dtype == dtype and got.shape == x.shape and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+    assert np.any(got == dtype(-0.42))  # some points did read the fill
+
+
+def test_the_compiled_distortion_reads_a_non_contiguous_batch():
+    x = batch((4, 2, 10, 12), np.float64)
+    view = x[:, ::-1]  # channels reversed: a view, not C-contiguous
+    got = random_distortion(view, 7, **STRONG, alpha=20.0, sigma=3.0)
+    np.testing.assert_array_equal(
+        got, random_distortion(np.ascontiguousarray(view), 7, **STRONG, alpha=20.0, sigma=3.0)
+    )

@@ -150,3 +150,130 @@ def test_the_callers_errstate_holds_in_the_parts(two_blas_threads):
         threads.split_batch(lambda part: part - part, x)  # inf − inf: invalid
     with threads.blas_single_threaded(), np.errstate(invalid="ignore"):
         assert np.isnan(threads.split_batch(lambda part: part - part, x)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shapes", [((64, 300), (300, 40)), ((16, 5, 300), (300, 40)), ((40, 64), (64, 300))])
+def test_matmul_splits_rows_and_equals_the_whole_product(shapes, dtype, two_blas_threads, monkeypatch):
+    """threads.matmul writes each part's rows into one result: the product, to rounding (a BLAS may
+    sum a block of rows in another order than the whole), split into THREADS parts inside the scope."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s).astype(dtype) for s in shapes)
+    monkeypatch.setattr(threads, "SPLIT_MIN_PRODUCT", 1)
+    calls = []
+    real = threads.parallel
+    monkeypatch.setattr(threads, "parallel", lambda parts: calls.append(len(parts)) or real(parts))
+    whole = threads.matmul(a, b)  # outside the scope: one product
+    with threads.blas_single_threaded():
+        split = threads.matmul(a, b)
+        transposed = threads.matmul(b.T, a.reshape(-1, a.shape[-1]).T)  # a transposed view, split by its rows
+    assert calls == [2, 2]
+    assert split.shape == whole.shape == (*a.shape[:-1], b.shape[1]) and split.dtype == dtype
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(split, a @ b, rtol=0, atol=tol * np.abs(a @ b).max())
+    np.testing.assert_allclose(transposed, b.T @ a.reshape(-1, a.shape[-1]).T, rtol=0, atol=tol * np.abs(whole).max())
+
+
+def test_matmul_leaves_small_products_and_one_dimensional_operands_whole(two_blas_threads, monkeypatch):
+    calls = []
+    real = threads.parallel
+    monkeypatch.setattr(threads, "parallel", lambda parts: calls.append(len(parts)) or real(parts))
+    a, v = np.ones((64, 8)), np.ones(8)
+    with threads.blas_single_threaded():
+        assert a.size * 8 < threads.SPLIT_MIN_PRODUCT
+        np.testing.assert_array_equal(threads.matmul(a, np.ones((8, 8))), np.full((64, 8), 8.0))
+        monkeypatch.setattr(threads, "SPLIT_MIN_PRODUCT", 1)
+        np.testing.assert_array_equal(threads.matmul(a, v), np.full(64, 8.0))  # b not 2-D: numpy's own
+        np.testing.assert_array_equal(threads.matmul(v, a.T), np.full(64, 8.0))  # a 1-D
+    assert calls == []
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_backward_split_equals_the_whole_batch(dtype, two_blas_threads, monkeypatch):
+    from convprop.functional.linear import linear_backward
+
+    monkeypatch.setattr(threads, "SPLIT_MIN_PRODUCT", 1)
+    rng = np.random.default_rng(3)
+    x, w, dy = (rng.standard_normal(s).astype(dtype) for s in ((33, 70), (20, 70), (33, 20)))
+    whole = linear_backward(dy, x, w)
+    with threads.blas_single_threaded():
+        split = linear_backward(dy, x, w)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for got, want, name in zip(split, whole, ("dx", "dw", "db"), strict=True):
+        assert got.dtype == dtype, name
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max(), err_msg=name)
+    np.testing.assert_allclose(whole[0], dy.astype(np.float64) @ w, rtol=1e-4 if dtype == np.float32 else 1e-12)
+
+
+def test_tile_passes_take_both_threads_only_where_blas_is_held(two_blas_threads):
+    from convprop.functional import conv_tiled
+
+    small, large = conv_tiled.HELD_SPLIT_MACS, conv_tiled.SPLIT_MACS
+    assert conv_tiled._threads(small) == conv_tiled.THREADS == 1 and conv_tiled._threads(large) is None
+    with threads.blas_single_threaded():
+        assert threads.held()
+        assert conv_tiled._threads(small) is None and conv_tiled._threads(small - 1) == 1
+    assert not threads.held()
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet"])
+def test_a_training_step_holds_blas_and_gives_the_same_gradients(name, two_blas_threads, monkeypatch):
+    """Sequential.forward_with_context and backward_with_context run inside the scope (BLAS held, the
+    passes split); the same step with no OpenBLAS to hold (nothing split) gives the same gradients."""
+    from convprop.nn import Module, Sequential
+
+    seen = []
+
+    class Probe(Module):  # records whether BLAS is held while the model's passes run
+        def forward_with_context(self, x):
+            seen.append(("forward", threads.held(), _counts()))
+            return x, None
+
+        def backward_with_context(self, context, grad_output, *, input_grad=True):
+            seen.append(("backward", threads.held(), _counts()))
+            return grad_output
+
+    def _counts():  # the thread counts of the OpenBLAS libraries the scope holds (found at its first use)
+        return [lib.get() for lib in threads._openblas_libraries()]
+
+    model = Sequential(Probe(), build_model(name, 1, (28, 28), 10, rng=0))
+    x = np.random.default_rng(1).standard_normal((32, 1, 28, 28)).astype(np.float32)
+    dy = np.random.default_rng(2).standard_normal((32, 10)).astype(np.float32)
+
+    def gradients():
+        for p in model.parameters():
+            p.grad = None
+        _, context = model.forward_with_context(x)
+        model.backward_with_context(context, dy)
+        return [p.grad.copy() for p in model.parameters()]
+
+    held = gradients()
+    assert threads._openblas_libraries()
+    assert seen == [("forward", True, [1] * len(_counts())), ("backward", True, [1] * len(_counts()))]
+    assert set(_counts()) == {2}
+    monkeypatch.setattr(threads, "_libraries", [])  # no OpenBLAS found: nothing held, nothing split
+    seen.clear()
+    free = gradients()
+    assert [s[1] for s in seen] == [False, False]
+    for got, want in zip(held, free, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_a_graph_training_step_holds_blas(two_blas_threads):
+    from convprop.nn import Graph, Linear, Module
+
+    seen = []
+
+    class Probe(Module):
+        def forward_with_context(self, x):
+            seen.append(threads.held())
+            return x, None
+
+        def backward_with_context(self, context, grad_output, *, input_grad=True):
+            seen.append(threads.held())
+            return grad_output
+
+    graph = Graph(["x"], [("probe", Probe(), ["x"]), ("fc", Linear(4, 3), ["probe"])], ["fc"])
+    y, context = graph.forward_with_context(np.ones((16, 4), np.float32))
+    graph.backward_with_context(context, np.ones_like(y))
+    assert seen == [True, True] and not threads.held()

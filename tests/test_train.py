@@ -159,6 +159,24 @@ def test_label_smoothing_reaches_the_training_loss(tmp_path, monkeypatch):
     assert json.loads((result.run_dir / "metrics.json").read_text())["config"]["label_smoothing"] == 0.1
 
 
+def test_an_epoch_holds_blas_to_one_thread_while_it_distorts_and_trains(tmp_path, monkeypatch):
+    """The distortions' products run with BLAS held too (a spinning BLAS thread would take the core the
+    next step's passes split onto); the count is restored once the epoch ends."""
+    from convprop import train
+    from convprop.functional import threads
+
+    seen = []
+    original = train.distort
+
+    def spy(xb, *args, **kwargs):
+        seen.append(threads._depth > 0)
+        return original(xb, *args, **kwargs)
+
+    monkeypatch.setattr(train, "distort", spy)
+    run(tmp_path, "held", epochs=1)
+    assert seen and all(seen) and threads._depth == 0
+
+
 def test_the_default_model_is_the_recipe_that_was_chosen():
     """docs/training.md's fourth round chose 256 hidden units and no dropout for lenet; lenet-small and
     lenet-bn keep 0.1's head (dropout 0.25, 64 and 128 hidden units)."""

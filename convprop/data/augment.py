@@ -24,7 +24,8 @@ dilation or erosion with the disk of radius one pixel (the centre and its four n
 The first two build one sampling grid per image (all at once, (N, H, W) arrays) and read the images with one
 batched bilinear interpolation (:func:`sample_bilinear`, one compiled pass over the batch). Points
 that fall outside the image read ``fill`` (the background). :func:`random_distortion` composes both
-and interpolates once, which blurs less than interpolating twice.
+and interpolates once, which blurs less than interpolating twice; for float32 and float64 it computes
+each source point where it reads it (``augment_compiled.warp``: the same arithmetic, bit for bit).
 
 Randomness is explicit: every random function takes ``rng`` (a Generator or int seed); the same seed
 gives the same distortions. At zero strength every function returns an exact copy of its input: the
@@ -38,12 +39,15 @@ from __future__ import annotations
 
 import functools
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from ..errors import ArgumentError
+from ..functional.threads import parallel, ranges
 from ..init import RngLike, as_generator
+from .augment_compiled import warp
 from .sampling import _check_images, _real, sample_bilinear
 from .sampling import _sample_bilinear_numpy as _sample_bilinear_numpy  # re-exported (`name as name`)
 from .stroke import CROSS, cross_extremes, random_stroke
@@ -153,14 +157,20 @@ def _elastic_field(
     generator: np.random.Generator, n: int, h: int, w: int, alpha: float, sigma: float
 ) -> tuple[np.ndarray, np.ndarray]:
     alpha = _real("alpha", alpha, 0.0)
+    smooth = _smoothed_noise(generator, n, h, w, sigma)  # (2N, W, H)
+    fields = alpha * smooth.transpose(0, 2, 1).astype(np.float64)  # (2N, H, W)
+    return fields[:n], fields[n:]
+
+
+def _smoothed_noise(generator: np.random.Generator, n: int, h: int, w: int, sigma: float) -> np.ndarray:
+    """G_σ * U for the 2N fields (Δrow of each image, then Δcol), float32, stored (2N, W, H): transposed,
+    as the second smoothing product leaves it (``augment_compiled.warp`` reads it so, with no copy)."""
     sigma = _real("sigma", sigma, 0.0, strict=True)
     noise = 2 * generator.random(size=(2 * n, h, w), dtype=np.float32) - 1  # (2N, H, W): Δrow, Δcol, in [-1, 1)
     # separable smoothing as two matrix products, G_H · U · G_Wᵀ for every field, each one BLAS call
     along_w = noise.reshape(2 * n * h, w) @ _smoothing(w, sigma)  # (2N*H, W)
     along_w = along_w.reshape(2 * n, h, w).transpose(0, 2, 1).reshape(2 * n * w, h)  # (2N*W, H)
-    smooth = (along_w @ _smoothing(h, sigma)).reshape(2 * n, w, h)  # (2N, W, H)
-    fields = alpha * smooth.transpose(0, 2, 1).astype(np.float64)  # (2N, H, W)
-    return fields[:n], fields[n:]
+    return (along_w @ _smoothing(h, sigma)).reshape(2 * n, w, h)  # (2N, W, H)
 
 
 @functools.lru_cache(maxsize=32)
@@ -263,10 +273,18 @@ def random_distortion(
     if alpha == 0:  # validate sigma anyway, but skip the (pointless) smoothing of zero displacements
         _real("sigma", sigma, 0.0, strict=True)
         return warp_affine(images, angles, scales, shears, shifts, fill=fill)
+    alpha = _real("alpha", alpha, 0.0)
+    inv = _inverse_matrix(n, angles, scales, shears)  # (N, 2, 2)
+    t = _per_image("translation", shifts, n, 2)
+    if images.dtype in (np.float32, np.float64):  # grid and read in one compiled pass, images split between threads
+        smooth = _smoothed_noise(generator, n, h, w, sigma)  # (2N, W, H)
+        out = np.empty_like(images, order="C")
+        source = np.ascontiguousarray(images)
+        parallel([partial(warp, source, fill, inv, t, smooth, alpha, n0, n1, out) for n0, n1 in ranges(n)])
+        return out
     d_row, d_col = _elastic_field(generator, n, h, w, alpha, sigma)  # (N, H, W) each
     # o + Δ(o) - t is the same as translating by t - Δ(o): fold the field into the translation per pixel
-    inv = _inverse_matrix(n, angles, scales, shears)  # (N, 2, 2)
-    rows, cols = _grid(inv, _per_image("translation", shifts, n, 2), h, w)  # affine_grid's (N, H, W) each
+    rows, cols = _grid(inv, t, h, w)  # affine_grid's (N, H, W) each
     rows = rows + inv[:, 0, 0, None, None] * d_row + inv[:, 0, 1, None, None] * d_col  # A⁻¹ is linear: add A⁻¹Δ
     cols = cols + inv[:, 1, 0, None, None] * d_row + inv[:, 1, 1, None, None] * d_col
     return sample_bilinear(images, rows, cols, fill=fill)

@@ -18,7 +18,9 @@ input holds an infinity or a NaN, the weight gradient is the unfolding algorithm
 input channels as a tile has outputs (and of a 3-D layer padded wider than d·(K−1): the phases are 2-D).
 
 1-D layers run as 2-D ones of height 1, 3-D ones (stride 1) on ``conv_volume``'s grid. All three passes
-run on the calling thread (``THREADS``), a pass of ``SPLIT_MACS`` multiply-adds or more on both.
+run on the calling thread (``THREADS``), a pass of ``SPLIT_MACS`` multiply-adds or more on both — and,
+where BLAS is held to one thread (``threads.held``: inside a model's training pass, no BLAS thread
+spinning), a pass of ``HELD_SPLIT_MACS`` or more. The figures below are from before that scope.
 Measured on whole training epochs (lenet and resnet on mnist-5k, batch 32, fp32, AVX-512 Xeon,
 2 December), as time ratios against ``conv_gemm``'s path: resnet 0.67–0.72, lenet 0.97–0.99; with two
 threads for every tile pass 0.71–0.82 and 1.0–1.02 — the linear layers' BLAS threads spin after each
@@ -36,7 +38,7 @@ from functools import partial
 import numpy as np
 from numba import njit
 
-from . import conv_gemm, conv_im2col, conv_phases, conv_rows, conv_volume
+from . import conv_gemm, conv_im2col, conv_phases, conv_rows, conv_volume, threads
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_resolve import _resolve
 from .conv_rows import as_2d, fill
@@ -56,11 +58,16 @@ THREADS = 1  # the tile passes of a small layer's training step on the calling t
 # 14×14 at batch 64 (230 M) and CIFAR's 64 → 128 (2.4 G) ran 1.2–1.3× slower on one thread than
 # conv_gemm's two; lenet's and resnet's layers at batch 32 (14–29 M) gain from the one
 SPLIT_MACS = 1 << 26
+# ... and with BLAS held to one thread (threads.held), from this many: about 0.1 ms of one thread's
+# work, several handoffs' cost (chosen, not tuned: lenet's and resnet's layers at batch 32 are 3.6–29 M)
+HELD_SPLIT_MACS = 1 << 21
 
 
 def _threads(macs: int) -> int | None:
     """The threads of one tile pass of ``macs`` multiply-adds: 1, or (None) all of convprop's."""
-    return None if macs >= SPLIT_MACS else THREADS
+    if macs >= SPLIT_MACS or (threads.held() and macs >= HELD_SPLIT_MACS):
+        return None
+    return THREADS
 
 
 class Tiled:
@@ -204,15 +211,15 @@ def grad_weight_tiles(
     included; or (``padded`` False) before padding, each image padded as it is copied. Small images
     are stacked (:func:`stack`); the images are split between threads; None if an input is not finite."""
     N, O = grad_output.shape[:2]
-    threads = _threads(macs(geo, N))
-    B = stack(geo, -(-N // len(ranges(N, threads))), x.itemsize)  # (at most one range's images)
+    count = _threads(macs(geo, N))
+    B = stack(geo, -(-N // len(ranges(N, count))), x.itemsize)  # (at most one range's images)
     offs, phases, Wq, S, L = conv_rows._layout(geo, x.dtype, B)
     Hq = -(-geo.padded_size[0] // geo.stride[0])  # (a phase plane's rows: image k's start at k·Hq)
     (ph, _), (pw, _) = ((0, 0), (0, 0)) if padded else geo.pads
     sh, sw = geo.stride
     dy = np.ascontiguousarray(grad_output)
     images = partial(_grad_images, x, dy, offs, phases, ph, pw, sh, sw, Hq, Wq, S, L, B)
-    dw = summed(images, N, O, offs.shape[0], x.dtype, threads)
+    dw = summed(images, N, O, offs.shape[0], x.dtype, count)
     return None if dw is None else dw.reshape(O, geo.in_channels, *geo.kernel)
 
 

@@ -33,10 +33,7 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> np
         x: (..., I); weight: (O, I); bias: (O,) or None; y: (..., O)
     """
     x, weight, bias = _check(x, weight, bias)
-    if x.ndim >= 2 and threads.splits(x.shape[0]) and x.size * weight.shape[0] >= threads.SPLIT_MIN_PRODUCT:
-        y = threads.split_batch(lambda rows: rows @ weight.T, x)
-    else:
-        y = x @ weight.T  # (..., O)
+    y = threads.matmul(x, weight.T)  # (..., O); inside threads.batch_scope a large one split by rows
     if bias is not None:
         y += bias
     return y
@@ -52,7 +49,7 @@ def linear_backward(
     """
     grad_output, x, weight = _check_backward(grad_output, x, weight)
     dw, db = _param_grads(grad_output, x, weight)
-    return grad_output @ weight, dw, db  # (..., O)·(O, I) → (..., I)
+    return threads.matmul(grad_output, weight), dw, db  # (..., O)·(O, I) → (..., I)
 
 
 def linear_param_grads(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -72,4 +69,4 @@ def _check_backward(grad_output: Any, x: Any, weight: Any) -> tuple[np.ndarray, 
 def _param_grads(grad_output: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dy = grad_output.reshape(-1, weight.shape[0])  # (B, O), B = prod of leading axes
     xf = x.reshape(-1, weight.shape[1])  # (B, I)
-    return dy.T @ xf, dy.sum(axis=0)  # (O, B)·(B, I) → (O, I); (O,)
+    return threads.matmul(dy.T, xf), dy.sum(axis=0)  # (O, B)·(B, I) → (O, I), split by rows of W; (O,)

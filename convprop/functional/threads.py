@@ -18,7 +18,15 @@ unfolding convolutions' of an eval pass — split the batch between convprop's t
 left spinning. The scope is process-wide (the BLAS thread count is) and counted: nested and concurrent
 passes (``convprop serve``'s threads) hold it together, and the last one out restores the count it
 found. BLAS is held to one thread only where its count is at most ``THREADS`` (a larger machine keeps
-BLAS's own threads); training passes never enter it (measured slower: docs/performance.md).
+BLAS's own threads).
+
+Training passes enter it too (``Sequential``'s and ``Graph``'s ``forward_with_context`` and
+``backward_with_context``; ``convprop train`` holds it for a whole epoch, distortions included): there
+a linear layer's three products split by rows (:func:`matmul`) and the tile passes of a layer of at
+least ``conv_tiled.HELD_SPLIT_MACS`` multiply-adds take both threads (:func:`held`). Outside it a
+small layer's tile passes stay on one thread, since a BLAS thread may be spinning on the other core.
+Measured on ``convprop train``'s epochs (distortions included; AMD EPYC, 2 cores, 3 December; medians
+of 6 epochs alternating with the scope switched off): lenet 0.92–0.95 of the time, resnet 0.85.
 
 The parts of a split run on ``workers``' threads, which watch for the next job without the GIL for
 a while before they sleep (a handoff to a sleeping pool thread had cost 54–175 µs); the first part
@@ -43,9 +51,11 @@ from . import workers
 
 THREADS = min(2, os.cpu_count() or 1)  # this machine class has 2 cores
 SPLIT_MIN_IMAGES = 8  # smaller batches run as one call: a thread handoff costs more than half of it
-# a linear layer's product splits its rows from this many multiply-adds: lenet's 1568 → 256 at batch 64
-# (26 M) ran as fast split as on one thread (0.49 against 0.48 ms), at 128 (51 M) in 0.80 of the time
-SPLIT_MIN_PRODUCT = 1 << 25
+# a linear layer's product splits its rows from this many multiply-adds (8.4 M): with the workers'
+# handoff, lenet's 1568 → 256 at batch 32 (12.8 M) took 0.28–0.43 ms split against 0.41–0.49 on one
+# thread, for each of its three products (AMD EPYC, 3 December); through the old pool's handoff a
+# product of 26 M had only broken even, so the bound was 2²⁵ until then
+SPLIT_MIN_PRODUCT = 1 << 23
 
 _workers: workers.Crew | None = None
 _pool_lock = threading.Lock()  # two first calls from two threads make one crew
@@ -182,10 +192,35 @@ def batch_scope(x: Any) -> AbstractContextManager[None]:
     return blas_single_threaded() if shape and shape[0] >= SPLIT_MIN_IMAGES else nullcontext()
 
 
+def held() -> bool:
+    """Whether BLAS is held to one thread here (inside :func:`blas_single_threaded`, an OpenBLAS found):
+    no BLAS thread spins after a product, so convprop's own passes can have both cores."""
+    return bool(_restore) and THREADS > 1
+
+
 def splits(N: int) -> bool:
     """Whether a product over N images should be split between convprop's threads: inside
     :func:`blas_single_threaded` with BLAS held there, not already in one part of a split, N large enough."""
     return bool(_restore) and N >= SPLIT_MIN_IMAGES and THREADS > 1 and not getattr(_local, "splitting", False)
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (b 2-D): where :func:`splits` says so and the product has at least ``SPLIT_MIN_PRODUCT``
+    multiply-adds, ``a``'s first axis split between convprop's threads, each part's product written
+    into its rows of the result (no concatenation)."""
+    if a.ndim < 2 or b.ndim != 2 or a.size * b.shape[1] < SPLIT_MIN_PRODUCT or not splits(a.shape[0]):
+        return a @ b
+    out = np.empty((*a.shape[:-1], b.shape[1]), dtype=np.result_type(a, b))
+
+    def part(n0: int, n1: int) -> None:
+        _local.splitting = True
+        try:
+            np.matmul(a[n0:n1], b, out=out[n0:n1])
+        finally:
+            _local.splitting = False
+
+    parallel([partial(part, n0, n1) for n0, n1 in ranges(a.shape[0])])
+    return out
 
 
 def split_batch(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:

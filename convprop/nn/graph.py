@@ -266,11 +266,13 @@ class Graph(Module):
         return outs[0] if len(outs) == 1 else outs
 
     def forward_with_context(self, *inputs: np.ndarray) -> tuple[Any, GraphContext]:
+        """Each node's ``forward_with_context``, inside ``batch_scope`` as :meth:`forward`."""
         values = self._bind(inputs)
         contexts = []
-        for node in self.nodes:
-            values[node.name], ctx = node.module.forward_with_context(*(values[s] for s in node.inputs))
-            contexts.append(ctx)
+        with batch_scope(inputs[0] if inputs else None):
+            for node in self.nodes:
+                values[node.name], ctx = node.module.forward_with_context(*(values[s] for s in node.inputs))
+                contexts.append(ctx)
         shapes = {name: np.shape(v) for name, v in values.items()}
         return self._result(values), GraphContext(contexts, [np.shape(x) for x in inputs], shapes)
 
@@ -302,22 +304,23 @@ class Graph(Module):
         for name, g in zip(self.output_names, grads_out, strict=True):
             add(name, np.asarray(g), "the caller (Graph.backward)")
         graph_inputs = set(self.input_names)
-        for node, ctx in zip(reversed(self.nodes), reversed(context.contexts), strict=True):
-            g = grads.pop(node.name, None)
-            if g is None:
-                continue  # this node's output reaches no output: zero gradient, nothing to do
-            need = input_grad or any(s not in graph_inputs for s in node.inputs)
-            d = node.module.backward_with_context(ctx, g, input_grad=need)
-            if not need:
-                continue
-            parts = d if isinstance(d, tuple) else (d,)
-            if len(parts) != len(node.inputs):
-                raise ArgumentError(
-                    f"Graph node {node.name!r}: {type(node.module).__name__}.backward returned {len(parts)} "
-                    f"gradient(s) for {len(node.inputs)} input(s)"
-                )
-            for source, part in zip(node.inputs, parts, strict=True):
-                add(source, part, f"node {node.name!r}")
+        with batch_scope(grads_out[0]):  # (as forward_with_context)
+            for node, ctx in zip(reversed(self.nodes), reversed(context.contexts), strict=True):
+                g = grads.pop(node.name, None)
+                if g is None:
+                    continue  # this node's output reaches no output: zero gradient, nothing to do
+                need = input_grad or any(s not in graph_inputs for s in node.inputs)
+                d = node.module.backward_with_context(ctx, g, input_grad=need)
+                if not need:
+                    continue
+                parts = d if isinstance(d, tuple) else (d,)
+                if len(parts) != len(node.inputs):
+                    raise ArgumentError(
+                        f"Graph node {node.name!r}: {type(node.module).__name__}.backward returned {len(parts)} "
+                        f"gradient(s) for {len(node.inputs)} input(s)"
+                    )
+                for source, part in zip(node.inputs, parts, strict=True):
+                    add(source, part, f"node {node.name!r}")
         if not input_grad:
             return None
         result = tuple(

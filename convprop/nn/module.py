@@ -296,7 +296,12 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
-        """Context: the list of the layers' contexts, in order."""
+        """Context: the list of the layers' contexts, in order. Runs inside ``batch_scope`` as
+        :meth:`forward` does: BLAS on one thread, convprop's threads splitting the passes."""
+        with batch_scope(x):
+            return self._forward_with_context(x)
+
+    def _forward_with_context(self, x: np.ndarray) -> tuple[np.ndarray, list[Any]]:
         from .fused import FUSED_WITH_NEXT, relu_pool_with_context  # (fused.py imports the layers)
 
         layers, contexts = list(self), []
@@ -324,7 +329,14 @@ class Sequential(Module):
     def backward_with_context(
         self, context: list[Any], grad_output: np.ndarray, *, input_grad: bool = True
     ) -> np.ndarray | None:
-        """Backward through the layers in reverse; ``input_grad=False`` reaches the first layer only."""
+        """Backward through the layers in reverse; ``input_grad=False`` reaches the first layer only.
+        Inside ``batch_scope``, as the forward."""
+        with batch_scope(grad_output):
+            return self._backward_with_context(context, grad_output, input_grad)
+
+    def _backward_with_context(
+        self, context: list[Any], grad_output: np.ndarray, input_grad: bool
+    ) -> np.ndarray | None:
         layers = list(self)
         if len(context) != len(layers):
             raise ArgumentError(f"Sequential of {len(layers)} layers got a context of {len(context)} entries")
