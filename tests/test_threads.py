@@ -277,3 +277,59 @@ def test_a_graph_training_step_holds_blas(two_blas_threads):
     y, context = graph.forward_with_context(np.ones((16, 4), np.float32))
     graph.backward_with_context(context, np.ones_like(y))
     assert seen == [True, True] and not threads.held()
+
+
+def _held_counts():
+    """The thread counts of the OpenBLAS libraries the scope holds (those loaded at its first use)."""
+    return {lib.get() for lib in threads._openblas_libraries()}
+
+
+def test_a_pass_on_blas_gets_its_threads_back_inside_the_scope(two_blas_threads):
+    """blas_released: BLAS's own count during the pass (nested: until the outer one ends), held again
+    after it; nothing held, nothing split meanwhile; outside the scope it changes nothing."""
+    with threads.blas_released():
+        assert _held_counts() == {2} and not threads.held()
+    with threads.blas_single_threaded():
+        assert threads.held() and _held_counts() == {1}
+        with threads.blas_released():
+            assert _held_counts() == {2} and not threads.held() and not threads.splits(64)
+            with threads.blas_released():
+                assert _held_counts() == {2}
+            assert _held_counts() == {2} and not threads.held()
+        assert _held_counts() == {1} and threads.held() and threads._released == 0
+    assert _held_counts() == {2}
+
+
+def test_the_scope_can_end_while_a_released_pass_runs(two_blas_threads):
+    """Another thread's scope ends while this pass has BLAS released: nothing is held afterwards."""
+    scope = threads.blas_single_threaded()
+    scope.__enter__()
+    with threads.blas_released():
+        scope.__exit__(None, None, None)
+    assert _held_counts() == {2} and threads._released == 0 and not threads.held()
+
+
+@pytest.mark.parametrize("mode", ["reflect", "pointwise"])
+def test_an_unfolding_layers_training_pass_runs_on_blas_threads(mode, two_blas_threads, monkeypatch):
+    """Inside a model's training pass, a convolution that trains on BLAS's products (a padding mode
+    other than zeros, a 1×1 kernel) runs them with BLAS's own threads; the tiles' layers with it held."""
+    from convprop import nn
+    from convprop.functional import conv_gemm, conv_pointwise
+
+    algo = conv_gemm if mode == "reflect" else conv_pointwise
+    seen = []
+    for name in ("forward", "grad_input", "grad_weight"):
+        real = getattr(algo, name)
+        monkeypatch.setattr(algo, name, lambda *a, real=real: seen.append(threads.held()) or real(*a))
+    if mode == "reflect":
+        monkeypatch.setattr(
+            conv_gemm, "forward_saving", lambda xp, w, geo, budget: (conv_gemm.forward(xp, w, geo), None)
+        )
+        layer = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+    else:
+        layer = nn.Conv2d(3, 4, 1)
+    model = nn.Sequential(layer, nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+    x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    y, context = model.forward_with_context(x)
+    model.backward_with_context(context, np.ones_like(y))
+    assert seen and not any(seen)

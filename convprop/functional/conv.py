@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from . import conv_memory, conv_tiled
+from . import conv_memory, conv_tiled, threads
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_context import ConvContext as ConvContext  # (re-exported: layers and conv_transpose import them here)
 from .conv_context import _column_saver, add_bias
@@ -101,10 +101,11 @@ def forward_nd(
     xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
     cols = None
     saver = _column_saver(algo)
-    if saver is not None:
-        y, cols = saver.forward_saving(xp, weight, geo, KEEP_COLUMNS_BYTES)
-    else:
-        y = algo.forward(xp, weight, geo)  # (N, O, *out_size)
+    with threads.blas_released():  # the products on BLAS's own threads, even inside a model's scope
+        if saver is not None:
+            y, cols = saver.forward_saving(xp, weight, geo, KEEP_COLUMNS_BYTES)
+        else:
+            y = algo.forward(xp, weight, geo)  # (N, O, *out_size)
     add_bias(y, bias)
     return (y[0] if unbatched else y), ConvContext(geo, algo, weight, xp, cols, unbatched)
 

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
+from . import threads
 from .conv_algorithm import ConvAlgorithm, ConvGeometry, SavesColumns
 from .geometry import pad_backward
 from .validation import as_float_array
@@ -87,8 +88,11 @@ def backward(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarray, 
 def input_grad(
     dy: np.ndarray, algo: ConvAlgorithm, weight: np.ndarray, geo: ConvGeometry, unbatched: bool
 ) -> np.ndarray:
-    """dx: the algorithm's gradient of the padded input, folded back onto x (N, C, *in_size)."""
-    dx = pad_backward(algo.grad_input(dy, weight, geo), geo.in_size, geo.pads, geo.padding_mode)
+    """dx: the algorithm's gradient of the padded input, folded back onto x (N, C, *in_size); its
+    products on BLAS's own threads even inside a model's scope (``threads.blas_released``)."""
+    with threads.blas_released():
+        dxp = algo.grad_input(dy, weight, geo)
+    dx = pad_backward(dxp, geo.in_size, geo.pads, geo.padding_mode)
     return dx[0] if unbatched else dx
 
 
@@ -98,8 +102,9 @@ def param_grads(dy: np.ndarray, ctx: ConvContext) -> tuple[np.ndarray, np.ndarra
         _, dw, db = ctx.algo.backward_unpadded(dy, ctx.xp, ctx.weight, ctx.geo, want_input=False)  # type: ignore[attr-defined]
         return dw, db
     saver = _column_saver(ctx.algo)
-    if saver is not None and ctx.cols is not None:
-        dw = saver.grad_weight_saved(dy, ctx.cols, ctx.geo)
-    else:
-        dw = ctx.algo.grad_weight(dy, ctx.xp, ctx.geo)
+    with threads.blas_released():  # (as input_grad)
+        if saver is not None and ctx.cols is not None:
+            dw = saver.grad_weight_saved(dy, ctx.cols, ctx.geo)
+        else:
+            dw = ctx.algo.grad_weight(dy, ctx.xp, ctx.geo)
     return dw, dy.sum(axis=(0, *range(2, dy.ndim)))  # (O, C/G, *K), (O,)

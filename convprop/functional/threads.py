@@ -23,10 +23,12 @@ BLAS's own threads).
 Training passes enter it too (``Sequential``'s and ``Graph``'s ``forward_with_context`` and
 ``backward_with_context``; ``convprop train`` holds it for a whole epoch, distortions included): there
 a linear layer's three products split by rows (:func:`matmul`) and the tile passes of a layer of at
-least ``conv_tiled.HELD_SPLIT_MACS`` multiply-adds take both threads (:func:`held`). Outside it a
-small layer's tile passes stay on one thread, since a BLAS thread may be spinning on the other core.
-Measured on ``convprop train``'s epochs (distortions included; AMD EPYC, 2 cores, 3 December; medians
-of 6 epochs alternating with the scope switched off): lenet 0.92–0.95 of the time, resnet 0.85.
+least ``conv_tiled.HELD_SPLIT_MACS`` multiply-adds take both threads (:func:`held`), while a
+convolution that trains on BLAS's products gets BLAS's threads back for its passes
+(:func:`blas_released`). Outside the scope a small layer's tile passes stay on one thread, since a
+BLAS thread may be spinning on the other core. Measured on ``convprop train``'s epochs (distortions
+included; AMD EPYC, 2 cores, 3 December; epochs alternating with the scope switched off): lenet
+0.76–0.82 of the time, resnet 0.75–0.81.
 
 The parts of a split run on ``workers``' threads, which watch for the next job without the GIL for
 a while before they sleep (a handoff to a sleeping pool thread had cost 54–175 µs); the first part
@@ -62,6 +64,7 @@ _pool_lock = threading.Lock()  # two first calls from two threads make one crew
 _scope_lock = threading.Lock()
 _depth = 0  # passes inside blas_single_threaded, over all threads
 _restore: list[tuple[_OpenBLAS, int]] = []  # (library, its thread count) to restore on exit
+_released = 0  # passes inside the scope that gave BLAS its threads back (blas_released)
 _libraries: list[_OpenBLAS] | None = None
 _local = threading.local()  # .worker: a pool thread; .splitting: running one part of a split batch
 
@@ -185,6 +188,30 @@ def blas_single_threaded() -> Iterator[None]:
                 _restore = []
 
 
+@contextmanager
+def blas_released() -> Iterator[None]:
+    """Inside :func:`blas_single_threaded`: BLAS's own thread count back while a pass that runs on
+    BLAS's products runs (an unfolding convolution's training pass, whose products on one thread took
+    1.13–1.27× their time on two), held again after it; nothing is split meanwhile. Outside: nothing."""
+    global _released
+    with _scope_lock:
+        counted = bool(_restore)
+        if counted:
+            if _released == 0:
+                for lib, count in _restore:
+                    lib.set(count)
+            _released += 1
+    try:
+        yield
+    finally:
+        if counted:
+            with _scope_lock:
+                _released -= 1
+                if _released == 0:
+                    for lib, _ in _restore:  # (emptied if the scope ended meanwhile: nothing to hold)
+                        lib.set(1)
+
+
 def batch_scope(x: Any) -> AbstractContextManager[None]:
     """:func:`blas_single_threaded` for a pass over ``x`` of at least ``SPLIT_MIN_IMAGES`` along its
     first axis; for fewer, nothing (nothing would be split, and BLAS runs one image on one thread)."""
@@ -195,13 +222,13 @@ def batch_scope(x: Any) -> AbstractContextManager[None]:
 def held() -> bool:
     """Whether BLAS is held to one thread here (inside :func:`blas_single_threaded`, an OpenBLAS found):
     no BLAS thread spins after a product, so convprop's own passes can have both cores."""
-    return bool(_restore) and THREADS > 1
+    return bool(_restore) and not _released and THREADS > 1
 
 
 def splits(N: int) -> bool:
     """Whether a product over N images should be split between convprop's threads: inside
     :func:`blas_single_threaded` with BLAS held there, not already in one part of a split, N large enough."""
-    return bool(_restore) and N >= SPLIT_MIN_IMAGES and THREADS > 1 and not getattr(_local, "splitting", False)
+    return held() and N >= SPLIT_MIN_IMAGES and not getattr(_local, "splitting", False)
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
