@@ -333,3 +333,25 @@ def test_an_unfolding_layers_training_pass_runs_on_blas_threads(mode, two_blas_t
     y, context = model.forward_with_context(x)
     model.backward_with_context(context, np.ones_like(y))
     assert seen and not any(seen)
+
+
+def test_a_convolution_called_on_its_own_runs_inside_the_scope(monkeypatch):
+    """conv_with_context and the backward from its context enter batch_scope themselves (a layer
+    called alone gets both threads for its tile passes), transposed ones too; small batches do not."""
+    from convprop.functional import conv as fc
+    from convprop.functional import conv_transpose as ft
+
+    seen = []
+    for module, name in ((fc, "forward_nd"), (fc, "_backward"), (ft, "_forward"), (ft, "_backward")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, **k: seen.append(threads._depth) or real(*a, **k))
+    rng = np.random.default_rng(0)
+    for n, depth in ((16, 1), (4, 0)):
+        x, w = rng.standard_normal((n, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3))
+        y, context = fc.conv_with_context(x, w, None, padding=1, ndim=2)
+        fc.conv_backward_from_context(np.ones_like(y), context)
+        y, context = ft.conv_transpose_with_context(x, w.transpose(1, 0, 2, 3).copy(), None, stride=2, ndim=2)
+        ft.conv_transpose_backward_from_context(np.ones_like(y), context)
+        assert seen == [depth] * 4, (n, seen)
+        seen.clear()
+    assert threads._depth == 0

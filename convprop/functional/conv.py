@@ -142,13 +142,16 @@ def conv_backward_from_context(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``conv{1,2,3}d_backward`` for the forward pass that ``conv{1,2,3}d_with_context`` recorded."""
     dy = _context_grad_output(grad_output, context)
-    return _backward(dy, context)
+    with threads.batch_scope(dy):  # (as conv_with_context)
+        return _backward(dy, context)
 
 
 def conv_param_grads_from_context(grad_output: ArrayLike, context: ConvContext) -> tuple[np.ndarray, np.ndarray]:
     """(grad_weight, grad_bias) of a recorded forward pass, without the input's gradient (for a
     first layer, whose input is data)."""
-    return _param_grads(_context_grad_output(grad_output, context), context)
+    dy = _context_grad_output(grad_output, context)
+    with threads.batch_scope(dy):  # (as conv_with_context)
+        return _param_grads(dy, context)
 
 
 def _context_grad_output(grad_output: ArrayLike, context: ConvContext) -> np.ndarray:
@@ -366,9 +369,14 @@ def conv_with_context(
     *,
     ndim: int,
 ) -> tuple[np.ndarray, ConvContext]:
-    """:func:`conv2d_with_context` for ``ndim`` spatial axes (1, 2 or 3: conv1d, conv2d, conv3d)."""
-    y, context = forward_nd(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
-                            keep=True, name=f"conv{ndim}d")  # fmt: skip
+    """:func:`conv2d_with_context` for ``ndim`` spatial axes (1, 2 or 3: conv1d, conv2d, conv3d).
+
+    Runs inside ``threads.batch_scope``, as the backward from its context does: BLAS held to one
+    thread, so the tile passes of a layer called on its own also take both threads (nested in a
+    model's scope this costs a counter; alone, about 7 µs)."""
+    with threads.batch_scope(x):
+        y, context = forward_nd(ndim, x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm,
+                                keep=True, name=f"conv{ndim}d")  # fmt: skip
     assert context is not None  # keep=True always records one
     return y, context
 

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
-from . import conv_tiled
+from . import conv_tiled, threads
 from .conv import (
     ConvContext,
     add_bias,
@@ -132,7 +132,8 @@ def _forward(
     if isinstance(algo, conv_tiled.Tiled):  # the convolution's input gradient on tiles, cropped as it is made
         y = algo.grad_input_unpadded(x, weight, geo)  # (N, O, *out_size)
     else:
-        y_padded = algo.grad_input(x, weight, geo)  # (N, O, *padded_size): the convolution's input gradient
+        with threads.blas_released():  # its products on BLAS's own threads, even inside a model's scope
+            y_padded = algo.grad_input(x, weight, geo)  # (N, O, *padded_size): the convolution's input gradient
         y = np.ascontiguousarray(crop(y_padded, geo.in_size, geo.pads))  # (N, O, *out_size): the padding's adjoint
     add_bias(y, bias)
     return (y[0] if unbatched else y), TransposeContext(geo, algo, weight, x, unbatched)
@@ -148,8 +149,9 @@ def _backward(
         db = dy.sum(axis=(0, *range(2, dy.ndim)))
         return (dx[0] if dx is not None and ctx.unbatched else dx), dw, db
     dy_padded = pad(dy, geo.pads)  # (N, O, *padded_size), zeros: the adjoint of the crop
-    dx = algo.forward(dy_padded, ctx.weight, geo) if input_grad else None  # (N, C, *in_size)
-    dw = algo.grad_weight(ctx.x, dy_padded, geo)  # roles exchanged: x as the output gradient → (C, O/G, *K)
+    with threads.blas_released():  # (as _forward)
+        dx = algo.forward(dy_padded, ctx.weight, geo) if input_grad else None  # (N, C, *in_size)
+        dw = algo.grad_weight(ctx.x, dy_padded, geo)  # roles exchanged: x as the output gradient → (C, O/G, *K)
     db = dy.sum(axis=(0, *range(2, dy.ndim)))  # (O,)
     if dx is not None and ctx.unbatched:
         dx = dx[0]
@@ -175,16 +177,20 @@ def conv_transpose_with_context(
     *,
     ndim: int,
 ) -> tuple[np.ndarray, TransposeContext]:
-    """``conv_transpose{ndim}d``, also returning the context for :func:`conv_transpose_backward_from_context`."""
-    return _forward(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation, algorithm,
-                    f"conv_transpose{ndim}d")  # fmt: skip
+    """``conv_transpose{ndim}d``, also returning the context for :func:`conv_transpose_backward_from_context`;
+    inside ``threads.batch_scope``, as ``conv.conv_with_context``."""
+    with threads.batch_scope(x):
+        return _forward(ndim, x, weight, bias, stride, padding, output_padding, groups, dilation, algorithm,
+                        f"conv_transpose{ndim}d")  # fmt: skip
 
 
 def conv_transpose_backward_from_context(
     grad_output: ArrayLike, context: TransposeContext, *, input_grad: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """(grad_input or None, grad_weight, grad_bias) of a recorded transposed-convolution forward pass."""
-    return _backward(_context_grad_output(grad_output, context), context, input_grad)
+    dy = _context_grad_output(grad_output, context)
+    with threads.batch_scope(dy):  # (as conv_transpose_with_context)
+        return _backward(dy, context, input_grad)
 
 
 def _backward_call(
