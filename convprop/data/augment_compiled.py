@@ -18,6 +18,16 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, inline="always")
+def _cell(r: float, size: int) -> tuple[int, float]:  # pragma: no cover - compiled
+    """Along an axis of ``size`` pixels: the top-left neighbour of source coordinate ``r`` (−1 on the
+    ring of fill around the image; the neighbour after it stays on the ring or inside) and r's fraction
+    past it. Points further out are first moved onto the ring, so they read the fill exactly."""
+    r = min(max(r, -1.0), float(size))
+    r0 = min(max(np.floor(r), -1.0), size - 1.0)
+    return int(r0), r - r0
+
+
 @njit(cache=True)
 def sample_bilinear(
     padded: np.ndarray, rows: np.ndarray, cols: np.ndarray, out: np.ndarray
@@ -34,13 +44,10 @@ def sample_bilinear(
     for n in range(N):
         for i in range(OH):
             for j in range(OW):
-                r = min(max(rows[n, i, j], -1.0), float(h))  # onto the padding ring
-                q = min(max(cols[n, i, j], -1.0), float(w))
-                r0 = min(max(np.floor(r), -1.0), h - 1.0)  # the top-left neighbour; r0 + 1 stays inside
-                q0 = min(max(np.floor(q), -1.0), w - 1.0)
-                a = out.dtype.type(r - r0)  # fractional parts, in the images' dtype
-                b = out.dtype.type(q - q0)
-                y, x = int(r0) + 1, int(q0) + 1  # in the padded frame
+                y, a = _cell(rows[n, i, j], h)
+                x, b = _cell(cols[n, i, j], w)
+                a, b = out.dtype.type(a), out.dtype.type(b)  # fractional parts, in the images' dtype
+                y, x = y + 1, x + 1  # in the padded frame
                 for c in range(C):
                     p = padded[n, c]
                     top = p[y, x] * (one - b) + p[y, x + 1] * b
@@ -89,13 +96,9 @@ def warp(
                     e_col = alpha * np.float64(smooth[N + n, j, i])
                     r = r + m00 * e_row + m01 * e_col
                     q = q + m10 * e_row + m11 * e_col
-                r = min(max(r, -1.0), float(h))  # onto the padding ring (sample_bilinear's steps from here)
-                q = min(max(q, -1.0), float(w))
-                r0 = min(max(np.floor(r), -1.0), h - 1.0)
-                q0 = min(max(np.floor(q), -1.0), w - 1.0)
-                a = out.dtype.type(r - r0)
-                b = out.dtype.type(q - q0)
-                y, x = int(r0), int(q0)  # the top-left neighbour in the image's frame, -1 on the ring
+                y, a = _cell(r, h)  # the top-left neighbour in the image's frame, -1 on the ring
+                x, b = _cell(q, w)
+                a, b = out.dtype.type(a), out.dtype.type(b)
                 for c in range(C):
                     p = images[n, c]
                     tl = p[y, x] if y >= 0 and x >= 0 else background

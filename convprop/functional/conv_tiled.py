@@ -59,7 +59,8 @@ THREADS = 1  # the tile passes of a small layer's training step on the calling t
 # conv_gemm's two; lenet's and resnet's layers at batch 32 (14–29 M) gain from the one
 SPLIT_MACS = 1 << 26
 # ... and with BLAS held to one thread (threads.held), from this many: about 0.1 ms of one thread's
-# work, several handoffs' cost (chosen, not tuned: lenet's and resnet's layers at batch 32 are 3.6–29 M)
+# work, several handoffs' cost (chosen, not tuned: lenet's and resnet's layers at batch 32 are 1.8–29 M,
+# resnet's first layer, 1.8 M, alone below it)
 HELD_SPLIT_MACS = 1 << 21
 
 

@@ -54,7 +54,7 @@ from . import workers
 THREADS = min(2, os.cpu_count() or 1)  # this machine class has 2 cores
 SPLIT_MIN_IMAGES = 8  # smaller batches run as one call: a thread handoff costs more than half of it
 # a linear layer's product splits its rows from this many multiply-adds (8.4 M): with the workers'
-# handoff, lenet's 1568 → 256 at batch 32 (12.8 M) took 0.28–0.43 ms split against 0.41–0.49 on one
+# handoff, lenet's 1568 → 256 at batch 32 (12.8 M) took 0.28–0.46 ms split against 0.41–0.49 on one
 # thread, for each of its three products (AMD EPYC, 3 December); through the old pool's handoff a
 # product of 26 M had only broken even, so the bound was 2²⁵ until then
 SPLIT_MIN_PRODUCT = 1 << 23
@@ -238,16 +238,17 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.ndim < 2 or b.ndim != 2 or a.size * b.shape[1] < SPLIT_MIN_PRODUCT or not splits(a.shape[0]):
         return a @ b
     out = np.empty((*a.shape[:-1], b.shape[1]), dtype=np.result_type(a, b))
-
-    def part(n0: int, n1: int) -> None:
-        _local.splitting = True
-        try:
-            np.matmul(a[n0:n1], b, out=out[n0:n1])
-        finally:
-            _local.splitting = False
-
-    parallel([partial(part, n0, n1) for n0, n1 in ranges(a.shape[0])])
+    parallel([partial(_as_part, partial(np.matmul, out=out[n0:n1]), a[n0:n1], b) for n0, n1 in ranges(a.shape[0])])
     return out
+
+
+def _as_part(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) as one part of a split: whatever it calls is not split again."""
+    _local.splitting = True
+    try:
+        return fn(*args)
+    finally:
+        _local.splitting = False
 
 
 def split_batch(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -255,14 +256,9 @@ def split_batch(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.nda
 
     ``fn`` must treat each image on its own (its result for an image does not depend on the others)."""
     parts: list[np.ndarray | None] = [None] * THREADS
-    bounds = ranges(x.shape[0])
 
     def part(k: int, n0: int, n1: int) -> None:
-        _local.splitting = True
-        try:
-            parts[k] = fn(x[n0:n1])
-        finally:
-            _local.splitting = False
+        parts[k] = _as_part(fn, x[n0:n1])
 
-    parallel([partial(part, k, n0, n1) for k, (n0, n1) in enumerate(bounds)])
+    parallel([partial(part, k, n0, n1) for k, (n0, n1) in enumerate(ranges(x.shape[0]))])
     return np.concatenate([p for p in parts if p is not None], axis=0)
