@@ -19,6 +19,11 @@ import numpy as np
 import scipy
 from threadpoolctl import threadpool_info, threadpool_limits
 
+# Seconds each candidate runs untimed before its timed call (interleaved_min). Measured on an AMD EPYC
+# (Zen 5), 3 December: after one call, ONNX Runtime's idle workers burnt 47 ms of CPU time while the
+# caller slept, PyTorch's 11 ms, convprop's 2 ms; lenet's batch of 64 took convprop 1.65-1.8 ms for
+# 40 ms after an ONNX Runtime call and 0.95 ms after that. The 2 ms this was before hid none of it.
+SETTLE = float(os.environ.get("CONVPROP_BENCH_SETTLE", "0.06"))
 THREADS = 2  # same thread count for torch (intra-op) and for NumPy's BLAS
 
 
@@ -77,13 +82,14 @@ def limited_threads(threads: int = THREADS):
 
 
 def interleaved_min(
-    candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1, settle: float = 0.002
+    candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1, settle: float | None = None
 ) -> dict[str, float]:
     """Run each candidate ``warmup`` times, then ``reps`` rounds; min seconds per candidate.
 
     In each round every candidate first runs untimed for at least ``settle`` seconds (one call or
-    more), then once timed. Each library's idle threads spin for a while after a call (OpenBLAS's,
-    PyTorch's OpenMP pool, ONNX Runtime's) and on two cores they slow whatever runs next: measured on
+    more; :data:`SETTLE` unless given), then once timed. Each library's idle threads spin for a while
+    after a call (OpenBLAS's, PyTorch's OpenMP pool, ONNX Runtime's) and on two cores they slow
+    whatever runs next: measured on
     LeNet-5's 5×5 layer, convprop took 3.4 ms after itself but 4.5 ms right after PyTorch, and PyTorch
     1.3 ms after itself but 2.0 ms after convprop (mnist-2: 18.8 vs 25.8 and 13.2 vs 17.4 ms); at
     batch 1, one untimed call was not enough (lenet: convprop 0.20 ms after one, 0.15 after five;
@@ -91,6 +97,7 @@ def interleaved_min(
     its own caches, so each side is timed as a user who runs only that library would see it, while
     the rounds still alternate and share the machine's noise.
     """
+    settle = SETTLE if settle is None else settle
     for fn in candidates.values():
         for _ in range(warmup):
             fn()

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import THREADS, interleaved_min, limited_threads, print_environment
 from twins import torch_twin
 
-REPS = {1: 300, 64: 40, 1000: 8}  # interleaved repetitions per batch size (--quick: a quarter)
+REPS = {1: 100, 64: 40, 1000: 8}  # interleaved rounds per batch size (--quick: a quarter), each after SETTLE
 TARGET_ORT = {1: 3.0, 64: 1.25, 1000: 1.25}
 
 

@@ -137,33 +137,42 @@ def fill(
     """Image n of x (N, C, H, W), zero-padded by (ph, pw), into its stride phases in buffer: plane
     (k·C + c) holds xp[c, r·sh + rh, j·sw + rw] at r·Wq + j for phase k = (rh, rw), S values a plane
     (the padding's cells are never written: they stay as the caller zeroed them). With ``check``,
-    returns whether the image held an infinity or a NaN (else False; the check cost the forward
-    a fifth of this copy)."""
+    returns whether the image held an infinity or a NaN (else False).
+
+    Each input row is read once, contiguously, and written into every phase its columns go to. (The
+    earlier loop, phase by phase over strided views of the rows with the check inside, did not
+    vectorise: for the strided benchmark layer's 16 images of 64 × 56² it took 9.6–20.9 ms checked
+    and 4.1 unchecked on an AMD EPYC, this one 3.6 and 2.0.)"""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    image = x[n].reshape(C * H * W)  # (x is C-contiguous: flat indices, no per-row views)
-    bad = False
+    image = x[n]
+    index = np.full((sh, sw), -1, dtype=np.int64)  # the phase of (rh, rw), −1 where no tap reads it
     for k in range(phases.shape[0]):
-        rh, rw = phases[k, 0], phases[k, 1]
-        # the phase's rows r and columns j that hold input (not padding): h = r·sh + rh − ph in [0, H)
-        r0, r1 = max(0, (ph - rh + sh - 1) // sh), (H - 1 + ph - rh) // sh + 1
-        j0, j1 = max(0, (pw - rw + sw - 1) // sw), (W - 1 + pw - rw) // sw + 1
-        if j1 <= j0:
-            continue
-        for c in range(C):
-            for r in range(r0, r1):
+        index[phases[k, 0], phases[k, 1]] = k
+    bad = False
+    for c in range(C):
+        for h in range(H):
+            r, rh = (h + ph) // sh, (h + ph) % sh
+            row = image[c, h]
+            if check:
+                for j in range(W):
+                    v = row[j]
+                    bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
+            for rw in range(sw):
+                k = index[rh, rw]
+                # the phase's columns j that hold input (not padding): w = j·sw + rw − pw in [0, W)
+                j0, j1 = max(0, (pw - rw + sw - 1) // sw), (W - 1 + pw - rw) // sw + 1
+                if k < 0 or j1 <= j0:
+                    continue
                 # views, not flat indices: numba checks a computed index for wraparound, and that
                 # loop did not vectorise (2-3× slower measured)
                 dst = (k * C + c) * S + r * Wq
-                src = (c * H + r * sh + rh - ph) * W + rw - pw + j0 * sw
-                to, row = buffer[dst + j0 : dst + j1], image[src : src + (j1 - j0 - 1) * sw + 1 : sw]
-                if check:
+                to, src = buffer[dst + j0 : dst + j1], row[j0 * sw + rw - pw :]
+                if sw == 1:
                     for j in range(j1 - j0):
-                        v = row[j]
-                        bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
-                        to[j] = v
+                        to[j] = src[j]
                 else:
                     for j in range(j1 - j0):
-                        to[j] = row[j]
+                        to[j] = src[j * sw]
     return bad
 
 
