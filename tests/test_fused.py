@@ -12,6 +12,7 @@ import pytest
 
 import convprop
 from convprop import models, nn
+from convprop.errors import ArgumentError
 from convprop.functional import conv2d, max_pool2d, relu
 from convprop.functional.fused import conv2d_relu_pool
 from convprop.nn import fused
@@ -259,3 +260,92 @@ def test_a_batch_norm_of_the_wrong_width_still_says_so():
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=0), nn.BatchNorm2d(4), nn.ReLU()).eval()
     with pytest.raises(ValueError, match=r"BatchNorm2d\(4\) expects"):
         model.forward(np.zeros((1, 2, 5, 5), dtype=np.float32))
+
+
+def _block(c_in, c_out, stride, *, projection, bias=False):
+    body = nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=bias, rng=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, 1, 1, bias=bias, rng=2), nn.BatchNorm2d(c_out),
+    )  # fmt: skip
+    shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, rng=3), nn.BatchNorm2d(c_out)) if projection else None
+    return nn.Sequential(nn.Residual(body, shortcut), nn.ReLU(inplace=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "c_in, c_out, stride, projection, bias",
+    [(4, 4, 1, False, False), (4, 8, 2, True, False), (3, 6, 1, True, True)],
+    ids=["identity", "strided projection", "biased"],
+)
+def test_a_residual_block_sums_and_relus_in_its_last_convolution_exactly(
+    c_in, c_out, stride, projection, bias, dtype, monkeypatch
+):
+    """Residual(conv → BN → ReLU → conv → BN, shortcut) → ReLU: the sum and the ReLU run in the last
+    convolution's epilogue on conv_rows' tiles (a shortcut passed to it), with the unfused block's bits —
+    a NaN in the input included."""
+    from convprop.functional import conv_rows
+
+    skips = []
+    real = conv_rows.run
+    monkeypatch.setattr(conv_rows, "run", lambda *a, **k: skips.append(k.get("skip") is not None) or real(*a, **k))
+    rng = np.random.default_rng(21)
+    model = _block(c_in, c_out, stride, projection=projection, bias=bias).astype(dtype).eval()
+    _randomise_statistics(model, rng)
+    x = rng.standard_normal((3, c_in, 9, 10)).astype(dtype)
+    x[2, 0, 4, 5] = np.nan
+    got = model.forward(x)
+    assert skips == [False, True]  # the body's two convolutions; the second one sums
+    reference = unfused(model, x, monkeypatch)
+    assert got.dtype == dtype and np.isnan(got[2]).any() and not np.isnan(got[:2]).any()
+    np.testing.assert_array_equal(got, reference)
+
+
+def test_a_residual_block_whose_body_ends_otherwise_runs_as_it_is(monkeypatch):
+    """A body ending in a ReLU, or a batch norm in training mode (under no_grad: it normalises with the
+    batch and updates its statistics once), is not fused: the layers' own results."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((4, 4, 8, 8)).astype(np.float32)
+    ends_in_relu = nn.Sequential(
+        nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, rng=0), nn.ReLU())), nn.ReLU()
+    ).eval()
+    np.testing.assert_array_equal(ends_in_relu.forward(x), unfused(ends_in_relu, x, monkeypatch))
+    training = _block(4, 4, 1, projection=False)
+    twin = _block(4, 4, 1, projection=False)
+    with convprop.no_grad():
+        got = training.forward(x)
+        expected = unfused(twin, x, monkeypatch)
+    np.testing.assert_array_equal(got, expected)
+    for key, value in training.state_dict().items():  # the running statistics, updated once alike
+        np.testing.assert_array_equal(value, twin.state_dict()[key], err_msg=key)
+
+
+def test_a_residual_block_of_mismatched_shapes_says_so_in_eval_too():
+    body = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, rng=0), nn.BatchNorm2d(6))
+    model = nn.Sequential(nn.Residual(body), nn.ReLU()).eval()
+    with pytest.raises(ArgumentError, match=r"Residual: body output \(2, 6, 5, 5\) and shortcut output \(2, 4, 5, 5\)"):
+        model.forward(np.zeros((2, 4, 5, 5), dtype=np.float32))
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"], ids=["on tiles", "on the grid"])
+def test_conv2d_norm_relu_adds_a_skip_before_the_relu(padding_mode):
+    from convprop.functional.fused import conv2d_norm_relu
+    from convprop.functional.norm import normalisation_affine
+
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((3, 4, 7, 8)).astype(np.float32)
+    w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    mean, var = rng.standard_normal(5).astype(np.float32), rng.uniform(0.5, 2, 5).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 1.5, 5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    skip = rng.standard_normal((3, 5, 7, 8)).astype(np.float32)
+    options = dict(stride=1, padding=1, dilation=1, groups=1, padding_mode=padding_mode, algorithm="auto")
+    norm = (mean, *normalisation_affine(var, gamma, beta, 1e-5))
+    got = conv2d_norm_relu(x, w, b, options, norm, skip=skip)
+    bn = nn.BatchNorm2d(5).astype(np.float32).eval()
+    bn.running_mean[...], bn.running_var[...], bn.weight.data[...], bn.bias.data[...] = mean, var, gamma, beta
+    y = bn.forward(conv2d(x, w, b, padding=1, padding_mode=padding_mode))
+    np.testing.assert_array_equal(got, np.maximum(y + skip, 0))
+    with pytest.raises(
+        ArgumentError, match=r"skip must have the convolution's output shape \(3, 5, 7, 8\), got \(3, 5, 7, 7\)"
+    ):
+        conv2d_norm_relu(x, w, b, options, norm, skip=skip[..., :7])

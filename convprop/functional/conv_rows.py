@@ -80,15 +80,18 @@ def _store(
     normalise: bool,
     relu: bool,
     epilogue: np.ndarray,
+    residual: bool,
+    skip: np.ndarray,
     out: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
     """out (O, OH, OW), or (O, OH/2, OW/2) if ``pool``, from the grid acc (O, L); ``epilogue`` (4, O)
-    holds the bias, mean, scale and shift.
+    holds the bias, mean, scale and shift; ``skip`` (O, OH, OW) a residual block's shortcut, added if
+    ``residual``.
 
     The arithmetic of the unfused layers in their order: y + bias, then ((y − mean)·scale + shift) for
-    an eval-mode batch norm (``norm_compiled.normalise``), ReLU with ``np.maximum(·, 0)``'s rule (NaN
-    kept), a 2×2 max of the ReLU'd taps (``pool``: ReLU and no batch norm). Returns whether the pool
-    saw a NaN (the caller then reruns)."""
+    an eval-mode batch norm (``norm_compiled.normalise``), + skip (``nn.Residual``), ReLU with
+    ``np.maximum(·, 0)``'s rule (NaN kept), a 2×2 max of the ReLU'd taps (``pool``: ReLU and no batch
+    norm nor residual). Returns whether the pool saw a NaN (the caller then reruns)."""
     O = out.shape[0]
     saw_nan = False
     for o in range(O):
@@ -114,6 +117,8 @@ def _store(
                 v = src[c] + b
                 if normalise:
                     v = (v - mu) * k + sh
+                if residual:
+                    v = v + skip[o, r, c]
                 if relu:
                     v = v if (v > 0.0 or v != v) else 0.0
                 dst[c] = v
@@ -193,20 +198,24 @@ def _images(
     normalise: bool,
     relu: bool,
     epilogue: np.ndarray,
+    residual: bool,
+    skip: np.ndarray,
     n0: int,
     n1: int,
     out: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
     """Images n0..n1 of x (N, C, H, W), zero-padded by (ph, pw) and split into the stride phases
     ``phases`` (P, 2) as :func:`fill` lays them out, into out[n0:n1]. w (O, T) and offs (T,) as ``conv_tile.accumulate``
-    takes them; L the grid's length rounded up to whole tiles. Stride 1: one phase, the padded planes."""
+    takes them; L the grid's length rounded up to whole tiles. Stride 1: one phase, the padded planes.
+    With ``residual``, ``skip`` (out's shape) is a residual block's shortcut to add (:func:`_store`);
+    else one unread value."""
     buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border, tails, unread cells: 0
     acc = np.empty(((w.shape[0] + CHANNELS - 1) // CHANNELS * CHANNELS, L), dtype=x.dtype)  # whole tiles
     saw_nan = False
     for n in range(n0, n1):
         fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer, False)
         accumulate(buffer, w, offs, acc)
-        saw_nan |= _store(acc, Wq, pool, normalise, relu, epilogue, out[n])
+        saw_nan |= _store(acc, Wq, pool, normalise, relu, epilogue, residual, skip[n if residual else 0], out[n])
     return saw_nan
 
 
@@ -261,6 +270,7 @@ def run(
     bias: np.ndarray | None = None,
     norm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     threads: int | None = None,
+    skip: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool]:
     """(out, saw_nan): the convolution of x (N, C, H, W) *before* padding (or (N, C, L) for a 1-D
     geometry: no pooling then; (N, C, D, H, W) for a 3-D one: no epilogue), with the epilogue ``mode``,
@@ -268,13 +278,15 @@ def run(
 
     ``norm`` is (running mean, scale, shift) for NORM and NORM_RELU; ``bias`` (O,) or None. out is
     (N, O, OH, OW), or (N, O, OH // 2, OW // 2) for RELU_POOL; saw_nan only for RELU_POOL (then ``out``
-    is not valid and the caller reruns the layers unfused)."""
+    is not valid and the caller reruns the layers unfused). ``skip`` (N, O, OH, OW), 2-D and no pooling
+    only: a residual block's shortcut, added after the batch norm and before ReLU."""
     if geo.ndim == 3:  # the volume's grid: no epilogue
-        if mode != PLAIN or bias is not None or norm is not None:
+        if mode != PLAIN or bias is not None or norm is not None or skip is not None:
             raise ValueError("conv_rows.run: a 3-D convolution takes no epilogue")
         return conv_volume.forward(x, weight, geo, threads), False
     if geo.ndim == 1:  # as a 2-D convolution of height 1
-        out, saw_nan = run(x[:, :, None], weight[:, :, None], as_2d(geo), mode, bias, norm, threads)
+        skip = None if skip is None else skip[:, :, None]
+        out, saw_nan = run(x[:, :, None], weight[:, :, None], as_2d(geo), mode, bias, norm, threads, skip)
         return out[:, :, 0], saw_nan
     x = np.ascontiguousarray(x)
     N, O = x.shape[0], weight.shape[0]
@@ -292,7 +304,16 @@ def run(
     flags: list[bool] = []  # per range of images: whether its pool saw a NaN
     pool, normalise, relu = mode == RELU_POOL, mode in (NORM, NORM_RELU), mode in (RELU, NORM_RELU, RELU_POOL)
     sh, sw = geo.stride
-    kernel = partial(_images, x, w, offs, phases, ph, pw, sh, sw, Wq, S, L, pool, normalise, relu, epilogue)
+    residual = skip is not None
+    if skip is None:
+        skip = np.zeros((1, 1, 1, 1), dtype=x.dtype)
+    elif pool or skip.shape != shape or skip.dtype != x.dtype:
+        raise ValueError(f"conv_rows.run: a shortcut of {skip.shape} {skip.dtype} for an output of {shape} {x.dtype}")
+    else:
+        skip = np.ascontiguousarray(skip)
+    kernel = partial(
+        _images, x, w, offs, phases, ph, pw, sh, sw, Wq, S, L, pool, normalise, relu, epilogue, residual, skip
+    )
 
     def images(n0: int, n1: int) -> None:
         flags.append(kernel(n0, n1, out))

@@ -160,78 +160,12 @@ def _bias_norm_relu_grid(
                     dst[c] = v if (not relu or v > 0.0 or v != v) else 0.0
 
 
-@njit(cache=True)
-def _relu_max_pool_2x2_train(y: np.ndarray, out: np.ndarray, arg: np.ndarray) -> bool:  # pragma: no cover
-    """The training form of :func:`_relu_max_pool_2x2`: also ``arg``, which tap of each 2×2 window won
-    (0–3, row-major, the first of equal maxima, as ``max_pool2d``), or −1 where the maximum is ≤ 0 and
-    ReLU zeroes it (no gradient flows there). Returns whether it saw a NaN (then nothing is valid)."""
-    N, C, PH, PW = out.shape
-    saw_nan = False
-    for n in range(N):
-        for c in range(C):
-            plane = y[n, c]
-            for i in range(PH):
-                top, bottom = plane[2 * i], plane[2 * i + 1]
-                for j in range(PW):
-                    a, b, d, e = top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]
-                    saw_nan |= (a != a) | (b != b) | (d != d) | (e != e)
-                    best, k = a, 0
-                    if b > best:
-                        best, k = b, 1
-                    if d > best:
-                        best, k = d, 2
-                    if e > best:
-                        best, k = e, 3
-                    if best > 0.0:
-                        out[n, c, i, j] = best
-                        arg[n, c, i, j] = k
-                    else:
-                        out[n, c, i, j] = 0.0
-                        arg[n, c, i, j] = -1
-    return saw_nan
+class SkipShapeError(ArgumentError):
+    """A residual shortcut (``skip``) whose shape is not the convolution's output's."""
 
-
-@njit(cache=True)
-def _relu_max_pool_2x2_scatter(dy: np.ndarray, arg: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
-    """dx (zeros) at each window's winning tap ← that window's δ; nothing where ``arg`` is −1."""
-    N, C, PH, PW = dy.shape
-    for n in range(N):
-        for c in range(C):
-            for i in range(PH):
-                for j in range(PW):
-                    k = arg[n, c, i, j]
-                    if k >= 0:
-                        dx[n, c, 2 * i + k // 2, 2 * j + k % 2] = dy[n, c, i, j]
-
-
-def relu_max_pool_2x2_with_taps(y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """ReLU then a 2×2, stride-2 max-pool in one pass, for training: (pooled, winning taps as int8).
-
-    Equal to ``relu`` then ``max_pool2d_with_indices(·, 2)`` bit for bit, with the gradient to the same
-    input positions (:func:`relu_max_pool_2x2_backward`); ``y`` is only read. None when ``y`` holds a
-    NaN: the caller then runs the two layers as they are, which propagate it as they always do.
-
-    Shapes: y (N, C, H, W), H and W >= 2 → (N, C, H // 2, W // 2) twice.
-    """
-    N, C, H, W = y.shape
-    out = np.empty((N, C, H // 2, W // 2), dtype=y.dtype)
-    taps = np.empty(out.shape, dtype=np.int8)
-    if _relu_max_pool_2x2_train(y, out, taps):
-        return None
-    return out, taps
-
-
-def relu_max_pool_2x2_backward(grad_output: np.ndarray, taps: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
-    """The input gradient of :func:`relu_max_pool_2x2_with_taps`: each δ at its window's winning tap.
-
-    Shapes: grad_output and taps (N, C, PH, PW); returns (N, C, H, W) = ``input_shape``.
-    """
-    grad_output = np.ascontiguousarray(grad_output)
-    if grad_output.shape != taps.shape:
-        raise ArgumentError(f"grad_output must have the pooled shape {taps.shape}, got {grad_output.shape}")
-    dx = np.zeros(input_shape, dtype=grad_output.dtype)
-    _relu_max_pool_2x2_scatter(grad_output, taps, dx)
-    return dx
+    def __init__(self, expected: tuple[int, ...], got: tuple[int, ...]) -> None:
+        super().__init__(f"skip must have the convolution's output shape {expected}, got {got}")
+        self.expected = expected
 
 
 def _flat(value: Any) -> list[Any]:
@@ -303,23 +237,41 @@ def conv2d_norm_relu(
     norm: tuple[np.ndarray, np.ndarray, np.ndarray],
     *,
     relu: bool = True,
+    skip: np.ndarray | None = None,
 ) -> np.ndarray:
-    """conv2d(x, weight, bias, **conv), then an eval-mode batch norm, then ReLU (if ``relu``).
+    """conv2d(x, weight, bias, **conv), then an eval-mode batch norm, then + ``skip`` (if given), then
+    ReLU (if ``relu``).
 
     ``norm`` is (running mean, scale, shift) from ``norm.normalisation_affine``, so the batch norm is
     the layer's own arithmetic: the result equals conv → ``BatchNorm2d.forward`` (eval) → ReLU bit for
-    bit. On ``conv_flat``'s grid the three run as one pass over each chunk (no transposed copy of the
-    output, no separate normalisation and ReLU passes); otherwise the convolution, then the batch norm's
-    compiled pass, then ReLU in place.
+    bit. ``skip``, of the output's shape and dtype, is a residual block's shortcut (``nn.Residual``
+    followed by a ReLU): y + skip as the block adds them. On ``conv_rows``' tiles all of it is one pass
+    over each image's accumulator; on ``conv_flat``'s grid the convolution, batch norm and ReLU run as
+    one pass over each chunk (no transposed copy of the output, no separate normalisation and ReLU
+    passes); otherwise the convolution, then the batch norm's compiled pass, then ReLU in place.
     """
     x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
     mean, scale, shift = norm
     check_same_dtype(x=x, running_mean=mean, scale=scale, shift=shift)
     rows = uses_rows(conv["algorithm"], algo, geo)
+    if skip is not None:
+        skip = np.asarray(skip)
+        skip = skip[None] if unbatched and skip.ndim == 3 else skip
+        expected = (x.shape[0], weight.shape[0], *geo.out_size)
+        if skip.shape != expected:
+            raise SkipShapeError(expected, skip.shape)
+        check_same_dtype(x=x, skip=skip)
+        if not rows:  # the convolution and batch norm, then the sum and ReLU in place on this call's array
+            y = conv2d_norm_relu(x, weight, bias, conv, norm, relu=False)
+            y += skip
+            if relu:
+                np.maximum(y, 0, out=y)
+            return y[0] if unbatched else y
     if not rows and threads.splits(x.shape[0]):  # the row pass splits the images itself
         return threads.split_batch(lambda part: conv2d_norm_relu(part, weight, bias, conv, norm, relu=relu), x)
     if rows:
-        out = conv_rows.run(x, weight, geo, conv_rows.NORM_RELU if relu else conv_rows.NORM, bias, norm)[0]
+        mode = conv_rows.NORM_RELU if relu else conv_rows.NORM
+        out = conv_rows.run(x, weight, geo, mode, bias, norm, skip=skip)[0]
         return out[0] if unbatched else out
     if uses_grid(conv["algorithm"], algo, geo):
         N, O = x.shape[0], weight.shape[0]

@@ -26,17 +26,18 @@ from typing import Any
 import numpy as np
 
 from ..functional.fused import (
+    SkipShapeError,
     conv2d_norm_relu,
     conv2d_relu_pool,
     pool_tiles,
     relu_max_pool2d,
-    relu_max_pool_2x2_backward,
-    relu_max_pool_2x2_with_taps,
 )
 from ..functional.norm import normalisation_affine
+from ..functional.relu_pool import relu_max_pool_2x2_backward, relu_max_pool_2x2_with_taps
 from .activation import ReLU
+from .containers import Residual
 from .conv import Conv2d
-from .module import Module
+from .module import Module, Sequential
 from .norm import BatchNorm2d
 from .pooling import MaxPool2d
 
@@ -58,9 +59,27 @@ def _fused_run(layers: Sequence[Module], i: int) -> tuple[int, dict[str, Any]] |
     return j, {"conv": conv, "norm": norm, "relu": True, "pool": pool}
 
 
+def _options(conv: Conv2d) -> dict[str, Any]:
+    return dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                padding_mode=conv.padding_mode, algorithm=conv.algorithm)  # fmt: skip
+
+
+def _affine(norm: BatchNorm2d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(running mean, scale, shift) of an eval-mode batch norm, from the function the layer itself uses."""
+    weight = norm.weight.data if norm.weight is not None else None
+    bias = norm.bias.data if norm.bias is not None else None
+    return (norm.running_mean, *normalisation_affine(norm.running_var, weight, bias, norm.eps))
+
+
+def _normalises_alone(norm: BatchNorm2d, conv: Conv2d, x: Any) -> bool:
+    """Whether ``norm`` after ``conv`` can join the convolution's pass: eval mode (the running
+    statistics) and shapes that fit (else the layers' own forwards, and their errors)."""
+    eval_mode = not norm.training and norm.track_running_stats
+    return eval_mode and np.ndim(x) == 4 and norm.num_features == conv.weight.data.shape[0]
+
+
 def _run(conv: Conv2d, norm: BatchNorm2d | None, relu: bool, pool: MaxPool2d | None, x: np.ndarray) -> np.ndarray:
-    options = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                   padding_mode=conv.padding_mode, algorithm=conv.algorithm)  # fmt: skip
+    options = _options(conv)
     pool_options = None
     if pool is not None:
         pool_options = dict(kernel_size=pool.kernel_size, stride=pool.stride, padding=pool.padding,
@@ -68,25 +87,54 @@ def _run(conv: Conv2d, norm: BatchNorm2d | None, relu: bool, pool: MaxPool2d | N
     bias = conv.bias.data if conv.bias is not None else None
     if norm is None:
         return conv2d_relu_pool(x, conv.weight.data, bias, options, relu=True, pool=pool_options)
-    eval_mode = not norm.training and norm.track_running_stats  # normalising with the running statistics
-    fits = np.ndim(x) == 4 and norm.num_features == conv.weight.data.shape[0]  # (else BN's own error, below)
-    if pool is None and eval_mode and fits:
-        affine = normalisation_affine(
-            norm.running_var,
-            norm.weight.data if norm.weight is not None else None,
-            norm.bias.data if norm.bias is not None else None,
-            norm.eps,
-        )
-        return conv2d_norm_relu(x, conv.weight.data, bias, options, (norm.running_mean, *affine), relu=relu)
+    if pool is None and _normalises_alone(norm, conv, x):
+        return conv2d_norm_relu(x, conv.weight.data, bias, options, _affine(norm), relu=relu)
     y = conv2d_relu_pool(x, conv.weight.data, bias, options, relu=False)
     y = np.asarray(norm.forward(y))  # a new array (x̂·γ + β): this call owns it
     return relu_max_pool2d(y, relu=relu, pool=pool_options)
+
+
+def _residual_relu(block: Residual, relu: ReLU, x: Any) -> np.ndarray | None:
+    """``relu(block(x))`` with the block's sum and the ReLU in the epilogue of its body's last run, when
+    that run is a Conv2d → eval-mode BatchNorm2d (resnet's blocks); else None, and nothing has run.
+
+    The shortcut (or x) is computed first, then the body's other layers, then the last convolution
+    with y_norm + skip and ReLU applied as each image's result is stored: the block's arithmetic in its
+    order, without the body's output, the sum's array or ReLU's pass."""
+    inner = list(block.body) if type(block.body) is Sequential else []
+    start, last, i = None, None, 0
+    while i < len(inner):  # the runs of the body: the last must end it
+        run = _fused_run(inner, i)
+        if run is None:
+            start, last, i = None, None, i + 1
+        else:
+            start, (i, last) = i, run
+    if start is None or last is None or last["relu"] or last["norm"] is None:
+        return None
+    conv, norm = last["conv"], last["norm"]
+    if norm.training or not norm.track_running_stats or norm.num_features != conv.weight.data.shape[0]:
+        return None
+    skip = block.shortcut.forward(x) if block.shortcut is not None else x
+    h = forward_fused(inner[:start], x)
+    if np.ndim(h) != 4:  # the layers' own paths, and their errors
+        return relu.forward(block._add(_run(conv, norm, False, None, h), skip))
+    bias = conv.bias.data if conv.bias is not None else None
+    try:
+        return conv2d_norm_relu(h, conv.weight.data, bias, _options(conv), _affine(norm), skip=skip)
+    except SkipShapeError as exc:  # the body's output and the shortcut's differ: the block's own message
+        block._add(np.broadcast_to(np.zeros((), dtype=np.result_type(h)), exc.expected), skip)
+        raise
 
 
 def forward_fused(layers: Sequence[Module], x: Any) -> Any:
     """The layers applied in order, fused runs as one call each; equal to ``layer.forward`` in turn."""
     i = 0
     while i < len(layers):
+        if type(layers[i]) is Residual and i + 1 < len(layers) and type(layers[i + 1]) is ReLU:
+            y = _residual_relu(layers[i], layers[i + 1], x)  # type: ignore[arg-type]
+            if y is not None:
+                x, i = y, i + 2
+                continue
         run = _fused_run(layers, i)
         if run is None:
             x = layers[i].forward(x)
