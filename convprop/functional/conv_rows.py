@@ -153,10 +153,17 @@ def fill(
     index = np.full((sh, sw), -1, dtype=np.int64)  # the phase of (rh, rw), −1 where no tap reads it
     for k in range(phases.shape[0]):
         index[phases[k, 0], phases[k, 1]] = k
+    # per column phase rw, the columns j that hold input (not padding): w = j·sw + rw − pw in [0, W);
+    # worked out once (a division by a stride known only at run time costs tens of cycles: per row,
+    # it had cost more than copying a 14-wide row)
+    first, count = np.empty(sw, dtype=np.int64), np.empty(sw, dtype=np.int64)
+    for rw in range(sw):
+        first[rw] = max(0, (pw - rw + sw - 1) // sw)
+        count[rw] = (W - 1 + pw - rw) // sw + 1 - first[rw]
     bad = False
     for c in range(C):
+        r, rh = ph // sh, ph % sh  # input row h is row r of the phases of rh
         for h in range(H):
-            r, rh = (h + ph) // sh, (h + ph) % sh
             row = image[c, h]
             if check:
                 for j in range(W):
@@ -164,20 +171,22 @@ def fill(
                     bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
             for rw in range(sw):
                 k = index[rh, rw]
-                # the phase's columns j that hold input (not padding): w = j·sw + rw − pw in [0, W)
-                j0, j1 = max(0, (pw - rw + sw - 1) // sw), (W - 1 + pw - rw) // sw + 1
-                if k < 0 or j1 <= j0:
+                j0, m = first[rw], count[rw]
+                if k < 0 or m <= 0:
                     continue
                 # views, not flat indices: numba checks a computed index for wraparound, and that
                 # loop did not vectorise (2-3× slower measured)
-                dst = (k * C + c) * S + r * Wq
-                to, src = buffer[dst + j0 : dst + j1], row[j0 * sw + rw - pw :]
+                dst = (k * C + c) * S + r * Wq + j0
+                to, src = buffer[dst : dst + m], row[j0 * sw + rw - pw :]
                 if sw == 1:
-                    for j in range(j1 - j0):
+                    for j in range(m):
                         to[j] = src[j]
                 else:
-                    for j in range(j1 - j0):
+                    for j in range(m):
                         to[j] = src[j * sw]
+            rh += 1
+            if rh == sh:
+                r, rh = r + 1, 0
     return bad
 
 
