@@ -312,7 +312,9 @@ def test_the_scope_can_end_while_a_released_pass_runs(two_blas_threads):
 @pytest.mark.parametrize("mode", ["reflect", "pointwise"])
 def test_an_unfolding_layers_training_pass_runs_on_blas_threads(mode, two_blas_threads, monkeypatch):
     """Inside a model's training pass, a convolution that trains on BLAS's products (a padding mode
-    other than zeros, a 1×1 kernel) runs them with BLAS's own threads; the tiles' layers with it held."""
+    other than zeros, a 1×1 kernel) runs them with BLAS's own threads; so does a tiled layer where it
+    falls back to them (the second layer's input gradient where a tile has 8 output channels:
+    AVX-512), the tiles' own passes with it held."""
     from convprop import nn
     from convprop.functional import conv_gemm, conv_pointwise
 

@@ -99,7 +99,8 @@ class Tiled:
         # (measured: 6 input channels of a tile's 8 took 0.76 of the fallback's time, 4 of 8 1.04)
         adjoint = adjoint_on_tiles(geometry)
         if 2 * weight.shape[1] <= CHANNELS or (not adjoint and geometry.ndim == 3):
-            dxp = self.unfolding.grad_input(grad_output, weight, geometry)
+            with threads.blas_released():  # a product: on BLAS's own threads, as an unfolding layer's
+                dxp = self.unfolding.grad_input(grad_output, weight, geometry)
             return crop(dxp, geometry.in_size, geometry.pads).copy()
         if not adjoint:  # every stride phase its own stride-1 correlation of δ, an image at a time
             return conv_phases.grad_input(grad_output, weight, geometry, _threads(macs(geometry, grad_output.shape[0])))
@@ -130,7 +131,8 @@ class Tiled:
         else:
             dw = grad_weight_tiles(grad_output, np.ascontiguousarray(x), geometry, padded=False)
         if dw is None:
-            dw = self.unfolding.grad_weight(grad_output, pad(x, geometry.pads, "zeros"), geometry)
+            with threads.blas_released():  # (as the input gradient's product)
+                dw = self.unfolding.grad_weight(grad_output, pad(x, geometry.pads, "zeros"), geometry)
         return dw
 
     def grad_weight(self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
