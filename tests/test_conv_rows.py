@@ -207,6 +207,44 @@ def test_a_1x1_kernel_stays_a_plain_product():
     x, w = np.zeros((2, 8, 9, 9)), np.zeros((4, 8, 1, 1))
     _, _, geo = _resolved(x, w, dict(padding=0, dilation=1, padding_mode="zeros"))
     assert conv_rows.applies(geo) and not uses_rows("auto", _choose("auto", geo), geo)
+    assert not uses_rows("auto", _choose("auto", geo), geo, 2)
+
+
+def test_a_strided_1x1_kernel_runs_on_tiles_for_small_batches_or_a_narrow_blas(monkeypatch):
+    """resnet's projections: on the tiles below STRIDED_1X1_BATCH images, and at any batch where
+    OpenBLAS's kernels are narrower than the tiles' vectors; else the product of the sampled input."""
+    from convprop.functional import conv_eval, threads
+
+    x, w = np.zeros((2, 8, 9, 9)), np.zeros((4, 8, 1, 1))
+    _, _, geo = _resolved(x, w, dict(padding=0, dilation=1, padding_mode="zeros"), stride=2)
+    algo = _choose("auto", geo)
+    monkeypatch.setattr(conv_eval, "VECTOR_BYTES", 64)
+    monkeypatch.setattr(threads, "blas_vector_bytes", lambda: 64)
+    assert uses_rows("auto", algo, geo, 1) and uses_rows("auto", algo, geo, conv_eval.STRIDED_1X1_BATCH - 1)
+    assert not uses_rows("auto", algo, geo, conv_eval.STRIDED_1X1_BATCH) and not uses_rows("auto", algo, geo)
+    assert not uses_rows("gemm", algo, geo, 1)
+    monkeypatch.setattr(threads, "blas_vector_bytes", lambda: 32)  # AVX2 kernels beside AVX-512 tiles
+    assert uses_rows("auto", algo, geo, 1000)
+    monkeypatch.setattr(threads, "blas_vector_bytes", lambda: None)  # a BLAS of unknown width: as wide
+    assert not uses_rows("auto", algo, geo, 1000)
+
+
+@pytest.mark.parametrize(
+    "cores, expected",
+    [(["SkylakeX"], 64), (["Haswell"], 32), (["Haswell", "SkylakeX"], 32), (["Neoverse"], None), ([], None)],
+)
+def test_blas_vector_bytes_reads_openblas_core_type(cores, expected, monkeypatch):
+    import threadpoolctl
+
+    from convprop.functional import threads
+
+    found = [{"internal_api": "openblas", "architecture": core} for core in cores] + [{"internal_api": "mkl"}]
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: found)
+    threads.blas_vector_bytes.cache_clear()
+    try:
+        assert threads.blas_vector_bytes() == expected
+    finally:
+        threads.blas_vector_bytes.cache_clear()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -16,6 +16,7 @@ import numpy as np
 from . import conv_flat, conv_gemm, conv_im2col, conv_pointwise, conv_rows, threads
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_context import pads_itself
+from .conv_tile import VECTOR_BYTES
 from .geometry import pad
 
 
@@ -34,24 +35,35 @@ def uses_grid(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
     return algorithm == "auto" and algo is conv_gemm and conv_flat.applies(geo) and not conv_pointwise.applies(geo)
 
 
-def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
+# A strided 1×1 convolution (resnet's projections) runs on the tiles below this batch, and at any
+# batch where BLAS's kernels are narrower than the tiles' vectors (threads.blas_vector_bytes)
+STRIDED_1X1_BATCH = 64
+
+
+def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry, batch: int | None = None) -> bool:
     """Whether a forward pass that keeps nothing runs ``conv_rows``' tiles: under ``"auto"``, every
     dense convolution with zero padding that ``auto`` gives an unfolding algorithm and ``conv_rows``
-    computes (1-D and 2-D any stride, 3-D stride 1), 1×1 kernels aside (a plain product, no unfolding).
+    computes (1-D and 2-D any stride, 3-D stride 1), 1×1 kernels aside (a plain product, no unfolding)
+    — but for a strided 1×1 one over ``batch`` images, fewer than ``STRIDED_1X1_BATCH`` or any number
+    where OpenBLAS runs narrower vectors than the tiles.
 
     Measured forward alone against what ``auto`` ran otherwise (the grid's product, im2col for one
     input channel, or ``conv_gemm``; fp32, 2 threads, AVX-512 Xeon, 2 December), as time ratios over
     resnet's, lenet's and the conv benchmark's stride-1 layers (1–64 input channels, 7×7 to 32×32 maps,
     3×3 and 5×5 kernels): 0.11–0.82 at batch 64 and 512, 0.32–0.73 at batch 1 — except CIFAR's
     64 → 128 on 32×32 at batch 1, 1.06 (one image runs on one thread; the product on two). Strided
-    3×3 layers 0.17–0.76; 1×1 stride 2 lost (1.08–1.41 from batch 64), which the 1×1 rule keeps off.
+    3×3 layers 0.17–0.76; 1×1 stride 2 lost there from batch 64 (1.08–1.41, OpenBLAS's AVX-512
+    kernels). On an AMD EPYC (Zen 5) whose image pins OpenBLAS to its AVX2 kernels, resnet's two
+    projections with their batch norm ran on the tiles in 0.83 of the product's time at batch 1,
+    0.67–0.74 at 64 and 0.82–1.0 at 1,000 (3 December).
     """
-    return (
-        algorithm == "auto"
-        and (algo is conv_gemm or algo is conv_im2col)
-        and conv_rows.applies(geo)
-        and geo.kernel != (1,) * geo.ndim
-    )
+    if algorithm != "auto" or not (algo is conv_gemm or algo is conv_im2col) or not conv_rows.applies(geo):
+        return False
+    if geo.kernel != (1,) * geo.ndim:
+        return True
+    strided = geo.stride != (1,) * geo.ndim
+    narrower = (threads.blas_vector_bytes() or VECTOR_BYTES) < VECTOR_BYTES
+    return strided and batch is not None and (batch < STRIDED_1X1_BATCH or narrower)
 
 
 def eval_forward(
@@ -61,7 +73,7 @@ def eval_forward(
 
     Inside ``threads.blas_single_threaded`` the batch is split between convprop's threads, each
     running the product on its part with BLAS on one thread (the row pass splits it itself)."""
-    if uses_rows(algorithm, algo, geo):
+    if uses_rows(algorithm, algo, geo, x.shape[0]):
         return conv_rows.forward(x, weight, geo)  # pads each image in cache, images split between threads
     if pads_itself(algo, geo):  # conv_depthwise: pads each plane in cache, images split between threads
         return algo.forward_unpadded(x, weight, geo)  # type: ignore[attr-defined]

@@ -211,7 +211,7 @@ def conv2d_relu_pool(
     """
     x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
     two_by_two = pool is not None and tuple(pool["kernel_size"]) == (2, 2) and pool_tiles(pool, geo.out_size)
-    rows = uses_rows(conv["algorithm"], algo, geo)
+    rows = uses_rows(conv["algorithm"], algo, geo, x.shape[0])
     if not rows and threads.splits(x.shape[0]):  # the row pass splits the images itself
         return threads.split_batch(lambda part: conv2d_relu_pool(part, weight, bias, conv, relu=relu, pool=pool), x)
     out = None
@@ -253,7 +253,7 @@ def conv2d_norm_relu(
     x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
     mean, scale, shift = norm
     check_same_dtype(x=x, running_mean=mean, scale=scale, shift=shift)
-    rows = uses_rows(conv["algorithm"], algo, geo)
+    rows = uses_rows(conv["algorithm"], algo, geo, x.shape[0])
     if skip is not None:
         skip = np.asarray(skip)
         skip = skip[None] if unbatched and skip.ndim == 3 else skip

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextvars
 import ctypes
+import functools
 import itertools
 import os
 import threading
@@ -162,6 +163,26 @@ def _openblas_libraries() -> list[_OpenBLAS]:
                     continue  # not one we can hold: it keeps its own threads
         _libraries = found
     return _libraries
+
+
+# OpenBLAS's core types whose kernels use 64-byte (AVX-512) vectors; the others it names here use 32
+# (Haswell, Zen, SandyBridge) or fewer
+_AVX512_CORES = ("skylakex", "cooperlake", "sapphirerapids")
+_AVX_CORES = ("haswell", "zen", "sandybridge")
+
+
+@functools.lru_cache(maxsize=1)
+def blas_vector_bytes() -> int | None:
+    """The vector width of the kernels OpenBLAS runs, from the core type threadpoolctl reports (an image
+    may pin it below the CPU's: ``OPENBLAS_CORETYPE=Haswell`` on an AVX-512 machine); None for another
+    BLAS or a core type not named here."""
+    from threadpoolctl import threadpool_info
+
+    widths = []
+    for info in threadpool_info():  # (NumPy's and SciPy's, when both are loaded: one environment pins both)
+        core = str(info.get("architecture", "")).lower() if info.get("internal_api") == "openblas" else ""
+        widths += [64] if core in _AVX512_CORES else [32] if core in _AVX_CORES else []
+    return min(widths, default=None)
 
 
 @contextmanager
