@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..errors import ArgumentError
-from . import threads
+from . import linear_tiles, threads
 from .validation import as_float_array, check_same_dtype
 
 
@@ -33,7 +33,11 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> np
         x: (..., I); weight: (O, I); bias: (O,) or None; y: (..., O)
     """
     x, weight, bias = _check(x, weight, bias)
-    y = threads.matmul(x, weight.T)  # (..., O); inside threads.batch_scope a large one split by rows
+    rows = x.reshape(-1, x.shape[-1]) if x.ndim >= 2 else x  # (B, I), B the product of the leading axes
+    if linear_tiles.applies(rows, weight):  # a batch of 16 or more: on the register tiles
+        y = linear_tiles.forward(rows, weight).reshape(*x.shape[:-1], weight.shape[0])
+    else:
+        y = threads.matmul(x, weight.T)  # (..., O); inside threads.batch_scope a large one split by rows
     if bias is not None:
         y += bias
     return y
