@@ -61,9 +61,11 @@ def test_non_finite_values_propagate_as_in_blas():
 
 
 def test_linear_uses_the_tiles_for_a_batch_and_blas_for_a_few_rows(monkeypatch):
+    """Inside a model's scope (BLAS held to one thread); outside it, BLAS with its own threads."""
     calls = []
     real = linear_tiles.forward
     monkeypatch.setattr(linear_tiles, "forward", lambda x, w: calls.append(x.shape) or real(x, w))
+    monkeypatch.setattr(threads, "held", lambda: True)
     rng = np.random.default_rng(3)
     w, b = rng.standard_normal((64, 128)).astype(np.float32), rng.standard_normal(64).astype(np.float32)
     x = rng.standard_normal((4, 8, 128)).astype(np.float32)  # leading axes: 32 rows
@@ -74,6 +76,9 @@ def test_linear_uses_the_tiles_for_a_batch_and_blas_for_a_few_rows(monkeypatch):
     linear(x[:, :, :2], w[:, :2], b)  # 32 × 2 × 64 multiply-adds: BLAS
     assert calls == [(32, 128)]
     assert not linear_tiles.applies(x.reshape(32, 128).astype(np.float16), w.astype(np.float16))
+    monkeypatch.setattr(threads, "held", lambda: False)
+    linear(x, w, b)  # outside a model's scope: BLAS
+    assert calls == [(32, 128)]
 
 
 def test_a_transposed_input_and_a_layer_in_a_model():

@@ -34,7 +34,7 @@ def linear(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> np
     """
     x, weight, bias = _check(x, weight, bias)
     rows = x.reshape(-1, x.shape[-1]) if x.ndim >= 2 else x  # (B, I), B the product of the leading axes
-    if linear_tiles.applies(rows, weight):  # a batch of 16 or more: on the register tiles
+    if threads.held() and linear_tiles.applies(rows, weight):  # in a model's pass, 16 rows or more: tiles
         y = linear_tiles.forward(rows, weight).reshape(*x.shape[:-1], weight.shape[0])
     else:
         y = threads.matmul(x, weight.T)  # (..., O); inside threads.batch_scope a large one split by rows

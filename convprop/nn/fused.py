@@ -71,11 +71,12 @@ def _affine(norm: BatchNorm2d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (norm.running_mean, *normalisation_affine(norm.running_var, weight, bias, norm.eps))
 
 
-def _normalises_alone(norm: BatchNorm2d, conv: Conv2d, x: Any) -> bool:
+def _joins(norm: BatchNorm2d, conv: Conv2d) -> bool:
     """Whether ``norm`` after ``conv`` can join the convolution's pass: eval mode (the running
-    statistics) and shapes that fit (else the layers' own forwards, and their errors)."""
+    statistics) and as many features as the convolution has outputs (else the layers' own forwards,
+    and their errors)."""
     eval_mode = not norm.training and norm.track_running_stats
-    return eval_mode and np.ndim(x) == 4 and norm.num_features == conv.weight.data.shape[0]
+    return eval_mode and norm.num_features == conv.weight.data.shape[0]
 
 
 def _run(conv: Conv2d, norm: BatchNorm2d | None, relu: bool, pool: MaxPool2d | None, x: np.ndarray) -> np.ndarray:
@@ -87,7 +88,7 @@ def _run(conv: Conv2d, norm: BatchNorm2d | None, relu: bool, pool: MaxPool2d | N
     bias = conv.bias.data if conv.bias is not None else None
     if norm is None:
         return conv2d_relu_pool(x, conv.weight.data, bias, options, relu=True, pool=pool_options)
-    if pool is None and _normalises_alone(norm, conv, x):
+    if pool is None and np.ndim(x) == 4 and _joins(norm, conv):
         return conv2d_norm_relu(x, conv.weight.data, bias, options, _affine(norm), relu=relu)
     y = conv2d_relu_pool(x, conv.weight.data, bias, options, relu=False)
     y = np.asarray(norm.forward(y))  # a new array (x̂·γ + β): this call owns it
@@ -112,12 +113,12 @@ def _residual_relu(block: Residual, relu: ReLU, x: Any) -> np.ndarray | None:
     if start is None or last is None or last["relu"] or last["norm"] is None:
         return None
     conv, norm = last["conv"], last["norm"]
-    if norm.training or not norm.track_running_stats or norm.num_features != conv.weight.data.shape[0]:
+    if not _joins(norm, conv):
         return None
     skip = block.shortcut.forward(x) if block.shortcut is not None else x
     h = forward_fused(inner[:start], x)
-    if np.ndim(h) != 4:  # the layers' own paths, and their errors
-        return relu.forward(block._add(_run(conv, norm, False, None, h), skip))
+    if np.ndim(h) != 4 or np.result_type(h) != np.result_type(skip):  # the layers' own paths (a sum of
+        return relu.forward(block._add(_run(conv, norm, False, None, h), skip))  # two dtypes promotes)
     bias = conv.bias.data if conv.bias is not None else None
     try:
         return conv2d_norm_relu(h, conv.weight.data, bias, _options(conv), _affine(norm), skip=skip)
