@@ -85,15 +85,23 @@ def times_over_http(checkpoint: Path, body: bytes, n: int) -> np.ndarray:
     on 127.0.0.1) over one keep-alive connection: what the page's requests see. The server is stopped
     after the n requests (and whatever happens)."""
     import http.client
+    import queue
     import re
     import subprocess
+    import threading
 
     command = [sys.executable, "-m", "convprop", "serve", str(checkpoint), "--host", "127.0.0.1", "--port", "0"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        lines: queue.Queue[str] = queue.Queue()  # (read on a thread: a silent server cannot block the wait)
+        threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
         deadline, port = time.monotonic() + 60, None
         while port is None and time.monotonic() < deadline and server.poll() is None:
-            found = re.search(r"http://127\.0\.0\.1:(\d+)/", server.stdout.readline())
+            try:
+                line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
             port = int(found.group(1)) if found else None
         if port is None:
             raise RuntimeError("convprop serve did not start within 60 s")
