@@ -349,3 +349,49 @@ def test_conv2d_norm_relu_adds_a_skip_before_the_relu(padding_mode):
         ArgumentError, match=r"skip must have the convolution's output shape \(3, 5, 7, 8\), got \(3, 5, 7, 7\)"
     ):
         conv2d_norm_relu(x, w, b, options, norm, skip=skip[..., :7])
+
+
+def test_a_single_images_call_runs_from_its_remembered_plan(monkeypatch):
+    """One image: the second call with the same shapes, dtypes and options skips the checks and the
+    choice (``functional.fused._SINGLE``), reads the arrays' new values, and gives the same bits as
+    the call that resolved everything; another shape is resolved (and checked) again."""
+    from convprop.functional import fused as functional_fused
+
+    functional_fused._SINGLE.clear()
+    resolved = []
+    real = functional_fused.resolve_forward
+    monkeypatch.setattr(functional_fused, "resolve_forward", lambda *a, **k: resolved.append(1) or real(*a, **k))
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((1, 3, 10, 10)).astype(np.float32)
+    w, b = rng.standard_normal((5, 3, 3, 3)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    options = dict(stride=1, padding=1, dilation=1, groups=1, padding_mode="zeros", algorithm="auto")
+    pool = dict(kernel_size=(2, 2), stride=(2, 2), padding=0, dilation=1, ceil_mode=False)
+    first = conv2d_relu_pool(x, w, b, options, relu=True, pool=pool)
+    w2 = w * 2  # new values, same shape: read again
+    again = conv2d_relu_pool(x, w2, b, options, relu=True, pool=pool)
+    assert len(resolved) == 1 and len(functional_fused._SINGLE) == 1
+    with monkeypatch.context() as patch:  # the reference: nothing remembered
+        patch.setattr(functional_fused, "_single_key", lambda *a: None)
+        np.testing.assert_array_equal(first, conv2d_relu_pool(x, w, b, options, relu=True, pool=pool))
+        np.testing.assert_array_equal(again, conv2d_relu_pool(x, w2, b, options, relu=True, pool=pool))
+    x[0, 1, 3, 4] = np.nan  # a NaN in a pooled window: the planned pass says so, the general kernels run
+    with_nan = conv2d_relu_pool(x, w, b, options, relu=True, pool=pool)
+    assert np.isnan(with_nan).any()
+    np.testing.assert_array_equal(with_nan, max_pool2d(relu(conv2d(x, w, b, padding=1)), 2))
+    with pytest.raises(ArgumentError, match="weight"):  # another shape: checked again
+        conv2d_relu_pool(x, w[:, :2], b, options, relu=True, pool=pool)
+    listed = dict(options, padding=[1, 1])  # unhashable options: not remembered, still right
+    np.testing.assert_array_equal(
+        conv2d_relu_pool(x[:, :, :, :], w, b, listed, relu=True), relu(conv2d(x, w, b, padding=1))
+    )
+
+
+def test_single_image_plans_are_bounded():
+    from convprop.functional import fused as functional_fused
+
+    functional_fused._SINGLE.clear()
+    w = np.ones((2, 1, 3, 3), dtype=np.float32)
+    options = dict(stride=1, padding=1, dilation=1, groups=1, padding_mode="zeros", algorithm="auto")
+    for size in range(4, 4 + functional_fused._SINGLE_LIMIT + 3):
+        conv2d_relu_pool(np.ones((1, 1, size, 4), dtype=np.float32), w, None, options, relu=True)
+    assert 0 < len(functional_fused._SINGLE) <= functional_fused._SINGLE_LIMIT

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -303,36 +304,92 @@ def run(
         out, saw_nan = run(x[:, :, None], weight[:, :, None], as_2d(geo), mode, bias, norm, threads, skip)
         return out[:, :, 0], saw_nan
     x = np.ascontiguousarray(x)
-    N, O = x.shape[0], weight.shape[0]
+    shape = (x.shape[0], weight.shape[0], *geo.out_size)
+    if skip is not None and (mode == RELU_POOL or skip.shape != shape or skip.dtype != x.dtype):
+        raise ValueError(f"conv_rows.run: a shortcut of {skip.shape} {skip.dtype} for an output of {shape} {x.dtype}")
+    return run_planned(plan(geo, x.dtype, mode), x, weight, bias, norm, threads, skip)
+
+
+class Plan(NamedTuple):
+    """What :func:`run` works out from the geometry, dtype and epilogue alone (``functional.fused``
+    keeps it per layer and shape for single images, whose time is mostly such Python)."""
+
+    offs: np.ndarray
+    phases: np.ndarray
+    pads: tuple[int, int]  # (top, left)
+    stride: tuple[int, ...]
+    Wq: int
+    S: int
+    L: int
+    out_size: tuple[int, int]  # (OH, OW), pooled if ``pool``
+    pool: bool
+    normalise: bool
+    relu: bool
+
+
+@functools.lru_cache(maxsize=256)
+def plan(geo: ConvGeometry, dtype: np.dtype, mode: int) -> Plan:
+    """The :class:`Plan` of a 2-D ``geo`` in ``dtype`` with the epilogue ``mode``."""
+    offs, phases, Wq, S, L = _layout(geo, dtype)
     (ph, _), (pw, _) = geo.pads
     OH, OW = geo.out_size
+    pool = mode == RELU_POOL
+    return Plan(
+        offs, phases, (ph, pw), geo.stride, Wq, S, L, (OH // 2, OW // 2) if pool else (OH, OW),
+        pool, mode in (NORM, NORM_RELU), mode in (RELU, NORM_RELU, RELU_POOL),
+    )  # fmt: skip
+
+
+def run_planned(
+    p: Plan,
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    norm: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    threads: int | None = None,
+    skip: np.ndarray | None = None,
+) -> tuple[np.ndarray, bool]:
+    """:func:`run` of a 2-D convolution from its plan: x (N, C, H, W) C-contiguous, as the plan's;
+    ``skip``, if given, of the output's shape and dtype."""
+    N, O = x.shape[0], weight.shape[0]
     w = np.ascontiguousarray(weight).reshape(O, -1)  # (O, T), T = C·KH·KW
-    offs, phases, Wq, S, L = _layout(geo, x.dtype)
     epilogue = np.zeros((4, O), dtype=x.dtype)  # bias, mean, scale, shift: zeros where unused
     if bias is not None:
         epilogue[0] = bias
     if norm is not None:
-        epilogue[1:] = norm
-    shape = (N, O, OH // 2, OW // 2) if mode == RELU_POOL else (N, O, OH, OW)
-    out = np.empty(shape, dtype=x.dtype)
-    flags: list[bool] = []  # per range of images: whether its pool saw a NaN
-    pool, normalise, relu = mode == RELU_POOL, mode in (NORM, NORM_RELU), mode in (RELU, NORM_RELU, RELU_POOL)
-    sh, sw = geo.stride
+        epilogue[1], epilogue[2], epilogue[3] = norm
+    out = np.empty((N, O, *p.out_size), dtype=x.dtype)
     residual = skip is not None
-    if skip is None:
-        skip = np.zeros((1, 1, 1, 1), dtype=x.dtype)
-    elif pool or skip.shape != shape or skip.dtype != x.dtype:
-        raise ValueError(f"conv_rows.run: a shortcut of {skip.shape} {skip.dtype} for an output of {shape} {x.dtype}")
-    else:
-        skip = np.ascontiguousarray(skip)
-    kernel = partial(
-        _images, x, w, offs, phases, ph, pw, sh, sw, Wq, S, L, pool, normalise, relu, epilogue, residual, skip
+    skip = np.ascontiguousarray(skip) if skip is not None else np.zeros((1, 1, 1, 1), dtype=x.dtype)
+    (ph, pw), (sh, sw) = p.pads, p.stride
+    args = (
+        x,
+        w,
+        p.offs,
+        p.phases,
+        ph,
+        pw,
+        sh,
+        sw,
+        p.Wq,
+        p.S,
+        p.L,
+        p.pool,
+        p.normalise,
+        p.relu,
+        epilogue,
+        residual,
+        skip,
     )
+    parts = ranges(N, threads)
+    if len(parts) == 1:  # (no handoff, no closures: a few µs of a single image's pass)
+        return out, bool(_images(*args, 0, N, out))
+    flags: list[bool] = []  # per range of images: whether its pool saw a NaN
 
     def images(n0: int, n1: int) -> None:
-        flags.append(kernel(n0, n1, out))
+        flags.append(_images(*args, n0, n1, out))
 
-    parallel([partial(images, n0, n1) for n0, n1 in ranges(N, threads)])
+    parallel([partial(images, n0, n1) for n0, n1 in parts])
     return out, any(flags)
 
 
