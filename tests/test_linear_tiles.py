@@ -81,7 +81,11 @@ def test_linear_uses_the_tiles_for_a_batch_and_blas_for_a_few_rows(monkeypatch):
     assert calls == [(32, 128)]
 
 
-def test_a_transposed_input_and_a_layer_in_a_model():
+def test_a_transposed_input_and_a_layer_in_a_models_scope(monkeypatch):
+    calls = []
+    real = linear_tiles.forward
+    monkeypatch.setattr(linear_tiles, "forward", lambda x, w: calls.append(x.shape) or real(x, w))
+    monkeypatch.setattr(threads, "held", lambda: True)  # (BLAS held: as inside a model's pass)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((300, 64)).astype(np.float32).T  # (64, 300), not contiguous
     w = rng.standard_normal((20, 300)).astype(np.float32)
@@ -90,3 +94,4 @@ def test_a_transposed_input_and_a_layer_in_a_model():
     layer = nn.Linear(300, 20, rng=0)
     layer.weight.data[...] = w
     np.testing.assert_allclose(layer.forward(np.ascontiguousarray(x)), _reference(x, w) + layer.bias.data, atol=1e-4)
+    assert calls == [(64, 300), (64, 300)]  # the product alone, then through the layer

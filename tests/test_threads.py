@@ -209,10 +209,10 @@ def test_tile_passes_take_both_threads_only_where_blas_is_held(two_blas_threads)
     from convprop.functional import conv_tiled
 
     small, large = conv_tiled.HELD_SPLIT_MACS, conv_tiled.SPLIT_MACS
-    assert conv_tiled._threads(small) == conv_tiled.THREADS == 1 and conv_tiled._threads(large) is None
+    assert conv_tiled.pass_threads(small) == conv_tiled.THREADS == 1 and conv_tiled.pass_threads(large) is None
     with threads.blas_single_threaded():
         assert threads.held()
-        assert conv_tiled._threads(small) is None and conv_tiled._threads(small - 1) == 1
+        assert conv_tiled.pass_threads(small) is None and conv_tiled.pass_threads(small - 1) == 1
     assert not threads.held()
 
 

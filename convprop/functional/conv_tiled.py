@@ -64,7 +64,7 @@ SPLIT_MACS = 1 << 26
 HELD_SPLIT_MACS = 1 << 21
 
 
-def _threads(macs: int) -> int | None:
+def pass_threads(macs: int) -> int | None:
     """The threads of one tile pass of ``macs`` multiply-adds: 1, or (None) all of convprop's."""
     if macs >= SPLIT_MACS or (threads.held() and macs >= HELD_SPLIT_MACS):
         return None
@@ -103,7 +103,9 @@ class Tiled:
                 dxp = self.unfolding.grad_input(grad_output, weight, geometry)
             return crop(dxp, geometry.in_size, geometry.pads).copy()
         if not adjoint:  # every stride phase its own stride-1 correlation of δ, an image at a time
-            return conv_phases.grad_input(grad_output, weight, geometry, _threads(macs(geometry, grad_output.shape[0])))
+            return conv_phases.grad_input(
+                grad_output, weight, geometry, pass_threads(macs(geometry, grad_output.shape[0]))
+            )
         flipped = (slice(None), slice(None)) + (slice(None, None, -1),) * geometry.ndim
         rotated = np.ascontiguousarray(weight[flipped].swapaxes(0, 1))  # (C, O, *K), every tap reversed
         sides = zip(geometry.kernel, geometry.dilation, geometry.pads, strict=True)
@@ -111,7 +113,7 @@ class Tiled:
         dy, rotated, adjoint_geo, _, _ = _resolve(
             grad_output, rotated, geometry.ndim, 1, pads, geometry.dilation, 1, "zeros", "auto", f"conv{geometry.ndim}d"
         )
-        return conv_rows.run(dy, rotated, adjoint_geo, threads=_threads(macs(adjoint_geo, dy.shape[0])))[0]
+        return conv_rows.run(dy, rotated, adjoint_geo, threads=pass_threads(macs(adjoint_geo, dy.shape[0])))[0]
 
     def grad_input(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """The gradient of the padded input (the protocol's form): zero border, interior from tiles."""
@@ -127,7 +129,7 @@ class Tiled:
             return self.grad_weight_unpadded(grad_output[:, :, None], x[:, :, None], as_2d(geometry))[:, :, 0]
         dw = None
         if geometry.ndim == 3:
-            dw = conv_volume.grad_weight(grad_output, x, geometry, _threads(macs(geometry, x.shape[0])))
+            dw = conv_volume.grad_weight(grad_output, x, geometry, pass_threads(macs(geometry, x.shape[0])))
         else:
             dw = grad_weight_tiles(grad_output, np.ascontiguousarray(x), geometry, padded=False)
         if dw is None:
@@ -214,7 +216,7 @@ def grad_weight_tiles(
     included; or (``padded`` False) before padding, each image padded as it is copied. Small images
     are stacked (:func:`stack`); the images are split between threads; None if an input is not finite."""
     N, O = grad_output.shape[:2]
-    count = _threads(macs(geo, N))
+    count = pass_threads(macs(geo, N))
     B = stack(geo, -(-N // len(ranges(N, count))), x.itemsize)  # (at most one range's images)
     offs, phases, Wq, S, L = conv_rows._layout(geo, x.dtype, B)
     Hq = -(-geo.padded_size[0] // geo.stride[0])  # (a phase plane's rows: image k's start at k·Hq)
@@ -233,7 +235,7 @@ def macs(geo: ConvGeometry, N: int) -> int:
 
 def forward_unpadded(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """y (N, O, *out_size) of the training pass from x (N, C, H, W) before padding."""
-    return conv_rows.run(x, weight, geo, threads=_threads(macs(geo, x.shape[0])))[0]
+    return conv_rows.run(x, weight, geo, threads=pass_threads(macs(geo, x.shape[0])))[0]
 
 
 TILED = {conv_gemm: Tiled(conv_gemm), conv_im2col: Tiled(conv_im2col)}

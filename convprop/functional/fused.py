@@ -196,22 +196,22 @@ def _tiles(kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode
 
 
 # Single images' fused calls on the tiles, remembered: (shapes, dtypes, options) → conv_rows.Plan. A
-# call of one image is mostly Python — the checks, the geometry, the choice of kernel: resnet's nine
-# fused calls took 62 µs of compiled work in a 258 µs forward — and with the same shapes, dtypes
-# and options every check passes as it did and every choice is the same, so only the arrays' values
-# are read again. (Keys of unhashable options, other array types or batches are not remembered.)
+# call of one image is mostly Python — the checks, the geometry, the choice of kernel: resnet's
+# one-image forward spent 62 µs of its 258 in the tile kernels, 3 December — and with the same
+# shapes, dtypes and options every check passes as it did and every choice is the same, so only the
+# arrays' values are read again. (Keys of unhashable options, other array types or batches are not remembered.)
 _SINGLE: dict[tuple[Any, ...], conv_rows.Plan] = {}
 _SINGLE_LIMIT = 512
 
 
 def _single_key(x: Any, weight: Any, bias: Any, conv: dict[str, Any], *extra: Any) -> tuple[Any, ...] | None:
     """The key of a one-image call, or None. ``extra``: the epilogue's options and arrays."""
-    arrays = [a for a in (x, weight, bias, *extra) if isinstance(a, np.ndarray)]
     if type(x) is not np.ndarray or x.ndim != 4 or x.shape[0] != 1 or not x.flags.c_contiguous:
+        return None  # (a batch: at once, every call of one pays for this)
+    values = (x, weight, bias, *extra)
+    if type(weight) is not np.ndarray or any(isinstance(a, np.ndarray) and type(a) is not np.ndarray for a in values):
         return None
-    if any(type(a) is not np.ndarray for a in arrays) or not isinstance(weight, np.ndarray):
-        return None
-    parts = [(a.shape, a.dtype) if isinstance(a, np.ndarray) else a for a in (x, weight, bias, *extra)]
+    parts = [(a.shape, a.dtype) if isinstance(a, np.ndarray) else a for a in values]
     key = (*parts, *conv.items())
     try:
         hash(key)
@@ -254,10 +254,11 @@ def conv2d_relu_pool(
         return threads.split_batch(lambda part: conv2d_relu_pool(part, weight, bias, conv, relu=relu, pool=pool), x)
     out = None
     if relu and (pool is None or two_by_two) and rows:
-        mode = conv_rows.RELU if pool is None else conv_rows.RELU_POOL
-        out, saw_nan = conv_rows.run(x, weight, geo, mode, bias)
-        _remember(key, geo, x.dtype, mode)
-        out = None if saw_nan else out  # a NaN in a pooled window: the general kernels, below
+        if planned is None:  # (else the planned pass has just seen a NaN: not again)
+            mode = conv_rows.RELU if pool is None else conv_rows.RELU_POOL
+            out, saw_nan = conv_rows.run(x, weight, geo, mode, bias)
+            _remember(key, geo, x.dtype, mode)
+            out = None if saw_nan else out  # a NaN in a pooled window: the general kernels, below
     elif relu and (pool is None or two_by_two) and uses_grid(conv["algorithm"], algo, geo):
         out = _on_grid(x, weight, bias, geo, pooled=pool is not None)
     elif relu and two_by_two and algo is conv_im2col:

@@ -35,7 +35,7 @@ from numba import njit
 
 from . import threads
 from .conv_tile import CHANNELS, VECTORS, accumulate, block
-from .conv_tiled import HELD_SPLIT_MACS, SPLIT_MACS
+from .conv_tiled import pass_threads
 
 MIN_ROWS = 16  # at fewer images a tile would be mostly padding: BLAS
 MIN_MACS = 1 << 18  # (lenet's last 256 → 10 at batch 64: 164 K, 7 µs in BLAS, 13–19 on the tiles)
@@ -80,8 +80,7 @@ def forward(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     (B, F), O = x.shape, w.shape[0]
     out = np.empty((B, O), dtype=x.dtype)
-    macs = B * F * O  # split as a tile pass of ``conv_tiled``: with BLAS held, from HELD_SPLIT_MACS
-    count = None if macs >= SPLIT_MACS or (threads.held() and macs >= HELD_SPLIT_MACS) else 1
+    count = pass_threads(B * F * O)  # split as a tile pass of ``conv_tiled``
     lanes = block(x.dtype)
     calls = []
     for n0, n1 in threads.ranges(B, count):
