@@ -15,7 +15,7 @@ from convprop import models, nn
 from convprop.errors import ArgumentError
 from convprop.functional import conv2d, max_pool2d, relu
 from convprop.functional.fused import conv2d_relu_pool
-from convprop.nn import fused
+from convprop.nn import fused, plan
 
 
 def _plain(layers, x):
@@ -27,6 +27,7 @@ def _plain(layers, x):
 def unfused(model, x, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(fused, "forward_fused", _plain)
+        patch.setattr(plan, "single", lambda x: False)  # (a single image's plan would trace the fused walk)
         return model.forward(x)
 
 
@@ -353,11 +354,12 @@ def test_conv2d_norm_relu_adds_a_skip_before_the_relu(padding_mode):
 
 def test_a_single_images_call_runs_from_its_remembered_plan(monkeypatch):
     """One image: the second call with the same shapes, dtypes and options skips the checks and the
-    choice (``functional.fused._SINGLE``), reads the arrays' new values, and gives the same bits as
-    the call that resolved everything; another shape is resolved (and checked) again."""
+    choice (``functional.conv_single.SINGLE``), reads the arrays' new values, and gives the same bits
+    as the call that resolved everything; another shape is resolved (and checked) again."""
+    from convprop.functional import conv_single
     from convprop.functional import fused as functional_fused
 
-    functional_fused._SINGLE.clear()
+    conv_single.SINGLE.clear()
     resolved = []
     real = functional_fused.resolve_forward
     monkeypatch.setattr(functional_fused, "resolve_forward", lambda *a, **k: resolved.append(1) or real(*a, **k))
@@ -369,9 +371,9 @@ def test_a_single_images_call_runs_from_its_remembered_plan(monkeypatch):
     first = conv2d_relu_pool(x, w, b, options, relu=True, pool=pool)
     w2 = w * 2  # new values, same shape: read again
     again = conv2d_relu_pool(x, w2, b, options, relu=True, pool=pool)
-    assert len(resolved) == 1 and len(functional_fused._SINGLE) == 1
+    assert len(resolved) == 1 and len(conv_single.SINGLE) == 1
     with monkeypatch.context() as patch:  # the reference: nothing remembered
-        patch.setattr(functional_fused, "_single_key", lambda *a: None)
+        patch.setattr(functional_fused, "single_key", lambda *a: None)
         np.testing.assert_array_equal(first, conv2d_relu_pool(x, w, b, options, relu=True, pool=pool))
         np.testing.assert_array_equal(again, conv2d_relu_pool(x, w2, b, options, relu=True, pool=pool))
     x[0, 1, 3, 4] = np.nan  # a NaN in a pooled window: the planned pass says so, the general kernels run
@@ -387,11 +389,11 @@ def test_a_single_images_call_runs_from_its_remembered_plan(monkeypatch):
 
 
 def test_single_image_plans_are_bounded():
-    from convprop.functional import fused as functional_fused
+    from convprop.functional import conv_single
 
-    functional_fused._SINGLE.clear()
+    conv_single.SINGLE.clear()
     w = np.ones((2, 1, 3, 3), dtype=np.float32)
     options = dict(stride=1, padding=1, dilation=1, groups=1, padding_mode="zeros", algorithm="auto")
-    for size in range(4, 4 + functional_fused._SINGLE_LIMIT + 3):
+    for size in range(4, 4 + conv_single.SINGLE_LIMIT + 3):
         conv2d_relu_pool(np.ones((1, 1, size, 4), dtype=np.float32), w, None, options, relu=True)
-    assert 0 < len(functional_fused._SINGLE) <= functional_fused._SINGLE_LIMIT
+    assert 0 < len(conv_single.SINGLE) <= conv_single.SINGLE_LIMIT

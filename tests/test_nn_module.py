@@ -351,3 +351,16 @@ def test_a_failed_load_leaves_the_model_untouched():
     with pytest.raises(ValueError, match=r"state_dict\['1.weight'\] has shape \(9, 9\)"):
         model.load_state_dict(bad)
     assert all(np.array_equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_a_replaced_layer_keeps_its_place():
+    """``setattr(model, "0", layer)`` replaces the first layer where it is (PyTorch's order), and a
+    parameter or child replaced by a plain value is unregistered."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten())
+    stem = nn.Conv2d(1, 2, 5)
+    setattr(model, "0", stem)
+    assert next(iter(model)) is stem and [type(m).__name__ for m in model] == ["Conv2d", "ReLU", "Flatten"]
+    assert list(model.state_dict()) == ["0.weight", "0.bias"]
+    conv = model[0]
+    conv.bias = None  # a parameter unregistered
+    assert list(model.state_dict()) == ["0.weight"]

@@ -197,7 +197,7 @@ def fill(
 
 
 @njit(cache=True, nogil=True)
-def _images(
+def images(
     x: np.ndarray,
     w: np.ndarray,
     offs: np.ndarray,
@@ -383,13 +383,13 @@ def run_planned(
     )
     parts = ranges(N, threads)
     if len(parts) == 1:  # (no handoff, no closures: a few µs of a single image's pass)
-        return out, bool(_images(*args, 0, N, out))
+        return out, bool(images(*args, 0, N, out))
     flags: list[bool] = []  # per range of images: whether its pool saw a NaN
 
-    def images(n0: int, n1: int) -> None:
-        flags.append(_images(*args, n0, n1, out))
+    def part(n0: int, n1: int) -> None:
+        flags.append(images(*args, n0, n1, out))
 
-    parallel([partial(images, n0, n1) for n0, n1 in parts])
+    parallel([partial(part, n0, n1) for n0, n1 in parts])
     return out, any(flags)
 
 

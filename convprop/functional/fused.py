@@ -38,6 +38,7 @@ from numba import njit
 from ..errors import ArgumentError
 from . import conv_flat, conv_im2col, conv_rows, norm_compiled, threads
 from .conv import add_bias, eval_forward, resolve_forward, uses_grid, uses_rows
+from .conv_single import SINGLE, remember, single_key
 from .geometry import pad
 from .pool import max_pool2d
 from .validation import check_same_dtype
@@ -195,38 +196,6 @@ def _tiles(kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode
     return len(kernel) == 2 and kernel == step and no_padding and undilated and exact
 
 
-# Single images' fused calls on the tiles, remembered: (shapes, dtypes, options) → conv_rows.Plan. A
-# call of one image is mostly Python — the checks, the geometry, the choice of kernel: resnet's
-# one-image forward spent 62 µs of its 258 in the tile kernels, 3 December — and with the same
-# shapes, dtypes and options every check passes as it did and every choice is the same, so only the
-# arrays' values are read again. (Keys of unhashable options, other array types or batches are not remembered.)
-_SINGLE: dict[tuple[Any, ...], conv_rows.Plan] = {}
-_SINGLE_LIMIT = 512
-
-
-def _single_key(x: Any, weight: Any, bias: Any, conv: dict[str, Any], *extra: Any) -> tuple[Any, ...] | None:
-    """The key of a one-image call, or None. ``extra``: the epilogue's options and arrays."""
-    if type(x) is not np.ndarray or x.ndim != 4 or x.shape[0] != 1 or not x.flags.c_contiguous:
-        return None  # (a batch: at once, every call of one pays for this)
-    values = (x, weight, bias, *extra)
-    if type(weight) is not np.ndarray or any(isinstance(a, np.ndarray) and type(a) is not np.ndarray for a in values):
-        return None
-    parts = [(a.shape, a.dtype) if isinstance(a, np.ndarray) else a for a in values]
-    key = (*parts, *conv.items())
-    try:
-        hash(key)
-    except TypeError:  # a list among the options
-        return None
-    return key
-
-
-def _remember(key: tuple[Any, ...] | None, geo: Any, dtype: Any, mode: int) -> None:
-    if key is not None:
-        if len(_SINGLE) >= _SINGLE_LIMIT:
-            _SINGLE.clear()
-        _SINGLE[key] = conv_rows.plan(geo, dtype, mode)
-
-
 def conv2d_relu_pool(
     x: np.ndarray,
     weight: np.ndarray,
@@ -241,8 +210,8 @@ def conv2d_relu_pool(
     ``conv`` holds ``conv2d``'s keyword arguments (stride, padding, dilation, groups, padding_mode,
     algorithm); ``pool`` ``max_pool2d``'s (kernel_size, stride, padding, dilation, ceil_mode).
     """
-    key = _single_key(x, weight, bias, conv, relu, None if pool is None else tuple(pool.items()))
-    planned = _SINGLE.get(key) if key is not None else None
+    key = single_key(x, weight, bias, conv, relu, None if pool is None else tuple(pool.items()))
+    planned = SINGLE.get(key) if key is not None else None
     if planned is not None:  # one image, as a call before it: the tiles' pass from its plan
         result, pool_saw_nan = conv_rows.run_planned(planned, x, weight, bias)
         if not pool_saw_nan:  # (else the calls below, to the general kernels)
@@ -257,7 +226,7 @@ def conv2d_relu_pool(
         if planned is None:  # (else the planned pass has just seen a NaN: not again)
             mode = conv_rows.RELU if pool is None else conv_rows.RELU_POOL
             out, saw_nan = conv_rows.run(x, weight, geo, mode, bias)
-            _remember(key, geo, x.dtype, mode)
+            remember(key, geo, x.dtype, mode)
             out = None if saw_nan else out  # a NaN in a pooled window: the general kernels, below
     elif relu and (pool is None or two_by_two) and uses_grid(conv["algorithm"], algo, geo):
         out = _on_grid(x, weight, bias, geo, pooled=pool is not None)
@@ -291,8 +260,8 @@ def conv2d_norm_relu(
     one pass over each chunk (no transposed copy of the output, no separate normalisation and ReLU
     passes); otherwise the convolution, then the batch norm's compiled pass, then ReLU in place.
     """
-    key = _single_key(x, weight, bias, conv, relu, *norm, skip)
-    planned = _SINGLE.get(key) if key is not None else None
+    key = single_key(x, weight, bias, conv, relu, *norm, skip)
+    planned = SINGLE.get(key) if key is not None else None
     if planned is not None:  # one image, as a call before it (no pooling: never a rerun)
         return conv_rows.run_planned(planned, x, weight, bias, norm, skip=skip)[0]
     x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
@@ -317,7 +286,7 @@ def conv2d_norm_relu(
     if rows:
         mode = conv_rows.NORM_RELU if relu else conv_rows.NORM
         out = conv_rows.run(x, weight, geo, mode, bias, norm, skip=skip)[0]
-        _remember(key, geo, x.dtype, mode)
+        remember(key, geo, x.dtype, mode)
         return out[0] if unbatched else out
     if uses_grid(conv["algorithm"], algo, geo):
         N, O = x.shape[0], weight.shape[0]

@@ -21,6 +21,7 @@ outputs and gradients, bit for bit (``tests/test_fused.py``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -79,29 +80,42 @@ def _joins(norm: BatchNorm2d, conv: Conv2d) -> bool:
     return eval_mode and norm.num_features == conv.weight.data.shape[0]
 
 
-def _run(conv: Conv2d, norm: BatchNorm2d | None, relu: bool, pool: MaxPool2d | None, x: np.ndarray) -> np.ndarray:
+def _run(
+    conv: Conv2d, norm: BatchNorm2d | None, relu: bool, pool: MaxPool2d | None, x: np.ndarray, rec: Any = None
+) -> np.ndarray:
+    """The fused run on x; ``rec`` (an ``nn.plan.Recorder``), if given, records the call it made."""
     options = _options(conv)
     pool_options = None
     if pool is not None:
         pool_options = dict(kernel_size=pool.kernel_size, stride=pool.stride, padding=pool.padding,
                             dilation=pool.dilation, ceil_mode=pool.ceil_mode)  # fmt: skip
     bias = conv.bias.data if conv.bias is not None else None
+    again = partial(_run, conv, norm, relu, pool)  # (the step a plan falls back on)
     if norm is None:
-        return conv2d_relu_pool(x, conv.weight.data, bias, options, relu=True, pool=pool_options)
+        y = conv2d_relu_pool(x, conv.weight.data, bias, options, relu=True, pool=pool_options)
+        if rec is not None:
+            rec.conv(conv, None, options, x, relu=True, pool=pool_options, fallback=again)
+        return y
     if pool is None and np.ndim(x) == 4 and _joins(norm, conv):
-        return conv2d_norm_relu(x, conv.weight.data, bias, options, _affine(norm), relu=relu)
+        affine = _affine(norm)
+        y = conv2d_norm_relu(x, conv.weight.data, bias, options, affine, relu=relu)
+        if rec is not None:
+            rec.conv(conv, norm, options, x, relu=relu, affine=affine, fallback=again)
+        return y
+    if rec is not None:
+        rec.call(again)
     y = conv2d_relu_pool(x, conv.weight.data, bias, options, relu=False)
     y = np.asarray(norm.forward(y))  # a new array (x̂·γ + β): this call owns it
     return relu_max_pool2d(y, relu=relu, pool=pool_options)
 
 
-def _residual_relu(block: Residual, relu: ReLU, x: Any) -> np.ndarray | None:
+def _residual_relu(block: Residual, relu: ReLU, x: Any, rec: Any = None) -> np.ndarray | None:
     """``relu(block(x))`` with the block's sum and the ReLU in the epilogue of its body's last run, when
     that run is a Conv2d → eval-mode BatchNorm2d (resnet's blocks); else None, and nothing has run.
 
     The shortcut (or x) is computed first, then the body's other layers, then the last convolution
     with y_norm + skip and ReLU applied as each image's result is stored: the block's arithmetic in its
-    order, without the body's output, the sum's array or ReLU's pass."""
+    order, without the body's output, the sum's array or ReLU's pass. ``rec`` as in :func:`_run`."""
     inner = list(block.body) if type(block.body) is Sequential else []
     start, last, i = None, None, 0
     while i < len(inner):  # the runs of the body: the last must end it
@@ -115,34 +129,64 @@ def _residual_relu(block: Residual, relu: ReLU, x: Any) -> np.ndarray | None:
     conv, norm = last["conv"], last["norm"]
     if not _joins(norm, conv):
         return None
-    skip = block.shortcut.forward(x) if block.shortcut is not None else x
-    h = forward_fused(inner[:start], x)
+    shortcut, body = (None, None) if rec is None else (rec.child(), rec.child())
+    skip = _forward(block.shortcut, x, shortcut) if block.shortcut is not None else x
+    h = forward_fused(inner[:start], x, body)
     if np.ndim(h) != 4 or np.result_type(h) != np.result_type(skip):  # the layers' own paths (a sum of
-        return relu.forward(block._add(_run(conv, norm, False, None, h), skip))  # two dtypes promotes)
+        if rec is not None:  # two dtypes promotes)
+            rec.call(partial(_residual_relu, block, relu))
+        return relu.forward(block._add(_run(conv, norm, False, None, h), skip))
+    affine = _affine(norm)
+    y = _residual_tail(block, conv, norm, h, skip, affine)
+    if rec is not None:
+        tail = rec.child()
+        tail.conv(conv, norm, _options(conv), h, relu=True, affine=affine, skip=skip,
+                  fallback=partial(_residual_tail, block, conv, norm))  # fmt: skip
+        rec.residual(shortcut if block.shortcut is not None else None, body, tail)
+    return y
+
+
+def _residual_tail(
+    block: Residual, conv: Conv2d, norm: BatchNorm2d, h: np.ndarray, skip: np.ndarray, affine: Any = None
+) -> np.ndarray:
+    """relu(norm(conv(h)) + skip) as one pass of the body's last convolution (:func:`_residual_relu`)."""
     bias = conv.bias.data if conv.bias is not None else None
+    affine = _affine(norm) if affine is None else affine
     try:
-        return conv2d_norm_relu(h, conv.weight.data, bias, _options(conv), _affine(norm), skip=skip)
+        return conv2d_norm_relu(h, conv.weight.data, bias, _options(conv), affine, skip=skip)
     except SkipShapeError as exc:  # the body's output and the shortcut's differ: the block's own message
         block._add(np.broadcast_to(np.zeros((), dtype=np.result_type(h)), exc.expected), skip)
         raise
 
 
-def forward_fused(layers: Sequence[Module], x: Any) -> Any:
-    """The layers applied in order, fused runs as one call each; equal to ``layer.forward`` in turn."""
+def _forward(layer: Module, x: Any, rec: Any) -> Any:
+    """``layer.forward(x)``; recorded, a plain Sequential's layers are walked in line (its forward is
+    this walk, and for one image its batch scope is empty)."""
+    if rec is None:
+        return layer.forward(x)
+    if type(layer) is Sequential and np.shape(x)[:1] == (1,):
+        return forward_fused(list(layer), x, rec)
+    rec.call(layer.forward)
+    return layer.forward(x)
+
+
+def forward_fused(layers: Sequence[Module], x: Any, rec: Any = None) -> Any:
+    """The layers applied in order, fused runs as one call each; equal to ``layer.forward`` in turn.
+    ``rec``, an ``nn.plan.Recorder``, is told each call made (a single image's trace)."""
     i = 0
     while i < len(layers):
         if type(layers[i]) is Residual and i + 1 < len(layers) and type(layers[i + 1]) is ReLU:
-            y = _residual_relu(layers[i], layers[i + 1], x)  # type: ignore[arg-type]
+            y = _residual_relu(layers[i], layers[i + 1], x, rec)  # type: ignore[arg-type]
             if y is not None:
                 x, i = y, i + 2
                 continue
         run = _fused_run(layers, i)
         if run is None:
-            x = layers[i].forward(x)
+            x = _forward(layers[i], x, rec)
             i += 1
             continue
         i, parts = run
-        x = _run(parts["conv"], parts["norm"], parts["relu"], parts["pool"], x)
+        x = _run(parts["conv"], parts["norm"], parts["relu"], parts["pool"], x, rec)
     return x
 
 

@@ -22,16 +22,34 @@ from ..functional.threads import batch_scope
 from .grad_mode import is_grad_enabled
 
 LAYERS: dict[str, type[Module]] = {}  # class name → class, for rebuilding models from checkpoints
+_EPOCH = [0]  # bumped whenever any module's attribute or mode is set (nn.plan's remembered forwards)
+
+
+def structure_epoch() -> int:
+    """A number that changes whenever any module's attribute is set (a layer, a setting, a buffer, a
+    parameter), a parameter's ``data`` is replaced by another array, or a mode or dtype changes:
+    ``nn.plan`` keeps a plan only while it stays the same."""
+    return _EPOCH[0]
 
 
 class Parameter:
-    """A trainable array: ``data`` is updated in place by optimizers, ``grad`` accumulates in backward."""
+    """A trainable array: ``data`` is updated in place by optimizers, ``grad`` accumulates in backward.
+    Assigning a new ``data`` array counts as a change of structure (:func:`structure_epoch`)."""
 
-    __slots__ = ("data", "grad")
+    __slots__ = ("_data", "grad")
 
     def __init__(self, data: np.ndarray) -> None:
-        self.data = np.ascontiguousarray(data)
+        self._data = np.ascontiguousarray(data)
         self.grad: np.ndarray | None = None
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        _EPOCH[0] += 1
+        self._data = value
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -94,15 +112,18 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name!r}")
+        _EPOCH[0] += 1
         if name in self._buffers and not isinstance(value, (Parameter, Module)):
             object.__setattr__(self, name, value)  # a buffer keeps its registration when replaced
             return
+        target = (
+            self._parameters if isinstance(value, Parameter) else self._modules if isinstance(value, Module) else None
+        )
         for table in (self._parameters, self._modules, self._buffers):
-            table.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+            if table is not target:
+                table.pop(name, None)
+        if target is not None:
+            target[name] = value  # a replaced child keeps its place (a Sequential's order), as in PyTorch
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
@@ -200,6 +221,7 @@ class Module:
             p.grad = None
 
     def train(self, mode: bool = True) -> Module:
+        _EPOCH[0] += 1
         object.__setattr__(self, "training", bool(mode))
         for child in self.children():
             child.train(mode)
@@ -222,6 +244,7 @@ class Module:
         dtype = np.dtype(dtype)
         if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        _EPOCH[0] += 1
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p.grad = None
@@ -320,9 +343,13 @@ class Sequential(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Each layer's ``forward`` in turn, runs of conv → (BN) → ReLU → (max-pool) fused (``nn/fused.py``),
-        with BLAS on one thread and the products split between convprop's threads (``functional/threads.py``)."""
-        from .fused import forward_fused  # here, not at the top: fused.py imports the layers, which import this module
+        with BLAS on one thread and the products split between convprop's threads (``functional/threads.py``);
+        a single image from a plan traced by its first call (``nn/plan.py``)."""
+        from . import plan  # here, not at the top: plan.py and fused.py import the layers, which import this module
+        from .fused import forward_fused
 
+        if plan.single(x):  # one image: its remembered plan (nn/plan.py), or traced into one
+            return plan.forward(self, x)
         with batch_scope(x):
             return forward_fused(list(self), x)
 

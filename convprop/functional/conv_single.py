@@ -1,0 +1,122 @@
+"""Single images on ``conv_rows``' tiles: remembered plans, and one compiled call from a plan.
+
+A call of one image is mostly Python — the checks, the geometry, the choice of kernel. Two levels of
+remembering skip it:
+
+- ``functional.fused``'s one-image calls keep their ``conv_rows.Plan`` in :data:`SINGLE`, keyed by
+  shapes, dtypes and options (:func:`single_key`): a second call with the same key skips the checks
+  and choices, which would all come out the same, and reads only the arrays' values again;
+- ``nn.plan`` runs a single image through a whole model as remembered steps; each of its
+  convolutions on the tiles is one call of :func:`image`, which also works out the epilogue — the
+  bias; an eval-mode batch norm's running mean, scale = γ/√(σ² + ε) and shift = β — from the
+  layers' own arrays. The scale is ``norm.normalisation_affine``'s arithmetic in its order and dtype
+  (σ² + ε rounded to the data's dtype, its square root, 1 divided by it, times γ), so the output
+  equals ``functional.fused``'s call bit for bit (``tests/test_plan.py``).
+
+Shapes (:func:`image`): x (1, C, H, W) C-contiguous; w (O, C·KH·KW); bias, mean, var, gamma, beta
+(O,), or length 0 where absent; skip (1, O, OH, OW), or (1, 1, 1, 1) unused; out (1, O, OH, OW),
+pooled (1, O, OH/2, OW/2) with ``pool``; constants (2,): ε and 1 in the data's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from . import conv_rows
+from .conv_rows import images
+
+
+@njit(cache=True, nogil=True)
+def image(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    skip: np.ndarray,
+    out: np.ndarray,
+    constants: np.ndarray,
+    offs: np.ndarray,
+    phases: np.ndarray,
+    ph: int,
+    pw: int,
+    sh: int,
+    sw: int,
+    Wq: int,
+    S: int,
+    L: int,
+    pool: bool,
+    normalise: bool,
+    relu: bool,
+    residual: bool,
+) -> bool:  # pragma: no cover - compiled
+    """conv_rows' pass of the images in x into out with the epilogue from the arrays; returns whether
+    a pooled window saw a NaN (then ``out`` is not valid: the caller runs the general kernels)."""
+    O = w.shape[0]
+    epilogue = np.zeros((4, O), dtype=x.dtype)  # bias, mean, scale, shift (conv_rows._store)
+    eps, one = constants[0], constants[1]
+    for o in range(O):
+        if bias.shape[0]:
+            epilogue[0, o] = bias[o]
+        if normalise:
+            scale = one / np.sqrt(var[o] + eps)  # 1/σ in the data's dtype, as normalisation_affine
+            if gamma.shape[0]:
+                scale = scale * gamma[o]
+            epilogue[1, o] = mean[o]
+            epilogue[2, o] = scale
+            epilogue[3, o] = beta[o] if beta.shape[0] else 0.0
+    return images(x, w, offs, phases, ph, pw, sh, sw, Wq, S, L, pool, normalise, relu, epilogue, residual, skip,
+                   0, x.shape[0], out)  # fmt: skip
+
+
+# Single images' fused calls on the tiles, remembered: (shapes, dtypes, options) → conv_rows.Plan
+# (resnet's one-image forward spent 62 µs of its 258 in the tile kernels, 3 December). Keys of
+# unhashable options, other array types or batches are not remembered.
+SINGLE: dict[tuple[Any, ...], conv_rows.Plan] = {}
+SINGLE_LIMIT = 512
+
+
+def single_key(x: Any, weight: Any, bias: Any, conv: dict[str, Any], *extra: Any) -> tuple[Any, ...] | None:
+    """The key of a one-image call, or None. ``extra``: the epilogue's options and arrays."""
+    if type(x) is not np.ndarray or x.ndim != 4 or x.shape[0] != 1 or not x.flags.c_contiguous:
+        return None  # (a batch: at once, every call of one pays for this)
+    values = (x, weight, bias, *extra)
+    if type(weight) is not np.ndarray or any(isinstance(a, np.ndarray) and type(a) is not np.ndarray for a in values):
+        return None
+    parts = [(a.shape, a.dtype) if isinstance(a, np.ndarray) else a for a in values]
+    key = (*parts, *conv.items())
+    try:
+        hash(key)
+    except TypeError:  # a list among the options
+        return None
+    return key
+
+
+def remembered(
+    x: Any,
+    weight: Any,
+    bias: Any,
+    conv: dict[str, Any],
+    *,
+    relu: bool,
+    pool: Any = None,
+    norm: Any = None,
+    skip: Any = None,
+) -> conv_rows.Plan | None:
+    """The plan that a one-image call of :func:`conv2d_relu_pool` (``norm`` None) or of
+    :func:`conv2d_norm_relu` with these arguments left behind, or None: it ran elsewhere (``nn.plan``)."""
+    extra = (relu, None if pool is None else tuple(pool.items())) if norm is None else (relu, *norm, skip)
+    key = single_key(x, weight, bias, conv, *extra)
+    return None if key is None else SINGLE.get(key)
+
+
+def remember(key: tuple[Any, ...] | None, geo: Any, dtype: Any, mode: int) -> None:
+    if key is not None:
+        if len(SINGLE) >= SINGLE_LIMIT:
+            SINGLE.clear()
+        SINGLE[key] = conv_rows.plan(geo, dtype, mode)

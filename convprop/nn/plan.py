@@ -1,0 +1,191 @@
+"""Single images through a ``Sequential`` as remembered steps: the inference path without its walk.
+
+One image through resnet spent two thirds of its time in Python rather than in the kernels (on an
+AMD EPYC, 3 December: 440 µs, of which the tiles' passes took about 120): walking the layers,
+matching the fused runs, building each call's key, epilogue and batch-norm scale, looking up the
+geometry. With the same layers and the same input shape, every one of those decisions comes out as
+before. So ``Sequential.forward`` traces the first call of a single image (first axis 1) of each
+shape and dtype: ``nn.fused.forward_fused`` runs as always and a :class:`Recorder` notes each call it
+makes, as a *step*:
+
+- a convolution on ``conv_rows``' tiles, with its bias, batch norm, ReLU, 2×2 max-pool or residual
+  sum: a :class:`ConvStep`. Each call it reads the layers' arrays anew (in-place updates and a
+  reassigned ``Parameter.data`` are seen), checks their shapes and dtypes and its input's against
+  the traced ones, and makes one compiled call (``functional.conv_single.image``, which computes the
+  batch norm's scale as the layer does). An array not as traced, or a NaN in a pooled window, sends
+  the call to the one the trace made, which then decides (and raises) as always;
+- a residual block and the ReLU after it, fused: a :class:`ResidualStep` (shortcut steps, body
+  steps, then the last convolution with the sum);
+- anything else: the call the trace made (``layer.forward``, ``nn.fused._run``), a plain nested
+  ``Sequential``'s layers in line.
+
+A plan is kept per model (weakly: it goes with the model) and input (shape, dtype), and is used only
+while ``module.structure_epoch()`` is unchanged: setting any module's attribute (a layer replaced, a
+setting changed, ``train()``/``eval()``, ``astype``) makes every plan stale, and the next call traces
+again. A forward that itself sets attributes is never kept. Outputs equal the unplanned forward's
+bit for bit (``tests/test_plan.py``), and nothing is written to the layers: one eval-mode model
+still serves many threads.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..functional import conv_single
+from ..functional.conv_rows import Plan as RowsPlan
+from . import fused
+from .module import Module, Sequential, structure_epoch
+
+_image: Callable[..., bool] = conv_single.image  # (called with the step's arrays and constants unpacked)
+LIMIT = 16  # input shapes remembered per model (then forgotten all at once)
+_PLANS: weakref.WeakKeyDictionary[Module, dict[tuple[Any, ...], tuple[int, Plan]]] = weakref.WeakKeyDictionary()
+
+
+def single(x: Any) -> bool:
+    """Whether ``x`` is one image (or one row) that a plan may take: a C-contiguous ndarray, first axis 1."""
+    return type(x) is np.ndarray and x.ndim >= 2 and x.shape[0] == 1 and x.flags.c_contiguous
+
+
+def forward(model: Sequential, x: np.ndarray) -> Any:
+    """``forward_fused(list(model), x)`` for one image (:func:`single`): from the plan for x's shape
+    and dtype, or traced into one."""
+    key = (x.shape, x.dtype)
+    epoch = structure_epoch()
+    plans = _PLANS.get(model)
+    entry = plans.get(key) if plans is not None else None
+    if entry is not None and entry[0] == epoch:
+        return entry[1](x)
+    rec = Recorder()
+    y = fused.forward_fused(list(model), x, rec)
+    if structure_epoch() == epoch:  # (else the forward set something: its trace may not hold)
+        if plans is None or len(plans) >= LIMIT:
+            plans = _PLANS[model] = {}
+        for stale in [k for k, (made, _) in plans.items() if made != epoch]:
+            del plans[stale]  # (their steps hold arrays the model may have dropped)
+        plans[key] = (epoch, Plan(rec.steps))
+    return y
+
+
+def _run(steps: Sequence[Callable[[Any], Any]], x: Any) -> Any:
+    for step in steps:
+        x = step(x)
+    return x
+
+
+class Plan:
+    """A traced forward: its steps in order."""
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: Sequence[Callable[[Any], Any]]) -> None:
+        self.steps = tuple(steps)
+
+    def __call__(self, x: Any) -> Any:
+        return _run(self.steps, x)
+
+
+class Recorder:
+    """What ``nn.fused`` calls while it traces: each call it makes, as a step."""
+
+    __slots__ = ("steps",)
+
+    def __init__(self) -> None:
+        self.steps: list[Callable[..., Any]] = []
+
+    def child(self) -> Recorder:
+        return Recorder()
+
+    def call(self, fn: Callable[..., Any]) -> None:
+        self.steps.append(fn)
+
+    def conv(
+        self,
+        conv: Any,
+        norm: Any,
+        options: dict[str, Any],
+        x: Any,
+        *,
+        relu: bool,
+        fallback: Callable[..., Any],
+        pool: Any = None,
+        affine: Any = None,
+        skip: Any = None,
+    ) -> None:
+        """A fused convolution just made on x: a :class:`ConvStep` if it ran on the tiles, else ``fallback``."""
+        bias = conv.bias.data if conv.bias is not None else None
+        weight = conv.weight.data
+        plan = conv_single.remembered(x, weight, bias, options, relu=relu, pool=pool, norm=affine, skip=skip)
+        if plan is None or not ConvStep.applies(conv):
+            self.steps.append(fallback)
+        else:
+            self.steps.append(ConvStep(conv, norm, plan, x, skip is not None, fallback))
+
+    def residual(self, shortcut: Recorder | None, body: Recorder, tail: Recorder) -> None:
+        self.steps.append(ResidualStep(None if shortcut is None else shortcut.steps, body.steps, tail.steps[0]))
+
+
+class ResidualStep:
+    """relu(body(x) + shortcut(x)) with the sum and ReLU in the body's last convolution (``tail``)."""
+
+    __slots__ = ("body", "shortcut", "tail")
+
+    def __init__(self, shortcut: Sequence[Any] | None, body: Sequence[Any], tail: Callable[[Any, Any], Any]) -> None:
+        self.shortcut = None if shortcut is None else tuple(shortcut)
+        self.body, self.tail = tuple(body), tail
+
+    def __call__(self, x: Any) -> Any:
+        skip = x if self.shortcut is None else _run(self.shortcut, x)  # the shortcut first, as traced
+        return self.tail(_run(self.body, x), skip)
+
+
+class ConvStep:
+    """A convolution on the tiles with its epilogue, as traced on an input of ``shape``: one compiled
+    call (``conv_single.image``) on the layers' arrays, their values read at each call (the arrays
+    themselves are the traced ones while the plan stands: replacing one changes the structure epoch);
+    ``fallback``, the call the trace made, for any other input or a NaN in a pooled window."""
+
+    __slots__ = ("arrays", "dtype", "fallback", "out_shape", "residual", "shape", "tail", "unused")
+
+    def __init__(self, conv: Any, norm: Any, plan: RowsPlan, x: np.ndarray, residual: bool, fallback: Any) -> None:
+        self.shape, self.dtype = x.shape, x.dtype
+        weight = conv.weight.data
+        O = weight.shape[0]
+        absent = np.zeros(0, dtype=x.dtype)
+        bias = conv.bias.data if conv.bias is not None else absent
+        mean = var = gamma = beta = absent
+        eps = 0.0
+        if norm is not None:
+            mean, var, eps = norm.running_mean, norm.running_var, float(norm.eps)
+            gamma = norm.weight.data if norm.weight is not None else absent
+            beta = norm.bias.data if norm.bias is not None else absent
+        view = weight.reshape(O, -1)  # (O, C·KH·KW): a view (C order)
+        self.arrays: tuple[Any, ...] = (view, bias, mean, var, gamma, beta)
+        self.unused = np.zeros((1, 1, 1, 1), dtype=x.dtype)  # the skip of a step without one
+        self.out_shape = (x.shape[0], O, *plan.out_size)
+        (ph, pw), (sh, sw) = plan.pads, plan.stride
+        constants = np.array([eps, 1.0], dtype=x.dtype)  # ε and 1 in the data's dtype
+        self.tail: tuple[Any, ...] = (constants, plan.offs, plan.phases, ph, pw, sh, sw, plan.Wq, plan.S, plan.L,
+                                      plan.pool, plan.normalise, plan.relu, residual)  # fmt: skip
+        self.residual, self.fallback = residual, fallback
+
+    @staticmethod
+    def applies(conv: Any) -> bool:
+        """Whether the step may hold the weight as its (O, C·KH·KW) view: the array is C-contiguous."""
+        return bool(conv.weight.data.flags.c_contiguous)
+
+    def __call__(self, x: Any, skip: Any = None) -> Any:
+        if not (type(x) is np.ndarray and x.shape == self.shape and x.dtype == self.dtype and x.flags.c_contiguous):
+            return self.fallback(x) if skip is None else self.fallback(x, skip)
+        if not self.residual:
+            skip = self.unused
+        elif not (type(skip) is np.ndarray and skip.shape == self.out_shape and skip.dtype == self.dtype
+                  and skip.flags.c_contiguous):  # fmt: skip
+            return self.fallback(x, skip)
+        out = np.empty(self.out_shape, dtype=self.dtype)
+        if _image(x, *self.arrays, skip, out, *self.tail):  # a NaN in a pooled window
+            return self.fallback(x) if not self.residual else self.fallback(x, skip)
+        return out
