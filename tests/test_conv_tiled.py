@@ -308,3 +308,26 @@ def test_stacked_images_give_the_weight_gradient(positions, stride, monkeypatch)
     assert_close(got, want, f"dW, {positions} positions a stack")
     x[10, 3, 6, 5] = np.inf  # the last image, its last pixel
     assert conv_tiled.grad_weight_tiles(dy, x, geo, padded=False) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "size, kernel, stride, padding",
+    [
+        ((40,), (5,), (1,), 2),
+        ((11, 9), (3, 3), (1, 1), 1),
+        ((12, 13), (3, 3), (2, 2), 1),
+        ((6, 7, 5), (3, 3, 3), (1, 1, 1), 1),
+    ],
+)
+def test_the_bias_in_the_epilogue_gives_the_bits_of_adding_it_after(size, kernel, stride, padding, dtype):
+    """The training forward adds the bias as each value is stored (1-D, 2-D, strided, 3-D): the same
+    bits as the pass without it followed by ``y += b``."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((3, 5, *size)).astype(dtype)
+    w = rng.standard_normal((7, 5, *kernel)).astype(dtype)
+    b = rng.standard_normal(7).astype(dtype) * 10
+    *_, geo, _, _ = _resolve(x, w, len(size), stride, padding, 1, 1, "zeros", "auto", "conv")
+    expected = conv_tiled.forward_unpadded(x, w, geo)
+    expected += b.reshape(-1, *(1,) * len(size))
+    np.testing.assert_array_equal(conv_tiled.forward_unpadded(x, w, geo, b), expected)

@@ -95,8 +95,8 @@ def forward_nd(
         return (y[0] if unbatched else y), ConvContext(geo, algo, weight, x, None, unbatched, padded=False)
     tiled = conv_tiled.for_training(algorithm, algo, geo)
     if tiled is not None:  # forward, input and weight gradients on tiles (conv_tiled): no columns kept
-        y = conv_tiled.forward_unpadded(x, weight, geo)
-        add_bias(y, bias)  # the weight gradient pads each image as it copies it: x kept as it came
+        y = conv_tiled.forward_unpadded(x, weight, geo, bias)  # the bias in the pass's epilogue
+        # (the weight gradient pads each image as it copies it: x kept as it came)
         return (y[0] if unbatched else y), ConvContext(geo, tiled, weight, x, None, unbatched, padded=False)
     xp = pad(x, geo.pads, geo.padding_mode)  # (N, C, *padded_size)
     cols = None

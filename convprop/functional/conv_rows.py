@@ -288,17 +288,17 @@ def run(
     skip: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool]:
     """(out, saw_nan): the convolution of x (N, C, H, W) *before* padding (or (N, C, L) for a 1-D
-    geometry: no pooling then; (N, C, D, H, W) for a 3-D one: no epilogue), with the epilogue ``mode``,
+    geometry: no pooling then; (N, C, D, H, W) for a 3-D one: no epilogue but the bias), with the epilogue ``mode``,
     the images split between ``threads`` threads (default ``threads.THREADS``).
 
     ``norm`` is (running mean, scale, shift) for NORM and NORM_RELU; ``bias`` (O,) or None. out is
     (N, O, OH, OW), or (N, O, OH // 2, OW // 2) for RELU_POOL; saw_nan only for RELU_POOL (then ``out``
     is not valid and the caller reruns the layers unfused). ``skip`` (N, O, OH, OW), 2-D and no pooling
     only: a residual block's shortcut, added after the batch norm and before ReLU."""
-    if geo.ndim == 3:  # the volume's grid: no epilogue
-        if mode != PLAIN or bias is not None or norm is not None or skip is not None:
-            raise ValueError("conv_rows.run: a 3-D convolution takes no epilogue")
-        return conv_volume.forward(x, weight, geo, threads), False
+    if geo.ndim == 3:  # the volume's grid: no epilogue but the bias
+        if mode != PLAIN or norm is not None or skip is not None:
+            raise ValueError("conv_rows.run: a 3-D convolution takes no epilogue but a bias")
+        return conv_volume.forward(x, weight, geo, threads, bias), False
     if geo.ndim == 1:  # as a 2-D convolution of height 1
         skip = None if skip is None else skip[:, :, None]
         out, saw_nan = run(x[:, :, None], weight[:, :, None], as_2d(geo), mode, bias, norm, threads, skip)

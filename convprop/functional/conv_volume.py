@@ -93,11 +93,13 @@ def _forward_images(
     Wp: int,
     S: int,
     L: int,
+    bias: np.ndarray,
     n0: int,
     n1: int,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """out[n] (O, OD, OH, OW) for images n0..n1; w (O, T), offs (T,) as ``conv_tile.accumulate`` takes them."""
+    """out[n] (O, OD, OH, OW) for images n0..n1, + bias[o] (bias (O,), or length 0 for none); w (O, T),
+    offs (T,) as ``conv_tile.accumulate`` takes them."""
     O, OD, OH, OW = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
     buffer = np.zeros(x.shape[1] * S, dtype=x.dtype)
     acc = np.empty(((O + CHANNELS - 1) // CHANNELS * CHANNELS, L), dtype=x.dtype)
@@ -108,19 +110,28 @@ def _forward_images(
             for od in range(OD):
                 for oh in range(OH):
                     src, dst = acc[o, (od * Hp + oh) * Wp :], out[n, o, od, oh]
-                    for j in range(OW):
-                        dst[j] = src[j]
+                    if bias.shape[0]:
+                        b = bias[o]
+                        for j in range(OW):
+                            dst[j] = src[j] + b
+                    else:
+                        for j in range(OW):
+                            dst[j] = src[j]
 
 
-def forward(x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, threads: int | None = None) -> np.ndarray:
-    """y (N, O, OD, OH, OW) from x (N, C, D, H, W) *before* padding, no bias; stride 1, zero padding."""
+def forward(
+    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, threads: int | None = None, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """y (N, O, OD, OH, OW) from x (N, C, D, H, W) *before* padding, + bias (O,) if given (as each
+    value is stored: the bits of ``y += b``); stride 1, zero padding."""
     x = np.ascontiguousarray(x)
     N, O = x.shape[0], weight.shape[0]
     w = np.ascontiguousarray(weight, dtype=x.dtype).reshape(O, -1)  # (O, T)
     offs, S, L = layout(geo, x.dtype)
     pads, Hp, Wp = _plane(geo)
     out = np.empty((N, O, *geo.out_size), dtype=x.dtype)
-    kernel = partial(_forward_images, x, w, offs, pads, Hp, Wp, S, L)
+    b = np.zeros(0, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
+    kernel = partial(_forward_images, x, w, offs, pads, Hp, Wp, S, L, b)
     parallel([partial(kernel, n0, n1, out) for n0, n1 in ranges(N, threads)])
     return out
 
