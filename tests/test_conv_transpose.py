@@ -282,3 +282,22 @@ X2, W2 = np.zeros((1, 4, 5, 5)), np.zeros((4, 2, 3, 3))
 def test_bad_arguments_are_refused_quoting_the_value(call, match):
     with pytest.raises(ArgumentError, match=match):
         call()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "ndim, stride, padding, kernel",
+    [(2, 2, 1, 4), (2, 1, 1, 3), (2, 3, 0, 2), (1, 2, 1, 4), (3, 1, 1, 3), (3, 2, 0, 2)],
+)
+def test_the_bias_added_as_it_is_stored_gives_the_bits_of_adding_it_after(ndim, stride, padding, kernel, dtype):
+    """The tiles' passes add a transposed convolution's bias as each value is stored (and after them
+    where a stride leaves positions no tap reaches: kernel 2 < stride 3): the bits of ``y += b``."""
+    from convprop.functional.conv_transpose import conv_transpose_with_context
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 9, *(5,) * ndim)).astype(dtype)
+    w = rng.standard_normal((9, 6, *(kernel,) * ndim)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype) * 10
+    without, _ = conv_transpose_with_context(x, w, None, stride, padding, ndim=ndim)
+    with_bias, _ = conv_transpose_with_context(x, w, b, stride, padding, ndim=ndim)
+    np.testing.assert_array_equal(with_bias, without + b.reshape(-1, *(1,) * ndim))

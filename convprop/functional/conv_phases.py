@@ -126,12 +126,14 @@ def _images(
     L: int,
     sh: int,
     sw: int,
+    bias: np.ndarray,
     n0: int,
     n1: int,
     dx: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """dx[n0:n1] (N, C, H, W) from δ (N, O, OH, OW): each image's δ into its padded buffer once, every
-    phase's tiles into its grid, the grids into dx's rows and columns (dx zero where no phase writes)."""
+    phase's tiles into its grid, the grids into dx's rows and columns (dx as it was where no phase
+    writes), + bias[c] as each value is stored (bias (C,), or length 0 for none)."""
     C = dx.shape[1]
     P = w.shape[0]
     phases = np.zeros((1, 2), dtype=np.int64)  # fill's stride phases: stride 1, one
@@ -148,21 +150,34 @@ def _images(
                 for r in range(R):
                     src = grid[r * Wq : r * Wq + Cn]
                     dst = dx[n, c, h0 + r * sh, w0 : w0 + sw * (Cn - 1) + 1 : sw]
-                    for j in range(Cn):
-                        dst[j] = src[j]
+                    if bias.shape[0]:
+                        b = bias[c]  # (in the data's dtype: a float literal beside it would widen the sum)
+                        for j in range(Cn):
+                            dst[j] = src[j] + b
+                    else:
+                        for j in range(Cn):
+                            dst[j] = src[j]
 
 
-def grad_input(grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry, threads: int | None) -> np.ndarray:
+def grad_input(
+    grad_output: np.ndarray, weight: np.ndarray, geo: ConvGeometry, threads: int | None, bias: np.ndarray | None = None
+) -> np.ndarray:
     """dx (N, C, H, W) of a 2-D zero-padded convolution with any stride and padding (module
-    docstring), the images split between ``threads`` threads (None: all of convprop's)."""
+    docstring), the images split between ``threads`` threads (None: all of convprop's); + bias (C,)
+    if given (a transposed convolution's), as each value is stored where the phases cover dx — the
+    bits of ``dx += b`` — and after them where some phase is reached by no tap."""
     dy = np.ascontiguousarray(grad_output)
     N, C = dy.shape[0], weight.shape[1]
     p = plan(geo, dy.dtype)
     dx = np.zeros((N, C, *geo.in_size), dtype=dy.dtype)  # (a phase no tap reaches stays zero)
-    if len(p.kernel_rows) == 0:
-        return dx
-    w = phase_weights(np.asarray(weight, dtype=dy.dtype), p)
-    (sh, sw), (top, left) = geo.stride, p.pads
-    kernel = partial(_images, dy, w, p.offs, p.taps, p.place, top, left, p.Wq, p.S, p.L, sh, sw)
-    parallel([partial(kernel, n0, n1, dx) for n0, n1 in ranges(N, threads)])
+    covered = sum(int(R) * int(Cn) for R, Cn, _, _ in p.place) == geo.in_size[0] * geo.in_size[1]
+    stored = bias if bias is not None and covered else None
+    if len(p.kernel_rows):
+        w = phase_weights(np.asarray(weight, dtype=dy.dtype), p)
+        (sh, sw), (top, left) = geo.stride, p.pads
+        b = np.zeros(0, dtype=dy.dtype) if stored is None else np.ascontiguousarray(stored, dtype=dy.dtype)
+        kernel = partial(_images, dy, w, p.offs, p.taps, p.place, top, left, p.Wq, p.S, p.L, sh, sw, b)
+        parallel([partial(kernel, n0, n1, dx) for n0, n1 in ranges(N, threads)])
+    if bias is not None and stored is None:
+        dx += bias.reshape(-1, 1, 1)  # (C, 1, 1)
     return dx

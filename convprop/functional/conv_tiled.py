@@ -88,23 +88,30 @@ class Tiled:
         """y from the *padded* x (the protocol's form; a layer calls :func:`forward_unpadded`)."""
         return forward_unpadded(crop(x, geometry.in_size, geometry.pads), weight, geometry)
 
-    def grad_input_unpadded(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
-        """dx (N, C, *in_size). Stride 1: δ padded by d·(K−1) − p per side, convolved with the rotated
-        kernel; a stride (or a padding wider than d·(K−1)): each stride phase of the padded input's
-        gradient its own stride-1 convolution of δ (:func:`grad_input_phases`). With at most half as
-        many input channels as a tile has output channels (a first layer's one), most of each tile
-        would be padding: the unfolding algorithm's gradient then, cropped."""
+    def grad_input_unpadded(
+        self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry, bias: np.ndarray | None = None
+    ) -> np.ndarray:
+        """dx (N, C, *in_size), + ``bias`` (C,) if given (a transposed convolution's forward: added as
+        each value is stored, the bits of ``dx += b``). Stride 1: δ padded by d·(K−1) − p per side,
+        convolved with the rotated kernel; a stride (or a padding wider than d·(K−1)): each stride
+        phase of the padded input's gradient its own stride-1 convolution of δ (``conv_phases``).
+        With at most half as many input channels as a tile has output channels (a first layer's one),
+        most of each tile would be padding: the unfolding algorithm's gradient then, cropped."""
         if geometry.ndim == 1:  # as a 2-D convolution of height 1
-            return self.grad_input_unpadded(grad_output[:, :, None], weight[:, :, None], as_2d(geometry))[:, :, 0]
+            dx = self.grad_input_unpadded(grad_output[:, :, None], weight[:, :, None], as_2d(geometry), bias)
+            return dx[:, :, 0]
         # (measured: 6 input channels of a tile's 8 took 0.76 of the fallback's time, 4 of 8 1.04)
         adjoint = adjoint_on_tiles(geometry)
         if 2 * weight.shape[1] <= CHANNELS or (not adjoint and geometry.ndim == 3):
             with threads.blas_released():  # a product: on BLAS's own threads, as an unfolding layer's
                 dxp = self.unfolding.grad_input(grad_output, weight, geometry)
-            return crop(dxp, geometry.in_size, geometry.pads).copy()
+            dx = crop(dxp, geometry.in_size, geometry.pads).copy()
+            if bias is not None:
+                dx += bias.reshape(-1, *(1,) * geometry.ndim)  # (C, 1, ..., 1)
+            return dx
         if not adjoint:  # every stride phase its own stride-1 correlation of δ, an image at a time
             return conv_phases.grad_input(
-                grad_output, weight, geometry, pass_threads(macs(geometry, grad_output.shape[0]))
+                grad_output, weight, geometry, pass_threads(macs(geometry, grad_output.shape[0])), bias
             )
         flipped = (slice(None), slice(None)) + (slice(None, None, -1),) * geometry.ndim
         rotated = np.ascontiguousarray(weight[flipped].swapaxes(0, 1))  # (C, O, *K), every tap reversed
@@ -113,7 +120,8 @@ class Tiled:
         dy, rotated, adjoint_geo, _, _ = _resolve(
             grad_output, rotated, geometry.ndim, 1, pads, geometry.dilation, 1, "zeros", "auto", f"conv{geometry.ndim}d"
         )
-        return conv_rows.run(dy, rotated, adjoint_geo, threads=pass_threads(macs(adjoint_geo, dy.shape[0])))[0]
+        threads_ = pass_threads(macs(adjoint_geo, dy.shape[0]))
+        return conv_rows.run(dy, rotated, adjoint_geo, conv_rows.PLAIN, bias, threads=threads_)[0]
 
     def grad_input(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """The gradient of the padded input (the protocol's form): zero border, interior from tiles."""

@@ -130,12 +130,12 @@ def _forward(
     bias = check_bias(bias, geo.in_channels)
     check_same_dtype(x=x, weight=weight, bias=bias)
     if isinstance(algo, conv_tiled.Tiled):  # the convolution's input gradient on tiles, cropped as it is made
-        y = algo.grad_input_unpadded(x, weight, geo)  # (N, O, *out_size)
+        y = algo.grad_input_unpadded(x, weight, geo, bias)  # (N, O, *out_size), the bias added as it is stored
     else:
         with threads.blas_released():  # its products on BLAS's own threads, even inside a model's scope
             y_padded = algo.grad_input(x, weight, geo)  # (N, O, *padded_size): the convolution's input gradient
         y = np.ascontiguousarray(crop(y_padded, geo.in_size, geo.pads))  # (N, O, *out_size): the padding's adjoint
-    add_bias(y, bias)
+        add_bias(y, bias)
     return (y[0] if unbatched else y), TransposeContext(geo, algo, weight, x, unbatched)
 
 
