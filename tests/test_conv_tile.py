@@ -105,3 +105,24 @@ def test_the_remainders_of_a_grid_row_take_smaller_tiles(vectors):
     reference = _reference(x, w, offs, length)
     np.testing.assert_allclose(acc[:O], reference, rtol=0, atol=1e-5 * np.abs(reference).max())
     assert not np.isnan(acc).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("vectors", [1, 2, 3, 4, 5, 7])
+def test_many_taps_take_the_wide_tile_with_the_same_bits(vectors, dtype):
+    """From ``WIDE_TAPS`` taps ``accumulate`` runs ``WIDE_VECTORS``-wide tiles (then two vectors, then
+    one): every tile sums tap by tap, so the result is bit for bit one-vector tiles' everywhere."""
+    lanes = conv_tile.VECTOR_BYTES // np.dtype(dtype).itemsize
+    length, O, taps = vectors * lanes, 6, conv_tile.WIDE_TAPS + 17
+    rng = np.random.default_rng(vectors)
+    offs = np.sort(rng.choice(2 * taps, size=taps, replace=False)).astype(np.int64)
+    x = rng.standard_normal(2 * taps + length).astype(dtype)
+    w = rng.standard_normal((O, taps)).astype(dtype)
+    rows = -(-O // conv_tile.CHANNELS) * conv_tile.CHANNELS
+    acc = np.full((rows, length), np.nan, dtype=dtype)
+    conv_tile.accumulate(x, w, offs, acc)
+    narrow = np.full((rows, length), np.nan, dtype=dtype)
+    _accumulate(conv_tile.VECTOR_BYTES, 1, conv_tile.CHANNELS)(x, w, offs, narrow)
+    np.testing.assert_array_equal(acc, narrow)
+    reference = _reference(x, w, offs, length)
+    np.testing.assert_allclose(acc[:O], reference, rtol=0, atol=1e-5 * np.abs(reference).max())
