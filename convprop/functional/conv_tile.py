@@ -19,9 +19,10 @@ accumulator array in memory: loads and stores every tap), so the tile is written
 ``numba.extending.intrinsic``: the accumulators are stack slots that LLVM promotes to registers, the
 multiply-adds ``llvm.fma`` on vectors (one rounding each, as a fused multiply-add). The tile shape
 follows the vector registers the CPU has (:data:`SHAPE`): 16 lanes × 3 × 8 channels with AVX-512's 32
-registers, 8 lanes × 2 × 4 channels with AVX2's 16; a grid's last positions take tiles of two vectors
-and one (the grid is rounded up to one vector, not to a whole tile). Any shape computes the same sums in the same order
-(tap by tap), so every shape is tested against ``conv_direct``, whatever machine runs the tests.
+registers, 8 lanes × 2 × 4 channels with AVX2's 16 (3 × 4 from :data:`WIDE_TAPS` taps); a grid's
+last positions take tiles of two vectors and one (the grid is rounded up to one vector, not to a
+whole tile). Any shape computes the same sums in the same order (tap by tap), so every shape is
+tested against ``conv_direct``, whatever machine runs the tests.
 
 The caller provides the layout: the image's padded planes in one buffer with a tail of zeros (the
 tiles read up to the grid's length rounded up to a whole vector past each tap's offset, into grid
