@@ -4,7 +4,7 @@ A call of one image is mostly Python — the checks, the geometry, the choice of
 remembering skip it:
 
 - ``functional.fused``'s one-image calls keep their ``conv_rows.Plan`` in :data:`SINGLE`, keyed by
-  shapes, dtypes and options (:func:`single_key`): a second call with the same key skips the checks
+  shapes, dtypes and options (:func:`call_key`): a second call with the same key skips the checks
   and choices, which would all come out the same, and reads only the arrays' values again;
 - ``nn.plan`` runs a single image through a whole model as remembered steps; each of its
   convolutions on the tiles is one call of :func:`image`, which also works out the epilogue — the
@@ -97,7 +97,7 @@ def single_key(x: Any, weight: Any, bias: Any, conv: dict[str, Any], *extra: Any
     return key
 
 
-def remembered(
+def call_key(
     x: Any,
     weight: Any,
     bias: Any,
@@ -107,11 +107,17 @@ def remembered(
     pool: Any = None,
     norm: Any = None,
     skip: Any = None,
-) -> conv_rows.Plan | None:
-    """The plan that a one-image call of :func:`conv2d_relu_pool` (``norm`` None) or of
-    :func:`conv2d_norm_relu` with these arguments left behind, or None: it ran elsewhere (``nn.plan``)."""
+) -> tuple[Any, ...] | None:
+    """The key of a one-image call of ``fused.conv2d_relu_pool`` (``norm`` None) or of
+    ``fused.conv2d_norm_relu`` with these arguments, or None (not one to remember)."""
     extra = (relu, None if pool is None else tuple(pool.items())) if norm is None else (relu, *norm, skip)
-    key = single_key(x, weight, bias, conv, *extra)
+    return single_key(x, weight, bias, conv, *extra)
+
+
+def remembered(x: Any, weight: Any, bias: Any, conv: dict[str, Any], **epilogue: Any) -> conv_rows.Plan | None:
+    """The plan a one-image call with these arguments (:func:`call_key`) left behind, or None: it ran
+    elsewhere than the tiles (``nn.plan``)."""
+    key = call_key(x, weight, bias, conv, **epilogue)
     return None if key is None else SINGLE.get(key)
 
 

@@ -38,7 +38,7 @@ from numba import njit
 from ..errors import ArgumentError
 from . import conv_flat, conv_im2col, conv_rows, norm_compiled, threads
 from .conv import add_bias, eval_forward, resolve_forward, uses_grid, uses_rows
-from .conv_single import SINGLE, remember, single_key
+from .conv_single import SINGLE, call_key, remember
 from .geometry import pad
 from .pool import max_pool2d
 from .validation import check_same_dtype
@@ -210,7 +210,7 @@ def conv2d_relu_pool(
     ``conv`` holds ``conv2d``'s keyword arguments (stride, padding, dilation, groups, padding_mode,
     algorithm); ``pool`` ``max_pool2d``'s (kernel_size, stride, padding, dilation, ceil_mode).
     """
-    key = single_key(x, weight, bias, conv, relu, None if pool is None else tuple(pool.items()))
+    key = call_key(x, weight, bias, conv, relu=relu, pool=pool)
     planned = SINGLE.get(key) if key is not None else None
     if planned is not None:  # one image, as a call before it: the tiles' pass from its plan
         result, pool_saw_nan = conv_rows.run_planned(planned, x, weight, bias)
@@ -260,7 +260,7 @@ def conv2d_norm_relu(
     one pass over each chunk (no transposed copy of the output, no separate normalisation and ReLU
     passes); otherwise the convolution, then the batch norm's compiled pass, then ReLU in place.
     """
-    key = single_key(x, weight, bias, conv, relu, *norm, skip)
+    key = call_key(x, weight, bias, conv, relu=relu, norm=norm, skip=skip)
     planned = SINGLE.get(key) if key is not None else None
     if planned is not None:  # one image, as a call before it (no pooling: never a rerun)
         return conv_rows.run_planned(planned, x, weight, bias, norm, skip=skip)[0]

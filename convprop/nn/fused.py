@@ -90,7 +90,7 @@ def _run(
         pool_options = dict(kernel_size=pool.kernel_size, stride=pool.stride, padding=pool.padding,
                             dilation=pool.dilation, ceil_mode=pool.ceil_mode)  # fmt: skip
     bias = conv.bias.data if conv.bias is not None else None
-    again = partial(_run, conv, norm, relu, pool)  # (the step a plan falls back on)
+    again = None if rec is None else partial(_run, conv, norm, relu, pool)  # (a plan's step falls back on it)
     if norm is None:
         y = conv2d_relu_pool(x, conv.weight.data, bias, options, relu=True, pool=pool_options)
         if rec is not None:
@@ -102,7 +102,7 @@ def _run(
         if rec is not None:
             rec.conv(conv, norm, options, x, relu=relu, affine=affine, fallback=again)
         return y
-    if rec is not None:
+    if rec is not None:  # (the unplanned call each time)
         rec.call(again)
     y = conv2d_relu_pool(x, conv.weight.data, bias, options, relu=False)
     y = np.asarray(norm.forward(y))  # a new array (x̂·γ + β): this call owns it
