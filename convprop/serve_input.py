@@ -42,7 +42,8 @@ class RequestError(Exception):
 
 
 def decode_image(data: Any) -> np.ndarray:
-    """Base64 image bytes (a ``data:image/png;base64,`` prefix allowed) → (H, W, 4) uint8 RGBA.
+    """Base64 image bytes (a ``data:image/png;base64,`` prefix allowed) → (H, W, 3) uint8 RGB, or
+    (H, W, 4) RGBA when the image has transparency (composited on white by ``to_mnist``).
 
     Raises:
         RequestError: not a string, not base64, not an image, or larger than 4096 × 4096.
@@ -70,7 +71,10 @@ def decode_image(data: Any) -> np.ndarray:
                     413, f"image is {img.width} × {img.height} pixels; at most {MAX_SIDE} × {MAX_SIDE} is accepted"
                 )
             img.load()
-            return np.asarray(shrink(ImageOps.exif_transpose(img)).convert("RGBA"))  # (H, W, 4) uint8, <= 512 px
+            ImageOps.exif_transpose(img, in_place=True)  # (no copy when there is no rotation to apply)
+            img = shrink(img)  # <= 512 px
+            mode = "RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB"
+            return np.asarray(img if img.mode == mode else img.convert(mode))  # (H, W, 3 | 4) uint8
     except RequestError:
         raise
     except UnidentifiedImageError:  # its message names a BytesIO object: say it plainly instead
