@@ -53,10 +53,11 @@ def default_checkpoint(directory: Path) -> Path:
 
 
 def canvas_png() -> bytes:
-    """A "7" drawn as the page draws it: 280 × 280, white round strokes 22 px wide on black."""
+    """A "7" drawn as the page draws it: 280 × 280, white round strokes 22 px wide on opaque black, saved
+    as RGBA (a browser's ``canvas.toDataURL("image/png")`` keeps the alpha channel, all 255 here)."""
     from PIL import Image, ImageDraw
 
-    img = Image.new("RGB", (280, 280), "black")
+    img = Image.new("RGBA", (280, 280), "black")
     ImageDraw.Draw(img).line(
         [(60, 60), (220, 60), (200, 110), (170, 170), (140, 240)], fill="white", width=22, joint="curve"
     )
