@@ -231,8 +231,8 @@ def _plain_maps(model: nn.Sequential, x: np.ndarray) -> tuple[np.ndarray, list[t
     """forward_with_feature_maps of a :func:`_plain` Sequential (in eval mode), without the walk's
     per-layer bookkeeping: a Conv2d followed by a ReLU is one fused call (``functional.fused``:
     convolution, bias and ReLU as each value is stored; the same bits as the two layers), whose
-    output is the map. The same labels, maps and output as the walk (tests/test_models.py);
-    lenet's one-image pass with its maps 0.43 → 0.2 ms (AMD EPYC, 3 December)."""
+    output is the map. The same labels, maps and output as the walk (tests/test_feature_maps.py);
+    lenet's one-image pass with its maps 0.43 → 0.25–0.28 ms (AMD EPYC, 3 December)."""
     from .functional.fused import conv2d_relu_pool
     from .nn.fused import _options
 
