@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from digit_images import render_digit
-from PIL import Image
 from starlette.testclient import TestClient
 
 from convprop import checkpoint
@@ -112,48 +111,6 @@ def test_predict_image_matches_predictor(client, ckpt):
     image.save(buf, format="PNG")
     answer = post_json(client, {"png": base64.b64encode(buf.getvalue()).decode()}).json()
     np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-6, atol=1e-7)
-
-
-def test_opaque_images_decode_as_rgb_and_transparent_ones_as_rgba():
-    """An image without transparency skips the RGBA copy and the compositing; its input is the same bits."""
-    from convprop.data.images import to_mnist
-    from convprop.serve import decode_image
-
-    def encoded(image):
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        return base64.b64encode(buf.getvalue()).decode()
-
-    rgb = render_digit(4, size=(280, 280), background="black", ink="white")  # mode RGB, as the canvas draws
-    opaque_rgba = rgb.convert("RGBA")  # alpha 255 everywhere
-    transparent = render_digit(4, size=(280, 280), background=None)  # black ink, transparent paper
-    assert decode_image(encoded(rgb)).shape == (280, 280, 3)
-    assert decode_image(encoded(rgb.convert("L"))).shape == (280, 280, 3)
-    assert decode_image(encoded(opaque_rgba)).shape == (280, 280, 4)
-    assert decode_image(encoded(transparent)).shape == (280, 280, 4)
-    np.testing.assert_array_equal(to_mnist(decode_image(encoded(opaque_rgba))), to_mnist(decode_image(encoded(rgb))))
-    # the transparent paper is white: the same digit as black ink on white
-    white = render_digit(4, size=(280, 280))
-    np.testing.assert_allclose(to_mnist(decode_image(encoded(transparent))), to_mnist(np.asarray(white)), atol=0.01)
-
-
-def test_exif_rotation_is_applied_to_uploads():
-    """A phone photo stores its rotation in EXIF (orientation 6: turn 90° clockwise to view it)."""
-    from convprop.serve import decode_image
-
-    picture = Image.new("RGB", (40, 20), "white")  # 40 wide, 20 high as stored
-    picture.paste((0, 0, 0), (0, 0, 10, 20))  # the left quarter black
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    for fmt in ("JPEG", "PNG"):
-        buf = io.BytesIO()
-        picture.save(buf, format=fmt, exif=exif)
-        shown = decode_image(base64.b64encode(buf.getvalue()).decode())
-        assert shown.shape == (40, 20, 3), fmt  # viewed upright: 20 wide, 40 high
-        assert shown[:8, :, 0].max() < 60 and shown[-8:, :, 0].min() > 200, fmt  # the black quarter on top
-    buf = io.BytesIO()
-    picture.save(buf, format="PNG")  # no EXIF: as stored
-    assert decode_image(base64.b64encode(buf.getvalue()).decode()).shape == (20, 40, 3)
 
 
 def test_predict_pixels_skips_preprocessing(client, ckpt):
