@@ -212,7 +212,7 @@ def test_a_1x1_kernel_stays_a_plain_product():
 
 def test_a_strided_1x1_kernel_runs_on_tiles_for_small_batches_or_a_narrow_blas(monkeypatch):
     """resnet's projections: on the tiles below STRIDED_1X1_BATCH images, and at any batch where
-    OpenBLAS's kernels are narrower than the tiles' vectors; else the product of the sampled input."""
+    OpenBLAS's kernels are narrower than AVX-512's; else the product of the sampled input."""
     from convprop.functional import conv_eval, threads
 
     x, w = np.zeros((2, 8, 9, 9)), np.zeros((4, 8, 1, 1))
@@ -227,6 +227,10 @@ def test_a_strided_1x1_kernel_runs_on_tiles_for_small_batches_or_a_narrow_blas(m
     assert uses_rows("auto", algo, geo, 1000)
     monkeypatch.setattr(threads, "blas_vector_bytes", lambda: None)  # a BLAS of unknown width: as wide
     assert not uses_rows("auto", algo, geo, 1000)
+    monkeypatch.setattr(conv_eval, "VECTOR_BYTES", 32)  # AVX2 tiles and AVX2 BLAS (an AMD Zen 3): the tiles
+    assert uses_rows("auto", algo, geo, 1000)
+    monkeypatch.setattr(threads, "blas_vector_bytes", lambda: 32)
+    assert uses_rows("auto", algo, geo, 1000)
 
 
 @pytest.mark.parametrize(

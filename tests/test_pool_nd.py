@@ -186,6 +186,54 @@ def test_adaptive_avg_pool1d_matches_torch(size, output_size, seed, unbatched):
     )
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    ndim=st.sampled_from([1, 2, 3]),
+    sizes=st.lists(st.tuples(st.integers(1, 9), st.integers(1, 4)), min_size=3, max_size=3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_adaptive_pool_as_one_product_equals_the_per_axis_products(ndim, sizes, dtype, seed):
+    """Small pools run as one product with the axes' Kronecker matrix: forward and backward as the
+    per-axis products (``WHOLE_MAP_ENTRIES`` = 0), to rounding, in float32 and float64."""
+    from convprop.functional import pool_adaptive
+
+    in_size, out_size = tuple(s for s, _ in sizes[:ndim]), tuple(min(o, s) for s, o in sizes[:ndim])
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, 2, *in_size)).astype(dtype)
+    g = rng.standard_normal((3, 2, *out_size)).astype(dtype)
+    assert pool_adaptive._whole_map(in_size, out_size, dtype) is not None
+    one = pool_adaptive._adaptive(x, ndim, out_size), pool_adaptive._adaptive_backward(g, x, ndim, out_size)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pool_adaptive, "WHOLE_MAP_ENTRIES", 0)
+        per_axis = pool_adaptive._adaptive(x, ndim, out_size), pool_adaptive._adaptive_backward(g, x, ndim, out_size)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    for a, b in zip(one, per_axis, strict=True):
+        assert a.dtype == b.dtype == dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_large_adaptive_pool_keeps_the_per_axis_products_and_matches_torch():
+    """Beyond ``WHOLE_MAP_ENTRIES`` (here 60² → 9² = 291,600 entries) the per-axis path, against PyTorch."""
+    from convprop.functional import adaptive_avg_pool2d, adaptive_avg_pool2d_backward, pool_adaptive
+
+    assert pool_adaptive._whole_map((60, 60), (9, 9), np.float64) is None
+    x = np.random.default_rng(5).standard_normal((1, 2, 60, 60))
+    check_against_torch(
+        lambda x: adaptive_avg_pool2d(x, 9),
+        lambda g, x: (adaptive_avg_pool2d_backward(g, x, 9),),
+        lambda x: TF.adaptive_avg_pool2d(x, 9),
+        [x],
+    )
+
+
+def test_adaptive_pool_of_an_empty_batch():
+    y = adaptive_avg_pool3d(np.zeros((0, 2, 3, 3, 3)), 1)
+    assert y.shape == (0, 2, 1, 1, 1)
+    dx = adaptive_avg_pool3d_backward(np.zeros((0, 2, 1, 1, 1)), np.zeros((0, 2, 3, 3, 3)), 1)
+    assert dx.shape == (0, 2, 3, 3, 3)
+
+
 @settings(max_examples=60)
 @given(case=pool_cases(1), values=st.sampled_from(["distinct", "ties", "nan", "inf"]))
 def test_compiled_1d_max_pool_equals_the_numpy_reference(case, values):

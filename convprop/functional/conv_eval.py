@@ -36,8 +36,9 @@ def uses_grid(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> bool:
 
 
 # A strided 1×1 convolution (resnet's projections) runs on the tiles below this batch, and at any
-# batch where BLAS's kernels are narrower than the tiles' vectors (threads.blas_vector_bytes)
+# batch where BLAS's kernels are narrower than AVX-512's 64-byte vectors (threads.blas_vector_bytes)
 STRIDED_1X1_BATCH = 64
+WIDE_BLAS_BYTES = 64
 
 
 def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry, batch: int | None = None) -> bool:
@@ -45,7 +46,8 @@ def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry, batch: int
     dense convolution with zero padding that ``auto`` gives an unfolding algorithm and ``conv_rows``
     computes (1-D and 2-D any stride, 3-D stride 1), 1×1 kernels aside (a plain product, no unfolding)
     — but for a strided 1×1 one over ``batch`` images, fewer than ``STRIDED_1X1_BATCH`` or any number
-    where OpenBLAS runs narrower vectors than the tiles.
+    where OpenBLAS runs narrower vectors than AVX-512's (``WIDE_BLAS_BYTES``; a BLAS whose kernels are
+    not known counts as the tiles' width).
 
     Measured forward alone against what ``auto`` ran otherwise (the grid's product, im2col for one
     input channel, or ``conv_gemm``; fp32, 2 threads, AVX-512 Xeon, 2 December), as time ratios over
@@ -55,14 +57,17 @@ def uses_rows(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry, batch: int
     3×3 layers 0.17–0.76; 1×1 stride 2 lost there from batch 64 (1.08–1.41, OpenBLAS's AVX-512
     kernels). On an AMD EPYC (Zen 5) whose image pins OpenBLAS to its AVX2 kernels, resnet's two
     projections with their batch norm ran on the tiles in 0.83 of the product's time at batch 1,
-    0.67–0.74 at 64 and 0.82–1.0 at 1,000 (3 December).
+    0.67–0.74 at 64 and 0.82–1.0 at 1,000 (3 December). On an AMD EPYC Zen 3 (AVX2 tiles, OpenBLAS's
+    Haswell kernels — as wide as the tiles, which the rule had then required BLAS to be narrower than)
+    with their batch norm: 0.85 and 0.88 of the product's time at batch 64, 0.53 and 0.71 at 1,000
+    (4 December). So the product keeps only AVX-512 BLAS kernels' batches of 64 and more.
     """
     if algorithm != "auto" or not (algo is conv_gemm or algo is conv_im2col) or not conv_rows.applies(geo):
         return False
     if geo.kernel != (1,) * geo.ndim:
         return True
     strided = geo.stride != (1,) * geo.ndim
-    narrower = (threads.blas_vector_bytes() or VECTOR_BYTES) < VECTOR_BYTES
+    narrower = (threads.blas_vector_bytes() or VECTOR_BYTES) < WIDE_BLAS_BYTES
     return strided and batch is not None and (batch < STRIDED_1X1_BATCH or narrower)
 
 

@@ -4,12 +4,15 @@ of ``pool_avg``, which re-exports them).
 The bins are PyTorch's (``torch.nn.functional.adaptive_avg_pool*d``) and separable: along each axis
 an averaging matrix A (O, S) with A[i, h] = 1 / (end_i − start_i) for start_i <= h < end_i,
 start_i = floor(i·S / O), end_i = ceil((i + 1)·S / O), so the pool is one product per axis and its
-gradient the product with Aᵀ. Letters as in ``pool.py``.
+gradient the product with Aᵀ. Where the output is small, the axes' matrices are one: their Kronecker
+product K (Π O_a, Π S_a), K[(i, j), (h, w)] = A_h[i, h]·A_w[j, w], and the pool is a single product
+of the (N·C, Π S_a) batch with Kᵀ (see :func:`_whole_map`). Letters as in ``pool.py``.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import cast
 
@@ -55,6 +58,35 @@ def _remembered_bins(in_size: int, out_size: int, dtype: np.dtype) -> np.ndarray
     return matrix
 
 
+# The pool is one product with the axes' Kronecker matrix (:func:`_whole_map`) up to this many entries
+# of it. Measured (fp32, 2 threads, AMD EPYC Zen 3, 4 December), per-axis products against the one
+# product: resnet's global pooling of 64 × 32 × 7² 138 → 12 µs (1,000 images 2.0 → 0.07 ms, one image
+# 11 → 2 µs); 64 × 64 × 14² → 2² 934 → 126 µs; 28² → 7² (38,416 entries) 3.5 → 2.1 ms; 56² → 7²
+# (153,664) 1.01 against 1.04 ms, even.
+WHOLE_MAP_ENTRIES = 1 << 16
+
+
+@functools.lru_cache(maxsize=256)
+def _remembered_kron(in_size: tuple[int, ...], out_size: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    matrix = np.ones((1, 1))
+    for s, o in zip(in_size, out_size, strict=True):  # in float64, rounded once: K = 1 / (bin's cells)
+        matrix = np.kron(matrix, _remembered_bins(s, o, np.dtype(np.float64)))
+    matrix = matrix.astype(dtype)
+    matrix.flags.writeable = False
+    return matrix
+
+
+def _whole_map(in_size: tuple[int, ...], out_size: tuple[int, ...], dtype: DTypeLike) -> np.ndarray | None:
+    """K (Π out, Π in), the Kronecker product of the axes' averaging matrices, when it has at most
+    ``WHOLE_MAP_ENTRIES`` entries (read-only, remembered per sizes and dtype); else None.
+
+    Per axis, NumPy runs one tiny product per (n, c) map — 2,048 of (1, 7)·(7, 7) for resnet's global
+    pooling at batch 64, ~70 ns each — where one (N·C, H·W)·(H·W, 1) product does the work."""
+    if math.prod(in_size) * math.prod(out_size) > WHOLE_MAP_ENTRIES:
+        return None
+    return _remembered_kron(tuple(map(int, in_size)), tuple(map(int, out_size)), np.dtype(dtype))
+
+
 def _resolve_adaptive(
     x: ArrayLike, ndim: int, output_size: int | Sequence[int | None] | None
 ) -> tuple[np.ndarray, list[np.ndarray], bool]:
@@ -77,7 +109,13 @@ def _apply_bins(x: np.ndarray, bins: list[np.ndarray], transpose: bool) -> np.nd
 
 def _adaptive(x: ArrayLike, ndim: int, output_size: int | Sequence[int | None] | None) -> np.ndarray:
     x, bins, unbatched = _resolve_adaptive(x, ndim, output_size)
-    y = _apply_bins(x, bins, transpose=False)  # (N, C, *Q)
+    out_size = tuple(b.shape[0] for b in bins)
+    whole = _whole_map(x.shape[2:], out_size, x.dtype)
+    if whole is not None:  # y = X · Kᵀ, X the (N·C, Π S) maps
+        N, C = x.shape[:2]
+        y = (x.reshape(N * C, whole.shape[1]) @ whole.T).reshape(N, C, *out_size)
+    else:
+        y = _apply_bins(x, bins, transpose=False)  # (N, C, *Q)
     return y[0] if unbatched else y
 
 
@@ -85,8 +123,14 @@ def _adaptive_backward(
     grad_output: ArrayLike, x: ArrayLike, ndim: int, output_size: int | Sequence[int | None] | None
 ) -> np.ndarray:
     x, bins, unbatched = _resolve_adaptive(x, ndim, output_size)
-    dy = check_grad_output(grad_output, (*x.shape[:2], *(b.shape[0] for b in bins)), unbatched, x=x)
-    dx = _apply_bins(dy, bins, transpose=True)  # (N, C, *S)
+    out_size = tuple(b.shape[0] for b in bins)
+    dy = check_grad_output(grad_output, (*x.shape[:2], *out_size), unbatched, x=x)
+    whole = _whole_map(x.shape[2:], out_size, dy.dtype)
+    if whole is not None:  # dX = δ · K
+        N, C = x.shape[:2]
+        dx = (dy.reshape(N * C, whole.shape[0]) @ whole).reshape(x.shape)
+    else:
+        dx = _apply_bins(dy, bins, transpose=True)  # (N, C, *S)
     return dx[0] if unbatched else dx
 
 
