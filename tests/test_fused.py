@@ -27,7 +27,7 @@ def _plain(layers, x):
 def unfused(model, x, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(fused, "forward_fused", _plain)
-        patch.setattr(plan, "single", lambda x: False)  # (a single image's plan would trace the fused walk)
+        patch.setattr(plan, "takes", lambda x: False)  # (a plan would trace the fused walk)
         return model.forward(x)
 
 
@@ -352,33 +352,34 @@ def test_conv2d_norm_relu_adds_a_skip_before_the_relu(padding_mode):
         conv2d_norm_relu(x, w, b, options, norm, skip=skip[..., :7])
 
 
-def test_a_single_images_call_runs_from_its_remembered_plan(monkeypatch):
-    """One image: the second call with the same shapes, dtypes and options skips the checks and the
-    choice (``functional.conv_single.SINGLE``), reads the arrays' new values, and gives the same bits
-    as the call that resolved everything; another shape is resolved (and checked) again."""
+@pytest.mark.parametrize("batch", [1, 5])
+def test_a_call_runs_from_its_remembered_plan(batch, monkeypatch):
+    """One image or a batch: the second call with the same shapes, dtypes and options skips the checks
+    and the choice (``functional.conv_single.REMEMBERED``), reads the arrays' new values, and gives the
+    same bits as the call that resolved everything; another shape is resolved (and checked) again."""
     from convprop.functional import conv_single
     from convprop.functional import fused as functional_fused
 
-    conv_single.SINGLE.clear()
+    conv_single.REMEMBERED.clear()
     resolved = []
     real = functional_fused.resolve_forward
     monkeypatch.setattr(functional_fused, "resolve_forward", lambda *a, **k: resolved.append(1) or real(*a, **k))
     rng = np.random.default_rng(31)
-    x = rng.standard_normal((1, 3, 10, 10)).astype(np.float32)
+    x = rng.standard_normal((batch, 3, 10, 10)).astype(np.float32)
     w, b = rng.standard_normal((5, 3, 3, 3)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
     options = dict(stride=1, padding=1, dilation=1, groups=1, padding_mode="zeros", algorithm="auto")
     pool = dict(kernel_size=(2, 2), stride=(2, 2), padding=0, dilation=1, ceil_mode=False)
     first = conv2d_relu_pool(x, w, b, options, relu=True, pool=pool)
     w2 = w * 2  # new values, same shape: read again
     again = conv2d_relu_pool(x, w2, b, options, relu=True, pool=pool)
-    assert len(resolved) == 1 and len(conv_single.SINGLE) == 1
+    assert len(resolved) == 1 and len(conv_single.REMEMBERED) == 1
     with monkeypatch.context() as patch:  # the reference: nothing remembered
         patch.setattr(functional_fused, "call_key", lambda *a, **k: None)
         np.testing.assert_array_equal(first, conv2d_relu_pool(x, w, b, options, relu=True, pool=pool))
         np.testing.assert_array_equal(again, conv2d_relu_pool(x, w2, b, options, relu=True, pool=pool))
-    x[0, 1, 3, 4] = np.nan  # a NaN in a pooled window: the planned pass says so, the general kernels run
+    x[-1, 1, 3, 4] = np.nan  # a NaN in a pooled window: the planned pass says so, the general kernels run
     with_nan = conv2d_relu_pool(x, w, b, options, relu=True, pool=pool)
-    assert np.isnan(with_nan).any()
+    assert np.isnan(with_nan[-1]).any()
     np.testing.assert_array_equal(with_nan, max_pool2d(relu(conv2d(x, w, b, padding=1)), 2))
     with pytest.raises(ArgumentError, match="weight"):  # another shape: checked again
         conv2d_relu_pool(x, w[:, :2], b, options, relu=True, pool=pool)
@@ -388,12 +389,12 @@ def test_a_single_images_call_runs_from_its_remembered_plan(monkeypatch):
     )
 
 
-def test_single_image_plans_are_bounded():
+def test_remembered_plans_are_bounded():
     from convprop.functional import conv_single
 
-    conv_single.SINGLE.clear()
+    conv_single.REMEMBERED.clear()
     w = np.ones((2, 1, 3, 3), dtype=np.float32)
     options = dict(stride=1, padding=1, dilation=1, groups=1, padding_mode="zeros", algorithm="auto")
-    for size in range(4, 4 + conv_single.SINGLE_LIMIT + 3):
+    for size in range(4, 4 + conv_single.REMEMBERED_LIMIT + 3):
         conv2d_relu_pool(np.ones((1, 1, size, 4), dtype=np.float32), w, None, options, relu=True)
-    assert 0 < len(conv_single.SINGLE) <= conv_single.SINGLE_LIMIT
+    assert 0 < len(conv_single.REMEMBERED) <= conv_single.REMEMBERED_LIMIT

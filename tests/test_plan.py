@@ -1,4 +1,4 @@
-"""Single images from a traced plan (``nn.plan``) equal the unplanned forward, bit for bit.
+"""Single images and batches from a traced plan (``nn.plan``) equal the unplanned forward, bit for bit.
 
 The reference is ``nn.fused.forward_fused`` over the model's layers, which is what
 ``Sequential.forward`` runs without a plan (and which ``tests/test_fused.py`` checks against each
@@ -65,33 +65,52 @@ def steps_of(model, x):
     return plan._PLANS[model][(x.shape, x.dtype)][1].steps
 
 
+@pytest.fixture
+def two_threads(monkeypatch):
+    """Two of convprop's threads, so that a batch's steps split their images (the workers' part as
+    compiled jobs) wherever the tests run."""
+    from convprop.functional import threads
+
+    monkeypatch.setattr(threads, "THREADS", 2)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 9])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", list(MODELS))
-def test_a_planned_forward_equals_the_unplanned_one(name, dtype):
+def test_a_planned_forward_equals_the_unplanned_one(name, dtype, batch, two_threads, monkeypatch):
     rng = np.random.default_rng(7)
     model = MODELS[name]().astype(dtype).eval()
     _randomise(model, rng)
     size = (16, 12) if name == "resnet_wider" else (28, 28)
-    for _ in range(3):
-        x = rng.standard_normal((1, 1, *size)).astype(dtype)
+    for _ in range(2):
+        x = rng.standard_normal((batch, 1, *size)).astype(dtype)
         first, second = model.forward(x), model.forward(x)  # traced, then from the plan
         expected = reference(model, x)
         assert second.dtype == dtype
         np.testing.assert_array_equal(first, expected)
         np.testing.assert_array_equal(second, expected)
+        with monkeypatch.context() as patch:  # and the unplanned forward with its batch scope
+            patch.setattr(plan, "takes", lambda x: False)
+            np.testing.assert_array_equal(model.forward(x), expected)
 
 
-def test_the_plan_runs_the_tiles_without_the_walk(monkeypatch):
+@pytest.mark.parametrize("batch", [1, 9])
+def test_the_plan_runs_the_tiles_without_the_walk(batch, two_threads, monkeypatch):
     """After the trace, the fused walk is not entered again: lenet's convolutions and resnet's blocks
-    are compiled steps, the rest the layers' own forwards."""
+    are compiled steps, the rest the layers' own forwards; a batch's steps hand a part to the worker."""
+    from convprop.functional import threads
+
     for name, kinds in [("lenet", {"ConvStep"}), ("resnet", {"ConvStep", "ResidualStep"})]:
         model = MODELS[name]().eval()
-        x = np.random.default_rng(1).standard_normal((1, 1, 28, 28)).astype(np.float32)
+        x = np.random.default_rng(1).standard_normal((batch, 1, 28, 28)).astype(np.float32)
         expected = model.forward(x)
         assert kinds <= {type(step).__name__ for step in steps_of(model, x)}
+        worker = threads._crew().workers[0]
+        posted = worker.posted
         with monkeypatch.context() as patch:
             patch.setattr(fused, "forward_fused", lambda *a: pytest.fail("walked again"))
             np.testing.assert_array_equal(model.forward(x), expected)
+        assert (worker.posted > posted) == (batch > 1)
 
 
 def test_values_changed_in_place_are_read_at_each_call():
@@ -159,14 +178,15 @@ def test_modes_and_dtypes_are_traced_again():
     same_error(model, x, ArgumentTypeError)  # float32 data into a float64 model: as without a plan
 
 
-def test_a_nan_in_a_pooled_window_gives_the_unplanned_result():
+@pytest.mark.parametrize("batch, image", [(1, 0), (6, 0), (6, 5)])  # (6, 5): in the worker's part
+def test_a_nan_in_a_pooled_window_gives_the_unplanned_result(batch, image, two_threads):
     rng = np.random.default_rng(6)
     model = MODELS["lenet"]().eval()
-    x = rng.standard_normal((1, 1, 28, 28)).astype(np.float32)
+    x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
     model.forward(x)
-    x[0, 0, 5, 7] = np.nan
+    x[image, 0, 5, 7] = np.nan
     got = model.forward(x)
-    assert np.isnan(got).all()
+    assert np.isnan(got[image]).all() and not np.isnan(np.delete(got, image, axis=0)).any()
     np.testing.assert_array_equal(got, reference(model, x))
 
 
@@ -236,11 +256,13 @@ def test_plans_are_per_model_bounded_and_go_with_the_model():
     assert len(plan._PLANS) == count - 1  # (weak: a model's plans go with it)
 
 
-def test_one_plan_serves_many_threads():
+@pytest.mark.parametrize("batch", [1, 5])
+def test_one_plan_serves_many_threads(batch, two_threads):
+    """(Batches: one caller at a time has the worker, the others run their parts themselves.)"""
     rng = np.random.default_rng(10)
     model = MODELS["resnet"]().eval()
     _randomise(model, rng)
-    images = [rng.standard_normal((1, 1, 28, 28)).astype(np.float32) for _ in range(8)]
+    images = [rng.standard_normal((batch, 1, 28, 28)).astype(np.float32) for _ in range(8)]
     expected = [reference(model, x) for x in images]
     results: dict[int, list[np.ndarray]] = {}
 

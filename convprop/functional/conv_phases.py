@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from .conv_algorithm import ConvGeometry
-from .conv_rows import fill
+from .conv_rows_kernels import fill
 from .conv_tile import CHANNELS, accumulate, block
 from .threads import parallel, ranges
 

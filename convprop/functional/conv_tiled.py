@@ -41,7 +41,8 @@ from numba import njit
 from . import conv_gemm, conv_im2col, conv_phases, conv_rows, conv_volume, threads
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
 from .conv_resolve import _resolve
-from .conv_rows import as_2d, fill
+from .conv_rows import as_2d
+from .conv_rows_kernels import fill
 from .conv_tile import CHANNELS
 from .conv_tile_grad import accumulate_grad, summed
 from .geometry import crop, pad
@@ -185,7 +186,7 @@ def _grad_images(
     part: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
     """part += the weight gradient's sums over images n0..n1, B images stacked at a time (the input
-    in its stride phases, ``conv_rows.fill``, image k's Hq rows after image k − 1's; δ on the stack's
+    in its stride phases, ``conv_rows_kernels.fill``, image k's Hq rows after image k − 1's; δ on the stack's
     grid, zero between the images); whether an input was not finite."""
     O, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border and tails stay zero

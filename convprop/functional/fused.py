@@ -38,7 +38,7 @@ from numba import njit
 from ..errors import ArgumentError
 from . import conv_flat, conv_im2col, conv_rows, norm_compiled, threads
 from .conv import add_bias, eval_forward, resolve_forward, uses_grid, uses_rows
-from .conv_single import SINGLE, call_key, remember
+from .conv_single import REMEMBERED, call_key, remember
 from .geometry import pad
 from .pool import max_pool2d
 from .validation import check_same_dtype
@@ -211,8 +211,8 @@ def conv2d_relu_pool(
     algorithm); ``pool`` ``max_pool2d``'s (kernel_size, stride, padding, dilation, ceil_mode).
     """
     key = call_key(x, weight, bias, conv, relu=relu, pool=pool)
-    planned = SINGLE.get(key) if key is not None else None
-    if planned is not None:  # one image, as a call before it: the tiles' pass from its plan
+    planned = REMEMBERED.get(key) if key is not None else None
+    if planned is not None:  # as a call before it: the tiles' pass from its plan
         result, pool_saw_nan = conv_rows.run_planned(planned, x, weight, bias)
         if not pool_saw_nan:  # (else the calls below, to the general kernels)
             return result
@@ -261,8 +261,8 @@ def conv2d_norm_relu(
     passes); otherwise the convolution, then the batch norm's compiled pass, then ReLU in place.
     """
     key = call_key(x, weight, bias, conv, relu=relu, norm=norm, skip=skip)
-    planned = SINGLE.get(key) if key is not None else None
-    if planned is not None:  # one image, as a call before it (no pooling: never a rerun)
+    planned = REMEMBERED.get(key) if key is not None else None
+    if planned is not None:  # as a call before it (no pooling: never a rerun)
         return conv_rows.run_planned(planned, x, weight, bias, norm, skip=skip)[0]
     x, weight, bias, geo, algo, unbatched = resolve_forward(2, x, weight, bias, **conv, name="conv2d")
     mean, scale, shift = norm

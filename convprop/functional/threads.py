@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from . import workers
+from . import compiled_jobs, workers
 
 THREADS = min(2, os.cpu_count() or 1)  # this machine class has 2 cores
 SPLIT_MIN_IMAGES = 8  # smaller batches run as one call: a thread handoff costs more than half of it
@@ -114,13 +114,48 @@ def parallel(calls: Sequence[Callable[[], object]]) -> None:
         crew.lock.release()
 
 
+def split_compiled(
+    kernel: Callable[..., Any], publish: Callable[..., bool], args: tuple[Any, ...], parts: Sequence[tuple[int, int]],
+    out: np.ndarray,
+) -> list[Any]:  # fmt: skip
+    """``kernel(*args, n0, n1, out)`` for each part (n0, n1), each but the first as a compiled job on
+    a worker (``publish`` describes it, ``compiled_jobs``) — no GIL handoff — the first here; the
+    results in the parts' order (a worker's from its descriptor's result slot). As :func:`parallel`,
+    all run here if this is a worker or the workers are busy, and so does a part ``publish`` declines.
+    The arrays stay referenced (``args``, ``out``) until every job has ended, error or not."""
+    if len(parts) == 1 or getattr(_local, "worker", False):
+        return [kernel(*args, n0, n1, out) for n0, n1 in parts]
+    crew = _crew()
+    if not crew.lock.acquire(blocking=False):
+        return [kernel(*args, n0, n1, out) for n0, n1 in parts]
+    results: list[Any] = [None] * len(parts)
+    posted: list[tuple[int, workers.Worker, int]] = []  # (part, worker, ticket)
+    try:
+        for k, worker in enumerate(crew.workers[: len(parts) - 1], start=1):
+            ticket = worker.post_compiled(publish, *args, *parts[k], out)
+            if ticket is not None:
+                posted.append((k, worker, ticket))
+        handed = {k for k, _, _ in posted}
+        for k, (n0, n1) in enumerate(parts):
+            if k not in handed:  # the first part, any beyond the workers, any declined
+                results[k] = kernel(*args, n0, n1, out)
+    finally:
+        try:
+            for k, worker, ticket in posted:
+                worker.wait(ticket)
+                results[k] = worker.desc[compiled_jobs.RESULT]  # (read before another caller can post to it)
+        finally:
+            crew.lock.release()
+    return results
+
+
 def _crew() -> workers.Crew:
     """The workers (THREADS − 1 of them), started at the first split; again in a forked child (the
     parent's threads do not run there)."""
     global _workers
     with _pool_lock:
         if _workers is None or _workers.pid != os.getpid() or len(_workers.workers) < THREADS - 1:
-            _workers = workers.Crew(max(1, THREADS - 1), _mark_worker)
+            _workers = workers.Crew(max(1, THREADS - 1), _mark_worker, compiled_jobs.serve)
         return _workers
 
 

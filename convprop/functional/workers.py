@@ -13,7 +13,9 @@ for the workers' ends the same way. Measured with two 62 µs parts (fp32 loops, 
 
 The protocol, per worker: ``flags[POSTED]`` counts the jobs handed to it, ``flags[DONE]`` those it
 finished; a job is the callable in ``Worker.job`` (set before ``POSTED`` moves; the GIL orders the two
-for the worker, which takes the GIL before it reads the job). ``flags[ASLEEP]`` and
+for the worker, which takes the GIL before it reads the job), or, where ``desc[0]`` (its kind) is not
+``PYTHON``, a compiled job the worker runs without taking the GIL (``compiled_jobs``: the crew's
+``serve``). ``flags[ASLEEP]`` and
 ``flags[CALLER_ASLEEP]`` say who waits on the condition and must be notified. The worker's store to
 ``DONE`` and its load of ``CALLER_ASLEEP`` have no fence between them in compiled code, so a caller
 asleep on the condition also wakes every millisecond to look (a lost notification costs at most that).
@@ -34,7 +36,10 @@ from numba.extending import intrinsic
 
 SPIN_SECONDS = 0.002  # how long a worker (or a waiting caller) watches before it sleeps
 POSTED, DONE, ASLEEP, CALLER_ASLEEP = 0, 8, 16, 24  # int64 slots a cache line apart
+PYTHON = 0  # desc[0] of a job that is a Python callable (Worker.job)
+DESC_SLOTS = 48  # a worker's job descriptor (compiled_jobs' layout)
 _NOTIFY = 2  # what _finish returns when the caller sleeps on the condition
+Serve = Callable[[np.ndarray, np.ndarray, int, int], tuple[int, int]]
 
 
 @intrinsic
@@ -48,15 +53,43 @@ def _sched_yield(typingctx):  # type: ignore[no-untyped-def]
     return types.int32(), codegen
 
 
+def _fence(ordering: str):  # type: ignore[no-untyped-def]
+    """An intrinsic: an LLVM fence of ``ordering`` (on x86 acquire and release only bar the compiler)."""
+
+    @intrinsic
+    def fence(typingctx):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            builder.fence(ordering)
+            return context.get_dummy_value()
+
+        return types.none(), codegen
+
+    return fence
+
+
+_acquire, _release = _fence("acquire"), _fence("release")
+
+
+@njit(cache=True)
+def _publish(flags: np.ndarray, desc: np.ndarray, kind: int, ticket: int) -> None:  # pragma: no cover - compiled
+    """desc[0] = kind, released before flags[POSTED] = ticket (a worker in compiled code reads them)."""
+    desc[0] = kind
+    _release()
+    flags[POSTED] = ticket
+
+
 @njit(cache=True, nogil=True)
 def _watch(flags: np.ndarray, slot: int, value: int, rounds: int) -> bool:  # pragma: no cover - compiled
     """Whether flags[slot] reaches ``value`` within ``rounds`` rounds, yielding the core at each one.
     (The call to sched_yield, opaque to the compiler, makes every round load the flag again.)"""
     for _ in range(rounds):
         if flags[slot] >= value:
+            _acquire()  # what was stored before the flag moved, seen after it
             return True
         _sched_yield()  # type: ignore[call-arg]
-    return flags[slot] >= value
+    reached = flags[slot] >= value
+    _acquire()
+    return reached
 
 
 @njit(cache=True, nogil=True)
@@ -64,6 +97,7 @@ def _finish(flags: np.ndarray, done: int, rounds: int) -> int:  # pragma: no cov
     """The worker's end of job ``done``: DONE = done without taking the GIL (the caller watching for
     it takes the GIL at once); then _NOTIFY if the caller sleeps on the condition, else whether job
     done + 1 was posted within ``rounds``."""
+    _release()  # the job's stores before DONE moves
     flags[DONE] = done
     if flags[CALLER_ASLEEP]:
         return _NOTIFY
@@ -73,8 +107,10 @@ def _finish(flags: np.ndarray, done: int, rounds: int) -> int:  # pragma: no cov
 class Worker:
     """One thread that runs the jobs handed to it by :meth:`post`, in order, one at a time."""
 
-    def __init__(self, rounds: int, on_start: Callable[[], None]) -> None:
+    def __init__(self, rounds: int, on_start: Callable[[], None], serve: Serve | None = None) -> None:
         self.flags = np.zeros(32, dtype=np.int64)
+        self.desc = np.zeros(DESC_SLOTS, dtype=np.int64)  # the job: desc[0] its kind (PYTHON: Worker.job)
+        self.serve = serve  # runs compiled jobs (compiled_jobs.serve): (flags, desc, done, rounds) → (done, state)
         self.rounds = rounds
         self.cond = threading.Condition()
         self.job: Callable[[], object] | None = None
@@ -87,11 +123,25 @@ class Worker:
         """Hand ``job`` to the worker; the number :meth:`wait` takes."""
         self.job = job
         self.posted += 1
-        self.flags[POSTED] = self.posted
-        if self.flags[ASLEEP]:
+        _publish(self.flags, self.desc, PYTHON, self.posted)
+        self._wake()
+        return self.posted
+
+    def post_compiled(self, publish: Callable[..., bool], *args: object) -> int | None:
+        """Hand the worker a compiled job: ``publish(flags, desc, ticket, *args)`` (compiled, as
+        ``compiled_jobs.publish_rows``) describes and posts it; the number :meth:`wait` takes, or None
+        if this worker runs no compiled jobs or ``publish`` declined (nothing was posted)."""
+        if self.serve is None or not publish(self.flags, self.desc, self.posted + 1, *args):
+            return None
+        self.job = None
+        self.posted += 1
+        self._wake()
+        return self.posted
+
+    def _wake(self) -> None:
+        if self.flags[ASLEEP]:  # (the worker sets it and reads POSTED holding the GIL, as the caller does here)
             with self.cond:
                 self.cond.notify_all()
-        return self.posted
 
     def wait(self, ticket: int) -> None:
         """Until job ``ticket`` has run; its exception, if it raised one, raised here."""
@@ -108,7 +158,7 @@ class Worker:
 
     def _loop(self) -> None:
         self._on_start()
-        flags, done = self.flags, 0
+        flags, desc, done = self.flags, self.desc, 0
         state = 0
         while True:
             if not state:
@@ -117,13 +167,16 @@ class Worker:
                     while flags[POSTED] <= done:
                         self.cond.wait()
                     flags[ASLEEP] = 0
-            job, self.job = self.job, None
-            try:
-                job()  # type: ignore[misc]
-            except BaseException as error:  # handed to the caller in wait()
-                self.error = error
-            done += 1
-            state = _finish(flags, done, self.rounds)
+            if desc[0] != PYTHON and self.serve is not None:  # this job and the compiled ones after it
+                done, state = self.serve(flags, desc, done, self.rounds)
+            else:
+                job, self.job = self.job, None
+                try:
+                    job()  # type: ignore[misc]
+                except BaseException as error:  # handed to the caller in wait()
+                    self.error = error
+                done += 1
+                state = _finish(flags, done, self.rounds)
             if state == _NOTIFY:
                 with self.cond:
                     self.cond.notify_all()
@@ -143,8 +196,8 @@ def calibrate() -> int:
 class Crew:
     """``size`` workers and a lock: one caller at a time hands them jobs (another runs its own)."""
 
-    def __init__(self, size: int, on_start: Callable[[], None]) -> None:
+    def __init__(self, size: int, on_start: Callable[[], None], serve: Serve | None = None) -> None:
         rounds = calibrate()
-        self.workers = [Worker(rounds, on_start) for _ in range(size)]
+        self.workers = [Worker(rounds, on_start, serve) for _ in range(size)]
         self.lock = threading.Lock()
         self.pid = os.getpid()

@@ -161,10 +161,10 @@ def _residual_tail(
 
 def _forward(layer: Module, x: Any, rec: Any) -> Any:
     """``layer.forward(x)``; recorded, a plain Sequential's layers are walked in line (its forward is
-    this walk, and for one image its batch scope is empty)."""
+    this walk in the batch scope the recorded forward already holds)."""
     if rec is None:
         return layer.forward(x)
-    if type(layer) is Sequential and np.shape(x)[:1] == (1,):
+    if type(layer) is Sequential:
         return forward_fused(list(layer), x, rec)
     rec.call(layer.forward)
     return layer.forward(x)

@@ -344,13 +344,13 @@ class Sequential(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Each layer's ``forward`` in turn, runs of conv → (BN) → ReLU → (max-pool) fused (``nn/fused.py``),
         with BLAS on one thread and the products split between convprop's threads (``functional/threads.py``);
-        a single image from a plan traced by its first call (``nn/plan.py``)."""
+        an array, a single image or a batch, from a plan traced by the first call of its shape (``nn/plan.py``)."""
         from . import plan  # here, not at the top: plan.py and fused.py import the layers, which import this module
         from .fused import forward_fused
 
-        if plan.single(x):  # one image: its remembered plan (nn/plan.py), or traced into one
-            return plan.forward(self, x)
         with batch_scope(x):
+            if plan.takes(x):  # an array: its remembered plan (nn/plan.py), or traced into one
+                return plan.forward(self, x)
             return forward_fused(list(self), x)
 
     def backward_with_context(

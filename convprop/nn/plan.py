@@ -1,25 +1,29 @@
-"""Single images through a ``Sequential`` as remembered steps: the inference path without its walk.
+"""Inputs through a ``Sequential`` as remembered steps: the inference path without its walk.
 
 One image through resnet spent two thirds of its time in Python rather than in the kernels (on an
 AMD EPYC, 3 December: 440 µs, of which the tiles' passes took about 120): walking the layers,
 matching the fused runs, building each call's key, epilogue and batch-norm scale, looking up the
-geometry. With the same layers and the same input shape, every one of those decisions comes out as
-before. So ``Sequential.forward`` traces the first call of a single image (first axis 1) of each
-shape and dtype: ``nn.fused.forward_fused`` runs as always and a :class:`Recorder` notes each call it
-makes, as a *step*:
+geometry. A batch of 64 paid the same per call, about 40 µs of each convolution's 150–550 (AMD EPYC
+Zen 3, 4 December). With the same layers and the same input shape, every one of those decisions
+comes out as before. So ``Sequential.forward`` traces the first call of each input shape and dtype
+(a C-contiguous array, a single image or a batch): ``nn.fused.forward_fused`` runs as always and a
+:class:`Recorder` notes each call it makes, as a *step*:
 
 - a convolution on ``conv_rows``' tiles, with its bias, batch norm, ReLU, 2×2 max-pool or residual
   sum: a :class:`ConvStep`. Each call it reads the layers' arrays anew (in-place updates and a
   reassigned ``Parameter.data`` are seen), checks their shapes and dtypes and its input's against
-  the traced ones, and makes one compiled call (``functional.conv_single.image``, which computes the
-  batch norm's scale as the layer does). An array not as traced, or a NaN in a pooled window, sends
+  the traced ones, and makes one compiled call for a single image (``functional.conv_single.image``,
+  which computes the batch norm's scale as the layer does) — for a batch, the epilogue's compiled
+  call and then the tiles' pass with the images split between convprop's threads, as
+  ``conv_rows.run_planned`` splits them. An array not as traced, or a NaN in a pooled window, sends
   the call to the one the trace made, which then decides (and raises) as always;
 - a residual block and the ReLU after it, fused: a :class:`ResidualStep` (shortcut steps, body
   steps, then the last convolution with the sum);
 - anything else: the call the trace made (``layer.forward``, ``nn.fused._run``), a plain nested
   ``Sequential``'s layers in line.
 
-A plan is kept per model (weakly: it goes with the model) and input (shape, dtype), and is used only
+A batch's plan runs inside ``threads.batch_scope``, as the unplanned forward does. A plan is kept per
+model (weakly: it goes with the model) and input (shape, dtype), and is used only
 while ``module.structure_epoch()`` is unchanged: setting any module's attribute (a layer replaced, a
 setting changed, ``train()``/``eval()``, ``astype``) makes every plan stale, and the next call traces
 again. A forward that itself sets attributes is never kept. Outputs equal the unplanned forward's
@@ -36,23 +40,28 @@ from typing import Any
 import numpy as np
 
 from ..functional import conv_single
+from ..functional.compiled_jobs import publish_rows
 from ..functional.conv_rows import Plan as RowsPlan
+from ..functional.conv_rows_kernels import images
+from ..functional.threads import ranges, split_compiled
 from . import fused
 from .module import Module, Sequential, structure_epoch
 
 _image: Callable[..., bool] = conv_single.image  # (called with the step's arrays and constants unpacked)
+_epilogue: Callable[..., np.ndarray] = conv_single.epilogue_of
 LIMIT = 16  # input shapes remembered per model (then forgotten all at once)
 _PLANS: weakref.WeakKeyDictionary[Module, dict[tuple[Any, ...], tuple[int, Plan]]] = weakref.WeakKeyDictionary()
 
 
-def single(x: Any) -> bool:
-    """Whether ``x`` is one image (or one row) that a plan may take: a C-contiguous ndarray, first axis 1."""
-    return type(x) is np.ndarray and x.ndim >= 2 and x.shape[0] == 1 and x.flags.c_contiguous
+def takes(x: Any) -> bool:
+    """Whether a plan may take ``x``: a C-contiguous ndarray of at least two axes, the first the batch's
+    (one image, or one row, is a batch of one)."""
+    return type(x) is np.ndarray and x.ndim >= 2 and x.shape[0] >= 1 and x.flags.c_contiguous
 
 
 def forward(model: Sequential, x: np.ndarray) -> Any:
-    """``forward_fused(list(model), x)`` for one image (:func:`single`): from the plan for x's shape
-    and dtype, or traced into one."""
+    """``forward_fused(list(model), x)`` for an input a plan takes (:func:`takes`): from the plan for x's
+    shape and dtype, or traced into one. (The caller holds ``threads.batch_scope(x)``.)"""
     key = (x.shape, x.dtype)
     epoch = structure_epoch()
     plans = _PLANS.get(model)
@@ -148,7 +157,7 @@ class ConvStep:
     themselves are the traced ones while the plan stands: replacing one changes the structure epoch);
     ``fallback``, the call the trace made, for any other input or a NaN in a pooled window."""
 
-    __slots__ = ("arrays", "dtype", "fallback", "out_shape", "residual", "shape", "tail", "unused")
+    __slots__ = ("arrays", "dtype", "fallback", "layout", "out_shape", "parts", "residual", "shape", "tail", "unused")
 
     def __init__(self, conv: Any, norm: Any, plan: RowsPlan, x: np.ndarray, residual: bool, fallback: Any) -> None:
         self.shape, self.dtype = x.shape, x.dtype
@@ -170,6 +179,10 @@ class ConvStep:
         constants = np.array([eps, 1.0], dtype=x.dtype)  # ε and 1 in the data's dtype
         self.tail: tuple[Any, ...] = (constants, plan.offs, plan.phases, ph, pw, sh, sw, plan.Wq, plan.S, plan.L,
                                       plan.pool, plan.normalise, plan.relu, residual)  # fmt: skip
+        # a batch: its threads' ranges of images (as conv_rows.run_planned's), and images' arguments
+        self.parts = ranges(x.shape[0]) if x.shape[0] > 1 else None
+        self.layout = ((plan.offs, plan.phases, ph, pw, sh, sw, plan.Wq, plan.S, plan.L, plan.pool, plan.normalise,
+                        plan.relu), (constants, plan.normalise))  # fmt: skip
         self.residual, self.fallback = residual, fallback
 
     @staticmethod
@@ -186,6 +199,15 @@ class ConvStep:
                   and skip.flags.c_contiguous):  # fmt: skip
             return self.fallback(x, skip)
         out = np.empty(self.out_shape, dtype=self.dtype)
-        if _image(x, *self.arrays, skip, out, *self.tail):  # a NaN in a pooled window
+        if self.parts is None:
+            saw_nan = _image(x, *self.arrays, skip, out, *self.tail)
+        else:  # the epilogue, then each thread's images (the workers' as compiled jobs)
+            w = self.arrays[0]
+            (rows, (constants, normalise)), residual = self.layout, self.residual
+            epilogue = _epilogue(*self.arrays, constants, normalise)
+            saw_nan = any(
+                split_compiled(images, publish_rows, (x, w, *rows, epilogue, residual, skip), self.parts, out)
+            )
+        if saw_nan:  # a NaN in a pooled window
             return self.fallback(x) if not self.residual else self.fallback(x, skip)
         return out
