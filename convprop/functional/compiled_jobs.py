@@ -19,6 +19,9 @@ the compiler from reordering; on weaker memory models they are the barriers the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from numba import carray, njit, types
 from numba.extending import intrinsic
@@ -33,20 +36,18 @@ _ADDRESSES, _SHAPES, _SCALARS = 2, 9, 28  # x w offs phases epilogue skip out; t
 DESC_SLOTS = 48
 
 
-def _pointer_to(dtype: types.Type):  # type: ignore[no-untyped-def]
-    """An intrinsic: an int64 address as a pointer to ``dtype`` (for ``numba.carray``)."""
+@intrinsic
+def _pointer_intrinsic(typingctx, address, like):  # type: ignore[no-untyped-def]
+    """An int64 address as a pointer to ``like``'s type (a scalar of it), for ``numba.carray``."""
+    pointer = types.CPointer(like)
 
-    @intrinsic
-    def pointer(typingctx, address):  # type: ignore[no-untyped-def]
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            return builder.inttoptr(args[0], context.get_value_type(types.CPointer(dtype)))
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
 
-        return types.CPointer(dtype)(types.int64), codegen
-
-    return pointer
+    return pointer(types.int64, like), codegen
 
 
-_f32, _f64, _i64 = _pointer_to(types.float32), _pointer_to(types.float64), _pointer_to(types.int64)
+_pointer: Callable[..., Any] = _pointer_intrinsic  # (called in compiled code as _pointer(address, like))
 
 
 @njit(cache=True)
@@ -109,28 +110,16 @@ def publish_rows(
 
 
 @njit(cache=True, nogil=True)
-def _run_rows_f32(d: np.ndarray) -> bool:  # pragma: no cover - compiled
-    a, e, s = _ADDRESSES, _SHAPES, _SCALARS
-    x = carray(_f32(d[a]), (d[e], d[e + 1], d[e + 2], d[e + 3]))
-    w = carray(_f32(d[a + 1]), (d[e + 4], d[e + 5]))
-    epilogue = carray(_f32(d[a + 4]), (d[e + 9], d[e + 10]))
-    skip = carray(_f32(d[a + 5]), (d[e + 11], d[e + 12], d[e + 13], d[e + 14]))
-    out = carray(_f32(d[a + 6]), (d[e + 15], d[e + 16], d[e + 17], d[e + 18]))
-    offs, phases = carray(_i64(d[a + 2]), (d[e + 6],)), carray(_i64(d[a + 3]), (d[e + 7], d[e + 8]))
-    return images(x, w, offs, phases, d[s], d[s + 1], d[s + 2], d[s + 3], d[s + 4], d[s + 5], d[s + 6],
-                  d[s + 7] != 0, d[s + 8] != 0, d[s + 9] != 0, epilogue, d[s + 10] != 0, skip, d[s + 11],
-                  d[s + 12], out)  # fmt: skip
-
-
-@njit(cache=True, nogil=True)
-def _run_rows_f64(d: np.ndarray) -> bool:  # pragma: no cover - compiled
-    a, e, s = _ADDRESSES, _SHAPES, _SCALARS
-    x = carray(_f64(d[a]), (d[e], d[e + 1], d[e + 2], d[e + 3]))
-    w = carray(_f64(d[a + 1]), (d[e + 4], d[e + 5]))
-    epilogue = carray(_f64(d[a + 4]), (d[e + 9], d[e + 10]))
-    skip = carray(_f64(d[a + 5]), (d[e + 11], d[e + 12], d[e + 13], d[e + 14]))
-    out = carray(_f64(d[a + 6]), (d[e + 15], d[e + 16], d[e + 17], d[e + 18]))
-    offs, phases = carray(_i64(d[a + 2]), (d[e + 6],)), carray(_i64(d[a + 3]), (d[e + 7], d[e + 8]))
+def _run_rows(d: np.ndarray, zero: Any) -> bool:  # pragma: no cover - compiled
+    """The job described in d, its float arrays of ``zero``'s type (compiled once per dtype)."""
+    a, e, s, index = _ADDRESSES, _SHAPES, _SCALARS, np.int64(0)
+    x = carray(_pointer(d[a], zero), (d[e], d[e + 1], d[e + 2], d[e + 3]))
+    w = carray(_pointer(d[a + 1], zero), (d[e + 4], d[e + 5]))
+    epilogue = carray(_pointer(d[a + 4], zero), (d[e + 9], d[e + 10]))
+    skip = carray(_pointer(d[a + 5], zero), (d[e + 11], d[e + 12], d[e + 13], d[e + 14]))
+    out = carray(_pointer(d[a + 6], zero), (d[e + 15], d[e + 16], d[e + 17], d[e + 18]))
+    offs = carray(_pointer(d[a + 2], index), (d[e + 6],))
+    phases = carray(_pointer(d[a + 3], index), (d[e + 7], d[e + 8]))
     return images(x, w, offs, phases, d[s], d[s + 1], d[s + 2], d[s + 3], d[s + 4], d[s + 5], d[s + 6],
                   d[s + 7] != 0, d[s + 8] != 0, d[s + 9] != 0, epilogue, d[s + 10] != 0, skip, d[s + 11],
                   d[s + 12], out)  # fmt: skip
@@ -143,7 +132,7 @@ def serve(flags: np.ndarray, desc: np.ndarray, done: int, rounds: int) -> tuple[
     ends (0) or the caller sleeps on the condition (``workers._NOTIFY``)."""
     while True:
         kind = desc[KIND]
-        saw_nan = _run_rows_f32(desc) if kind == ROWS_F32 else _run_rows_f64(desc)
+        saw_nan = _run_rows(desc, np.float32(0.0)) if kind == ROWS_F32 else _run_rows(desc, np.float64(0.0))
         desc[RESULT] = saw_nan
         done += 1
         state = _finish(flags, done, rounds)

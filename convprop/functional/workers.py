@@ -133,7 +133,6 @@ class Worker:
         if this worker runs no compiled jobs or ``publish`` declined (nothing was posted)."""
         if self.serve is None or not publish(self.flags, self.desc, self.posted + 1, *args):
             return None
-        self.job = None
         self.posted += 1
         self._wake()
         return self.posted

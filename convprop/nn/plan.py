@@ -179,10 +179,10 @@ class ConvStep:
         constants = np.array([eps, 1.0], dtype=x.dtype)  # ε and 1 in the data's dtype
         self.tail: tuple[Any, ...] = (constants, plan.offs, plan.phases, ph, pw, sh, sw, plan.Wq, plan.S, plan.L,
                                       plan.pool, plan.normalise, plan.relu, residual)  # fmt: skip
-        # a batch: its threads' ranges of images (as conv_rows.run_planned's), and images' arguments
+        # a batch: its threads' ranges of images (as conv_rows.run_planned's), and images' layout arguments
         self.parts = ranges(x.shape[0]) if x.shape[0] > 1 else None
-        self.layout = ((plan.offs, plan.phases, ph, pw, sh, sw, plan.Wq, plan.S, plan.L, plan.pool, plan.normalise,
-                        plan.relu), (constants, plan.normalise))  # fmt: skip
+        self.layout = (plan.offs, plan.phases, ph, pw, sh, sw, plan.Wq, plan.S, plan.L, plan.pool, plan.normalise,
+                       plan.relu)  # fmt: skip
         self.residual, self.fallback = residual, fallback
 
     @staticmethod
@@ -202,12 +202,10 @@ class ConvStep:
         if self.parts is None:
             saw_nan = _image(x, *self.arrays, skip, out, *self.tail)
         else:  # the epilogue, then each thread's images (the workers' as compiled jobs)
-            w = self.arrays[0]
-            (rows, (constants, normalise)), residual = self.layout, self.residual
+            constants, normalise = self.tail[0], self.layout[10]  # (ε and 1; whether a batch norm joins)
             epilogue = _epilogue(*self.arrays, constants, normalise)
-            saw_nan = any(
-                split_compiled(images, publish_rows, (x, w, *rows, epilogue, residual, skip), self.parts, out)
-            )
+            args = (x, self.arrays[0], *self.layout, epilogue, self.residual, skip)
+            saw_nan = any(split_compiled(images, publish_rows, args, self.parts, out))
         if saw_nan:  # a NaN in a pooled window
             return self.fallback(x) if not self.residual else self.fallback(x, skip)
         return out
