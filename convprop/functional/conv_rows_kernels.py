@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .conv_tile import CHANNELS, accumulate
+from . import winograd_tiles
+from .conv_tile import CHANNELS, VECTOR_BYTES, accumulate
+from .winograd_tiles import TAPS, transform_input, transform_output
 
 
 @njit(cache=True, nogil=True)
@@ -162,7 +164,12 @@ def images(
     ``phases`` (P, 2) as :func:`fill` lays them out, into out[n0:n1]. w (O, T) and offs (T,) as ``conv_tile.accumulate``
     takes them; L the grid's length rounded up to whole tiles. Stride 1: one phase, the padded planes.
     With ``residual``, ``skip`` (out's shape) is a residual block's shortcut to add (:func:`store`);
-    else one unread value."""
+    else one unread value.
+
+    A w of (16·O, C) — not O rows — is a 3×3 kernel's Winograd transform (``winograd_tiles.kernels``):
+    then :func:`winograd` runs, with its True meaning "run these images on the direct tiles"."""
+    if w.shape[0] != out.shape[1]:
+        return winograd(x, w, offs, ph, pw, Wq, S, L, pool, normalise, relu, epilogue, residual, skip, n0, n1, out)
     buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border, tails, unread cells: 0
     acc = np.empty(((w.shape[0] + CHANNELS - 1) // CHANNELS * CHANNELS, L), dtype=x.dtype)  # whole tiles
     saw_nan = False
@@ -171,3 +178,49 @@ def images(
         accumulate(buffer, w, offs, acc)
         saw_nan |= store(acc, Wq, pool, normalise, relu, epilogue, residual, skip[n if residual else 0], out[n])
     return saw_nan
+
+
+@njit(cache=True, nogil=True)
+def winograd(
+    x: np.ndarray,
+    u: np.ndarray,
+    offs: np.ndarray,
+    ph: int,
+    pw: int,
+    Wq: int,
+    S: int,
+    Tp: int,
+    pool: bool,
+    normalise: bool,
+    relu: bool,
+    epilogue: np.ndarray,
+    residual: bool,
+    skip: np.ndarray,
+    n0: int,
+    n1: int,
+    out: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """Images n0..n1 of x by Winograd F(2×2, 3×3) (``winograd_tiles``' docstring): u (16·O, C) the
+    transformed kernels, the padded planes S values long, Wq wide, each product's row Tp long (offs
+    not read). True (out not complete) if an image held an infinity or a NaN, or a pooled window saw
+    a NaN: the caller then runs the direct tiles."""
+    C, O = x.shape[1], out.shape[1]
+    TH, TW = (out.shape[2], out.shape[3]) if pool else ((out.shape[2] + 1) // 2, (out.shape[3] + 1) // 2)
+    rows = (O + CHANNELS - 1) // CHANNELS * CHANNELS
+    taps = np.arange(C) * Tp  # a product's taps: the input channels' rows of V
+    phases = np.zeros((1, 2), dtype=np.int64)
+    # the padding stays 0, and a tail the last tiles' junk lanes read (winograd_tiles.tail)
+    buffer = np.zeros(C * S + 2 * (VECTOR_BYTES // x.itemsize) + 2, dtype=x.dtype)
+    V = np.zeros(TAPS * C * Tp, dtype=x.dtype)  # (Tp leaves room for a row's spill: winograd_tiles.spill)
+    M = np.empty((TAPS, rows, Tp), dtype=x.dtype)
+    Y = np.empty((4, rows, Tp), dtype=x.dtype)
+    for n in range(n0, n1):
+        if fill(x, n, phases, ph, pw, 1, 1, Wq, S, buffer, True):
+            return True
+        transform_input(buffer, C, Wq, S, TH, TW, Tp, 0, V)
+        for k in range(TAPS):
+            accumulate(V[k * C * Tp :], u[k * O : (k + 1) * O], taps, M[k])
+        transform_output(M, O, TH * TW, Y)
+        if winograd_tiles.store(Y, TW, pool, normalise, relu, epilogue, residual, skip[n if residual else 0], out[n]):
+            return True
+    return False

@@ -143,8 +143,8 @@ def remembered(x: Any, weight: Any, bias: Any, conv: dict[str, Any], **epilogue:
     return None if key is None else REMEMBERED.get(key)
 
 
-def remember(key: tuple[Any, ...] | None, geo: Any, dtype: Any, mode: int) -> None:
+def remember(key: tuple[Any, ...] | None, geo: Any, dtype: Any, mode: int, batch: int) -> None:
     if key is not None:
         if len(REMEMBERED) >= REMEMBERED_LIMIT:
             REMEMBERED.clear()
-        REMEMBERED[key] = conv_rows.plan(geo, dtype, mode)
+        REMEMBERED[key] = conv_rows.plan(geo, dtype, mode, conv_rows.uses_winograd(geo, batch))

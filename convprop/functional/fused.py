@@ -226,7 +226,7 @@ def conv2d_relu_pool(
         if planned is None:  # (else the planned pass has just seen a NaN: not again)
             mode = conv_rows.RELU if pool is None else conv_rows.RELU_POOL
             out, saw_nan = conv_rows.run(x, weight, geo, mode, bias)
-            remember(key, geo, x.dtype, mode)
+            remember(key, geo, x.dtype, mode, x.shape[0])
             out = None if saw_nan else out  # a NaN in a pooled window: the general kernels, below
     elif relu and (pool is None or two_by_two) and uses_grid(conv["algorithm"], algo, geo):
         out = _on_grid(x, weight, bias, geo, pooled=pool is not None)
@@ -286,7 +286,7 @@ def conv2d_norm_relu(
     if rows:
         mode = conv_rows.NORM_RELU if relu else conv_rows.NORM
         out = conv_rows.run(x, weight, geo, mode, bias, norm, skip=skip)[0]
-        remember(key, geo, x.dtype, mode)
+        remember(key, geo, x.dtype, mode, x.shape[0])
         return out[0] if unbatched else out
     if uses_grid(conv["algorithm"], algo, geo):
         N, O = x.shape[0], weight.shape[0]

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..functional import conv_single
+from ..functional import conv_single, winograd_tiles
 from ..functional.compiled_jobs import publish_rows
 from ..functional.conv_rows import Plan as RowsPlan
 from ..functional.conv_rows_kernels import images
@@ -49,6 +49,7 @@ from .module import Module, Sequential, structure_epoch
 
 _image: Callable[..., bool] = conv_single.image  # (called with the step's arrays and constants unpacked)
 _epilogue: Callable[..., np.ndarray] = conv_single.epilogue_of
+_kernels: Callable[..., np.ndarray] = winograd_tiles.kernels
 LIMIT = 16  # input shapes remembered per model (then forgotten all at once)
 _PLANS: weakref.WeakKeyDictionary[Module, dict[tuple[Any, ...], tuple[int, Plan]]] = weakref.WeakKeyDictionary()
 
@@ -157,7 +158,8 @@ class ConvStep:
     themselves are the traced ones while the plan stands: replacing one changes the structure epoch);
     ``fallback``, the call the trace made, for any other input or a NaN in a pooled window."""
 
-    __slots__ = ("arrays", "dtype", "fallback", "layout", "out_shape", "parts", "residual", "shape", "tail", "unused")
+    __slots__ = ("arrays", "dtype", "fallback", "layout", "out_shape", "parts", "residual", "shape", "tail", "unused",
+                 "winograd")  # fmt: skip
 
     def __init__(self, conv: Any, norm: Any, plan: RowsPlan, x: np.ndarray, residual: bool, fallback: Any) -> None:
         self.shape, self.dtype = x.shape, x.dtype
@@ -184,6 +186,8 @@ class ConvStep:
         self.layout = (plan.offs, plan.phases, ph, pw, sh, sw, plan.Wq, plan.S, plan.L, plan.pool, plan.normalise,
                        plan.relu)  # fmt: skip
         self.residual, self.fallback = residual, fallback
+        # a Winograd plan (batches only): the 4-D weight, whose transform each call makes, and a zero of the dtype
+        self.winograd = (weight, np.zeros((), dtype=x.dtype)[()]) if plan.direct is not None else None
 
     @staticmethod
     def applies(conv: Any) -> bool:
@@ -204,8 +208,9 @@ class ConvStep:
         else:  # the epilogue, then each thread's images (the workers' as compiled jobs)
             constants, normalise = self.tail[0], self.layout[10]  # (ε and 1; whether a batch norm joins)
             epilogue = _epilogue(*self.arrays, constants, normalise)
-            args = (x, self.arrays[0], *self.layout, epilogue, self.residual, skip)
+            w = self.arrays[0] if self.winograd is None else _kernels(*self.winograd)
+            args = (x, w, *self.layout, epilogue, self.residual, skip)
             saw_nan = any(split_compiled(images, publish_rows, args, self.parts, out))
-        if saw_nan:  # a NaN in a pooled window
+        if saw_nan:  # a NaN in a pooled window (or Winograd declined the images): the traced call decides
             return self.fallback(x) if not self.residual else self.fallback(x, skip)
         return out

@@ -1,0 +1,161 @@
+"""``winograd_tiles``: Winograd F(2×2, 3×3) on the tiles, inside ``conv_rows``' passes of a batch.
+
+The transformed kernels against G g Gᵀ from ``conv_winograd``'s matrices; every epilogue (plain, ReLU,
+batch norm, shortcut, 2×2 max-pool) against the direct reference in float64 (1e-9 relative) and
+float32 (1e-5 of float64, as tight as the direct tiles' own sums: F(2×2, 3×3) adds no error of
+note) over random geometries — odd and even sizes, pads 0–2 and asymmetric ones, channel counts
+that leave a partial tile; the same bits on one thread and two (the workers' part a compiled job);
+inputs holding an infinity or a NaN run the direct tiles (their bits exactly); a NaN in a pooled
+window is reported as the direct pass reports it; and where ``auto`` takes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference import assert_close
+
+from convprop.functional import conv_rows, threads, winograd_tiles
+from convprop.functional.conv import _resolve, conv2d
+from convprop.functional.conv_winograd import F2_G
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    monkeypatch.setattr(threads, "THREADS", 2)
+
+
+MODES = [conv_rows.PLAIN, conv_rows.RELU, conv_rows.NORM, conv_rows.NORM_RELU, conv_rows.RELU_POOL]
+
+
+def _geo(x, w, padding):
+    x4, w4, geo, _, _ = _resolve(x, w, 2, 1, padding, 1, 1, "zeros", "auto", "conv2d")
+    return x4, w4, geo
+
+
+def _case(rng, N, C, O, H, W, dtype):
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((O, C, 3, 3)) / np.sqrt(9 * C)).astype(dtype)
+    bias = rng.standard_normal(O).astype(dtype)
+    norm = tuple(rng.uniform(0.5, 1.5, O).astype(dtype) for _ in range(3))
+    return x, w, bias, norm
+
+
+def _reference(x, w, bias, norm, padding, mode, skip):
+    """The unfused arithmetic in float64: conv (direct) + bias, batch norm, shortcut, ReLU, pool."""
+    y = conv2d(x.astype(np.float64), w.astype(np.float64), bias.astype(np.float64), padding=padding,
+               algorithm="direct")  # fmt: skip
+    if mode in (conv_rows.NORM, conv_rows.NORM_RELU):
+        mean, scale, shift = (a.astype(np.float64)[:, None, None] for a in norm)
+        y = (y - mean) * scale + shift
+    if skip is not None:
+        y = y + skip
+    if mode in (conv_rows.RELU, conv_rows.NORM_RELU, conv_rows.RELU_POOL):
+        y = np.maximum(y, 0.0)
+    if mode == conv_rows.RELU_POOL:
+        N, O, OH, OW = y.shape
+        y = y[:, :, : OH // 2 * 2, : OW // 2 * 2].reshape(N, O, OH // 2, 2, OW // 2, 2).max(axis=(3, 5))
+    return y
+
+
+def _run(x, w, bias, norm, padding, mode, skip=None, threads=None, winograd=True):
+    x4, w4, geo = _geo(x, w, padding)
+    p = conv_rows.plan(geo, x.dtype, mode, winograd)
+    return conv_rows.run_planned(p, x4, w4, bias, norm if mode in (conv_rows.NORM, conv_rows.NORM_RELU) else None,
+                                 threads, skip)  # fmt: skip
+
+
+def test_kernels_are_g_g_gt():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 3, 3, 3))
+    u = winograd_tiles.kernels(w, np.float64(0.0))
+    expected = np.einsum("xi,ocij,yj->xyoc", F2_G, w, F2_G).reshape(16 * 5, 3)  # row (4ξ + ν)·O + o
+    np.testing.assert_allclose(u, expected, rtol=1e-15, atol=1e-15)
+    w32 = w.astype(np.float32)
+    u32 = winograd_tiles.kernels(w32, np.float32(0.0))
+    assert u32.dtype == np.float32  # worked out in float64 (exactly, for float32 weights), rounded once
+    exact = np.einsum("xi,ocij,yj->xyoc", F2_G, w32.astype(np.float64), F2_G).reshape(16 * 5, 3)
+    np.testing.assert_array_equal(u32, exact.astype(np.float32))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_epilogue_equals_direct(seed):
+    rng = np.random.default_rng(seed)
+    N, C, O = int(rng.integers(2, 5)), int(rng.integers(1, 9)), int(rng.integers(1, 11))
+    H, W = int(rng.integers(3, 19)), int(rng.integers(3, 19))
+    padding = [0, 1, 2, ((1, 0), (0, 2)), ((2, 1), (1, 1))][seed % 5]
+    mode = MODES[seed % len(MODES)]
+    for dtype, tol in ((np.float64, 1e-9), (np.float32, 1e-5)):
+        x, w, bias, norm = _case(rng, N, C, O, H, W, dtype)
+        _, _, geo = _geo(x, w, padding)
+        if min(geo.out_size) < 1 or (mode == conv_rows.RELU_POOL and min(geo.out_size) < 2):
+            continue
+        residual = seed % 3 == 0 and mode != conv_rows.RELU_POOL
+        skip = rng.standard_normal((N, O, *geo.out_size)).astype(dtype) if residual else None
+        got, saw_nan = _run(x, w, bias, norm, padding, mode, skip)
+        assert not saw_nan and got.dtype == dtype
+        expected = _reference(x, w, bias, norm, padding, mode, skip)
+        assert got.shape == expected.shape
+        assert_close(got, expected, f"seed {seed} {np.dtype(dtype)} mode {mode}", rtol=tol)
+
+
+def test_lenet_and_resnet_layers_float32_near_float64():
+    """Channel counts of the models (whole tiles and a partial one), float32 against float64."""
+    rng = np.random.default_rng(1)
+    for N, C, O, H, mode in ((5, 16, 32, 14, conv_rows.RELU_POOL), (3, 64, 64, 14, conv_rows.NORM_RELU),
+                             (4, 16, 30, 28, conv_rows.RELU), (3, 32, 32, 7, conv_rows.NORM)):  # fmt: skip
+        x, w, bias, norm = _case(rng, N, C, O, H, H, np.float32)
+        got, _ = _run(x, w, bias, norm, 1, mode)
+        assert_close(got, _reference(x, w, bias, norm, 1, mode, None), f"{C}->{O} {H}²", rtol=1e-5)
+
+
+def test_threads_and_the_workers_compiled_part_give_the_same_bits(two_threads):
+    rng = np.random.default_rng(2)
+    for mode in (conv_rows.RELU_POOL, conv_rows.NORM_RELU):
+        x, w, bias, norm = _case(rng, 7, 16, 32, 14, 14, np.float32)
+        one, _ = _run(x, w, bias, norm, 1, mode, threads=1)
+        two, _ = _run(x, w, bias, norm, 1, mode, threads=2)
+        np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("mode", [conv_rows.PLAIN, conv_rows.RELU_POOL])
+def test_an_image_with_a_non_finite_value_runs_the_direct_tiles(bad, mode):
+    """∞ − ∞ in the transforms would make NaN where the direct sums give ±∞: such a batch is the direct pass's."""
+    rng = np.random.default_rng(3)
+    x, w, bias, norm = _case(rng, 4, 16, 32, 10, 10, np.float32)
+    x[2, 5, 4, 6] = bad
+    got = _run(x, w, bias, norm, 1, mode)
+    direct = _run(x, w, bias, norm, 1, mode, winograd=False)
+    np.testing.assert_array_equal(got[0], direct[0])
+    assert got[1] == direct[1]
+
+
+def test_a_nan_in_a_pooled_window_is_reported_as_the_direct_pass_does():
+    rng = np.random.default_rng(4)
+    x, w, bias, norm = _case(rng, 3, 16, 32, 10, 10, np.float32)
+    w[3, 2, 1, 1] = np.nan  # finite inputs, a NaN weight: every output of channel 3 is NaN
+    _, saw_nan = _run(x, w, bias, norm, 1, conv_rows.RELU_POOL)
+    assert saw_nan  # (the caller then runs the layers unfused, as for the direct tiles)
+    plain, declined = _run(x, w, bias, norm, 1, conv_rows.PLAIN)
+    assert not declined and np.isnan(plain[:, 3]).all() and not np.isnan(np.delete(plain, 3, axis=1)).any()
+
+
+def test_where_auto_takes_it():
+    x = np.zeros((2, 16, 14, 14), np.float32)
+    w = np.zeros((32, 16, 3, 3), np.float32)
+    _, _, geo = _geo(x, w, 1)
+    assert conv_rows.uses_winograd(geo, 2) and not conv_rows.uses_winograd(geo, 1)  # batches only
+    for shape, padding, stride in (((32, 1, 3, 3), 1, 1), ((8, 8, 3, 3), 1, 1), ((32, 16, 5, 5), 2, 1),
+                                   ((32, 16, 3, 3), 1, 2)):  # fmt: skip
+        x4, w4, geo, _, _ = _resolve(x[:, : shape[1]], np.zeros(shape, np.float32), 2, stride, padding, 1, 1,
+                                     "zeros", "auto", "conv2d")  # fmt: skip
+        assert not conv_rows.uses_winograd(geo, 64), shape
+    small = _geo(np.zeros((2, 32, 7, 7), np.float32), np.zeros((32, 32, 3, 3), np.float32), 1)[2]
+    assert not conv_rows.uses_winograd(small, 64)  # 7² maps: no faster than the direct tiles
+    # run() takes it from the batch: equal to the direct reference either way
+    rng = np.random.default_rng(5)
+    xs, ws, bias, _ = _case(rng, 3, 16, 32, 14, 14, np.float64)
+    x4, w4, geo = _geo(xs, ws, 1)
+    got, _ = conv_rows.run(x4, w4, geo, conv_rows.RELU, bias)
+    assert_close(got, _reference(xs, ws, bias, None, 1, conv_rows.RELU, None), "run", rtol=1e-9)
