@@ -151,8 +151,10 @@ def test_where_auto_takes_it():
         x4, w4, geo, _, _ = _resolve(x[:, : shape[1]], np.zeros(shape, np.float32), 2, stride, padding, 1, 1,
                                      "zeros", "auto", "conv2d")  # fmt: skip
         assert not conv_rows.uses_winograd(geo, 64), shape
-    small = _geo(np.zeros((2, 32, 7, 7), np.float32), np.zeros((32, 32, 3, 3), np.float32), 1)[2]
-    assert not conv_rows.uses_winograd(small, 64)  # 7² maps: no faster than the direct tiles
+    seven = _geo(np.zeros((2, 32, 7, 7), np.float32), np.zeros((32, 32, 3, 3), np.float32), 1)[2]
+    assert conv_rows.uses_winograd(seven, 64)  # resnet's stage 3
+    small = _geo(np.zeros((2, 32, 4, 4), np.float32), np.zeros((32, 32, 3, 3), np.float32), 1)[2]
+    assert not conv_rows.uses_winograd(small, 64)  # 4² maps (the digits' second layer): 4 tiles a map
     # run() takes it from the batch: equal to the direct reference either way
     rng = np.random.default_rng(5)
     xs, ws, bias, _ = _case(rng, 3, 16, 32, 14, 14, np.float64)

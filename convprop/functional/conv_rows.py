@@ -169,11 +169,12 @@ class Plan(NamedTuple):
 
 # Winograd F(2×2, 3×3) on the tiles (``winograd_tiles``) for a batch's 3×3 stride-1 layers from this many
 # input × output channels on maps of at least WINOGRAD_SIZE a side. Measured against the direct tiles, one
-# thread, 32 images, fp32 (AMD EPYC Zen 3, 4 December): lenet's 16 → 32 on 14² with ReLU and pool 0.84,
-# 64 → 64 on 14² 0.65; 16 → 16 on 14² 0.99, 32 → 32 on 7² 0.96, 8 → 8 on 28² 1.21, one input channel
-# 1.4–2.7 (the transforms cost as much as the products they save).
+# thread, 32 images, fp32 (AMD EPYC Zen 3, 4 December): lenet's 16 → 32 on 14² with ReLU and pool
+# 0.82–0.85, 64 → 64 on 14² 0.65, 32 → 32 on 7² 0.85 (its 16 tiles a product's row, no padding); 16 → 16
+# on 14² 0.96–1.04, 8 → 8 on 28² 1.21, one input channel 1.4–2.7 (the transforms cost as much as the
+# products they save).
 WINOGRAD_CHANNELS = 512
-WINOGRAD_SIZE = 8
+WINOGRAD_SIZE = 7
 
 
 def uses_winograd(geo: ConvGeometry, batch: int) -> bool:
@@ -207,15 +208,15 @@ def plan(geo: ConvGeometry, dtype: np.dtype, mode: int, winograd: bool = False) 
 
 def _winograd_layout(geo: ConvGeometry, dtype: np.dtype, pool: bool) -> tuple[int, int, int]:
     """(Wq, S, Tp) of ``winograd_tiles``: the padded planes' width and length (every tile's 4×4 rows
-    and the input's rows and columns inside), a product's row per image (TH·TW tiles, room for the
-    transform's spill, a whole number of vectors)."""
+    and the input's rows and columns inside), a product's row per image (TH·TW tiles rounded up to a
+    whole number of vectors)."""
     (ph, _), (pw, _) = geo.pads
     (H, W), (OH, OW) = geo.in_size, geo.out_size
     TH, TW = (OH // 2, OW // 2) if pool else (-(-OH // 2), -(-OW // 2))
     Wq = max(2 * TW + 2, pw + W)
     S = max(2 * TH + 2, ph + H) * Wq
     step = block(dtype)
-    return Wq, S, -(-(TH * TW + winograd_tiles.spill(TW, dtype)) // step) * step
+    return Wq, S, -(-(TH * TW) // step) * step
 
 
 def run_planned(

@@ -208,18 +208,19 @@ def winograd(
     TH, TW = (out.shape[2], out.shape[3]) if pool else ((out.shape[2] + 1) // 2, (out.shape[3] + 1) // 2)
     rows = (O + CHANNELS - 1) // CHANNELS * CHANNELS
     taps = np.arange(C) * Tp  # a product's taps: the input channels' rows of V
+    K = winograd_tiles.block_of(C, Tp, x.itemsize)  # (V's blocks: C rows and room for the last one's spill)
     phases = np.zeros((1, 2), dtype=np.int64)
     # the padding stays 0, and a tail the last tiles' junk lanes read (winograd_tiles.tail)
     buffer = np.zeros(C * S + 2 * (VECTOR_BYTES // x.itemsize) + 2, dtype=x.dtype)
-    V = np.zeros(TAPS * C * Tp, dtype=x.dtype)  # (Tp leaves room for a row's spill: winograd_tiles.spill)
+    V = np.zeros(TAPS * K, dtype=x.dtype)
     M = np.empty((TAPS, rows, Tp), dtype=x.dtype)
     Y = np.empty((4, rows, Tp), dtype=x.dtype)
     for n in range(n0, n1):
         if fill(x, n, phases, ph, pw, 1, 1, Wq, S, buffer, True):
             return True
-        transform_input(buffer, C, Wq, S, TH, TW, Tp, 0, V)
+        transform_input(buffer, C, Wq, S, TH, TW, Tp, K, V)
         for k in range(TAPS):
-            accumulate(V[k * C * Tp :], u[k * O : (k + 1) * O], taps, M[k])
+            accumulate(V[k * K :], u[k * O : (k + 1) * O], taps, M[k])
         transform_output(M, O, TH * TW, Y)
         if winograd_tiles.store(Y, TW, pool, normalise, relu, epilogue, residual, skip[n if residual else 0], out[n]):
             return True

@@ -11,10 +11,15 @@ an output and the products here 4·C (2.25× fewer):
    V = Bᵀ d B, written as V[k, c, t] with k = 4ξ + ν, t = th·TW + tw (:func:`transform_input`);
 3. the 16 products M[k] = U[k] · V[k] of (O, C) by (C, T), each one ``conv_tile.accumulate`` call:
    a 1×1 "convolution" whose taps are the C input channels at offsets c·T' (T' = T rounded up to a
-   vector; the tail of each row of V stays zero);
-4. each tile of M back through Y = Aᵀ M A into a grid of (2·TH) × (2·TW) outputs a channel
-   (:func:`transform_output`), which ``conv_rows_kernels.store`` turns into the output with the
-   epilogue (bias, batch norm, shortcut, ReLU, 2×2 max-pool) exactly as it does the direct grid.
+   vector; a row's tail holds the transform's junk lanes, finite, whose products are never read);
+4. each tile of M back through Y = Aᵀ M A, Y[2i + j, o, t] (:func:`transform_output`), and :func:`store`
+   writes the output with the epilogue (bias, batch norm, shortcut, ReLU, 2×2 max-pool: over 2×2 tiles,
+   pooled window t is tile t) in ``conv_rows_kernels.store``'s arithmetic and NaN rule.
+
+Both transforms run a vector of tiles at a time, as intrinsics (LLVM IR, as ``conv_tile``'s tiles):
+a map's row has fewer tiles than a vector (7 on lenet's 14² maps), and the plain loops, with 16 and
+20 arrays, were not vectorised across rows (they took 4.7 and 12.8 µs an image of lenet's second
+layer, the intrinsics 1.8 and 1.8).
 
 U[k, o, c] = (G g_{o,c} Gᵀ)[ξ, ν] is worked out by the caller once a call (:func:`kernels`, in
 float64 rounded once to the data's dtype), and passed to ``images`` in place of the (O, C·9) weight,
@@ -149,20 +154,26 @@ def _output_tiles_intrinsic(typingctx, M, m0, K, Y, y0, YK):  # type: ignore[no-
 
 @njit(cache=True, nogil=True)
 def transform_input(
-    buffer: np.ndarray, C: int, Wq: int, S: int, TH: int, TW: int, L: int, first: int, V: np.ndarray
+    buffer: np.ndarray, C: int, Wq: int, S: int, TH: int, TW: int, L: int, K: int, V: np.ndarray
 ) -> None:  # pragma: no cover - compiled
-    """V[k·C·L + c·L + first + th·TW + tw] = (Bᵀ d B)[ξ, ν] for the 4×4 tile d at padded row 2·th, column
-    2·tw of plane c (buffer's planes: S values each, rows Wq apart), k = 4ξ + ν, a vector of tiles at
-    a time (:func:`spill`: the last vector of a row writes past it, into the next row's tiles, written
-    after; buffer must hold :func:`tail` values past the planes).
+    """V[k·K + c·L + th·TW + tw] = (Bᵀ d B)[ξ, ν] for the 4×4 tile d at padded row 2·th, column 2·tw of
+    plane c (buffer's planes: S values each, rows Wq apart), k = 4ξ + ν, a vector of tiles at a time.
+    A row's last vector writes its junk lanes past the row, into the next rows' tiles or the next
+    plane's (written after it), so K = C·L + one vector (:func:`block_of`) leaves room for the last
+    plane's. buffer must hold :func:`tail` values past the planes (the junk lanes' reads).
     Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]."""
     lanes = VECTOR_BYTES // buffer.itemsize
-    CT = C * L
     for c in range(C):
         for th in range(TH):
-            r0, v0 = c * S + 2 * th * Wq, c * L + first + th * TW
+            r0, v0 = c * S + 2 * th * Wq, c * L + th * TW
             for tw in range(0, TW, lanes):
-                _input_tiles(buffer, r0 + 2 * tw, Wq, V, v0 + tw, CT)
+                _input_tiles(buffer, r0 + 2 * tw, Wq, V, v0 + tw, K)
+
+
+@njit(cache=True, nogil=True)
+def block_of(C: int, L: int, itemsize: int) -> int:  # pragma: no cover - compiled
+    """The stride K of :func:`transform_input`'s V between its 16 blocks of C rows of L."""
+    return C * L + VECTOR_BYTES // itemsize
 
 
 @njit(cache=True, nogil=True)
@@ -181,11 +192,6 @@ def transform_output(M: np.ndarray, O: int, T: int, Y: np.ndarray) -> None:  # p
 
 _input_tiles: Callable[..., None] = _input_tiles_intrinsic  # (called in compiled code)
 _output_tiles: Callable[..., None] = _output_tiles_intrinsic
-
-
-def spill(TW: int, dtype: Any) -> int:
-    """Tiles past a row's last that :func:`transform_input`'s last vector of the row writes."""
-    return -TW % (VECTOR_BYTES // np.dtype(dtype).itemsize)
 
 
 def tail(dtype: Any) -> int:
@@ -230,11 +236,11 @@ def store(
     for o in range(O):
         b, mu, k, sh = epilogue[0, o], epilogue[1, o], epilogue[2, o], epilogue[3, o]
         for r in range(OH):
-            row = Y[2 * (r % 2) :, o]
-            first = (r // 2) * TW
+            i = r % 2  # row r is row i of the tiles th = r // 2: its columns 2tw + j from Y[2i + j]
+            even, odd, first = Y[2 * i, o], Y[2 * i + 1, o], (r // 2) * TW
             dst = out[o, r]
             for c in range(OW):
-                v = row[c % 2, first + c // 2] + b
+                v = (even[first + c // 2] if c % 2 == 0 else odd[first + c // 2]) + b
                 if normalise:
                     v = (v - mu) * k + sh
                 if residual:
