@@ -2,7 +2,8 @@
 worker without the GIL gives the bits the calling thread computes, in float32 and float64, for every
 epilogue; compiled and Python jobs alternate on one worker in order; a sleeping worker is woken and a
 sleeping caller notified; a descriptor that cannot describe its arrays is declined and the part runs
-in the caller; a pool's NaN seen by a worker reaches the caller; two callers at once both finish.
+in the caller; a pool's NaN seen by a worker reaches the caller; two callers at once both finish; a
+linear layer's rows (``linear_rows``) as a compiled job give the caller's bits too.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import numpy as np
 import pytest
 
 from convprop.functional import compiled_jobs, conv_rows, threads, workers
-from convprop.functional.compiled_jobs import publish_rows
+from convprop.functional.compiled_jobs import publish_linear, publish_rows
 from convprop.functional.conv import resolve_forward
 from convprop.functional.conv_rows_kernels import images
+from convprop.functional.linear_rows import rows
 
 
 @pytest.fixture
@@ -142,3 +144,24 @@ def test_two_callers_at_once_both_finish_with_compiled_parts(two_threads):
     for t in callers:
         t.join(60)
     assert results == {0: True, 1: True, 2: True}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_linear_layers_rows_as_a_compiled_job_give_the_callers_bits(two_threads, dtype):
+    """``linear_tiles``' split: the worker's rows through ``linear_rows.rows`` from a descriptor; a
+    part of an odd size (a short chunk), and an output the descriptor cannot describe (run here)."""
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((37, 300)).astype(dtype), rng.standard_normal((21, 300)).astype(dtype)
+    whole = np.empty((37, 21), dtype=dtype)
+    rows(x, w, 0, 37, whole)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(whole, x.astype(np.float64) @ w.T.astype(np.float64), rtol=tol, atol=tol)
+    out = np.full_like(whole, np.nan)
+    results = threads.split_compiled(rows, publish_linear, (x, w), [(0, 19), (19, 37)], out)
+    assert results == [False, False]
+    np.testing.assert_array_equal(out, whole)  # each row's sum is the same wherever its chunk starts
+    strided = np.full((37, 42), np.nan, dtype=dtype)[:, ::2]
+    flags, desc = np.zeros(32, dtype=np.int64), np.zeros(workers.DESC_SLOTS, dtype=np.int64)
+    assert not compiled_jobs.publish_linear(flags, desc, 1, x, w, 0, 37, strided) and flags[workers.POSTED] == 0
+    threads.split_compiled(rows, publish_linear, (x, w), [(0, 19), (19, 37)], strided)
+    np.testing.assert_array_equal(strided, whole)

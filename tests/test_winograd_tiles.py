@@ -161,3 +161,49 @@ def test_where_auto_takes_it():
     x4, w4, geo = _geo(xs, ws, 1)
     got, _ = conv_rows.run(x4, w4, geo, conv_rows.RELU, bias)
     assert_close(got, _reference(xs, ws, bias, None, 1, conv_rows.RELU, None), "run", rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [(3, 16, 32, 10, 10, 1), (2, 32, 20, 9, 7, ((1, 1), (0, 2))), (2, 24, 24, 8, 11, ((2, 0), (1, 1)))],
+    ids=["lenet-like", "O=20, asymmetric", "C=O=24, wide padding"],
+)
+def test_the_training_pass_through_winograd_against_torch_and_direct(geometry):
+    """The training forward and the input gradient (a 3×3 stride-1 convolution of δ with the rotated
+    kernel) go through ``conv_rows.run``, so a batch's layer of enough channels runs them on Winograd."""
+    from test_conv_tiled import _torch, _training_pass
+
+    N, C, O, H, W, padding = geometry
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((O, C, 3, 3)), rng.standard_normal(O)
+    _, _, geo = _geo(x, w, padding)
+    assert conv_rows.uses_winograd(geo, N)
+    dy = rng.standard_normal((N, O, *geo.out_size))
+    ours, _ = _training_pass(x, w, b, dy, padding=padding)
+    direct, _ = _training_pass(x, w, b, dy, padding=padding, algorithm="direct")
+    for name, got, torch_, want in zip(("y", "dx", "dw", "db"), ours, _torch(x, w, b, dy, padding, 1), direct,
+                                       strict=True):  # fmt: skip
+        assert_close(got, torch_, f"{name} against torch {geometry}")
+        assert_close(got, want, f"{name} against direct {geometry}", rtol=1e-9)
+    ours32, _ = _training_pass(*(a.astype(np.float32) for a in (x, w, b, dy)), padding=padding)
+    for name, got, want in zip(("y", "dx", "dw", "db"), ours32, direct, strict=True):
+        assert got.dtype == np.float32
+        assert_close(got, want, f"{name} float32 {geometry}", rtol=1e-5)
+
+
+def test_finite_differences_through_winograd_float64():
+    import convprop
+    from convprop.functional.conv import conv2d_with_context, conv_backward_from_context
+
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 16, 7, 7)), rng.standard_normal((32, 16, 3, 3))
+    assert conv_rows.uses_winograd(_geo(x, w, 1)[2], 2)
+
+    def forward(x, w):
+        return conv2d_with_context(x, w, padding=1)[0]
+
+    def backward(dy, x, w):
+        dx, dw, _ = conv_backward_from_context(dy, conv2d_with_context(x, w, padding=1)[1])
+        return dx, dw
+
+    convprop.gradcheck(forward, backward, [x, w])  # raises GradcheckError on a mismatch

@@ -1,4 +1,5 @@
-"""Jobs a worker runs without the GIL: a range of images of ``conv_rows``' tiles, described by numbers.
+"""Jobs a worker runs without the GIL: a range of images of ``conv_rows``' tiles, or of a linear layer's
+rows on the tiles (``linear_rows``), described by numbers.
 
 A job handed to a worker as a Python callable (``workers.Worker.post``) must take the GIL to start,
 and on these machines it waited for it: the caller holds the GIL until its own part enters compiled
@@ -27,11 +28,13 @@ from numba import carray, njit, types
 from numba.extending import intrinsic
 
 from .conv_rows_kernels import images
+from .linear_rows import rows
 from .workers import POSTED, PYTHON, _finish, _release
 
 # desc's slots: the job's kind and result, then the arrays' addresses, their shapes, the scalars
 KIND, RESULT = 0, 1
 ROWS_F32, ROWS_F64 = 1, 2  # a range of images of conv_rows_kernels.images, in float32 / float64
+LINEAR_F32, LINEAR_F64 = 3, 4  # a range of rows of linear_rows.rows (a linear layer on the tiles)
 _ADDRESSES, _SHAPES, _SCALARS = 2, 9, 28  # x w offs phases epilogue skip out; their 19 extents; 13 scalars
 DESC_SLOTS = 48
 
@@ -125,6 +128,39 @@ def _run_rows(d: np.ndarray, zero: Any) -> bool:  # pragma: no cover - compiled
                   d[s + 12], out)  # fmt: skip
 
 
+@njit(cache=True)
+def publish_linear(
+    flags: np.ndarray, desc: np.ndarray, ticket: int, x: np.ndarray, w: np.ndarray, n0: int, n1: int, out: np.ndarray
+) -> bool:  # pragma: no cover - compiled
+    """Describe ``rows(x, w, n0, n1, out)`` (``linear_rows``) in desc and post it as job ``ticket``; False
+    (nothing posted) unless the three arrays are C-contiguous and of one float dtype of 4 or 8 bytes."""
+    size = x.itemsize
+    if not (w.itemsize == size and out.itemsize == size and (size == 4 or size == 8)):
+        return False
+    if not (x.flags.c_contiguous and w.flags.c_contiguous and out.flags.c_contiguous):
+        return False
+    desc[KIND] = LINEAR_F32 if size == 4 else LINEAR_F64
+    desc[RESULT] = 0
+    a, e, s = _ADDRESSES, _SHAPES, _SCALARS
+    desc[a], desc[a + 1], desc[a + 2] = x.ctypes.data, w.ctypes.data, out.ctypes.data
+    desc[e], desc[e + 1], desc[e + 2], desc[e + 3], desc[e + 4], desc[e + 5] = x.shape[0], x.shape[1], w.shape[0], \
+        w.shape[1], out.shape[0], out.shape[1]  # fmt: skip
+    desc[s], desc[s + 1] = n0, n1
+    _release()  # the descriptor before the post
+    flags[POSTED] = ticket
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _run_linear(d: np.ndarray, zero: Any) -> bool:  # pragma: no cover - compiled
+    """The linear job described in d, its arrays of ``zero``'s type."""
+    a, e, s = _ADDRESSES, _SHAPES, _SCALARS
+    x = carray(_pointer(d[a], zero), (d[e], d[e + 1]))
+    w = carray(_pointer(d[a + 1], zero), (d[e + 2], d[e + 3]))
+    out = carray(_pointer(d[a + 2], zero), (d[e + 4], d[e + 5]))
+    return rows(x, w, d[s], d[s + 1], out)
+
+
 @njit(cache=True, nogil=True)
 def serve(flags: np.ndarray, desc: np.ndarray, done: int, rounds: int) -> tuple[int, int]:  # pragma: no cover
     """The worker's side (``workers.Worker``): run the posted job (number done + 1) and each one posted
@@ -132,8 +168,15 @@ def serve(flags: np.ndarray, desc: np.ndarray, done: int, rounds: int) -> tuple[
     ends (0) or the caller sleeps on the condition (``workers._NOTIFY``)."""
     while True:
         kind = desc[KIND]
-        saw_nan = _run_rows(desc, np.float32(0.0)) if kind == ROWS_F32 else _run_rows(desc, np.float64(0.0))
-        desc[RESULT] = saw_nan
+        if kind == ROWS_F32:
+            result = _run_rows(desc, np.float32(0.0))
+        elif kind == ROWS_F64:
+            result = _run_rows(desc, np.float64(0.0))
+        elif kind == LINEAR_F32:
+            result = _run_linear(desc, np.float32(0.0))
+        else:
+            result = _run_linear(desc, np.float64(0.0))
+        desc[RESULT] = result
         done += 1
         state = _finish(flags, done, rounds)
         if state != 1 or desc[KIND] == PYTHON:

@@ -28,14 +28,12 @@ matter (``MIN_MACS``), BLAS's product stays.
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
-from numba import njit
 
 from . import threads
-from .conv_tile import CHANNELS, VECTORS, accumulate, block
+from .compiled_jobs import publish_linear
 from .conv_tiled import pass_threads
+from .linear_rows import rows
 
 MIN_ROWS = 16  # at fewer images a tile would be mostly padding: BLAS
 MIN_MACS = 1 << 18  # (lenet's last 256 → 10 at batch 64: 164 K, 7 µs in BLAS, 13–19 on the tiles)
@@ -53,38 +51,12 @@ def applies(x: np.ndarray, weight: np.ndarray) -> bool:
     )
 
 
-@njit(cache=True, nogil=True)
-def _rows(x: np.ndarray, w: np.ndarray, P: int, n0: int, n1: int, out: np.ndarray) -> None:  # pragma: no cover
-    """out[n0:n1] = x[n0:n1] @ wᵀ, P images a chunk (module docstring)."""
-    F, O = x.shape[1], w.shape[0]
-    buf = np.zeros(F * P, dtype=x.dtype)
-    acc = np.empty(((O + CHANNELS - 1) // CHANNELS * CHANNELS, P), dtype=x.dtype)
-    offs = np.arange(F) * P  # tap t reads row t of the transposed chunk
-    for c0 in range(n0, n1, P):
-        m = min(P, n1 - c0)
-        if m < P:  # a short last chunk: no image of the one before may remain
-            buf[:] = 0.0
-        for j in range(m):
-            row = x[c0 + j]
-            for t in range(F):
-                buf[t * P + j] = row[t]
-        accumulate(buf, w, offs, acc)
-        for j in range(m):
-            dst = out[c0 + j]
-            for o in range(O):
-                dst[o] = acc[o, j]
-
-
 def forward(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """x (B, F) @ weight (O, F)ᵀ → (B, O), x and weight of one float dtype (:func:`applies`)."""
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(weight)
     (B, F), O = x.shape, w.shape[0]
     out = np.empty((B, O), dtype=x.dtype)
     count = pass_threads(B * F * O)  # split as a tile pass of ``conv_tiled``
-    lanes = block(x.dtype)
-    calls = []
-    for n0, n1 in threads.ranges(B, count):
-        P = min(VECTORS * lanes, -(-(n1 - n0) // lanes) * lanes)  # one tile's width, or the part rounded up
-        calls.append(partial(_rows, x, w, P, n0, n1, out))
-    threads.parallel(calls)
+    # the worker's part a compiled job (no GIL handoff: compiled_jobs)
+    threads.split_compiled(rows, publish_linear, (x, w), threads.ranges(B, count), out)
     return out
