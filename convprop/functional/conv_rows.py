@@ -25,8 +25,10 @@ product's time (1×1 kernels aside: those stay a product).
 Forward only, for passes that keep nothing (eval, or training under ``no_grad``), the fused inference
 block (``functional.fused``), which applies bias, an eval-mode batch norm, ReLU and a 2×2 max-pool to
 each image's accumulator while it is in cache (``conv_eval.uses_rows`` says where), and the training
-pass of ``conv_tiled`` (stride 1). The images are split between ``threads.THREADS`` Python threads
-running compiled loops that release the GIL (training: the calling thread only). The name is the
+pass of ``conv_tiled`` (stride 1). A batch's 3×3 stride-1 layers of enough channels run Winograd
+F(2×2, 3×3) on the same tiles instead (``winograd_tiles``, :func:`uses_winograd`). The images are split
+between ``threads.THREADS`` Python threads running compiled loops that release the GIL (training: the
+calling thread only). The name is the
 first form's: one pass over the grid per kernel row and output channel pair, with the accumulator row
 in memory (40 GFLOP/s a core on an AVX-512 Xeon, where the tiles run at 140–170).
 

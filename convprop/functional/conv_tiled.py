@@ -10,7 +10,8 @@ with δ zero-padded by d·(K−1) − p on each side (p the forward's padding on
 has the input's own size: its padding is already cropped). With a stride, or a padding wider than
 d·(K−1), each stride phase of the input's gradient is such a convolution with some of the taps
 (``conv_phases``). The forward (through ``conv_rows``' stride phases) and these gradients run on
-``conv_rows``' tiles (the weight rotated and its two channel axes exchanged for the gradient), and the
+``conv_rows``' tiles (the weight rotated and its two channel axes exchanged for the gradient; for a
+batch's 3×3 stride-1 layer of enough channels, Winograd's: ``conv_rows.uses_winograd``), and the
 weight gradient on ``conv_tile_grad``'s, from the input as the layer got it (the context keeps no
 padded copy: each image is padded as it is copied; small images stacked, :func:`stack`); where the
 input holds an infinity or a NaN, the weight gradient is the unfolding algorithm's (``conv_gemm``, or
