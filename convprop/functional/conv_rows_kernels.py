@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 from . import winograd_tiles
-from .conv_tile import CHANNELS, VECTOR_BYTES, accumulate
+from .conv_tile import CHANNELS, accumulate
 from .winograd_tiles import TAPS, transform_input, transform_output
 
 
@@ -210,8 +210,8 @@ def winograd(
     taps = np.arange(C) * Tp  # a product's taps: the input channels' rows of V
     K = winograd_tiles.block_of(C, Tp, x.itemsize)  # (V's blocks: C rows and room for the last one's spill)
     phases = np.zeros((1, 2), dtype=np.int64)
-    # the padding stays 0, and a tail the last tiles' junk lanes read (winograd_tiles.tail)
-    buffer = np.zeros(C * S + 2 * (VECTOR_BYTES // x.itemsize) + 2, dtype=x.dtype)
+    # the padding stays 0, and a tail the last tiles' junk lanes read
+    buffer = np.zeros(C * S + winograd_tiles.tail_of(x.itemsize), dtype=x.dtype)
     V = np.zeros(TAPS * K, dtype=x.dtype)
     M = np.empty((TAPS, rows, Tp), dtype=x.dtype)
     Y = np.empty((4, rows, Tp), dtype=x.dtype)

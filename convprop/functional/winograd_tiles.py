@@ -160,7 +160,7 @@ def transform_input(
     plane c (buffer's planes: S values each, rows Wq apart), k = 4ξ + ν, a vector of tiles at a time.
     A row's last vector writes its junk lanes past the row, into the next rows' tiles or the next
     plane's (written after it), so K = C·L + one vector (:func:`block_of`) leaves room for the last
-    plane's. buffer must hold :func:`tail` values past the planes (the junk lanes' reads).
+    plane's. buffer must hold :func:`tail_of` values past the planes (the junk lanes' reads).
     Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]."""
     lanes = VECTOR_BYTES // buffer.itemsize
     for c in range(C):
@@ -194,9 +194,11 @@ _input_tiles: Callable[..., None] = _input_tiles_intrinsic  # (called in compile
 _output_tiles: Callable[..., None] = _output_tiles_intrinsic
 
 
-def tail(dtype: Any) -> int:
-    """Values past the last plane that :func:`transform_input` may read (its junk lanes)."""
-    return 2 * (VECTOR_BYTES // np.dtype(dtype).itemsize) + 2
+@njit(cache=True, nogil=True)
+def tail_of(itemsize: int) -> int:  # pragma: no cover - compiled
+    """Values past the last plane that :func:`transform_input` may read (its junk lanes: two vectors
+    and the tile's two columns past them)."""
+    return 2 * (VECTOR_BYTES // itemsize) + 2
 
 
 @njit(cache=True, nogil=True)
