@@ -1,5 +1,6 @@
 """The compiled loops of ``conv_rows``: an image into its padded stride phases (:func:`fill`), the
-tiles' accumulator into the output with the fused epilogue (:func:`store`), and both around
+tiles' accumulator into the output with the fused epilogue (:func:`store`; :func:`store_tiles` from
+Winograd's tiles, with the same per-value arithmetic), and both around
 ``conv_tile.accumulate`` for a range of images (:func:`images`). The layout they work on, and why,
 is ``conv_rows``' docstring; letters as there.
 """
@@ -44,26 +45,86 @@ def store(
             for p in range(PH):
                 top, bottom = a[2 * p * Wp :], a[(2 * p + 1) * Wp :]
                 for j in range(PW):
-                    t0, t1 = top[2 * j] + b, top[2 * j + 1] + b
-                    t2, t3 = bottom[2 * j] + b, bottom[2 * j + 1] + b
-                    saw_nan |= (t0 != t0) | (t1 != t1) | (t2 != t2) | (t3 != t3)
-                    best = t0 if t0 > t1 else t1
-                    best = best if best > t2 else t2
-                    best = best if best > t3 else t3
-                    out[o, p, j] = best if best > 0.0 else 0.0
+                    out[o, p, j], nan = _pooled(top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1], b)
+                    saw_nan |= nan
             continue
         OH, OW = out.shape[1], out.shape[2]
         for r in range(OH):
             src, dst = a[r * Wp :], out[o, r]
             for c in range(OW):
-                v = src[c] + b
-                if normalise:
-                    v = (v - mu) * k + sh
-                if residual:
-                    v = v + skip[o, r, c]
-                if relu:
-                    v = v if (v > 0.0 or v != v) else 0.0
-                dst[c] = v
+                dst[c] = _finished(src[c] + b, mu, k, sh, normalise, residual, skip, o, r, c, relu)
+    return saw_nan
+
+
+@njit(inline="always")
+def _pooled(y0: float, y1: float, y2: float, y3: float, b: float) -> tuple[float, bool]:  # pragma: no cover
+    """A 2×2 window's pooled value (+ bias, the max, ReLU) and whether it saw a NaN (:func:`store`)."""
+    t0, t1, t2, t3 = y0 + b, y1 + b, y2 + b, y3 + b
+    best = t0 if t0 > t1 else t1
+    best = best if best > t2 else t2
+    best = best if best > t3 else t3
+    return (best if best > 0.0 else 0.0), (t0 != t0) | (t1 != t1) | (t2 != t2) | (t3 != t3)
+
+
+@njit(inline="always")
+def _finished(
+    v: float,
+    mu: float,
+    k: float,
+    sh: float,
+    normalise: bool,
+    residual: bool,
+    skip: np.ndarray,
+    o: int,
+    r: int,
+    c: int,
+    relu: bool,
+) -> float:  # pragma: no cover - compiled
+    """Output (o, r, c), its bias added, through the batch norm, the shortcut skip[o, r, c] and ReLU
+    (:func:`store`), in the data's dtype."""
+    if normalise:
+        v = (v - mu) * k + sh
+    if residual:
+        v = v + skip[o, r, c]
+    if relu:
+        v = v if (v > 0.0 or v != v) else 0.0
+    return v
+
+
+@njit(cache=True, nogil=True)
+def store_tiles(
+    Y: np.ndarray,
+    TW: int,
+    pool: bool,
+    normalise: bool,
+    relu: bool,
+    epilogue: np.ndarray,
+    residual: bool,
+    skip: np.ndarray,
+    out: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """:func:`store` from Winograd's tile outputs Y (4, O', T'), Y[2i + j, o, th·TW + tw] the output at
+    (2·th + i, 2·tw + j) (``winograd_tiles.transform_output``): pooled, window t is tile t."""
+    O = out.shape[0]
+    saw_nan = False
+    for o in range(O):
+        b, mu, k, sh = epilogue[0, o], epilogue[1, o], epilogue[2, o], epilogue[3, o]
+        if pool:
+            y0, y1, y2, y3 = Y[0, o], Y[1, o], Y[2, o], Y[3, o]
+            for p in range(out.shape[1]):
+                dst, first = out[o, p], p * TW
+                for j in range(out.shape[2]):
+                    t = first + j
+                    dst[j], nan = _pooled(y0[t], y1[t], y2[t], y3[t], b)
+                    saw_nan |= nan
+            continue
+        for r in range(out.shape[1]):
+            i = r % 2  # row r is row i of the tiles th = r // 2: its columns 2tw + j from Y[2i + j]
+            even, odd, first = Y[2 * i, o], Y[2 * i + 1, o], (r // 2) * TW
+            dst = out[o, r]
+            for c in range(out.shape[2]):
+                y = even[first + c // 2] if c % 2 == 0 else odd[first + c // 2]
+                dst[c] = _finished(y + b, mu, k, sh, normalise, residual, skip, o, r, c, relu)
     return saw_nan
 
 
@@ -169,7 +230,7 @@ def images(
     A w of (16·O, C) — not O rows — is a 3×3 kernel's Winograd transform (``winograd_tiles.kernels``):
     then :func:`winograd` runs, with its True meaning "run these images on the direct tiles"."""
     if w.shape[0] != out.shape[1]:
-        return winograd(x, w, offs, ph, pw, Wq, S, L, pool, normalise, relu, epilogue, residual, skip, n0, n1, out)
+        return winograd(x, w, ph, pw, Wq, S, L, pool, normalise, relu, epilogue, residual, skip, n0, n1, out)
     buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border, tails, unread cells: 0
     acc = np.empty(((w.shape[0] + CHANNELS - 1) // CHANNELS * CHANNELS, L), dtype=x.dtype)  # whole tiles
     saw_nan = False
@@ -184,7 +245,6 @@ def images(
 def winograd(
     x: np.ndarray,
     u: np.ndarray,
-    offs: np.ndarray,
     ph: int,
     pw: int,
     Wq: int,
@@ -201,9 +261,9 @@ def winograd(
     out: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
     """Images n0..n1 of x by Winograd F(2×2, 3×3) (``winograd_tiles``' docstring): u (16·O, C) the
-    transformed kernels, the padded planes S values long, Wq wide, each product's row Tp long (offs
-    not read). True (out not complete) if an image held an infinity or a NaN, or a pooled window saw
-    a NaN: the caller then runs the direct tiles."""
+    transformed kernels, the padded planes S values long, Wq wide, each product's row Tp long. True
+    (out not complete) if an image held an infinity or a NaN, or a pooled window saw a NaN: the caller
+    then runs the direct tiles."""
     C, O = x.shape[1], out.shape[1]
     TH, TW = (out.shape[2], out.shape[3]) if pool else ((out.shape[2] + 1) // 2, (out.shape[3] + 1) // 2)
     rows = (O + CHANNELS - 1) // CHANNELS * CHANNELS
@@ -222,6 +282,6 @@ def winograd(
         for k in range(TAPS):
             accumulate(V[k * K :], u[k * O : (k + 1) * O], taps, M[k])
         transform_output(M, O, TH * TW, Y)
-        if winograd_tiles.store(Y, TW, pool, normalise, relu, epilogue, residual, skip[n if residual else 0], out[n]):
+        if store_tiles(Y, TW, pool, normalise, relu, epilogue, residual, skip[n if residual else 0], out[n]):
             return True
     return False

@@ -12,9 +12,10 @@ an output and the products here 4·C (2.25× fewer):
 3. the 16 products M[k] = U[k] · V[k] of (O, C) by (C, T), each one ``conv_tile.accumulate`` call:
    a 1×1 "convolution" whose taps are the C input channels at offsets c·T' (T' = T rounded up to a
    vector; a row's tail holds the transform's junk lanes, finite, whose products are never read);
-4. each tile of M back through Y = Aᵀ M A, Y[2i + j, o, t] (:func:`transform_output`), and :func:`store`
-   writes the output with the epilogue (bias, batch norm, shortcut, ReLU, 2×2 max-pool: over 2×2 tiles,
-   pooled window t is tile t) in ``conv_rows_kernels.store``'s arithmetic and NaN rule.
+4. each tile of M back through Y = Aᵀ M A, Y[2i + j, o, t] (:func:`transform_output`), and
+   ``conv_rows_kernels.store_tiles`` writes the output with the epilogue (bias, batch norm, shortcut,
+   ReLU, 2×2 max-pool: over 2×2 tiles, pooled window t is tile t) with ``conv_rows_kernels.store``'s
+   per-value helpers, so in its arithmetic and NaN rule.
 
 Both transforms run a vector of tiles at a time, as intrinsics (LLVM IR, as ``conv_tile``'s tiles):
 a map's row has fewer tiles than a vector (7 on lenet's 14² maps), and the plain loops, with 16 and
@@ -199,55 +200,3 @@ def tail_of(itemsize: int) -> int:  # pragma: no cover - compiled
     """Values past the last plane that :func:`transform_input` may read (its junk lanes: two vectors
     and the tile's two columns past them)."""
     return 2 * (VECTOR_BYTES // itemsize) + 2
-
-
-@njit(cache=True, nogil=True)
-def store(
-    Y: np.ndarray,
-    TW: int,
-    pool: bool,
-    normalise: bool,
-    relu: bool,
-    epilogue: np.ndarray,
-    residual: bool,
-    skip: np.ndarray,
-    out: np.ndarray,
-) -> bool:  # pragma: no cover - compiled
-    """out (O, OH, OW), or (O, OH/2, OW/2) = (O, TH, TW) if ``pool``, from the tiles' outputs Y (4, O', T')
-    (:func:`transform_output`) with the epilogue of ``conv_rows_kernels.store``, in its order and with
-    its NaN rule; True if a pooled window saw a NaN."""
-    O = out.shape[0]
-    saw_nan = False
-    if pool:
-        PH, PW = out.shape[1], out.shape[2]
-        for o in range(O):
-            b = epilogue[0, o]
-            y0, y1, y2, y3 = Y[0, o], Y[1, o], Y[2, o], Y[3, o]
-            for p in range(PH):
-                dst, first = out[o, p], p * PW
-                for j in range(PW):  # pooled window (p, j) is tile p·TW + j: the max of its four outputs
-                    t = first + j
-                    t0, t1, t2, t3 = y0[t] + b, y1[t] + b, y2[t] + b, y3[t] + b
-                    saw_nan |= (t0 != t0) | (t1 != t1) | (t2 != t2) | (t3 != t3)
-                    best = t0 if t0 > t1 else t1
-                    best = best if best > t2 else t2
-                    best = best if best > t3 else t3
-                    dst[j] = best if best > 0.0 else 0.0
-        return saw_nan
-    OH, OW = out.shape[1], out.shape[2]
-    for o in range(O):
-        b, mu, k, sh = epilogue[0, o], epilogue[1, o], epilogue[2, o], epilogue[3, o]
-        for r in range(OH):
-            i = r % 2  # row r is row i of the tiles th = r // 2: its columns 2tw + j from Y[2i + j]
-            even, odd, first = Y[2 * i, o], Y[2 * i + 1, o], (r // 2) * TW
-            dst = out[o, r]
-            for c in range(OW):
-                v = (even[first + c // 2] if c % 2 == 0 else odd[first + c // 2]) + b
-                if normalise:
-                    v = (v - mu) * k + sh
-                if residual:
-                    v = v + skip[o, r, c]
-                if relu:
-                    v = v if (v > 0.0 or v != v) else 0.0
-                dst[c] = v
-    return saw_nan
