@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from reference import assert_close
 
-from convprop.functional import conv_rows, threads, winograd_tiles
+from convprop.functional import conv_rows, conv_single, threads, winograd_tiles
 from convprop.functional.conv import _resolve, conv2d
 from convprop.functional.conv_winograd import F2_G
 
@@ -141,21 +141,45 @@ def test_a_nan_in_a_pooled_window_is_reported_as_the_direct_pass_does():
     assert not declined and np.isnan(plain[:, 3]).all() and not np.isnan(np.delete(plain, 3, axis=1)).any()
 
 
+@pytest.fixture(autouse=True)
+def avx2_gate(monkeypatch):
+    """The admission rule as on AVX2's 8 lanes, whatever this CPU's vectors (the tiles themselves are
+    the host's): the tests below take Winograd where a 16-lane CPU would keep the direct tiles."""
+    monkeypatch.setattr(conv_rows, "_lanes", lambda: 8)
+    monkeypatch.setattr(conv_single, "REMEMBERED", {})  # (the fused calls' plans, decided by the host's rule)
+
+
+def _admits(C, O, size, batch=64, kernel=3, stride=1, padding=1):
+    x = np.zeros((2, C, size, size), np.float32)
+    _, _, geo, _, _ = _resolve(x, np.zeros((O, C, kernel, kernel), np.float32), 2, stride, padding, 1, 1, "zeros",
+                               "auto", "conv2d")  # fmt: skip
+    return conv_rows.uses_winograd(geo, batch)
+
+
 def test_where_auto_takes_it():
-    x = np.zeros((2, 16, 14, 14), np.float32)
-    w = np.zeros((32, 16, 3, 3), np.float32)
-    _, _, geo = _geo(x, w, 1)
-    assert conv_rows.uses_winograd(geo, 2) and not conv_rows.uses_winograd(geo, 1)  # batches only
-    for shape, padding, stride in (((32, 1, 3, 3), 1, 1), ((8, 8, 3, 3), 1, 1), ((32, 16, 5, 5), 2, 1),
-                                   ((32, 16, 3, 3), 1, 2)):  # fmt: skip
-        x4, w4, geo, _, _ = _resolve(x[:, : shape[1]], np.zeros(shape, np.float32), 2, stride, padding, 1, 1,
-                                     "zeros", "auto", "conv2d")  # fmt: skip
-        assert not conv_rows.uses_winograd(geo, 64), shape
-    seven = _geo(np.zeros((2, 32, 7, 7), np.float32), np.zeros((32, 32, 3, 3), np.float32), 1)[2]
-    assert conv_rows.uses_winograd(seven, 64)  # resnet's stage 3
-    small = _geo(np.zeros((2, 32, 4, 4), np.float32), np.zeros((32, 32, 3, 3), np.float32), 1)[2]
-    assert not conv_rows.uses_winograd(small, 64)  # 4² maps (the digits' second layer): 4 tiles a map
-    # run() takes it from the batch: equal to the direct reference either way
+    assert _admits(16, 32, 14, batch=2) and not _admits(16, 32, 14, batch=1)  # batches only
+    assert not _admits(1, 32, 14) and not _admits(8, 8, 14)  # balance C·O / (C + O) of 0.97 and 4
+    assert not _admits(16, 16, 14)  # 8: measured even
+    assert not _admits(16, 32, 14, kernel=5, padding=2) and not _admits(16, 32, 14, stride=2)
+    assert _admits(32, 32, 7)  # resnet's stage 3
+    assert not _admits(32, 32, 4)  # 4² maps (the digits' second layer): 4 tiles a map
+    assert not _admits(8, 64, 14)  # 512 input × output channels, but a balance of 7.1
+
+
+@pytest.mark.parametrize("lanes", [4, 8, 16, 32])
+def test_the_rule_follows_the_vector_width(monkeypatch, lanes):
+    """16 lanes (AVX-512) take twice AVX2's balance and maps of 14² or more; narrower or wider vectors
+    than measured take the nearest measured rule."""
+    monkeypatch.setattr(conv_rows, "_lanes", lambda: lanes)
+    wide = lanes >= 16
+    assert _admits(16, 32, 14) is not wide and _admits(32, 32, 7) is not wide  # lenet's 2nd, resnet's stage 3
+    assert _admits(32, 64, 14) is not wide  # balance 21.3
+    assert _admits(64, 64, 14) and _admits(128, 128, 28)  # 32 and 64
+    assert _admits(128, 128, 7) is not wide  # 7² maps: a product's row of one vector on 16 lanes
+
+
+def test_run_takes_it_from_the_batch():
+    """Equal to the direct reference either way."""
     rng = np.random.default_rng(5)
     xs, ws, bias, _ = _case(rng, 3, 16, 32, 14, 14, np.float64)
     x4, w4, geo = _geo(xs, ws, 1)
@@ -189,6 +213,26 @@ def test_the_training_pass_through_winograd_against_torch_and_direct(geometry):
     for name, got, want in zip(("y", "dx", "dw", "db"), ours32, direct, strict=True):
         assert got.dtype == np.float32
         assert_close(got, want, f"{name} float32 {geometry}", rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet"])
+def test_a_traced_plan_runs_it_as_the_unplanned_forward(name):
+    """``nn.plan``'s steps of a batch take Winograd's tiles (lenet's second layer, resnet's stage 3)
+    and give the unplanned forward's bits."""
+    from convprop import models
+    from convprop.nn import fused, plan
+
+    model = models.build_model(name, 1, (28, 28), 10, rng=3).eval()
+    x = np.random.default_rng(8).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    traced = model.forward(x)
+    steps = plan._PLANS[model][(x.shape, x.dtype)][1].steps
+    convs = [s for s in steps if isinstance(s, plan.ConvStep)]
+    for step in (s for s in steps if isinstance(s, plan.ResidualStep)):
+        convs += [s for s in (*step.body, step.tail) if isinstance(s, plan.ConvStep)]
+    assert any(step.winograd is not None for step in convs)
+    planned = model.forward(x)
+    np.testing.assert_array_equal(planned, traced)
+    np.testing.assert_array_equal(planned, fused.forward_fused(list(model), x))
 
 
 def test_finite_differences_through_winograd_float64():

@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import conv_volume, winograd_tiles
+from . import conv_tile, conv_volume, winograd_tiles
 from .compiled_jobs import publish_rows
 from .conv_algorithm import ConvGeometry
 from .conv_rows_kernels import images
@@ -169,23 +169,41 @@ class Plan(NamedTuple):
     direct: Plan | None = None  # a Winograd plan's direct one (for inputs it must not take); else None
 
 
-# Winograd F(2×2, 3×3) on the tiles (``winograd_tiles``) for a batch's 3×3 stride-1 layers from this many
-# input × output channels on maps of at least WINOGRAD_SIZE a side. Measured against the direct tiles, one
-# thread, 32 images, fp32 (AMD EPYC Zen 3, 4 December): lenet's 16 → 32 on 14² with ReLU and pool
-# 0.82–0.85, 64 → 64 on 14² 0.65, 32 → 32 on 7² 0.85 (its 16 tiles a product's row, no padding); 16 → 16
-# on 14² 0.96–1.04, 8 → 8 on 28² 1.21, one input channel 1.4–2.7 (the transforms cost as much as the
-# products they save).
-WINOGRAD_CHANNELS = 512
-WINOGRAD_SIZE = 7
+# Winograd F(2×2, 3×3) on the tiles (``winograd_tiles``) for a batch's 3×3 stride-1 layers. Per 2×2 tile
+# of outputs it saves 20·C·O of the direct tiles' 36·C·O multiply-adds and pays transforms of C input
+# planes and O output planes, so whether it wins goes with C·O / (C + O) (half the channels' harmonic
+# mean): at least WINOGRAD_BALANCE[lanes], on maps of at least WINOGRAD_SIZE[lanes] a side.
+# Measured against the direct tiles, fp32, C → O on maps of a side (ratios of the times):
+# - 8 lanes (AVX2; AMD EPYC Zen 3, 4 December; one thread, 32 images): lenet's 16 → 32 on 14² with ReLU
+#   and pool (balance 10.7) 0.82–0.85, 64 → 64 on 14² 0.65, 32 → 32 on 7² 0.85 (its 16 tiles a
+#   product's row, no padding); 16 → 16 on 14² (8) 0.96–1.04, 8 → 8 on 28² (4) 1.21, one input channel
+#   1.4–2.7 (the transforms cost as much as the products they save).
+# - 16 lanes (AVX-512; AMD EPYC Zen 5, 4 December; two threads, 64 images): the direct tiles run at
+#   the cores' multiply-add peak here (lenet's second layer: 236 GFLOP/s a thread) and Winograd's short
+#   products (C taps) at half of it, so it needs twice the balance: on 14², 64 → 64 (32) 0.88, 64 → 128
+#   (43) 0.82, 128 → 128 0.77, but 32 → 64 (21) 0.96, 64 → 32 1.00, 32 → 32 (16) 1.32, lenet's 16 → 32
+#   1.15–1.17; on 28², 64 → 64 0.71, 32 → 64 0.89, 32 → 32 0.86–1.07; on 7² (a product's row of 16
+#   tiles is one vector) 32 → 32 1.42–1.58, 64 → 64 1.07–1.13, 128 → 128 0.93–1.08.
+WINOGRAD_BALANCE = {8: 10.0, 16: 24.0}
+WINOGRAD_SIZE = {8: 7, 16: 14}
+
+
+def _lanes() -> int:
+    """float32 lanes of this CPU's vectors (``conv_tile.VECTOR_BYTES``): 16, 8 or (SSE, NEON) 4."""
+    return conv_tile.VECTOR_BYTES // 4
 
 
 def uses_winograd(geo: ConvGeometry, batch: int) -> bool:
-    """Whether a pass of ``batch`` images takes Winograd's tiles (a 2-D 3×3 stride-1 undilated dense
-    convolution, at least two images, :data:`WINOGRAD_CHANNELS` and :data:`WINOGRAD_SIZE`)."""
+    """Whether a pass of ``batch`` images takes Winograd's tiles: a 2-D 3×3 stride-1 undilated dense
+    convolution of at least two images, whose channels' balance C·O / (C + O) and smaller map side reach
+    :data:`WINOGRAD_BALANCE` and :data:`WINOGRAD_SIZE` for this CPU's vector width (narrower vectors than
+    AVX2's take AVX2's: unmeasured)."""
+    lanes = min(max(_lanes(), 8), 16)
+    C, O = geo.in_channels, geo.out_channels
+    balance, size = WINOGRAD_BALANCE[lanes], WINOGRAD_SIZE[lanes]
     return (
         batch >= 2 and geo.ndim == 2 and geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.dilation == (1, 1)
-        and geo.groups == 1 and geo.in_channels * geo.out_channels >= WINOGRAD_CHANNELS
-        and min(geo.out_size) >= WINOGRAD_SIZE
+        and geo.groups == 1 and balance <= C * O / (C + O) and min(geo.out_size) >= size
     )  # fmt: skip
 
 
