@@ -11,7 +11,8 @@ import numpy as np
 from numba import njit
 
 from . import winograd_tiles
-from .conv_tile import CHANNELS, accumulate
+from .conv_tile import CHANNELS, VECTOR_BYTES, accumulate
+from .pool_vectors import pool_tail, pooled_row
 from .winograd_tiles import TAPS, transform_input, transform_output
 
 
@@ -34,9 +35,13 @@ def store(
     The arithmetic of the unfused layers in their order: y + bias, then ((y − mean)·scale + shift) for
     an eval-mode batch norm (``norm_compiled.normalise``), + skip (``nn.Residual``), ReLU with
     ``np.maximum(·, 0)``'s rule (NaN kept), a 2×2 max of the ReLU'd taps (``pool``: ReLU and no batch
-    norm nor residual). Returns whether the pool saw a NaN (the caller then reruns)."""
+    norm nor residual; a vector of a pooled row at a time, ``pool_vectors.pooled_row``, acc holding
+    ``pool_vectors.pool_tail`` rows past its last for those reads). Returns whether the pool saw a NaN
+    (the caller then reruns)."""
     O = out.shape[0]
     saw_nan = False
+    lanes = VECTOR_BYTES // acc.itemsize
+    grid, flat = acc.reshape(acc.size), out.reshape(out.size)
     for o in range(O):
         b, mu, k, sh = epilogue[0, o], epilogue[1, o], epilogue[2, o], epilogue[3, o]
         a = acc[o]
@@ -44,7 +49,14 @@ def store(
             PH, PW = out.shape[1], out.shape[2]
             for p in range(PH):
                 top, bottom = a[2 * p * Wp :], a[(2 * p + 1) * Wp :]
-                for j in range(PW):
+                first, rest = (o * PH + p) * PW, 0
+                # a vector of the row at a time (its junk lanes land in the rows written after it),
+                # while out has room for a whole vector; the rest as scalars
+                while rest < PW and first + rest + lanes <= flat.size:
+                    start = o * acc.shape[1] + 2 * p * Wp + 2 * rest
+                    saw_nan |= pooled_row(grid, start, Wp, b, flat, first + rest, min(lanes, PW - rest))
+                    rest += lanes
+                for j in range(rest, PW):
                     out[o, p, j], nan = _pooled(top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1], b)
                     saw_nan |= nan
             continue
@@ -232,7 +244,9 @@ def images(
     if w.shape[0] != out.shape[1]:
         return winograd(x, w, ph, pw, Wq, S, L, pool, normalise, relu, epilogue, residual, skip, n0, n1, out)
     buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border, tails, unread cells: 0
-    acc = np.empty(((w.shape[0] + CHANNELS - 1) // CHANNELS * CHANNELS, L), dtype=x.dtype)  # whole tiles
+    rows = (w.shape[0] + CHANNELS - 1) // CHANNELS * CHANNELS  # whole tiles
+    acc = np.empty((rows + pool_tail(L, x.itemsize), L), dtype=x.dtype)
+    acc[rows:] = 0.0  # (the pooled vectors' reads past the last row)
     saw_nan = False
     for n in range(n0, n1):
         fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer, False)

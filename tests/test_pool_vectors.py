@@ -1,0 +1,103 @@
+"""``pool_vectors``: the pooled epilogue a vector at a time gives the scalar arithmetic's bits and NaN rule.
+
+``conv_rows_kernels.store`` with ``pool`` on a random accumulator against NumPy's version of the same
+arithmetic in the same dtype — t = acc + bias, best = t0 if t0 > t1 else t1 (and so on, a NaN giving
+way to the next value), ReLU by ``best > 0`` — over widths below, at and above a vector's lanes, odd
+grids, one channel to many, and NaNs in a window (reported), in the junk columns the windows never
+read and in the accumulator's spare rows (not reported).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convprop.functional.conv_rows_kernels import store
+from convprop.functional.conv_tile import VECTOR_BYTES
+from convprop.functional.pool_vectors import pool_tail
+
+
+def _expected(acc, Wp, bias, PH, PW):
+    """(out, saw_nan) by NumPy, in acc's dtype."""
+    O = bias.shape[0]
+    out = np.empty((O, PH, PW), dtype=acc.dtype)
+    saw_nan = False
+    for o in range(O):
+        grid = acc[o, : 2 * PH * Wp].reshape(2 * PH, Wp)[:, : 2 * PW]
+        t = [grid[i::2, j::2] + bias[o] for i in (0, 1) for j in (0, 1)]  # (top, 2l), (top, 2l+1), (bottom, …)
+        best = t[0]
+        for v in t[1:]:
+            best = np.where(best > v, best, v)
+        out[o] = np.where(best > 0, best, np.zeros((), acc.dtype))
+        saw_nan |= bool(np.isnan(np.stack(t)).any())
+    return out, saw_nan
+
+
+def _case(rng, dtype, O, OH, OW, extra):
+    """A grid of O rows (whole tiles and pool_tail's spare rows), rows Wp = OW + extra wide."""
+    Wp = OW + extra
+    lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
+    L = -(-OH * Wp // lanes) * lanes
+    rows = -(-O // 8) * 8
+    acc = np.zeros((rows + pool_tail(L, np.dtype(dtype).itemsize), L), dtype=dtype)
+    acc[:O, : OH * Wp] = rng.standard_normal((O, OH * Wp))
+    bias = rng.standard_normal(O).astype(dtype)
+    return acc, Wp, bias
+
+
+def _store(acc, Wp, bias, PH, PW):
+    epilogue = np.zeros((4, bias.shape[0]), dtype=acc.dtype)
+    epilogue[0], epilogue[2] = bias, 1
+    out = np.full((bias.shape[0], PH, PW), -7.0, dtype=acc.dtype)
+    skip = np.zeros((1, 1, 1), dtype=acc.dtype)
+    saw_nan = store(acc, Wp, True, False, True, epilogue, False, skip, out)
+    return out, saw_nan
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("O", "OH", "OW", "extra"),
+    [(1, 2, 2, 2), (16, 28, 28, 2), (32, 14, 14, 2), (3, 7, 9, 2), (5, 15, 33, 1), (9, 40, 40, 2), (2, 6, 70, 3),
+     (8, 4, 4, 0)],
+)  # fmt: skip
+def test_every_width_gives_the_scalar_bits(dtype, O, OH, OW, extra):
+    rng = np.random.default_rng(O * 1000 + OW)
+    acc, Wp, bias = _case(rng, dtype, O, OH, OW, extra)
+    PH, PW = OH // 2, OW // 2
+    got, saw_nan = _store(acc, Wp, bias, PH, PW)
+    want, want_nan = _expected(acc, Wp, bias, PH, PW)
+    np.testing.assert_array_equal(got, want)
+    assert saw_nan is want_nan is False
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_nan_in_a_window_is_reported_and_junk_is_not(dtype):
+    rng = np.random.default_rng(3)
+    O, OH, OW = 6, 13, 21  # odd: the last row and column of the grid are in no window
+    acc, Wp, bias = _case(rng, dtype, O, OH, OW, 2)
+    junk = acc.copy()
+    grid = junk[:O, : OH * Wp].reshape(O, OH, Wp)
+    grid[:, :, OW - 1 :] = np.nan  # the odd last column and the padding's junk columns
+    grid[:, OH - 1] = np.nan  # the odd last row
+    junk[O:] = np.nan  # the spare rows
+    got, saw_nan = _store(junk, Wp, bias, OH // 2, OW // 2)
+    want, _ = _expected(acc, Wp, bias, OH // 2, OW // 2)
+    np.testing.assert_array_equal(got, want)
+    assert saw_nan is False
+    for o, r, c in ((0, 0, 0), (O - 1, OH - 2, OW - 2), (2, 5, 17), (4, 11, 3)):
+        bad = acc.copy()
+        bad[o, r * Wp + c] = np.nan
+        got, saw_nan = _store(bad, Wp, bias, OH // 2, OW // 2)
+        want, want_nan = _expected(bad, Wp, bias, OH // 2, OW // 2)
+        np.testing.assert_array_equal(got, want)  # (NaN where the scalar code keeps one, in the same places)
+        assert saw_nan is want_nan is True, (o, r, c)
+
+
+def test_minus_zero_and_ties_follow_the_scalar_rule():
+    acc, Wp, bias = _case(np.random.default_rng(4), np.float32, 2, 8, 40, 2)
+    acc[:, : 8 * Wp : 3] = -0.0
+    acc[:, 1 : 8 * Wp : 5] = 0.0
+    bias[:] = 0
+    got, _ = _store(acc, Wp, bias, 4, 20)
+    want, _ = _expected(acc, Wp, bias, 4, 20)
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
