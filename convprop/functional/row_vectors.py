@@ -1,4 +1,6 @@
-"""A 2×2 max-pool of the tiles' accumulator, a vector of pooled outputs at a time (``conv_rows_kernels.store``).
+"""Vector helpers of ``conv_rows_kernels``' per-image loops, in LLVM IR as ``conv_tile``'s tiles are written.
+
+A 2×2 max-pool of the tiles' accumulator, a vector of pooled outputs at a time (``store``):
 
 The pooled epilogue (bias, ReLU, 2×2 max, ``conv_rows_kernels._pooled``) reads each window's four
 values at stride 2 along a row, which numba's loop did not vectorise: it took more time than the
@@ -7,15 +9,23 @@ the 1 → 16 channels' multiply-adds 1.19). :func:`pooled_row` does one vector o
 as ``conv_tile``'s tiles are written: two vectors of each of the window's grid rows, their even and
 odd lanes split by shuffles, the bias added, the four compared and ReLU'd with the scalar code's
 selects in its order (so the same bits, NaN rule included), and one vector store.
+
+A row copied into the padded planes (``fill``, stride 1), a vector at a time with masked loads and
+stores (:func:`copy_row`): lenet's and resnet's rows (7–28 values) are shorter than the loop LLVM
+vectorises for AVX-512 (4 × 16 lanes), so every value had gone through its scalar remainder; a mask
+reads and writes none of the neighbours (the padding between rows stays 0, nothing past an array's end
+is touched).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from .conv_tile import VECTOR_BYTES, vector_type
 
@@ -57,20 +67,67 @@ def _pooled_row_intrinsic(typingctx, acc, a0, Wp, b, out, d0, valid):  # type: i
         nan = builder.fcmp_unordered("uno", taps[0], taps[0])
         for t in taps[1:]:
             nan = builder.or_(nan, builder.fcmp_unordered("uno", t, t))
-        index = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
-        limit = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(ir.VectorType(i64, lanes), ir.Undefined), valid, ir.Constant(i32, 0)),
-            ir.Constant(ir.VectorType(i64, lanes), ir.Undefined),
-            ir.Constant(ir.VectorType(i32, lanes), [0] * lanes),
-        )
-        nan = builder.and_(nan, builder.icmp_signed("<", index, limit))
+        nan = builder.and_(nan, _first_lanes(builder, lanes, valid))
         bits = builder.bitcast(nan, ir.IntType(lanes))
         return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(lanes), 0))
 
     return sig, codegen
 
 
+@intrinsic
+def _copy_row_intrinsic(typingctx, src, s0, dst, d0, m):  # type: ignore[no-untyped-def]
+    """dst[d0 + l] = src[s0 + l] for the lanes l < m of one vector (m ≤ lanes), by masked load and store."""
+    sig = types.void(src, s0, dst, d0, m)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        vec, lanes, itemsize = vector_type(signature.args[0].dtype, VECTOR_BYTES)
+        i32 = ir.IntType(32)
+        source = context.make_array(signature.args[0])(context, builder, args[0]).data
+        target = context.make_array(signature.args[2])(context, builder, args[2]).data
+        s0, d0, m = (context.cast(builder, args[k], signature.args[k], types.int64) for k in (1, 3, 4))
+        mask = _first_lanes(builder, lanes, m)
+        at, to = (builder.bitcast(builder.gep(base, [k]), vec.as_pointer()) for base, k in ((source, s0), (target, d0)))
+        suffix = f"v{lanes}{'f32' if itemsize == 4 else 'f64'}.p0"
+        masks, align = mask.type, ir.Constant(i32, itemsize)
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [at.type, i32, masks, vec]), f"llvm.masked.load.{suffix}"
+        )
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vec, to.type, i32, masks]), f"llvm.masked.store.{suffix}"
+        )
+        value = builder.call(load, [at, align, mask, ir.Constant(vec, ir.Undefined)])
+        builder.call(store, [value, to, align, mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _first_lanes(builder: Any, lanes: int, count: Any) -> Any:
+    """The <lanes x i1> mask of the lanes l < count (an int64)."""
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    wide = ir.VectorType(i64, lanes)
+    limit = builder.insert_element(ir.Constant(wide, ir.Undefined), count, ir.Constant(i32, 0))
+    limit = builder.shuffle_vector(
+        limit, ir.Constant(wide, ir.Undefined), ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+    )
+    return builder.icmp_signed("<", ir.Constant(wide, list(range(lanes))), limit)
+
+
 pooled_row: Any = _pooled_row_intrinsic  # (called in compiled code)
+copy_row: Any = _copy_row_intrinsic
+
+
+def flat_or_empty(a: Any) -> Any:
+    """In compiled code: a C-contiguous array as one axis (a view), any other an empty one of its dtype
+    (so its callers' vector paths, which need a flat array, find no room and take their scalar ones)."""
+    raise NotImplementedError("flat_or_empty is for compiled code")  # pragma: no cover
+
+
+@overload(flat_or_empty)
+def _flat_or_empty(a):  # type: ignore[no-untyped-def]
+    if isinstance(a, types.Array) and a.layout == "C":
+        return lambda a: a.reshape(a.size)
+    return lambda a: np.empty(0, dtype=a.dtype)
 
 
 @njit(cache=True, nogil=True)

@@ -1,4 +1,5 @@
-"""``pool_vectors``: the pooled epilogue a vector at a time gives the scalar arithmetic's bits and NaN rule.
+"""``row_vectors``: the pooled epilogue a vector at a time gives the scalar arithmetic's bits and NaN rule;
+the masked row copies of a stride-1 fill give the padded image and touch nothing else.
 
 ``conv_rows_kernels.store`` with ``pool`` on a random accumulator against NumPy's version of the same
 arithmetic in the same dtype — t = acc + bias, best = t0 if t0 > t1 else t1 (and so on, a NaN giving
@@ -12,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convprop.functional.conv_rows_kernels import store
+from convprop.functional.conv_rows_kernels import fill, store
 from convprop.functional.conv_tile import VECTOR_BYTES
-from convprop.functional.pool_vectors import pool_tail
+from convprop.functional.row_vectors import pool_tail
 
 
 def _expected(acc, Wp, bias, PH, PW):
@@ -101,3 +102,50 @@ def test_minus_zero_and_ties_follow_the_scalar_rule():
     got, _ = _store(acc, Wp, bias, 4, 20)
     want, _ = _expected(acc, Wp, bias, 4, 20)
     np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("C", "H", "W", "ph", "pw", "extra"),
+    [(1, 1, 1, 0, 0, 0), (3, 5, 7, 1, 1, 0), (16, 14, 14, 1, 1, 0), (2, 9, 17, 2, 3, 5), (4, 6, 33, 0, 2, 1),
+     (1, 28, 28, 2, 2, 0), (2, 3, 64, 1, 0, 0)],
+)  # fmt: skip
+def test_a_stride_1_fill_is_the_padded_image(dtype, C, H, W, ph, pw, extra):
+    """``fill`` at stride 1 (``row_vectors.copy_row``'s masked rows): the zero-padded planes, nothing
+    written outside the rows' cells (the buffer's sentinel values past the planes survive)."""
+    rng = np.random.default_rng(C * 100 + W)
+    N = 3
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    Wq = W + 2 * pw + extra
+    S = (H + 2 * ph) * Wq
+    phases = np.zeros((1, 2), dtype=np.int64)
+    for n in range(N):
+        buffer = np.zeros(C * S + 40, dtype=dtype)
+        buffer[C * S :] = 7.0
+        assert fill(x, n, phases, ph, pw, 1, 1, Wq, S, buffer, True) is False
+        want = np.zeros((C, H + 2 * ph, Wq), dtype=dtype)
+        want[:, ph : ph + H, pw : pw + W] = x[n]
+        np.testing.assert_array_equal(buffer[: C * S].reshape(C, H + 2 * ph, Wq), want)
+        assert (buffer[C * S :] == 7.0).all()
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_stride_1_fill_reports_a_non_finite_value(bad):
+    x = np.ones((2, 3, 5, 19), dtype=np.float32)
+    x[1, 2, 4, 18] = bad
+    phases = np.zeros((1, 2), dtype=np.int64)
+    buffer = np.zeros(3 * 7 * 21 + 40, dtype=np.float32)
+    assert fill(x, 0, phases, 1, 1, 1, 1, 21, 7 * 21, buffer, True) is False
+    assert fill(x, 1, phases, 1, 1, 1, 1, 21, 7 * 21, buffer, True) is True
+    assert fill(x, 1, phases, 1, 1, 1, 1, 21, 7 * 21, buffer, False) is False  # (unchecked)
+
+
+def test_a_strided_output_takes_the_scalar_path_with_the_same_bits():
+    acc, Wp, bias = _case(np.random.default_rng(9), np.float32, 5, 14, 14, 2)
+    want, _ = _store(acc, Wp, bias, 7, 7)
+    epilogue = np.zeros((4, 5), dtype=np.float32)
+    epilogue[0], epilogue[2] = bias, 1
+    wide = np.full((5, 7, 14), -7.0, dtype=np.float32)
+    assert store(acc, Wp, True, False, True, epilogue, False, np.zeros((1, 1, 1), np.float32), wide[:, :, ::2]) is False
+    np.testing.assert_array_equal(wide[:, :, ::2], want)
+    assert (wide[:, :, 1::2] == -7.0).all()
