@@ -149,3 +149,51 @@ def test_a_strided_output_takes_the_scalar_path_with_the_same_bits():
     assert store(acc, Wp, True, False, True, epilogue, False, np.zeros((1, 1, 1), np.float32), wide[:, :, ::2]) is False
     np.testing.assert_array_equal(wide[:, :, ::2], want)
     assert (wide[:, :, 1::2] == -7.0).all()
+
+
+def _phase_planes(x, n, phases, ph, pw, sh, sw, Hq, Wq, S):
+    """The buffer fill should leave: plane k = (rh, rw) of channel c holds the zero-padded image at
+    (r·sh + rh, j·sw + rw) at r·Wq + j; every other cell 0."""
+    C, H, W = x.shape[1:]
+    want = np.zeros(phases.shape[0] * C * S, dtype=x.dtype)
+    for k, (rh, rw) in enumerate(phases):
+        for c in range(C):
+            plane = np.zeros((Hq, Wq), dtype=x.dtype)
+            for r in range(Hq):
+                h = r * sh + rh - ph
+                if 0 <= h < H:
+                    for j in range(Wq):
+                        w = j * sw + rw - pw
+                        if 0 <= w < W:
+                            plane[r, j] = x[n, c, h, w]
+            want[(k * C + c) * S : (k * C + c) * S + Hq * Wq] = plane.ravel()
+    return want
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("C", "H", "W", "kernel", "stride", "padding"),
+    [(8, 28, 28, 3, 2, 1), (16, 14, 14, 3, 2, 1), (8, 28, 28, 1, 2, 0), (3, 9, 11, 3, 2, 2), (2, 7, 40, 4, 2, 1),
+     (2, 5, 70, 3, (1, 2), 1), (2, 12, 9, 3, (2, 1), (1, 0)), (1, 10, 13, 5, 3, 2), (2, 6, 33, 2, 2, 0),
+     (1, 1, 1, 1, 2, 0)],
+)  # fmt: skip
+def test_a_strided_fill_is_the_padded_images_phases(dtype, C, H, W, kernel, stride, padding):
+    """``fill`` into the stride phases a plan lays out (``row_vectors.split_row`` at a column stride of
+    2, the general loop otherwise), against the phases' definition; nothing past the planes written."""
+    from convprop.functional import conv_rows
+    from convprop.functional.conv_resolve import _resolve
+
+    rng = np.random.default_rng(H * 100 + W)
+    x = rng.standard_normal((2, C, H, W)).astype(dtype)
+    w = np.zeros((4, C, kernel, kernel), dtype=dtype)
+    x4, _, geo, _, _ = _resolve(x, w, 2, stride, padding, 1, 1, "zeros", "auto", "conv2d")
+    p = conv_rows.plan(geo, x.dtype, conv_rows.PLAIN)
+    (sh, sw), (ph, pw) = p.stride, p.pads
+    Hq = -(-geo.padded_size[0] // sh)
+    for n in range(2):
+        buffer = np.zeros(p.phases.shape[0] * C * p.S + 40, dtype=dtype)
+        buffer[-40:] = 7.0
+        assert fill(x4, n, p.phases, ph, pw, sh, sw, p.Wq, p.S, buffer, True) is False
+        want = _phase_planes(x4, n, p.phases, ph, pw, sh, sw, Hq, p.Wq, p.S)
+        np.testing.assert_array_equal(buffer[:-40], want)
+        assert (buffer[-40:] == 7.0).all()

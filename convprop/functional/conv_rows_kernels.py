@@ -12,7 +12,7 @@ from numba import njit
 
 from . import winograd_tiles
 from .conv_tile import CHANNELS, VECTOR_BYTES, accumulate
-from .row_vectors import copy_row, flat_or_empty, pool_tail, pooled_row
+from .row_vectors import copy_row, flat_or_empty, pool_tail, pooled_row, split_row
 from .winograd_tiles import TAPS, transform_input, transform_output
 
 
@@ -184,6 +184,7 @@ def fill(
     # row's copy). Every index here is >= 0 by construction. (All of an index's terms are uint64:
     # numba makes a float of uint64 + int64.)
     step = np.uint64(sw)
+    lanes = VECTOR_BYTES // buffer.itemsize
     bad = False
     for c in range(C):
         r, rh = ph // sh, ph % sh  # input row h is row r of the phases of rh
@@ -193,6 +194,19 @@ def fill(
                 for j in range(np.uint64(W)):
                     v = image[row + j]
                     bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
+            if sw == 2:  # both column phases from two vectors of the row at a time (``row_vectors.split_row``)
+                a = pw % 2  # the phase of the even input columns (w + pw even), the odd ones' is 1 − a
+                ka, kb = index[rh, a], index[rh, 1 - a]
+                na, nb = (W + 1) // 2 if ka >= 0 else 0, W // 2 if kb >= 0 else 0
+                da, db = (ka * C + c) * S + r * Wq + pw // 2, (kb * C + c) * S + r * Wq + (pw + 1) // 2
+                for w0 in range(0, W, 2 * lanes):
+                    h0 = w0 // 2
+                    split_row(image, int(row) + w0, min(2 * lanes, W - w0), buffer, da + h0,
+                              min(lanes, na - h0), db + h0, min(lanes, nb - h0))  # fmt: skip
+                rh += 1
+                if rh == sh:
+                    r, rh = r + 1, 0
+                continue
             for rw in range(sw):
                 k = index[rh, rw]
                 j0, m = first[rw], count[rw]
