@@ -197,3 +197,46 @@ def test_a_strided_fill_is_the_padded_images_phases(dtype, C, H, W, kernel, stri
         want = _phase_planes(x4, n, p.phases, ph, pw, sh, sw, Hq, p.Wq, p.S)
         np.testing.assert_array_equal(buffer[:-40], want)
         assert (buffer[-40:] == 7.0).all()
+
+
+def _finished_expected(acc, Wp, epilogue, skip, OH, OW, normalise, residual, relu):
+    O = epilogue.shape[1]
+    grid = acc[:O, : OH * Wp].reshape(O, OH, Wp)[:, :, :OW]
+    b, mu, k, sh = (epilogue[i][:, None, None] for i in range(4))
+    v = grid + b
+    if normalise:
+        v = (v - mu) * k + sh
+    if residual:
+        v = v + skip
+    if relu:
+        v = np.where((v > 0) | np.isnan(v), v, np.zeros((), v.dtype))
+    return v
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("flags", [(False, False, False), (False, False, True), (True, False, True), (True, True, True),
+                                   (False, True, False), (True, True, False)])  # fmt: skip
+@pytest.mark.parametrize(("O", "OH", "OW", "extra"), [(8, 28, 28, 2), (16, 14, 14, 2), (32, 7, 7, 2), (3, 5, 40, 1),
+                                                      (2, 3, 70, 3), (1, 1, 1, 0)])  # fmt: skip
+def test_the_unpooled_epilogue_a_vector_at_a_time_gives_the_scalar_bits(dtype, flags, O, OH, OW, extra):
+    """``store`` without pooling (``row_vectors.finished_row``): bias, batch norm, shortcut and ReLU as
+    NumPy computes them in the same dtype and order, with infinities, NaNs and −0.0 among the sums; a
+    strided output takes the scalar loop and gives the same bits."""
+    normalise, residual, relu = flags
+    rng = np.random.default_rng(O * 7 + OW)
+    acc, Wp, bias = _case(rng, dtype, O, OH, OW, extra)
+    flat = acc[:O, : OH * Wp].reshape(-1)
+    flat[rng.integers(0, flat.size, 5)] = np.nan
+    flat[rng.integers(0, flat.size, 5)] = np.inf
+    flat[rng.integers(0, flat.size, 5)] = -0.0
+    epilogue = np.stack([bias, *(rng.standard_normal(O).astype(dtype) for _ in range(3))])
+    epilogue[0, 0] = 0.0
+    skip = rng.standard_normal((O, OH, OW)).astype(dtype) if residual else np.zeros((1, 1, 1), dtype)
+    want = np.ascontiguousarray(_finished_expected(acc, Wp, epilogue, skip, OH, OW, normalise, residual, relu))
+    out = np.full((O, OH, OW), -7.0, dtype=dtype)
+    assert store(acc, Wp, False, normalise, relu, epilogue, residual, skip, out) is False
+    np.testing.assert_array_equal(out.view(np.uint8), want.view(np.uint8))
+    wide = np.full((O, OH, 2 * OW), -7.0, dtype=dtype)
+    store(acc, Wp, False, normalise, relu, epilogue, residual, skip, wide[:, :, ::2])
+    np.testing.assert_array_equal(np.ascontiguousarray(wide[:, :, ::2]).view(np.uint8), want.view(np.uint8))
+    assert (wide[:, :, 1::2] == -7.0).all()

@@ -12,7 +12,7 @@ from numba import njit
 
 from . import winograd_tiles
 from .conv_tile import CHANNELS, VECTOR_BYTES, accumulate
-from .row_vectors import copy_row, flat_or_empty, pool_tail, pooled_row, split_row
+from .row_vectors import copy_row, finished_row, flat_or_empty, pool_tail, pooled_row, split_row
 from .winograd_tiles import TAPS, transform_input, transform_output
 
 
@@ -42,6 +42,7 @@ def store(
     saw_nan = False
     lanes = VECTOR_BYTES // acc.itemsize
     grid, flat = acc.reshape(acc.size), flat_or_empty(out)  # (empty: out is a strided view)
+    shortcut = flat_or_empty(skip) if residual else flat  # (read only with ``residual``)
     for o in range(O):
         b, mu, k, sh = epilogue[0, o], epilogue[1, o], epilogue[2, o], epilogue[3, o]
         a = acc[o]
@@ -61,6 +62,13 @@ def store(
                     saw_nan |= nan
             continue
         OH, OW = out.shape[1], out.shape[2]
+        if flat.size > 0 and (not residual or shortcut.size > 0):  # a vector of a row at a time, masked
+            for r in range(OH):
+                first, start = (o * OH + r) * OW, o * acc.shape[1] + r * Wp
+                for c in range(0, OW, lanes):
+                    finished_row(grid, start + c, shortcut, flat, first + c, min(lanes, OW - c), b, mu, k, sh,
+                                 normalise, residual, relu)  # fmt: skip
+            continue
         for r in range(OH):
             src, dst = a[r * Wp :], out[o, r]
             for c in range(OW):

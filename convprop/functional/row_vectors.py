@@ -131,6 +131,58 @@ def _split_row_intrinsic(typingctx, src, s0, m, dst, da, na, db, nb):  # type: i
     return sig, codegen
 
 
+@intrinsic
+def _finished_row_intrinsic(  # type: ignore[no-untyped-def]
+    typingctx, acc, a0, skip, out, d0, m, b, mu, k, sh, normalise, residual, relu
+):
+    """out[d0 + l] for the lanes l < m of one vector (masked): v = acc[a0 + l] + b, then
+    (v − mu)·k + sh if ``normalise``, + skip[d0 + l] if ``residual``, ReLU (NaN kept) if ``relu`` —
+    ``conv_rows_kernels._finished``'s operations in its order, one rounding each."""
+    sig = types.void(acc, a0, skip, out, d0, m, b, mu, k, sh, normalise, residual, relu)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        vec, lanes, itemsize = vector_type(signature.args[0].dtype, VECTOR_BYTES)
+        i32 = ir.IntType(32)
+        grid, shortcut, target = (
+            context.make_array(signature.args[j])(context, builder, args[j]).data for j in (0, 2, 3)
+        )
+        a0, d0, m = (context.cast(builder, args[j], signature.args[j], types.int64) for j in (1, 4, 5))
+        load, store = _masked(builder, vec, lanes, itemsize)
+        align, undef = ir.Constant(i32, itemsize), ir.Constant(vec, ir.Undefined)
+        mask = _first_lanes(builder, lanes, m)
+
+        def spread(value: Any) -> Any:
+            one = builder.insert_element(undef, value, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+
+        def at(base: Any, index: Any) -> Any:
+            return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
+
+        v = builder.fadd(builder.call(load, [at(grid, a0), align, mask, undef]), spread(args[6]))
+        normed = builder.fadd(builder.fmul(builder.fsub(v, spread(args[7])), spread(args[8])), spread(args[9]))
+        v = builder.select(args[10], normed, v)
+        zero = ir.Constant(vec, [0.0] * lanes)
+        reads = builder.and_(mask, _spread_bool(builder, args[11], lanes))  # (no shortcut, no read)
+        added = builder.fadd(v, builder.call(load, [at(shortcut, d0), align, reads, zero]))
+        v = builder.select(args[11], added, v)
+        kept = builder.or_(builder.fcmp_ordered(">", v, zero), builder.fcmp_unordered("uno", v, v))
+        v = builder.select(args[12], builder.select(kept, v, zero), v)
+        builder.call(store, [v, at(target, d0), align, mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _spread_bool(builder: Any, flag: Any, lanes: int) -> Any:
+    """An i1 as a <lanes x i1> of it."""
+    i32 = ir.IntType(32)
+    masks = ir.VectorType(ir.IntType(1), lanes)
+    one = builder.insert_element(ir.Constant(masks, ir.Undefined), flag, ir.Constant(i32, 0))
+    return builder.shuffle_vector(
+        one, ir.Constant(masks, ir.Undefined), ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+    )
+
+
 def _masked(builder: Any, vec: Any, lanes: int, itemsize: int) -> tuple[Any, Any]:
     """``llvm.masked.load`` and ``llvm.masked.store`` of ``vec``."""
     i32, pointer = ir.IntType(32), vec.as_pointer()
@@ -159,6 +211,7 @@ def _first_lanes(builder: Any, lanes: int, count: Any) -> Any:
 pooled_row: Any = _pooled_row_intrinsic  # (called in compiled code)
 copy_row: Any = _copy_row_intrinsic
 split_row: Any = _split_row_intrinsic
+finished_row: Any = _finished_row_intrinsic
 
 
 def flat_or_empty(a: Any) -> Any:
