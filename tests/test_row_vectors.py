@@ -72,9 +72,10 @@ def test_every_width_gives_the_scalar_bits(dtype, O, OH, OW, extra):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_nan_in_a_window_is_reported_and_junk_is_not(dtype):
+@pytest.mark.parametrize("OW", [21, 9])  # pooled rows of 10 (a vector each), of 4 (two a vector)
+def test_a_nan_in_a_window_is_reported_and_junk_is_not(dtype, OW):
     rng = np.random.default_rng(3)
-    O, OH, OW = 6, 13, 21  # odd: the last row and column of the grid are in no window
+    O, OH = 6, 13  # odd: the last row and column of the grid are in no window
     acc, Wp, bias = _case(rng, dtype, O, OH, OW, 2)
     junk = acc.copy()
     grid = junk[:O, : OH * Wp].reshape(O, OH, Wp)
@@ -85,7 +86,7 @@ def test_a_nan_in_a_window_is_reported_and_junk_is_not(dtype):
     want, _ = _expected(acc, Wp, bias, OH // 2, OW // 2)
     np.testing.assert_array_equal(got, want)
     assert saw_nan is False
-    for o, r, c in ((0, 0, 0), (O - 1, OH - 2, OW - 2), (2, 5, 17), (4, 11, 3)):
+    for o, r, c in ((0, 0, 0), (O - 1, OH - 2, OW - 2), (2, 5, OW - 4), (4, 11, 3), (1, 3, 1)):
         bad = acc.copy()
         bad[o, r * Wp + c] = np.nan
         got, saw_nan = _store(bad, Wp, bias, OH // 2, OW // 2)

@@ -35,8 +35,9 @@ def store(
     The arithmetic of the unfused layers in their order: y + bias, then ((y − mean)·scale + shift) for
     an eval-mode batch norm (``norm_compiled.normalise``), + skip (``nn.Residual``), ReLU with
     ``np.maximum(·, 0)``'s rule (NaN kept), a 2×2 max of the ReLU'd taps (``pool``: ReLU and no batch
-    norm nor residual; a vector of a pooled row at a time, ``row_vectors.pooled_row``, acc holding
-    ``row_vectors.pool_tail`` rows past its last for those reads). Returns whether the pool saw a NaN
+    norm nor residual; a vector of pooled outputs at a time, ``row_vectors.pooled_row`` — two pooled
+    rows a vector where a row is at most half of one — acc holding ``row_vectors.pool_tail`` rows past
+    its last for those reads). Returns whether the pool saw a NaN
     (the caller then reruns)."""
     O = out.shape[0]
     saw_nan = False
@@ -48,16 +49,24 @@ def store(
         a = acc[o]
         if pool:
             PH, PW = out.shape[1], out.shape[2]
+            if flat.size > 0:  # a vector of pooled outputs at a time (masked stores)
+                row, p = o * acc.shape[1], 0
+                while p < PH:
+                    first = (o * PH + p) * PW
+                    start = row + 2 * p * Wp
+                    if lanes >= 2 * PW and p + 1 < PH:  # two pooled rows, half a vector each
+                        saw_nan |= pooled_row(grid, start, 2 * Wp, Wp, b, flat, first, PW, first + PW, PW)
+                        p += 2
+                        continue
+                    for j in range(0, PW, lanes):
+                        saw_nan |= pooled_row(
+                            grid, start + 2 * j, lanes, Wp, b, flat, first + j, min(lanes, PW - j), 0, 0
+                        )
+                    p += 1
+                continue
             for p in range(PH):
                 top, bottom = a[2 * p * Wp :], a[(2 * p + 1) * Wp :]
-                first, rest = (o * PH + p) * PW, 0
-                # a vector of the row at a time (its junk lanes land in the rows written after it),
-                # while out has room for a whole vector; the rest as scalars
-                while rest < PW and first + rest + lanes <= flat.size:
-                    start = o * acc.shape[1] + 2 * p * Wp + 2 * rest
-                    saw_nan |= pooled_row(grid, start, Wp, b, flat, first + rest, min(lanes, PW - rest))
-                    rest += lanes
-                for j in range(rest, PW):
+                for j in range(PW):
                     out[o, p, j], nan = _pooled(top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1], b)
                     saw_nan |= nan
             continue

@@ -33,31 +33,37 @@ from .conv_tile import VECTOR_BYTES, vector_type
 
 
 @intrinsic
-def _pooled_row_intrinsic(typingctx, acc, a0, Wp, b, out, d0, valid):  # type: ignore[no-untyped-def]
-    """out[d0 + l] = max(0, max of acc[a0 + 2l + {0, 1}] + b, acc[a0 + Wp + 2l + {0, 1}] + b) for the
-    lanes l of one vector; whether lanes l < ``valid`` saw a NaN. Reads 2 vectors of each grid row,
-    writes a whole vector (the caller gives both room)."""
-    sig = types.boolean(acc, a0, Wp, b, out, d0, valid)
+def _pooled_row_intrinsic(typingctx, acc, a0, step, Wp, b, out, d0, n0, d1, n1):  # type: ignore[no-untyped-def]
+    """One vector of pooled outputs: lane l's window max(0, acc[r + 2l] + b, acc[r + 2l + 1] + b,
+    acc[r + Wp + 2l] + b, acc[r + Wp + 2l + 1] + b), its grid row r read as two vectors, at a0 and
+    a0 + ``step``: lanes l < half from the first, the others from the second (``step`` = lanes: one
+    pooled row, two vectors of it; ``step`` = 2·Wp: two pooled rows, half a vector each). Stores lanes
+    l < n0 at out[d0 + l] and lanes half ≤ l < half + n1 at out[d1 + l − half] (masked); returns
+    whether a stored lane's window saw a NaN."""
+    sig = types.boolean(acc, a0, step, Wp, b, out, d0, n0, d1, n1)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         vec, lanes, itemsize = vector_type(signature.args[0].dtype, VECTOR_BYTES)
         src = context.make_array(signature.args[0])(context, builder, args[0]).data
-        dst = context.make_array(signature.args[4])(context, builder, args[4]).data
+        dst = context.make_array(signature.args[5])(context, builder, args[5]).data
         i64, i32 = ir.IntType(64), ir.IntType(32)
-        a0, Wp, d0, valid = (context.cast(builder, args[k], signature.args[k], types.int64) for k in (1, 2, 5, 6))
+        a0, step, Wp, d0, n0, d1, n1 = (
+            context.cast(builder, args[k], signature.args[k], types.int64) for k in (1, 2, 3, 6, 7, 8, 9)
+        )
+        _, store = _masked(builder, vec, lanes, itemsize)
 
-        def load(at: Any) -> Any:
-            pointer = builder.bitcast(builder.gep(src, [at]), vec.as_pointer())
-            return builder.load(pointer, align=itemsize)
+        def at(base: Any, index: Any) -> Any:
+            return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
 
         even = ir.Constant(ir.VectorType(i32, lanes), list(range(0, 2 * lanes, 2)))
         odd = ir.Constant(ir.VectorType(i32, lanes), list(range(1, 2 * lanes, 2)))
         undef = ir.Constant(vec, ir.Undefined)
-        bias = builder.insert_element(undef, args[3], ir.Constant(i32, 0))
+        bias = builder.insert_element(undef, args[4], ir.Constant(i32, 0))
         bias = builder.shuffle_vector(bias, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
         taps = []  # t0 … t3: (top, 2l), (top, 2l + 1), (bottom, 2l), (bottom, 2l + 1), each + b
         for row in (a0, builder.add(a0, Wp)):
-            first, second = load(row), load(builder.add(row, ir.Constant(i64, lanes)))
+            first = builder.load(at(src, row), align=itemsize)
+            second = builder.load(at(src, builder.add(row, step)), align=itemsize)
             for pick in (even, odd):
                 taps.append(builder.fadd(builder.shuffle_vector(first, second, pick), bias))
         best = taps[0]
@@ -65,11 +71,17 @@ def _pooled_row_intrinsic(typingctx, acc, a0, Wp, b, out, d0, valid):  # type: i
             best = builder.select(builder.fcmp_ordered(">", best, t), best, t)
         zero = ir.Constant(vec, [0.0] * lanes)
         best = builder.select(builder.fcmp_ordered(">", best, zero), best, zero)
-        builder.store(best, builder.bitcast(builder.gep(dst, [d0]), vec.as_pointer()), align=itemsize)
+        half = ir.Constant(i64, lanes // 2)
+        low = _first_lanes(builder, lanes, n0)
+        high = builder.and_(builder.not_(_first_lanes(builder, lanes, half)),
+                            _first_lanes(builder, lanes, builder.add(n1, half)))  # fmt: skip
+        align = ir.Constant(i32, itemsize)
+        builder.call(store, [best, at(dst, d0), align, low])
+        builder.call(store, [best, at(dst, builder.sub(d1, half)), align, high])
         nan = builder.fcmp_unordered("uno", taps[0], taps[0])
         for t in taps[1:]:
             nan = builder.or_(nan, builder.fcmp_unordered("uno", t, t))
-        nan = builder.and_(nan, _first_lanes(builder, lanes, valid))
+        nan = builder.and_(nan, builder.or_(low, high))
         bits = builder.bitcast(nan, ir.IntType(lanes))
         return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(lanes), 0))
 
@@ -230,5 +242,6 @@ def _flat_or_empty(a):  # type: ignore[no-untyped-def]
 @njit(cache=True, nogil=True)
 def pool_tail(L: int, itemsize: int) -> int:  # pragma: no cover - compiled
     """Rows of L the accumulator needs past its last one for :func:`pooled_row`'s reads: a window's
-    bottom row starts at most L − Wp into its channel's row and reads two vectors from there."""
+    bottom row starts at most L − Wp into its channel's row and reads two vectors from there (or, for
+    a pair of pooled rows, one vector from the last grid row)."""
     return (2 * (VECTOR_BYTES // itemsize) + L - 1) // L
