@@ -241,3 +241,30 @@ def test_the_unpooled_epilogue_a_vector_at_a_time_gives_the_scalar_bits(dtype, f
     store(acc, Wp, False, normalise, relu, epilogue, residual, skip, wide[:, :, ::2])
     np.testing.assert_array_equal(np.ascontiguousarray(wide[:, :, ::2]).view(np.uint8), want.view(np.uint8))
     assert (wide[:, :, 1::2] == -7.0).all()
+
+
+def test_the_scalar_loops_avx2_keeps_give_the_same_bits(monkeypatch):
+    """Without AVX-512 (``row_vectors.MASKED`` false) ``store`` and ``fill`` keep their scalar loops: run
+    here as Python (``py_func``) with the flag off, against the same expectations as the vector paths."""
+    from convprop.functional import conv_rows_kernels
+
+    monkeypatch.setattr(conv_rows_kernels, "MASKED", False)
+    rng = np.random.default_rng(11)
+    for O, OH, OW in ((3, 6, 7), (2, 5, 20)):
+        acc, Wp, bias = _case(rng, np.float32, O, OH, OW, 2)
+        epilogue = np.stack([bias, *(rng.standard_normal(O).astype(np.float32) for _ in range(3))])
+        skip = rng.standard_normal((O, OH, OW)).astype(np.float32)
+        out = np.empty((O, OH, OW), np.float32)
+        assert not conv_rows_kernels.store.py_func(acc, Wp, False, True, True, epilogue, True, skip, out)
+        want = _finished_expected(acc, Wp, epilogue, skip, OH, OW, True, True, True)
+        np.testing.assert_array_equal(out, want)
+        pooled = np.empty((O, OH // 2, OW // 2), np.float32)
+        conv_rows_kernels.store.py_func(acc, Wp, True, False, True, epilogue, False, skip[:1, :1, :1], pooled)
+        np.testing.assert_array_equal(pooled, _expected(acc, Wp, bias, OH // 2, OW // 2)[0])
+    x = rng.standard_normal((1, 2, 5, 9)).astype(np.float32)
+    phases = np.zeros((1, 2), dtype=np.int64)
+    buffer = np.zeros(2 * 7 * 11, np.float32)
+    assert not conv_rows_kernels.fill.py_func(x, 0, phases, 1, 1, 1, 1, 11, 77, buffer, True)
+    want = np.zeros((2, 7, 11), np.float32)
+    want[:, 1:6, 1:10] = x[0]
+    np.testing.assert_array_equal(buffer.reshape(2, 7, 11), want)

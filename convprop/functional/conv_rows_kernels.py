@@ -12,7 +12,7 @@ from numba import njit
 
 from . import winograd_tiles
 from .conv_tile import CHANNELS, VECTOR_BYTES, accumulate
-from .row_vectors import copy_row, finished_row, flat_or_empty, pool_tail, pooled_row, split_row
+from .row_vectors import MASKED, copy_row, finished_row, flat_or_empty, pool_tail, pooled_row, split_row
 from .winograd_tiles import TAPS, transform_input, transform_output
 
 
@@ -42,14 +42,15 @@ def store(
     O = out.shape[0]
     saw_nan = False
     lanes = VECTOR_BYTES // acc.itemsize
-    grid, flat = acc.reshape(acc.size), flat_or_empty(out)  # (empty: out is a strided view)
-    shortcut = flat_or_empty(skip) if residual else flat  # (read only with ``residual``)
+    grid = acc.reshape(acc.size)
+    flat = flat_or_empty(out) if MASKED else np.empty(0, dtype=out.dtype)  # (empty: out is a strided view)
+    shortcut = flat_or_empty(skip) if MASKED and residual else flat  # (read only with ``residual``)
     for o in range(O):
         b, mu, k, sh = epilogue[0, o], epilogue[1, o], epilogue[2, o], epilogue[3, o]
         a = acc[o]
         if pool:
             PH, PW = out.shape[1], out.shape[2]
-            if flat.size > 0:  # a vector of pooled outputs at a time (masked stores)
+            if MASKED and flat.size > 0:  # a vector of pooled outputs at a time (masked stores)
                 row, p = o * acc.shape[1], 0
                 while p < PH:
                     first = (o * PH + p) * PW
@@ -71,7 +72,7 @@ def store(
                     saw_nan |= nan
             continue
         OH, OW = out.shape[1], out.shape[2]
-        if flat.size > 0 and (not residual or shortcut.size > 0):  # a vector of a row at a time, masked
+        if MASKED and flat.size > 0 and (not residual or shortcut.size > 0):  # a vector of a row at a time
             for r in range(OH):
                 first, start = (o * OH + r) * OW, o * acc.shape[1] + r * Wp
                 for c in range(0, OW, lanes):
@@ -184,7 +185,7 @@ def fill(
     64 images 0.33 → 0.30 ms checked, 0.22 → 0.17 unchecked.)"""
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     image = x[n].reshape(C * H * W)  # (x is C-contiguous)
-    if sh == 1 and sw == 1:
+    if MASKED and sh == 1 and sw == 1:
         return _fill_plain(image, C, H, W, ph, pw, Wq, S, buffer, check)
     index = np.full((sh, sw), -1, dtype=np.int64)  # the phase of (rh, rw), −1 where no tap reads it
     for k in range(phases.shape[0]):
@@ -211,7 +212,7 @@ def fill(
                 for j in range(np.uint64(W)):
                     v = image[row + j]
                     bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
-            if sw == 2:  # both column phases from two vectors of the row at a time (``row_vectors.split_row``)
+            if MASKED and sw == 2:  # both column phases from two vectors of the row (``row_vectors.split_row``)
                 a = pw % 2  # the phase of the even input columns (w + pw even), the odd ones' is 1 − a
                 ka, kb = index[rh, a], index[rh, 1 - a]
                 na, nb = (W + 1) // 2 if ka >= 0 else 0, W // 2 if kb >= 0 else 0

@@ -31,6 +31,12 @@ from numba.extending import intrinsic, overload
 
 from .conv_tile import VECTOR_BYTES, vector_type
 
+# Whether the loops above take these vector paths: with AVX-512, whose masked loads and stores are
+# native (mask registers), where every figure above was measured. With AVX2 a masked store is
+# vmaskmovps, which AMD's cores run as microcode, a value at a time; unmeasured there, so those
+# machines keep the scalar loops they were measured with (the same bits either way).
+MASKED = VECTOR_BYTES == 64
+
 
 @intrinsic
 def _pooled_row_intrinsic(typingctx, acc, a0, step, Wp, b, out, d0, n0, d1, n1):  # type: ignore[no-untyped-def]
