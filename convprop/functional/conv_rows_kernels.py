@@ -37,8 +37,8 @@ def store(
     ``np.maximum(·, 0)``'s rule (NaN kept), a 2×2 max of the ReLU'd taps (``pool``: ReLU and no batch
     norm nor residual; a vector of pooled outputs at a time, ``row_vectors.pooled_row`` — two pooled
     rows a vector where a row is at most half of one — acc holding ``row_vectors.pool_tail`` rows past
-    its last for those reads). Returns whether the pool saw a NaN
-    (the caller then reruns)."""
+    its last for those reads; with AVX-512 only, ``row_vectors.MASKED``). Returns whether the pool saw a
+    NaN (the caller then reruns)."""
     O = out.shape[0]
     saw_nan = False
     lanes = VECTOR_BYTES // acc.itemsize
@@ -232,8 +232,12 @@ def fill(
                     continue
                 dst = np.uint64((k * C + c) * S + r * Wq + j0)
                 src = row + np.uint64(j0 * sw + rw - pw)
-                for j in range(np.uint64(m)):
-                    buffer[dst + j] = image[src + j * step]
+                if sw == 1:
+                    for j in range(np.uint64(m)):
+                        buffer[dst + j] = image[src + j]
+                else:
+                    for j in range(np.uint64(m)):
+                        buffer[dst + j] = image[src + j * step]
             rh += 1
             if rh == sh:
                 r, rh = r + 1, 0
@@ -245,9 +249,9 @@ def _fill_plain(
     image: np.ndarray, C: int, H: int, W: int, ph: int, pw: int, Wq: int, S: int, buffer: np.ndarray, check: bool
 ) -> bool:  # pragma: no cover - compiled
     """:func:`fill` of one stride-1 image (flat, (C·H·W,)): each row a vector at a time, masked
-    (``row_vectors.copy_row``). No per-call arrays: lenet's second layer's 64 images of 16 × 14² took
-    1.5 µs an image through the strided phases' loop with a masked copy, 2.2 with its scalar one, 0.2
-    here (AMD EPYC Zen 5)."""
+    (``row_vectors.copy_row``). No per-call arrays: lenet's second layer's images of 16 × 14² took
+    1.1–1.8 µs an image through the strided phases' loop (its three small arrays an image, its rows
+    through the scalar remainder of a 64-value vector loop), 0.6–0.7 here (AMD EPYC Zen 5)."""
     lanes = VECTOR_BYTES // buffer.itemsize
     bad = False
     for c in range(C):

@@ -1,22 +1,27 @@
 """Vector helpers of ``conv_rows_kernels``' per-image loops, in LLVM IR as ``conv_tile``'s tiles are written.
 
-A 2×2 max-pool of the tiles' accumulator, a vector of pooled outputs at a time (``store``):
+Around the tiles' sums, each image of a pass is copied into its padded planes and its accumulator
+stored through the epilogue; numba left those loops scalar, and on an AVX-512 Zen 5 (where the sums
+run at the multiply-add peak) they had grown to a quarter to two thirds of lenet's and resnet's layer
+times.
 
-The pooled epilogue (bias, ReLU, 2×2 max, ``conv_rows_kernels._pooled``) reads each window's four
-values at stride 2 along a row, which numba's loop did not vectorise: it took more time than the
-tiles' own sums on lenet's first layer (AMD EPYC Zen 5, AVX-512, one image: the pooled store 2.05 µs,
-the 1 → 16 channels' multiply-adds 1.19). :func:`pooled_row` does one vector of a pooled row in LLVM IR,
-as ``conv_tile``'s tiles are written: two vectors of each of the window's grid rows, their even and
-odd lanes split by shuffles, the bias added, the four compared and ReLU'd with the scalar code's
-selects in its order (so the same bits, NaN rule included), and one vector store.
+- :func:`pooled_row`, the 2×2 max-pool epilogue (bias, ReLU, 2×2 max, ``conv_rows_kernels._pooled``):
+  a window's four values sit at stride 2 along two grid rows. Two vectors of each grid row, their even
+  and odd lanes split by shuffles, the bias added, the four compared and ReLU'd with the scalar code's
+  selects in its order (the same bits, NaN rule included), masked stores; where a pooled row is at
+  most half a vector, two pooled rows a vector. lenet's first layer's store 2.05 → 0.99 µs an image
+  (more than its 1.19 of multiply-adds before), the second's 1.76 → 0.62.
+- :func:`finished_row`, the unpooled epilogue (bias, batch norm, shortcut, ReLU in
+  ``conv_rows_kernels._finished``'s order, each a select on its flag): resnet's stores with batch norm
+  and shortcut 1.25 → 0.77 and 1.10 → 0.82 µs an image.
+- :func:`copy_row`, a row into the padded planes at stride 1 (``fill``): lenet's and resnet's rows (7–28
+  values) are shorter than the loop LLVM vectorises for AVX-512 (4 × 16 lanes), so every value had gone
+  through its scalar remainder; a mask reads and writes none of the neighbours (the padding between
+  rows stays 0, nothing past an array's end is touched).
+- :func:`split_row`, a row into its two column phases at stride 2, split by parity with the pooled
+  row's shuffles: the strided layers' fill 3.68 → 1.10 µs an image of 8 × 28², 2.83 → 1.40 of 16 × 14².
 
-A row copied into the padded planes (``fill``, stride 1), a vector at a time with masked loads and
-stores (:func:`copy_row`): lenet's and resnet's rows (7–28 values) are shorter than the loop LLVM
-vectorises for AVX-512 (4 × 16 lanes), so every value had gone through its scalar remainder; a mask
-reads and writes none of the neighbours (the padding between rows stays 0, nothing past an array's end
-is touched). At stride 2 (:func:`split_row`), two vectors of a row are split by column parity into
-its two column phases with the pooled row's shuffles: the strided layers' fill, which had copied a
-value at a time, took 3.68 → 1.10 µs an image of 8 × 28², 2.83 → 1.40 of 16 × 14² (AMD EPYC Zen 5).
+(AMD EPYC Zen 5, one thread, repeated in compiled loops; docs/performance.md, "Back on a Zen 5".)
 """
 
 from __future__ import annotations
