@@ -146,8 +146,9 @@ def avx2_gate(monkeypatch):
     """The admission rule as on AVX2's 8 lanes, whatever this CPU's vectors (the tiles themselves are
     the host's): the tests below take Winograd where a 16-lane CPU would keep the direct tiles."""
     monkeypatch.setattr(conv_rows, "_lanes", lambda: 8)
-    conv_single.REMEMBERED.clear()  # (the fused calls' plans: decided by the rule in force, so forgotten
-    yield  # before and after)
+    # the fused calls' remembered plans were decided by the rule in force: forgotten before and after
+    conv_single.REMEMBERED.clear()
+    yield
     conv_single.REMEMBERED.clear()
 
 
