@@ -7,6 +7,8 @@ is ``conv_rows``' docstring; letters as there.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
@@ -43,8 +45,8 @@ def store(
     saw_nan = False
     lanes = VECTOR_BYTES // acc.itemsize
     grid = acc.reshape(acc.size)
-    flat = flat_or_empty(out) if MASKED else np.empty(0, dtype=out.dtype)  # (empty: out is a strided view)
-    shortcut = flat_or_empty(skip) if MASKED and residual else flat  # (read only with ``residual``)
+    flat = flat_or_empty(out)  # (empty: out is a strided view)
+    shortcut = flat_or_empty(skip) if residual else flat  # (read only with ``residual``)
     for o in range(O):
         b, mu, k, sh = epilogue[0, o], epilogue[1, o], epilogue[2, o], epilogue[3, o]
         a = acc[o]
@@ -209,9 +211,7 @@ def fill(
         for h in range(H):
             row = np.uint64((c * H + h) * W)
             if check:
-                for j in range(np.uint64(W)):
-                    v = image[row + j]
-                    bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
+                bad |= _non_finite(image, row, np.uint64(W))
             if MASKED and sw == 2:  # both column phases from two vectors of the row (``row_vectors.split_row``)
                 a = pw % 2  # the phase of the even input columns (w + pw even), the odd ones' is 1 − a
                 ka, kb = index[rh, a], index[rh, 1 - a]
@@ -221,26 +221,34 @@ def fill(
                     h0 = w0 // 2
                     split_row(image, int(row) + w0, min(2 * lanes, W - w0), buffer, da + h0,
                               min(lanes, na - h0), db + h0, min(lanes, nb - h0))  # fmt: skip
-                rh += 1
-                if rh == sh:
-                    r, rh = r + 1, 0
-                continue
-            for rw in range(sw):
-                k = index[rh, rw]
-                j0, m = first[rw], count[rw]
-                if k < 0 or m <= 0:
-                    continue
-                dst = np.uint64((k * C + c) * S + r * Wq + j0)
-                src = row + np.uint64(j0 * sw + rw - pw)
-                if sw == 1:
-                    for j in range(np.uint64(m)):
-                        buffer[dst + j] = image[src + j]
-                else:
-                    for j in range(np.uint64(m)):
-                        buffer[dst + j] = image[src + j * step]
+            else:
+                for rw in range(sw):
+                    k = index[rh, rw]
+                    j0, m = first[rw], count[rw]
+                    if k < 0 or m <= 0:
+                        continue
+                    dst = np.uint64((k * C + c) * S + r * Wq + j0)
+                    src = row + np.uint64(j0 * sw + rw - pw)
+                    if sw == 1:
+                        for j in range(np.uint64(m)):
+                            buffer[dst + j] = image[src + j]
+                    else:
+                        for j in range(np.uint64(m)):
+                            buffer[dst + j] = image[src + j * step]
             rh += 1
             if rh == sh:
                 r, rh = r + 1, 0
+    return bad
+
+
+@njit(inline="always")
+def _non_finite(image: np.ndarray, start: Any, count: Any) -> bool:  # pragma: no cover - compiled
+    """Whether image[start : start + count] holds an infinity or a NaN (v − v is NaN for both); the
+    indices int or uint64 (fill's, which keep its loops free of wraparound checks)."""
+    bad = False
+    for j in range(count):
+        v = image[start + j]
+        bad |= (v - v) != 0.0
     return bad
 
 
@@ -258,9 +266,7 @@ def _fill_plain(
         for h in range(H):
             src, dst = (c * H + h) * W, c * S + (h + ph) * Wq + pw
             if check:
-                for j in range(W):
-                    v = image[src + j]
-                    bad |= (v - v) != 0.0  # NaN for an infinity or a NaN
+                bad |= _non_finite(image, src, W)
             for j in range(0, W, lanes):
                 copy_row(image, src + j, buffer, dst + j, min(lanes, W - j))
     return bad

@@ -73,6 +73,32 @@ def vector_type(dtype: Any, vector_bytes: int) -> tuple[ir.VectorType, int, int]
     return ir.VectorType(ir.FloatType() if itemsize == 4 else ir.DoubleType(), lanes), lanes, itemsize
 
 
+def intrinsic_arguments(context: Any, builder: Any, signature: Any, args: Any, arrays: tuple[int, ...]) -> Any:
+    """An intrinsic's arguments as its code needs them: (data pointers of the ``arrays`` arguments, the
+    integer arguments as int64, the vector type of the first array's dtype, its lanes, its itemsize)."""
+    data = {k: context.make_array(signature.args[k])(context, builder, args[k]).data for k in arrays}
+    ints = {
+        k: context.cast(builder, args[k], signature.args[k], types.int64)
+        for k in range(len(args))
+        if isinstance(signature.args[k], types.Integer)
+    }
+    vec, lanes, itemsize = vector_type(signature.args[arrays[0]].dtype, VECTOR_BYTES)
+    return data, ints, vec, lanes, itemsize
+
+
+def vector_at(builder: Any, vec: Any, base: Any, at: Any) -> Any:
+    """A pointer to the vector at element ``at`` of ``base``."""
+    return builder.bitcast(builder.gep(base, [at]), vec.as_pointer())
+
+
+def load_vector(builder: Any, vec: Any, itemsize: int, base: Any, at: Any) -> Any:
+    return builder.load(vector_at(builder, vec, base, at), align=itemsize)
+
+
+def store_vector(builder: Any, vec: Any, itemsize: int, value: Any, base: Any, at: Any) -> None:
+    builder.store(value, vector_at(builder, vec, base, at), align=itemsize)
+
+
 def vector_fma(builder: Any, vec: ir.VectorType) -> Any:
     """``llvm.fma`` on ``vec``: a·b + c lane by lane, one rounding."""
     suffix = f"v{vec.count}{'f32' if isinstance(vec.element, ir.FloatType) else 'f64'}"

@@ -34,7 +34,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .conv_tile import VECTOR_BYTES, vector_type
+from .conv_tile import VECTOR_BYTES, intrinsic_arguments, load_vector, vector_at
 
 # Whether the loops above take these vector paths: with AVX-512, whose masked loads and stores are
 # native (mask registers), where every figure above was measured. With AVX2 a masked store is
@@ -54,27 +54,18 @@ def _pooled_row_intrinsic(typingctx, acc, a0, step, Wp, b, out, d0, n0, d1, n1):
     sig = types.boolean(acc, a0, step, Wp, b, out, d0, n0, d1, n1)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        vec, lanes, itemsize = vector_type(signature.args[0].dtype, VECTOR_BYTES)
-        src = context.make_array(signature.args[0])(context, builder, args[0]).data
-        dst = context.make_array(signature.args[5])(context, builder, args[5]).data
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        a0, step, Wp, d0, n0, d1, n1 = (
-            context.cast(builder, args[k], signature.args[k], types.int64) for k in (1, 2, 3, 6, 7, 8, 9)
-        )
+        data, ints, vec, lanes, itemsize = intrinsic_arguments(context, builder, signature, args, (0, 5))
+        src, dst = data[0], data[5]
+        a0, step, Wp, d0, n0, d1, n1 = (ints[k] for k in (1, 2, 3, 6, 7, 8, 9))
         _, store = _masked(builder, vec, lanes, itemsize)
-
-        def at(base: Any, index: Any) -> Any:
-            return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
-
+        i32 = ir.IntType(32)
         even = ir.Constant(ir.VectorType(i32, lanes), list(range(0, 2 * lanes, 2)))
         odd = ir.Constant(ir.VectorType(i32, lanes), list(range(1, 2 * lanes, 2)))
-        undef = ir.Constant(vec, ir.Undefined)
-        bias = builder.insert_element(undef, args[4], ir.Constant(i32, 0))
-        bias = builder.shuffle_vector(bias, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+        bias = _splat(builder, args[4], vec)
         taps = []  # t0 … t3: (top, 2l), (top, 2l + 1), (bottom, 2l), (bottom, 2l + 1), each + b
         for row in (a0, builder.add(a0, Wp)):
-            first = builder.load(at(src, row), align=itemsize)
-            second = builder.load(at(src, builder.add(row, step)), align=itemsize)
+            first = load_vector(builder, vec, itemsize, src, row)
+            second = load_vector(builder, vec, itemsize, src, builder.add(row, step))
             for pick in (even, odd):
                 taps.append(builder.fadd(builder.shuffle_vector(first, second, pick), bias))
         best = taps[0]
@@ -82,13 +73,13 @@ def _pooled_row_intrinsic(typingctx, acc, a0, step, Wp, b, out, d0, n0, d1, n1):
             best = builder.select(builder.fcmp_ordered(">", best, t), best, t)
         zero = ir.Constant(vec, [0.0] * lanes)
         best = builder.select(builder.fcmp_ordered(">", best, zero), best, zero)
-        half = ir.Constant(i64, lanes // 2)
+        half = ir.Constant(ir.IntType(64), lanes // 2)
         low = _first_lanes(builder, lanes, n0)
         high = builder.and_(builder.not_(_first_lanes(builder, lanes, half)),
                             _first_lanes(builder, lanes, builder.add(n1, half)))  # fmt: skip
         align = ir.Constant(i32, itemsize)
-        builder.call(store, [best, at(dst, d0), align, low])
-        builder.call(store, [best, at(dst, builder.sub(d1, half)), align, high])
+        builder.call(store, [best, vector_at(builder, vec, dst, d0), align, low])
+        builder.call(store, [best, vector_at(builder, vec, dst, builder.sub(d1, half)), align, high])
         nan = builder.fcmp_unordered("uno", taps[0], taps[0])
         for t in taps[1:]:
             nan = builder.or_(nan, builder.fcmp_unordered("uno", t, t))
@@ -105,17 +96,13 @@ def _copy_row_intrinsic(typingctx, src, s0, dst, d0, m):  # type: ignore[no-unty
     sig = types.void(src, s0, dst, d0, m)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        vec, lanes, itemsize = vector_type(signature.args[0].dtype, VECTOR_BYTES)
-        i32 = ir.IntType(32)
-        source = context.make_array(signature.args[0])(context, builder, args[0]).data
-        target = context.make_array(signature.args[2])(context, builder, args[2]).data
-        s0, d0, m = (context.cast(builder, args[k], signature.args[k], types.int64) for k in (1, 3, 4))
-        mask = _first_lanes(builder, lanes, m)
-        at, to = (builder.bitcast(builder.gep(base, [k]), vec.as_pointer()) for base, k in ((source, s0), (target, d0)))
+        data, ints, vec, lanes, itemsize = intrinsic_arguments(context, builder, signature, args, (0, 2))
         load, store = _masked(builder, vec, lanes, itemsize)
-        align = ir.Constant(i32, itemsize)
-        value = builder.call(load, [at, align, mask, ir.Constant(vec, ir.Undefined)])
-        builder.call(store, [value, to, align, mask])
+        mask, align = _first_lanes(builder, lanes, ints[4]), ir.Constant(ir.IntType(32), itemsize)
+        value = builder.call(
+            load, [vector_at(builder, vec, data[0], ints[1]), align, mask, ir.Constant(vec, ir.Undefined)]
+        )
+        builder.call(store, [value, vector_at(builder, vec, data[2], ints[3]), align, mask])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -129,26 +116,21 @@ def _split_row_intrinsic(typingctx, src, s0, m, dst, da, na, db, nb):  # type: i
     sig = types.void(src, s0, m, dst, da, na, db, nb)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        vec, lanes, itemsize = vector_type(signature.args[0].dtype, VECTOR_BYTES)
+        data, ints, vec, lanes, itemsize = intrinsic_arguments(context, builder, signature, args, (0, 3))
         i32, i64 = ir.IntType(32), ir.IntType(64)
-        source = context.make_array(signature.args[0])(context, builder, args[0]).data
-        target = context.make_array(signature.args[3])(context, builder, args[3]).data
-        s0, m, da, na, db, nb = (
-            context.cast(builder, args[k], signature.args[k], types.int64) for k in (1, 2, 4, 5, 6, 7)
-        )
         load, store = _masked(builder, vec, lanes, itemsize)
         align, undef = ir.Constant(i32, itemsize), ir.Constant(vec, ir.Undefined)
         halves = []
         for half in range(2):
-            at = builder.add(s0, ir.Constant(i64, half * lanes))
-            count = builder.sub(m, ir.Constant(i64, half * lanes))
-            pointer = builder.bitcast(builder.gep(source, [at]), vec.as_pointer())
-            halves.append(builder.call(load, [pointer, align, _first_lanes(builder, lanes, count), undef]))
-        for parity, (to, count) in enumerate(((da, na), (db, nb))):
+            at = builder.add(ints[1], ir.Constant(i64, half * lanes))
+            mask = _first_lanes(builder, lanes, builder.sub(ints[2], ir.Constant(i64, half * lanes)))
+            halves.append(builder.call(load, [vector_at(builder, vec, data[0], at), align, mask, undef]))
+        for parity, (to, count) in enumerate(((ints[4], ints[5]), (ints[6], ints[7]))):
             pick = ir.Constant(ir.VectorType(i32, lanes), list(range(parity, 2 * lanes, 2)))
             value = builder.shuffle_vector(halves[0], halves[1], pick)
-            pointer = builder.bitcast(builder.gep(target, [to]), vec.as_pointer())
-            builder.call(store, [value, pointer, align, _first_lanes(builder, lanes, count)])
+            builder.call(
+                store, [value, vector_at(builder, vec, data[3], to), align, _first_lanes(builder, lanes, count)]
+            )
         return context.get_dummy_value()
 
     return sig, codegen
@@ -164,46 +146,30 @@ def _finished_row_intrinsic(  # type: ignore[no-untyped-def]
     sig = types.void(acc, a0, skip, out, d0, m, b, mu, k, sh, normalise, residual, relu)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        vec, lanes, itemsize = vector_type(signature.args[0].dtype, VECTOR_BYTES)
-        i32 = ir.IntType(32)
-        grid, shortcut, target = (
-            context.make_array(signature.args[j])(context, builder, args[j]).data for j in (0, 2, 3)
-        )
-        a0, d0, m = (context.cast(builder, args[j], signature.args[j], types.int64) for j in (1, 4, 5))
+        data, ints, vec, lanes, itemsize = intrinsic_arguments(context, builder, signature, args, (0, 2, 3))
         load, store = _masked(builder, vec, lanes, itemsize)
-        align, undef = ir.Constant(i32, itemsize), ir.Constant(vec, ir.Undefined)
-        mask = _first_lanes(builder, lanes, m)
-
-        def spread(value: Any) -> Any:
-            one = builder.insert_element(undef, value, ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
-
-        def at(base: Any, index: Any) -> Any:
-            return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
-
-        v = builder.fadd(builder.call(load, [at(grid, a0), align, mask, undef]), spread(args[6]))
-        normed = builder.fadd(builder.fmul(builder.fsub(v, spread(args[7])), spread(args[8])), spread(args[9]))
-        v = builder.select(args[10], normed, v)
+        align, undef = ir.Constant(ir.IntType(32), itemsize), ir.Constant(vec, ir.Undefined)
+        a0, d0, mask = ints[1], ints[4], _first_lanes(builder, lanes, ints[5])
+        b, mu, scale, shift = (_splat(builder, args[j], vec) for j in (6, 7, 8, 9))
+        v = builder.fadd(builder.call(load, [vector_at(builder, vec, data[0], a0), align, mask, undef]), b)
+        v = builder.select(args[10], builder.fadd(builder.fmul(builder.fsub(v, mu), scale), shift), v)
         zero = ir.Constant(vec, [0.0] * lanes)
-        reads = builder.and_(mask, _spread_bool(builder, args[11], lanes))  # (no shortcut, no read)
-        added = builder.fadd(v, builder.call(load, [at(shortcut, d0), align, reads, zero]))
+        reads = builder.and_(mask, _splat(builder, args[11], mask.type))  # (no shortcut, no read)
+        added = builder.fadd(v, builder.call(load, [vector_at(builder, vec, data[2], d0), align, reads, zero]))
         v = builder.select(args[11], added, v)
         kept = builder.or_(builder.fcmp_ordered(">", v, zero), builder.fcmp_unordered("uno", v, v))
         v = builder.select(args[12], builder.select(kept, v, zero), v)
-        builder.call(store, [v, at(target, d0), align, mask])
+        builder.call(store, [v, vector_at(builder, vec, data[3], d0), align, mask])
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-def _spread_bool(builder: Any, flag: Any, lanes: int) -> Any:
-    """An i1 as a <lanes x i1> of it."""
-    i32 = ir.IntType(32)
-    masks = ir.VectorType(ir.IntType(1), lanes)
-    one = builder.insert_element(ir.Constant(masks, ir.Undefined), flag, ir.Constant(i32, 0))
-    return builder.shuffle_vector(
-        one, ir.Constant(masks, ir.Undefined), ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-    )
+def _splat(builder: Any, value: Any, vector: Any) -> Any:
+    """``value`` in every lane of a ``vector`` type."""
+    i32, undef = ir.IntType(32), ir.Constant(vector, ir.Undefined)
+    one = builder.insert_element(undef, value, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, vector.count), [0] * vector.count))
 
 
 def _masked(builder: Any, vec: Any, lanes: int, itemsize: int) -> tuple[Any, Any]:
@@ -222,13 +188,8 @@ def _masked(builder: Any, vec: Any, lanes: int, itemsize: int) -> tuple[Any, Any
 
 def _first_lanes(builder: Any, lanes: int, count: Any) -> Any:
     """The <lanes x i1> mask of the lanes l < count (an int64)."""
-    i32, i64 = ir.IntType(32), ir.IntType(64)
-    wide = ir.VectorType(i64, lanes)
-    limit = builder.insert_element(ir.Constant(wide, ir.Undefined), count, ir.Constant(i32, 0))
-    limit = builder.shuffle_vector(
-        limit, ir.Constant(wide, ir.Undefined), ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-    )
-    return builder.icmp_signed("<", ir.Constant(wide, list(range(lanes))), limit)
+    wide = ir.VectorType(ir.IntType(64), lanes)
+    return builder.icmp_signed("<", ir.Constant(wide, list(range(lanes))), _splat(builder, count, wide))
 
 
 pooled_row: Any = _pooled_row_intrinsic  # (called in compiled code)
@@ -237,10 +198,11 @@ split_row: Any = _split_row_intrinsic
 finished_row: Any = _finished_row_intrinsic
 
 
-def flat_or_empty(a: Any) -> Any:
-    """In compiled code: a C-contiguous array as one axis (a view), any other an empty one of its dtype
-    (so its callers' vector paths, which need a flat array, find no room and take their scalar ones)."""
-    raise NotImplementedError("flat_or_empty is for compiled code")  # pragma: no cover
+def flat_or_empty(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous array as one axis (a view), any other an empty one of its dtype (so its callers'
+    vector paths, which need a flat array, find no room and take their scalar ones); in compiled code,
+    decided by the array's type."""
+    return a.reshape(a.size) if a.flags.c_contiguous else np.empty(0, dtype=a.dtype)
 
 
 @overload(flat_or_empty)

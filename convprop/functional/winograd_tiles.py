@@ -47,7 +47,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .conv_tile import VECTOR_BYTES, vector_type
+from .conv_tile import VECTOR_BYTES, intrinsic_arguments, load_vector, store_vector
 
 TAPS = 16  # α² = (2 + 3 − 1)²: the products a tile needs
 
@@ -75,24 +75,6 @@ def kernels(weight: np.ndarray, zero: Any) -> np.ndarray:  # pragma: no cover - 
     return u
 
 
-def _vectors(context: Any, builder: Any, signature: Any, args: Any, arrays: tuple[int, ...]) -> Any:
-    """(data pointers of the ``arrays`` arguments, the other arguments as int64, vector type, lanes)."""
-    data = {k: context.make_array(signature.args[k])(context, builder, args[k]).data for k in arrays}
-    ints = {
-        k: context.cast(builder, args[k], signature.args[k], types.int64) for k in range(len(args)) if k not in data
-    }
-    vec, lanes, itemsize = vector_type(signature.args[arrays[0]].dtype, VECTOR_BYTES)
-    return data, ints, vec, lanes, itemsize
-
-
-def _load(builder: Any, vec: Any, itemsize: int, base: Any, at: Any) -> Any:
-    return builder.load(builder.bitcast(builder.gep(base, [at]), vec.as_pointer()), align=itemsize)
-
-
-def _store(builder: Any, vec: Any, itemsize: int, value: Any, base: Any, at: Any) -> None:
-    builder.store(value, builder.bitcast(builder.gep(base, [at]), vec.as_pointer()), align=itemsize)
-
-
 @intrinsic
 def _input_tiles_intrinsic(typingctx, buffer, r0, Wq, V, v0, CT):  # type: ignore[no-untyped-def]
     """One vector of tiles (V lanes: tiles tw0 … tw0 + V − 1 of a row) through Bᵀ d B: tile l's 4×4 d
@@ -100,7 +82,7 @@ def _input_tiles_intrinsic(typingctx, buffer, r0, Wq, V, v0, CT):  # type: ignor
     sig = types.void(buffer, r0, Wq, V, v0, CT)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        data, ints, vec, lanes, itemsize = _vectors(context, builder, signature, args, (0, 3))
+        data, ints, vec, lanes, itemsize = intrinsic_arguments(context, builder, signature, args, (0, 3))
         i32, i64 = ir.IntType(32), ir.IntType(64)
         even = ir.Constant(ir.VectorType(i32, lanes), list(range(0, 2 * lanes, 2)))
         odd = ir.Constant(ir.VectorType(i32, lanes), list(range(1, 2 * lanes, 2)))
@@ -108,7 +90,7 @@ def _input_tiles_intrinsic(typingctx, buffer, r0, Wq, V, v0, CT):  # type: ignor
         for i in range(4):
             row = builder.add(ints[1], builder.mul(ints[2], ir.Constant(i64, i)))
             left, right = (
-                [_load(builder, vec, itemsize, data[0], builder.add(row, ir.Constant(i64, k))) for k in first]
+                [load_vector(builder, vec, itemsize, data[0], builder.add(row, ir.Constant(i64, k))) for k in first]
                 for first in ((0, lanes), (2, lanes + 2))
             )
             d.append([builder.shuffle_vector(*left, even), builder.shuffle_vector(*left, odd),
@@ -122,7 +104,7 @@ def _input_tiles_intrinsic(typingctx, buffer, r0, Wq, V, v0, CT):  # type: ignor
         for xi in range(4):
             for nu, value in enumerate(combine([rows[j][xi] for j in range(4)])):
                 at = builder.add(ints[4], builder.mul(ints[5], ir.Constant(i64, 4 * xi + nu)))
-                _store(builder, vec, itemsize, value, data[3], at)
+                store_vector(builder, vec, itemsize, value, data[3], at)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -135,10 +117,10 @@ def _output_tiles_intrinsic(typingctx, M, m0, K, Y, y0, YK):  # type: ignore[no-
     sig = types.void(M, m0, K, Y, y0, YK)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        data, ints, vec, _, itemsize = _vectors(context, builder, signature, args, (0, 3))
+        data, ints, vec, _, itemsize = intrinsic_arguments(context, builder, signature, args, (0, 3))
         i64 = ir.IntType(64)
-        m = [_load(builder, vec, itemsize, data[0], builder.add(ints[1], builder.mul(ints[2], ir.Constant(i64, k))))
-             for k in range(TAPS)]  # fmt: skip
+        rows = (builder.add(ints[1], builder.mul(ints[2], ir.Constant(i64, k))) for k in range(TAPS))
+        m = [load_vector(builder, vec, itemsize, data[0], row) for row in rows]
 
         def combine(r: list[Any]) -> list[Any]:  # Aᵀ's rows: r0 + r1 + r2, r1 − r2 − r3
             return [builder.fadd(builder.fadd(r[0], r[1]), r[2]), builder.fsub(builder.fsub(r[1], r[2]), r[3])]
@@ -147,7 +129,7 @@ def _output_tiles_intrinsic(typingctx, M, m0, K, Y, y0, YK):  # type: ignore[no-
         for i in range(2):
             for j, value in enumerate(combine([columns[nu][i] for nu in range(4)])):
                 at = builder.add(ints[4], builder.mul(ints[5], ir.Constant(i64, 2 * i + j)))
-                _store(builder, vec, itemsize, value, data[3], at)
+                store_vector(builder, vec, itemsize, value, data[3], at)
         return context.get_dummy_value()
 
     return sig, codegen
