@@ -41,6 +41,8 @@ from numba import njit
 
 from . import conv_gemm, conv_im2col, conv_phases, conv_rows, conv_volume, threads
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
+from .conv_grad_lanes import accumulate_lanes, add_columns, on_lanes, padded_offsets, transpose_into
+from .conv_grad_lanes import summed as lane_sums
 from .conv_resolve import _resolve
 from .conv_rows import as_2d
 from .conv_rows_kernels import fill
@@ -132,20 +134,33 @@ class Tiled:
         return dx
 
     def grad_weight_unpadded(self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
-        """dW from δ and x *before* padding (each image padded as it is copied) on ``conv_tile_grad``'s
-        tiles; the unfolding algorithm's where the input holds an infinity or a NaN
-        (module docstring of ``conv_tile_grad``)."""
+        """dW from δ and x *before* padding (each image padded as it is copied): :meth:`grad_params_unpadded`'s."""
+        return self.grad_params_unpadded(grad_output, x, geometry, bias=False)[0]
+
+    def grad_params_unpadded(
+        self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry, bias: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(dW, db, or None without ``bias``) from δ and x *before* padding: with the output channels
+        in the lanes (``conv_grad_lanes.on_lanes``) dW and db in one pass; else dW on
+        ``conv_tile_grad``'s tiles, the unfolding algorithm's where the input holds an infinity or a
+        NaN (module docstring of ``conv_tile_grad``), and db summed from δ."""
         if geometry.ndim == 1:  # as a 2-D convolution of height 1
-            return self.grad_weight_unpadded(grad_output[:, :, None], x[:, :, None], as_2d(geometry))[:, :, 0]
-        dw = None
+            dw2, db2 = self.grad_params_unpadded(grad_output[:, :, None], x[:, :, None], as_2d(geometry), bias)
+            return dw2[:, :, 0], db2
+        dw: np.ndarray | None = None
+        db: np.ndarray | None = None
         if geometry.ndim == 3:
-            dw = conv_volume.grad_weight(grad_output, x, geometry, pass_threads(macs(geometry, x.shape[0])))
+            dw, db = conv_volume.grad_params(grad_output, x, geometry, pass_threads(macs(geometry, x.shape[0])))
+        elif on_lanes(grad_output.shape[1], x.dtype):
+            dw, db = grad_params_lanes(grad_output, np.ascontiguousarray(x), geometry, padded=False)
         else:
             dw = grad_weight_tiles(grad_output, np.ascontiguousarray(x), geometry, padded=False)
         if dw is None:
             with threads.blas_released():  # (as the input gradient's product)
                 dw = self.unfolding.grad_weight(grad_output, pad(x, geometry.pads, "zeros"), geometry)
-        return dw
+        if bias and db is None:
+            db = grad_output.sum(axis=(0, *range(2, grad_output.ndim)))
+        return dw, db
 
     def grad_weight(self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """dW from δ and the *padded* x (the protocol's form)."""
@@ -162,8 +177,8 @@ class Tiled:
         """(dx or None, dw, db) from δ and x before padding: what a layer's backward calls (its context
         keeps x as it came, no padded copy). (Running dW on the pool beside dx, each on one thread, was
         measured: lenet's and resnet's epochs alike within the noise.)"""
-        dw = self.grad_weight_unpadded(grad_output, x, geometry)
-        db = grad_output.sum(axis=(0, *range(2, grad_output.ndim)))
+        dw, db = self.grad_params_unpadded(grad_output, x, geometry)
+        assert db is not None
         return (self.grad_input_unpadded(grad_output, weight, geometry) if want_input else None), dw, db
 
 
@@ -207,6 +222,66 @@ def _grad_images(
                         dst[j] = src[j]
         accumulate_grad(buffer, grid, offs, part)
     return bad
+
+
+@njit(cache=True, nogil=True)
+def _lane_images(
+    x: np.ndarray,
+    dy: np.ndarray,
+    offs: np.ndarray,
+    pos: np.ndarray,
+    phases: np.ndarray,
+    ph: int,
+    pw: int,
+    sh: int,
+    sw: int,
+    Hq: int,
+    Wq: int,
+    S: int,
+    B: int,
+    taps: int,
+    n0: int,
+    n1: int,
+    part: np.ndarray,
+    bias: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """part (T', O') += the weight gradient's sums over images n0..n1 with the channels in the lanes
+    (``conv_grad_lanes``), B images stacked at a time: the input in its stride phases (image k's Hq
+    rows after image k − 1's), δ (N, O, P) copied channels-last (image k's P positions after image
+    k − 1's), pos (B·P,) each position's index on the stack's grid; bias (O',) += δ's sums."""
+    P = dy.shape[2]
+    buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border and tails stay zero
+    d = np.zeros((B * P, part.shape[1]), dtype=x.dtype)  # channels past O stay zero
+    for m0 in range(n0, n1, B):
+        m1 = min(m0 + B, n1)
+        for n in range(m0, m1):
+            fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer[(n - m0) * Hq * Wq :], False)
+            transpose_into(dy, n, d, (n - m0) * P)
+        used = (m1 - m0) * P  # (a short last stack's other images are not read)
+        accumulate_lanes(buffer, d[:used], pos[:used], offs, taps, part)
+        add_columns(d, used, bias)
+
+
+def grad_params_lanes(
+    grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry, padded: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(dW (O, C, KH, KW), db (O,)) of a 2-D convolution, x as :func:`grad_weight_tiles` takes it, the
+    channels in the lanes (``conv_grad_lanes``): exact for any input, infinities and NaNs included;
+    db summed from δ's channels-last copy (no pass of its own over δ)."""
+    N, O = grad_output.shape[:2]
+    count = pass_threads(macs(geo, N))
+    B = stack(geo, -(-N // len(ranges(N, count))), x.itemsize)
+    offs, phases, Wq, S, _ = conv_rows._layout(geo, x.dtype, B)
+    (Hq, OH, OW) = -(-geo.padded_size[0] // geo.stride[0]), *geo.out_size
+    k, oh, ow = np.meshgrid(np.arange(B), np.arange(OH), np.arange(OW), indexing="ij")
+    pos = ((k * Hq + oh) * Wq + ow).reshape(-1).astype(np.int64)
+    (ph, _), (pw, _) = ((0, 0), (0, 0)) if padded else geo.pads
+    sh, sw = geo.stride
+    dy = np.ascontiguousarray(grad_output).reshape(N, O, OH * OW)
+    taps = offs.shape[0]
+    images = partial(_lane_images, x, dy, padded_offsets(offs), pos, phases, ph, pw, sh, sw, Hq, Wq, S, B, taps)
+    dw, db = lane_sums(images, N, O, taps, x.dtype, count)
+    return dw.reshape(O, geo.in_channels, *geo.kernel), db
 
 
 def stack(geo: ConvGeometry, N: int, itemsize: int) -> int:

@@ -26,6 +26,8 @@ import numpy as np
 from numba import njit
 
 from .conv_algorithm import ConvGeometry
+from .conv_grad_lanes import accumulate_lanes, add_columns, on_lanes, padded_offsets, transpose_into
+from .conv_grad_lanes import summed as lane_sums
 from .conv_tile import CHANNELS, accumulate, block
 from .conv_tile_grad import accumulate_grad, summed
 from .threads import parallel, ranges
@@ -167,15 +169,61 @@ def _grad_images(
     return bad
 
 
-def grad_weight(
+@njit(cache=True, nogil=True)
+def _lane_volumes(
+    x: np.ndarray,
+    dy: np.ndarray,
+    offs: np.ndarray,
+    pos: np.ndarray,
+    pads: tuple[int, int, int],
+    Hp: int,
+    Wp: int,
+    S: int,
+    taps: int,
+    n0: int,
+    n1: int,
+    part: np.ndarray,
+    bias: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """part (T', O') += the weight gradient's sums over images n0..n1 with the channels in the lanes
+    (``conv_grad_lanes``): δ (N, O, P) copied channels-last, pos (P,) each output's index on the grid;
+    bias (O',) += δ's sums."""
+    buffer = np.zeros(x.shape[1] * S, dtype=x.dtype)
+    d = np.zeros((dy.shape[2], part.shape[1]), dtype=x.dtype)  # channels past O stay zero
+    for n in range(n0, n1):
+        _fill(x, n, pads, Hp, Wp, S, buffer, False)
+        transpose_into(dy, n, d, 0)
+        accumulate_lanes(buffer, d, pos, offs, taps, part)
+        add_columns(d, d.shape[0], bias)
+
+
+def grad_params(
     grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry, threads: int | None = None
-) -> np.ndarray | None:
-    """dW (O, C, KD, KH, KW) from δ (N, O, OD, OH, OW) and x (N, C, D, H, W) *before* padding; None if
-    an input is not finite (the caller then takes the unfolded gradient)."""
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(dW (O, C, KD, KH, KW), db (O,)) from δ (N, O, OD, OH, OW) and x (N, C, D, H, W) *before*
+    padding: with the channels in the lanes (``conv_grad_lanes.on_lanes``) both, exact for any input;
+    else on ``conv_tile_grad``'s tiles dW or, if an input is not finite, None (the caller then takes
+    the unfolded gradient), and db None (the caller sums δ)."""
     N, O = grad_output.shape[:2]
     offs, S, L = layout(geo, x.dtype)
     pads, Hp, Wp = _plane(geo)
+    shape = (O, geo.in_channels, *geo.kernel)
+    if on_lanes(O, x.dtype):
+        OD, OH, OW = geo.out_size
+        od, oh, ow = np.meshgrid(np.arange(OD), np.arange(OH), np.arange(OW), indexing="ij")
+        pos = ((od * Hp + oh) * Wp + ow).reshape(-1).astype(np.int64)
+        flat = np.ascontiguousarray(grad_output).reshape(N, O, OD * OH * OW)
+        lanes = partial(_lane_volumes, x, flat, padded_offsets(offs), pos, pads, Hp, Wp, S, offs.shape[0])
+        dw, db = lane_sums(lanes, N, O, offs.shape[0], x.dtype, threads)
+        return dw.reshape(shape), db
     dy = np.ascontiguousarray(grad_output)
     images = partial(_grad_images, x, dy, offs, pads, Hp, Wp, S, L)
-    dw = summed(images, N, O, offs.shape[0], x.dtype, threads)
-    return None if dw is None else dw.reshape(O, geo.in_channels, *geo.kernel)
+    tiles = summed(images, N, O, offs.shape[0], x.dtype, threads)
+    return (None if tiles is None else tiles.reshape(shape)), None
+
+
+def grad_weight(
+    grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry, threads: int | None = None
+) -> np.ndarray | None:
+    """dW of :func:`grad_params` (None where it is None)."""
+    return grad_params(grad_output, x, geo, threads)[0]

@@ -1,0 +1,202 @@
+"""``conv_grad_lanes``: the weight gradient with the output channels in the vector lanes, against the
+direct reference and PyTorch in float64 (rel. 1e-9) and float32 (rel. 1e-4) over random 2-D geometries
+(strides that leave a remainder, dilation, per-side padding, stacked small images, channel counts that
+take every tile and a partly empty last vector), 1-D and 3-D layers through the layer path, a float64
+finite-difference check, inputs with infinities and NaNs (exact: no fallback), the channels-last copy
+of δ bit for bit, and which layers take the path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import assert_close
+from torch_reference import torch_conv2d
+
+import convprop
+from convprop.functional import conv_direct, conv_grad_lanes, conv_tiled, conv_volume
+from convprop.functional.conv import _resolve, conv_backward_from_context, conv_with_context
+from convprop.functional.conv_tile import VECTOR_BYTES
+
+
+@pytest.fixture(autouse=True)
+def _on_every_machine(monkeypatch):
+    """The layer path takes these tiles where :data:`conv_grad_lanes.LANES` (AVX-512); tests take them
+    on any machine (the intrinsics are written for any vector width)."""
+    monkeypatch.setattr(conv_grad_lanes, "LANES", True)
+
+
+def _geometry(x, w, stride, padding, dilation=1):
+    ndim = x.ndim - 2
+    return _resolve(x, w, ndim, stride, padding, dilation, 1, "zeros", "auto", f"conv{ndim}d")[2]
+
+
+def _direct_dw(dy, x, w, geo):
+    xp = np.pad(x, ((0, 0), (0, 0), *geo.pads))
+    return conv_direct.grad_weight(dy, xp, geo)
+
+
+def _db_rtol(dtype):
+    """db from float64 sums: float32's rounded once; float64's in another order than NumPy's."""
+    return 2 * float(np.finfo(np.float32).eps) if dtype == np.float32 else 1e-12
+
+
+def _lanes(dtype):
+    return VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+@st.composite
+def geometries(draw):
+    lanes = 16
+    O = draw(st.sampled_from([lanes, lanes + 3, 2 * lanes, 3 * lanes, 7 * lanes, 5 * lanes - 2]))
+    C = draw(st.integers(1, 9))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    H, W = draw(st.integers(dh * (kh - 1) + 1, 19)), draw(st.integers(dw * (kw - 1) + 1, 19))
+    padding = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(2))
+    return draw(st.integers(1, 9)), C, (H, W), O, (kh, kw), (sh, sw), (dh, dw), padding
+
+
+@settings(max_examples=60, deadline=None)
+@given(geometries(), st.integers(0, 2**31 - 1))
+def test_against_direct_and_torch_float64(geometry, seed):
+    """Any stride (one that leaves a remainder too), dilation and per-side padding; O from one vector
+    to seven (4 + 2 + 1: every tile) and O that leaves the last vector partly empty."""
+    N, C, size, O, kernel, stride, dilation, padding = geometry
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((N, C, *size)), rng.standard_normal((O, C, *kernel))
+    geo = _geometry(x, w, stride, padding, dilation)
+    dy = rng.standard_normal((N, O, *geo.out_size))
+    got, db = conv_tiled.grad_params_lanes(dy, x, geo, padded=False)
+    assert got.shape == w.shape and got.dtype == np.float64 and db.shape == (O,) and db.dtype == np.float64
+    assert_close(got, _direct_dw(dy, x, w, geo), f"dW {geometry}", rtol=1e-9)
+    assert_close(db, dy.sum(axis=(0, 2, 3)), f"db {geometry}", rtol=1e-12)
+    (top, bottom), (left, right) = geo.pads
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    options = dict(stride=stride, padding=0, dilation=dilation, groups=1, padding_mode="zeros")
+    assert_close(got, torch_conv2d(xp, w, None, dy, **options)[2], f"dW vs torch {geometry}", rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "N, C, size, O, kernel, stride, padding",
+    [
+        (64, 32, (14, 14), 64, 3, 1, 1),  # the conv benchmark's mnist-2: the 4-vector tile
+        (7, 6, (14, 14), 16, 5, 1, 0),  # LeNet-5's second layer: one vector
+        (9, 16, (14, 14), 32, 3, 2, 1),  # resnet's strided layer: two vectors, phases
+        (11, 32, (7, 7), 32, 3, 1, 1),  # 7×7 maps: stacked images, a short last stack
+        (3, 5, (17, 13), 112, (3, 4), (3, 2), (2, 1)),  # 4 + 2 + 1 vectors, remainders in both axes
+        (2, 1, (28, 28), 32, 3, 1, 1),  # one input channel: 9 taps, most of a tile past T
+    ],
+)
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-4), (np.float64, 1e-9)])
+def test_benchmark_and_model_layers_against_direct(N, C, size, O, kernel, stride, padding, dtype, rtol):
+    rng = np.random.default_rng(1)
+    k = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x, w = rng.standard_normal((N, C, *size)).astype(dtype), rng.standard_normal((O, C, *k)).astype(dtype)
+    geo = _geometry(x, w, stride, padding)
+    dy = rng.standard_normal((N, O, *geo.out_size)).astype(dtype)
+    got, db = conv_tiled.grad_params_lanes(dy, x, geo, padded=False)
+    assert got.dtype == db.dtype == dtype
+    want = _direct_dw(*(a.astype(np.float64) for a in (dy, x, w)), geo)
+    assert_close(got, want, "dW", rtol=rtol)
+    # db from float64 sums (float32's rounded once: within a rounding or two of the float64 sum)
+    exact = dy.astype(np.float64).sum(axis=(0, 2, 3))
+    assert_close(db, exact, "db", rtol=_db_rtol(dtype))
+    # the padded form (what the protocol's grad_weight hands over) gives the same bits
+    xp = np.pad(x, ((0, 0), (0, 0), *geo.pads))
+    np.testing.assert_array_equal(conv_tiled.grad_params_lanes(dy, xp, geo)[0], got)
+
+
+def test_the_layer_path_takes_the_lanes_and_matches_torch():
+    """Through ``conv_with_context`` and its backward (a 2-D, a 1-D and a 3-D layer of 32 channels)."""
+    rng = np.random.default_rng(2)
+    for ndim, size in ((2, (9, 11)), (1, (40,)), (3, (5, 6, 4))):
+        x, w = rng.standard_normal((3, 4, *size)), rng.standard_normal((32, 4, *(3,) * ndim))
+        b = rng.standard_normal(32)
+        y, ctx = conv_with_context(x, w, b, padding=1, ndim=ndim)
+        assert isinstance(ctx.algo, conv_tiled.Tiled)
+        dy = rng.standard_normal(y.shape)
+        _, dw, db = conv_backward_from_context(dy, ctx)
+        xp = np.pad(x, ((0, 0), (0, 0), *((1, 1),) * ndim))
+        assert_close(dw, conv_direct.grad_weight(dy, xp, ctx.geo), f"{ndim}-D dW", rtol=1e-9)
+        assert_close(db, dy.sum(axis=(0, *range(2, 2 + ndim))), f"{ndim}-D db", rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-4), (np.float64, 1e-9)])
+@pytest.mark.parametrize(
+    "C, O, size, kernel, padding", [(3, 16, (6, 7, 5), 3, 1), (4, 32, (5, 5, 5), 2, 0), (2, 48, (4, 6, 7), 3, 2)]
+)
+def test_3d_on_the_volumes_grid(C, O, size, kernel, padding, dtype, rtol):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, C, *size)).astype(dtype)
+    w = rng.standard_normal((O, C, *(kernel,) * 3)).astype(dtype)
+    geo = _geometry(x, w, 1, padding)
+    dy = rng.standard_normal((2, O, *geo.out_size)).astype(dtype)
+    got, db = conv_volume.grad_params(dy, x, geo)
+    assert got is not None and db is not None and got.dtype == db.dtype == dtype
+    assert_close(got, _direct_dw(*(a.astype(np.float64) for a in (dy, x, w)), geo), "3-D dW", rtol=rtol)
+    exact = dy.astype(np.float64).sum(axis=(0, 2, 3, 4))
+    assert_close(db, exact, "3-D db", rtol=_db_rtol(dtype))
+
+
+def test_finite_differences_float64():
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((2, 3, 7, 8)), rng.standard_normal((16, 3, 3, 3))
+    geo = _geometry(x, w, (2, 1), 1)
+
+    def forward(x, w):
+        return conv_direct.forward(np.pad(x, ((0, 0), (0, 0), *geo.pads)), w, geo)
+
+    def backward(dy, x, w):
+        return None, conv_tiled.grad_params_lanes(dy, x, geo, padded=False)[0]
+
+    convprop.gradcheck(forward, backward, [x, w])  # raises GradcheckError on a mismatch
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_an_infinite_or_nan_input_gives_what_the_sums_give(ndim):
+    """Every product is one the definition has (no grid columns): an infinity or a NaN in x gives
+    direct's NaN and infinity pattern, with no fallback (``conv_tile_grad``'s tiles need one)."""
+    rng = np.random.default_rng(5)
+    size = (9, 10) if ndim == 2 else (4, 5, 6)
+    x, w = rng.standard_normal((2, 3, *size)), rng.standard_normal((16, 3, *(3,) * ndim))
+    x[(1, 2, *(s - 1 for s in size))] = np.inf  # the last column: what a grid's extra columns read
+    x[(0, 0, *(1,) * ndim)] = np.nan
+    geo = _geometry(x, w, 1, 1)
+    dy = rng.standard_normal((2, 16, *geo.out_size))
+    dy[1, 3] = 0.0  # a zero δ times the infinity: NaN in the true sum too
+    grads = conv_tiled.grad_params_lanes(dy, x, geo, padded=False) if ndim == 2 else conv_volume.grad_params(dy, x, geo)
+    got = grads[0]
+    with np.errstate(invalid="ignore"):  # (the reference's products: inf · 0)
+        want = _direct_dw(dy, x, w, geo)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    assert_close(got[finite], want[finite], "the finite sums", rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("O, P", [(64, 196), (16, 16), (20, 37), (6, 100), (33, 5), (1, 1)])
+def test_the_channels_last_copy_of_delta(O, P, dtype):
+    """Whole V × V blocks by shuffles, the rest value by value: every value where it belongs, the rows
+    before ``row`` and the channels past O untouched."""
+    rng = np.random.default_rng(6)
+    dy = rng.standard_normal((2, O, P)).astype(dtype)
+    d = np.full((P + 3, conv_grad_lanes.channels_padded(O, dtype)), -7.0, dtype)
+    conv_grad_lanes.transpose_into(dy, 1, d, 3)
+    np.testing.assert_array_equal(d[3:, :O], dy[1].T)
+    assert (d[:3] == -7.0).all() and (d[:, O:] == -7.0).all()
+
+
+def test_which_weight_gradients_take_the_lanes(monkeypatch):
+    """At least a vector of channels and at most a quarter more rounded up to whole vectors; none
+    where ``LANES`` is off (AVX2 keeps ``conv_tile_grad``'s tiles)."""
+    v = _lanes(np.float32)
+    assert conv_grad_lanes.on_lanes(v, np.float32) and conv_grad_lanes.on_lanes(4 * v, np.float32)
+    assert conv_grad_lanes.on_lanes(4 * v + 3, np.float32) is (4 * (5 * v) <= 5 * (4 * v + 3))
+    assert not conv_grad_lanes.on_lanes(v - 1, np.float32) and not conv_grad_lanes.on_lanes(v + 1, np.float32)
+    assert conv_grad_lanes.on_lanes(_lanes(np.float64), np.float64)
+    monkeypatch.setattr(conv_grad_lanes, "LANES", False)
+    assert not conv_grad_lanes.on_lanes(4 * v, np.float32)
