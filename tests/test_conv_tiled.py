@@ -232,8 +232,16 @@ def test_1d_trains_as_2d_of_height_one(C, O, L, K, dilation, padding, dtype, rto
         (16, 32, (6, 7, 8), (3, 3, 3), (1, 1, 1), 1),
         (3, 10, (5, 9, 6), (2, 3, 1), (2, 1, 1), "same"),
         (9, 4, (4, 5, 5), (3, 1, 2), 1, 0),
+        (4, 16, (5, 6, 7), (3, 3, 3), 1, ((1, 2), (2, 1), (0, 2))),
+        (3, 8, (4, 5, 6), (2, 2, 3), 1, ((2, 2), (1, 2), (1, 1))),
     ],
-    ids=["the benchmark's kernel", "even, dilated, 'same'", "no padding, 4 outputs"],
+    ids=[
+        "the benchmark's kernel",
+        "even, dilated, 'same'",
+        "no padding, 4 outputs",
+        "per side: rows and slices share their padding",  # conv_volume._pitch
+        "padded wider than the kernel: no sharing on that axis",
+    ],
 )
 def test_3d_on_the_volumes_grid(C, O, size, kernel, dilation, padding, dtype, rtol):
     from convprop.functional import conv3d
@@ -245,6 +253,19 @@ def test_3d_on_the_volumes_grid(C, O, size, kernel, dilation, padding, dtype, rt
     assert isinstance(ctx.algo, conv_tiled.Tiled) and ctx.geo.ndim == 3
     y_ref = conv3d(*(a.astype(np.float64) for a in (x, w, b)), padding=padding, dilation=dilation, algorithm="direct")
     assert_close(conv3d(x, w, b, padding=padding, dilation=dilation), y_ref, "conv3d's eval path", rtol=rtol)
+
+
+def test_3d_rows_and_slices_share_their_padding():
+    """The volume's buffer holds rows W + max(left, right) apart and slices H + max(top, bottom) rows
+    apart where the smaller side is at most (K − 1)·d; else the padded size."""
+    from convprop.functional import conv_volume
+
+    x, w = np.zeros((1, 16, 16, 16, 16), np.float32), np.zeros((32, 16, 3, 3, 3), np.float32)
+    geo = _resolve(x, w, 3, 1, 1, 1, 1, "zeros", "auto", "conv3d")[2]
+    assert conv_volume._plane(geo) == ((1, 1, 1), 17, 17)  # 18 − 1: the benchmark's grid 4,607 against 5,148
+    w = np.zeros((4, 16, 2, 2, 3), np.float32)
+    geo = _resolve(x, w, 3, 1, ((0, 0), (2, 2), (1, 3)), 1, 1, "zeros", "auto", "conv3d")[2]
+    assert conv_volume._plane(geo) == ((0, 2, 1), 20, 19)  # 2 > (2 − 1)·1: rows unshared; 20 − 1 columns
 
 
 def test_3d_with_an_infinite_input_takes_the_unfolded_weight_gradient():
