@@ -11,12 +11,15 @@ has the input's own size: its padding is already cropped). With a stride, or a p
 d·(K−1), each stride phase of the input's gradient is such a convolution with some of the taps
 (``conv_phases``). The forward (through ``conv_rows``' stride phases) and these gradients run on
 ``conv_rows``' tiles (the weight rotated and its two channel axes exchanged for the gradient; for a
-batch's 3×3 stride-1 layer of enough channels, Winograd's: ``conv_rows.uses_winograd``), and the
-weight gradient on ``conv_tile_grad``'s, from the input as the layer got it (the context keeps no
-padded copy: each image is padded as it is copied; small images stacked, :func:`stack`); where the
-input holds an infinity or a NaN, the weight gradient is the unfolding algorithm's (``conv_gemm``, or
-``conv_im2col`` for one input channel), as is the input gradient of a layer with at most half as many
-input channels as a tile has outputs (and of a 3-D layer padded wider than d·(K−1): the phases are 2-D).
+batch's 3×3 stride-1 layer of enough channels, Winograd's: ``conv_rows.uses_winograd``; with AVX-512,
+where enough channels fill the lanes and the grid has enough junk columns, ``conv_lanes``' forward:
+:func:`forward_on_lanes`), and the weight gradient on ``conv_lanes``' tiles (with AVX-512 and a
+vector of output channels or more: dW and db in one pass, exact for any input) or ``conv_tile_grad``'s,
+from the input as the layer got it (the context keeps no padded copy: each image is padded as it is
+copied; small images stacked, :func:`stack`); where ``conv_tile_grad``'s input holds an infinity or a
+NaN, the weight gradient is the unfolding algorithm's (``conv_gemm``, or ``conv_im2col`` for one
+input channel), as is the input gradient of a layer with at most half as many input channels as a
+tile has outputs (and of a 3-D layer padded wider than d·(K−1): the phases are 2-D).
 
 1-D layers run as 2-D ones of height 1, 3-D ones (stride 1) on ``conv_volume``'s grid. All three passes
 run on the calling thread (``THREADS``), a pass of ``SPLIT_MACS`` multiply-adds or more on both — and,
@@ -41,12 +44,21 @@ from numba import njit
 
 from . import conv_gemm, conv_im2col, conv_phases, conv_rows, conv_volume, threads
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
-from .conv_grad_lanes import accumulate_lanes, add_columns, on_lanes, padded_offsets, transpose_into
-from .conv_grad_lanes import summed as lane_sums
+from .conv_lanes import (
+    accumulate_forward,
+    accumulate_lanes,
+    add_columns,
+    forward_operands,
+    on_lanes,
+    padded_offsets,
+    transpose_into,
+    untranspose_into,
+)
+from .conv_lanes import summed as lane_sums
 from .conv_resolve import _resolve
 from .conv_rows import as_2d
 from .conv_rows_kernels import fill
-from .conv_tile import CHANNELS
+from .conv_tile import CHANNELS, VECTOR_BYTES
 from .conv_tile_grad import accumulate_grad, summed
 from .geometry import crop, pad
 from .threads import ranges
@@ -124,8 +136,7 @@ class Tiled:
         dy, rotated, adjoint_geo, _, _ = _resolve(
             grad_output, rotated, geometry.ndim, 1, pads, geometry.dilation, 1, "zeros", "auto", f"conv{geometry.ndim}d"
         )
-        threads_ = pass_threads(macs(adjoint_geo, dy.shape[0]))
-        return conv_rows.run(dy, rotated, adjoint_geo, conv_rows.PLAIN, bias, threads=threads_)[0]
+        return plain(dy, rotated, adjoint_geo, bias, pass_threads(macs(adjoint_geo, dy.shape[0])))
 
     def grad_input(self, grad_output: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """The gradient of the padded input (the protocol's form): zero border, interior from tiles."""
@@ -141,7 +152,7 @@ class Tiled:
         self, grad_output: np.ndarray, x: np.ndarray, geometry: ConvGeometry, bias: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(dW, db, or None without ``bias``) from δ and x *before* padding: with the output channels
-        in the lanes (``conv_grad_lanes.on_lanes``) dW and db in one pass; else dW on
+        in the lanes (``conv_lanes.on_lanes``) dW and db in one pass; else dW on
         ``conv_tile_grad``'s tiles, the unfolding algorithm's where the input holds an infinity or a
         NaN (module docstring of ``conv_tile_grad``), and db summed from δ."""
         if geometry.ndim == 1:  # as a 2-D convolution of height 1
@@ -246,7 +257,7 @@ def _lane_images(
     bias: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """part (T', O') += the weight gradient's sums over images n0..n1 with the channels in the lanes
-    (``conv_grad_lanes``), B images stacked at a time: the input in its stride phases (image k's Hq
+    (``conv_lanes``), B images stacked at a time: the input in its stride phases (image k's Hq
     rows after image k − 1's), δ (N, O, P) copied channels-last (image k's P positions after image
     k − 1's), pos (B·P,) each position's index on the stack's grid; bias (O',) += δ's sums."""
     P = dy.shape[2]
@@ -262,11 +273,100 @@ def _lane_images(
         add_columns(d, used, bias)
 
 
+@njit(cache=True, nogil=True)
+def _lane_forward_images(
+    x: np.ndarray,
+    w: np.ndarray,
+    offs: np.ndarray,
+    pos: np.ndarray,
+    phases: np.ndarray,
+    ph: int,
+    pw: int,
+    sh: int,
+    sw: int,
+    Wq: int,
+    S: int,
+    bias: np.ndarray,
+    n0: int,
+    n1: int,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """out[n] (O, P) for images n0..n1 with the channels in the lanes (``conv_lanes``): each image
+    into its stride phases, every tile's sums channels-last, then back with the bias added."""
+    P = out.shape[2]
+    buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border and tail stay zero
+    sums = np.empty((pos.shape[0], w.shape[1]), dtype=x.dtype)
+    for n in range(n0, n1):
+        fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer, False)
+        accumulate_forward(buffer, w, pos, offs, P, sums)
+        untranspose_into(sums, bias, out, n)
+
+
+def forward_lanes(
+    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, bias: np.ndarray | None, threads_: int | None
+) -> np.ndarray:
+    """y (N, O, OH, OW) of a 2-D convolution (any stride, through the phases) from x before padding,
+    + bias, with the output channels in the lanes (``conv_lanes.accumulate_forward``): the same
+    sums in the same order as ``conv_rows``' direct tiles (the same bits), only at the output's
+    positions (no grid columns past OW)."""
+    x = np.ascontiguousarray(x)
+    N, O = x.shape[0], weight.shape[0]
+    offs, phases, Wq, S, _ = conv_rows._layout(geo, x.dtype)
+    OH, OW = geo.out_size
+    oh, ow = np.meshgrid(np.arange(OH), np.arange(OW), indexing="ij")
+    w, b, pos = forward_operands(weight, bias, (oh * Wq + ow).reshape(-1).astype(np.int64), x.dtype)
+    (ph, _), (pw, _) = geo.pads
+    sh, sw = geo.stride
+    out = np.empty((N, O, OH * OW), dtype=x.dtype)
+    kernel = partial(_lane_forward_images, x, w, offs, pos, phases, ph, pw, sh, sw, Wq, S, b)
+    threads.parallel([partial(kernel, n0, n1, out) for n0, n1 in ranges(N, threads_)])
+    return out.reshape(N, O, OH, OW)
+
+
+# The forward's tiles with the channels in the lanes (``forward_lanes``) against ``conv_rows``' direct
+# tiles (AVX-512 Zen 5, fp32, alternating): 0.94–0.95 of their time on mnist-2's 32 → 64 and its
+# input gradient's 64 → 32 on 14² (a grid 1.14 times the output), 0.89–0.95 on resnet's 32 → 32 on 7²
+# (1.31) and 0.93–0.98 on its strided 16 → 32 (1.31); 1.01–1.02 on lenet's 16 → 32 (1.14) and the
+# strided benchmark layer (1.04), 1.08 on the 1-D layer (no junk); one vector of channels (resnet's
+# 16 → 16, its tile load-bound) 1.28. So: at least two vectors of channels, a grid at least
+# LANE_FORWARD_GRID times the output's positions.
+LANE_FORWARD_GRID = 1.1
+
+
+def forward_on_lanes(geo: ConvGeometry, dtype: np.dtype, N: int) -> bool:
+    """Whether a training pass's plain convolution takes :func:`forward_lanes` (or the volume's)."""
+    O = geo.out_channels
+    if not on_lanes(O, dtype) or 2 * (VECTOR_BYTES // np.dtype(dtype).itemsize) > O:
+        return False
+    if geo.ndim == 3:
+        grid = conv_volume.layout(geo, dtype)[2]
+    elif geo.ndim == 2 and not conv_rows.uses_winograd(geo, N):
+        grid = conv_rows._layout(geo, dtype)[4]
+    else:
+        return False
+    return grid >= LANE_FORWARD_GRID * math.prod(geo.out_size)
+
+
+def plain(
+    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, bias: np.ndarray | None = None, threads_: int | None = None
+) -> np.ndarray:
+    """A training pass's convolution without an epilogue but the bias: :func:`forward_lanes` where the
+    output channels fill the lanes (``conv_lanes.on_lanes``) and Winograd's tiles are not taken,
+    else ``conv_rows.run``. (1-D as 2-D of height 1.)"""
+    if geo.ndim == 1:
+        return plain(x[:, :, None], weight[:, :, None], as_2d(geo), bias, threads_)[:, :, 0]
+    if forward_on_lanes(geo, x.dtype, x.shape[0]):
+        if geo.ndim == 3:
+            return conv_volume.forward_lanes(x, weight, geo, threads_, bias)
+        return forward_lanes(x, weight, geo, bias, threads_)
+    return conv_rows.run(x, weight, geo, conv_rows.PLAIN, bias, threads=threads_)[0]
+
+
 def grad_params_lanes(
     grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry, padded: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(dW (O, C, KH, KW), db (O,)) of a 2-D convolution, x as :func:`grad_weight_tiles` takes it, the
-    channels in the lanes (``conv_grad_lanes``): exact for any input, infinities and NaNs included;
+    channels in the lanes (``conv_lanes``): exact for any input, infinities and NaNs included;
     db summed from δ's channels-last copy (no pass of its own over δ)."""
     N, O = grad_output.shape[:2]
     count = pass_threads(macs(geo, N))
@@ -324,7 +424,7 @@ def forward_unpadded(
     """y (N, O, *out_size) of the training pass from x (N, C, H, W) before padding, + bias (O,) if
     given, in the pass's epilogue: y + b as each value is stored, the bits ``y += b`` gives, without
     a pass of its own over y (mnist-1's forward at batch 64: 0.45 against 1.22 ms)."""
-    return conv_rows.run(x, weight, geo, conv_rows.PLAIN, bias, threads=pass_threads(macs(geo, x.shape[0])))[0]
+    return plain(x, weight, geo, bias, pass_threads(macs(geo, x.shape[0])))
 
 
 TILED = {conv_gemm: Tiled(conv_gemm), conv_im2col: Tiled(conv_im2col)}

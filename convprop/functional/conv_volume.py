@@ -13,7 +13,7 @@ column a row and a row a slice of 3×3×3 'same' layers (the benchmark's 16³: a
 against 5,148). The grid holds OD slices of Hq rows (the last only OH): rows oh >= OH of a slice and
 columns ow >= OW are computed and never read, as in ``conv_rows``. The forward (``conv_rows.run``
 hands 3-D geometries here) writes the valid positions to the output, no epilogue (the fused blocks are
-2-D); the weight gradient copies δ channels-last for ``conv_grad_lanes`` or (fewer channels than a
+2-D); the weight gradient copies δ channels-last for ``conv_lanes`` or (fewer channels than a
 vector, or AVX2) lays it on the same grid, zero elsewhere, for ``conv_tile_grad`` (``conv_tiled``).
 Strides stay with the unfolding algorithms (the phases of ``conv_rows`` are 2-D).
 
@@ -24,14 +24,24 @@ against ``conv_gemm``'s pair: see docs/performance.md.
 from __future__ import annotations
 
 import functools
+import math
 from functools import partial
 
 import numpy as np
 from numba import njit
 
 from .conv_algorithm import ConvGeometry
-from .conv_grad_lanes import accumulate_lanes, add_columns, on_lanes, padded_offsets, transpose_into
-from .conv_grad_lanes import summed as lane_sums
+from .conv_lanes import (
+    accumulate_forward,
+    accumulate_lanes,
+    add_columns,
+    forward_operands,
+    on_lanes,
+    padded_offsets,
+    transpose_into,
+    untranspose_into,
+)
+from .conv_lanes import summed as lane_sums
 from .conv_tile import CHANNELS, accumulate, block
 from .conv_tile_grad import accumulate_grad, summed
 from .threads import parallel, ranges
@@ -157,6 +167,53 @@ def forward(
 
 
 @njit(cache=True, nogil=True)
+def _lane_forward_volumes(
+    x: np.ndarray,
+    w: np.ndarray,
+    offs: np.ndarray,
+    pos: np.ndarray,
+    pads: tuple[int, int, int],
+    Hq: int,
+    Wq: int,
+    S: int,
+    bias: np.ndarray,
+    n0: int,
+    n1: int,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """out[n] (O, P) for images n0..n1 with the channels in the lanes (``conv_lanes``)."""
+    buffer = np.zeros(x.shape[1] * S, dtype=x.dtype)
+    sums = np.empty((pos.shape[0], w.shape[1]), dtype=x.dtype)
+    for n in range(n0, n1):
+        _fill(x, n, pads, Hq, Wq, S, buffer, False)
+        accumulate_forward(buffer, w, pos, offs, out.shape[2], sums)
+        untranspose_into(sums, bias, out, n)
+
+
+def forward_lanes(
+    x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, threads: int | None = None, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`forward` with the output channels in the lanes (``conv_lanes.accumulate_forward``):
+    the same sums in the same order (the same bits), only at the output's positions."""
+    x = np.ascontiguousarray(x)
+    N, O = x.shape[0], weight.shape[0]
+    offs, S, _ = layout(geo, x.dtype)
+    pads, Hq, Wq = _plane(geo)
+    w, b, pos = forward_operands(weight, bias, _positions(geo, Hq, Wq), x.dtype)
+    out = np.empty((N, O, math.prod(geo.out_size)), dtype=x.dtype)
+    kernel = partial(_lane_forward_volumes, x, w, offs, pos, pads, Hq, Wq, S, b)
+    parallel([partial(kernel, n0, n1, out) for n0, n1 in ranges(N, threads)])
+    return out.reshape(N, O, *geo.out_size)
+
+
+def _positions(geo: ConvGeometry, Hq: int, Wq: int) -> np.ndarray:
+    """Each output's index on the grid, (od·Hq + oh)·Wq + ow, in the output's order."""
+    OD, OH, OW = geo.out_size
+    od, oh, ow = np.meshgrid(np.arange(OD), np.arange(OH), np.arange(OW), indexing="ij")
+    return ((od * Hq + oh) * Wq + ow).reshape(-1).astype(np.int64)
+
+
+@njit(cache=True, nogil=True)
 def _grad_images(
     x: np.ndarray,
     dy: np.ndarray,
@@ -204,7 +261,7 @@ def _lane_volumes(
     bias: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """part (T', O') += the weight gradient's sums over images n0..n1 with the channels in the lanes
-    (``conv_grad_lanes``): δ (N, O, P) copied channels-last, pos (P,) each output's index on the grid;
+    (``conv_lanes``): δ (N, O, P) copied channels-last, pos (P,) each output's index on the grid;
     bias (O',) += δ's sums."""
     buffer = np.zeros(x.shape[1] * S, dtype=x.dtype)
     d = np.zeros((dy.shape[2], part.shape[1]), dtype=x.dtype)  # channels past O stay zero
@@ -219,7 +276,7 @@ def grad_params(
     grad_output: np.ndarray, x: np.ndarray, geo: ConvGeometry, threads: int | None = None
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(dW (O, C, KD, KH, KW), db (O,)) from δ (N, O, OD, OH, OW) and x (N, C, D, H, W) *before*
-    padding: with the channels in the lanes (``conv_grad_lanes.on_lanes``) both, exact for any input;
+    padding: with the channels in the lanes (``conv_lanes.on_lanes``) both, exact for any input;
     else on ``conv_tile_grad``'s tiles dW or, if an input is not finite, None (the caller then takes
     the unfolded gradient), and db None (the caller sums δ)."""
     N, O = grad_output.shape[:2]
@@ -227,10 +284,8 @@ def grad_params(
     pads, Hq, Wq = _plane(geo)
     shape = (O, geo.in_channels, *geo.kernel)
     if on_lanes(O, x.dtype):
-        OD, OH, OW = geo.out_size
-        od, oh, ow = np.meshgrid(np.arange(OD), np.arange(OH), np.arange(OW), indexing="ij")
-        pos = ((od * Hq + oh) * Wq + ow).reshape(-1).astype(np.int64)
-        flat = np.ascontiguousarray(grad_output).reshape(N, O, OD * OH * OW)
+        flat = np.ascontiguousarray(grad_output).reshape(N, O, math.prod(geo.out_size))
+        pos = _positions(geo, Hq, Wq)
         lanes = partial(_lane_volumes, x, flat, padded_offsets(offs), pos, pads, Hq, Wq, S, offs.shape[0])
         dw, db = lane_sums(lanes, N, O, offs.shape[0], x.dtype, threads)
         return dw.reshape(shape), db

@@ -1,9 +1,11 @@
-"""``conv_grad_lanes``: the weight gradient with the output channels in the vector lanes, against the
+"""``conv_lanes``: the weight gradient with the output channels in the vector lanes, against the
 direct reference and PyTorch in float64 (rel. 1e-9) and float32 (rel. 1e-4) over random 2-D geometries
 (strides that leave a remainder, dilation, per-side padding, stacked small images, channel counts that
 take every tile and a partly empty last vector), 1-D and 3-D layers through the layer path, a float64
 finite-difference check, inputs with infinities and NaNs (exact: no fallback), the channels-last copy
-of δ bit for bit, and which layers take the path."""
+of δ bit for bit, and which layers take the path; the forward on the lanes bit for bit against the
+direct tiles (2-D over random geometries, 3-D), the sums back to channels-first with the bias, and
+which forwards take it."""
 
 from __future__ import annotations
 
@@ -15,16 +17,16 @@ from reference import assert_close
 from torch_reference import torch_conv2d
 
 import convprop
-from convprop.functional import conv_direct, conv_grad_lanes, conv_tiled, conv_volume
+from convprop.functional import conv_direct, conv_lanes, conv_tiled, conv_volume
 from convprop.functional.conv import _resolve, conv_backward_from_context, conv_with_context
 from convprop.functional.conv_tile import VECTOR_BYTES
 
 
 @pytest.fixture(autouse=True)
 def _on_every_machine(monkeypatch):
-    """The layer path takes these tiles where :data:`conv_grad_lanes.LANES` (AVX-512); tests take them
+    """The layer path takes these tiles where :data:`conv_lanes.LANES` (AVX-512); tests take them
     on any machine (the intrinsics are written for any vector width)."""
-    monkeypatch.setattr(conv_grad_lanes, "LANES", True)
+    monkeypatch.setattr(conv_lanes, "LANES", True)
 
 
 def _geometry(x, w, stride, padding, dilation=1):
@@ -184,8 +186,8 @@ def test_the_channels_last_copy_of_delta(O, P, dtype):
     before ``row`` and the channels past O untouched."""
     rng = np.random.default_rng(6)
     dy = rng.standard_normal((2, O, P)).astype(dtype)
-    d = np.full((P + 3, conv_grad_lanes.channels_padded(O, dtype)), -7.0, dtype)
-    conv_grad_lanes.transpose_into(dy, 1, d, 3)
+    d = np.full((P + 3, conv_lanes.channels_padded(O, dtype)), -7.0, dtype)
+    conv_lanes.transpose_into(dy, 1, d, 3)
     np.testing.assert_array_equal(d[3:, :O], dy[1].T)
     assert (d[:3] == -7.0).all() and (d[:, O:] == -7.0).all()
 
@@ -194,9 +196,86 @@ def test_which_weight_gradients_take_the_lanes(monkeypatch):
     """At least a vector of channels and at most a quarter more rounded up to whole vectors; none
     where ``LANES`` is off (AVX2 keeps ``conv_tile_grad``'s tiles)."""
     v = _lanes(np.float32)
-    assert conv_grad_lanes.on_lanes(v, np.float32) and conv_grad_lanes.on_lanes(4 * v, np.float32)
-    assert conv_grad_lanes.on_lanes(4 * v + 3, np.float32) is (4 * (5 * v) <= 5 * (4 * v + 3))
-    assert not conv_grad_lanes.on_lanes(v - 1, np.float32) and not conv_grad_lanes.on_lanes(v + 1, np.float32)
-    assert conv_grad_lanes.on_lanes(_lanes(np.float64), np.float64)
-    monkeypatch.setattr(conv_grad_lanes, "LANES", False)
-    assert not conv_grad_lanes.on_lanes(4 * v, np.float32)
+    assert conv_lanes.on_lanes(v, np.float32) and conv_lanes.on_lanes(4 * v, np.float32)
+    assert conv_lanes.on_lanes(4 * v + 3, np.float32) is (4 * (5 * v) <= 5 * (4 * v + 3))
+    assert not conv_lanes.on_lanes(v - 1, np.float32) and not conv_lanes.on_lanes(v + 1, np.float32)
+    assert conv_lanes.on_lanes(_lanes(np.float64), np.float64)
+    monkeypatch.setattr(conv_lanes, "LANES", False)
+    assert not conv_lanes.on_lanes(4 * v, np.float32)
+
+
+# --- the forward with the output channels in the lanes: the direct tiles' sums in their order ---
+
+
+@st.composite
+def forward_geometries(draw):
+    O = draw(st.sampled_from([16, 19, 32, 48, 64, 112]))
+    C = draw(st.integers(1, 7))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    H, W = draw(st.integers(dh * (kh - 1) + 1, 17)), draw(st.integers(dw * (kw - 1) + 1, 17))
+    padding = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(2))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return draw(st.integers(1, 4)), C, (H, W), O, (kh, kw), (sh, sw), (dh, dw), padding, dtype
+
+
+@settings(max_examples=50, deadline=None)
+@given(forward_geometries(), st.booleans(), st.integers(0, 2**31 - 1))
+def test_the_forward_on_the_lanes_gives_the_direct_tiles_bits(geometry, with_bias, seed):
+    """Every output the same bits as ``conv_rows``' direct tiles (tap by tap, one rounding each, the
+    bias added as each value is stored), any stride, dilation, per-side padding and channel count."""
+    from convprop.functional import conv_rows
+
+    N, C, size, O, kernel, stride, dilation, padding, dtype = geometry
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, *size)).astype(dtype)
+    w, b = rng.standard_normal((O, C, *kernel)).astype(dtype), rng.standard_normal(O).astype(dtype)
+    geo = _geometry(x, w, stride, padding, dilation)
+    bias = b if with_bias else None
+    got = conv_tiled.forward_lanes(x, w, geo, bias, None)
+    np.testing.assert_array_equal(got, conv_rows.run(x, w, geo, conv_rows.PLAIN, bias)[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "O, size, kernel, padding", [(32, (6, 7, 5), 3, 1), (48, (5, 5, 6), 2, 0), (20, (4, 6, 7), 3, 2)]
+)
+def test_the_volume_forward_on_the_lanes_gives_the_direct_tiles_bits(O, size, kernel, padding, dtype):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, *size)).astype(dtype)
+    w, b = rng.standard_normal((O, 4, *(kernel,) * 3)).astype(dtype), rng.standard_normal(O).astype(dtype)
+    geo = _geometry(x, w, 1, padding)
+    for bias in (b, None):
+        got = conv_volume.forward_lanes(x, w, geo, None, bias)
+        np.testing.assert_array_equal(got, conv_volume.forward(x, w, geo, None, bias))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("O, P", [(64, 196), (16, 16), (20, 37), (6, 100), (33, 5)])
+def test_the_channels_last_sums_back_with_the_bias(O, P, dtype):
+    """``untranspose_into``: out[n, o, p] = src[p, o] + bias[o], blocks and tails; other images untouched."""
+    rng = np.random.default_rng(8)
+    O_ = conv_lanes.channels_padded(O, dtype)
+    src, bias = rng.standard_normal((P + 5, O_)).astype(dtype), rng.standard_normal(O_).astype(dtype)
+    out = np.full((2, O, P), -7.0, dtype)
+    conv_lanes.untranspose_into(src, bias, out, 1)
+    np.testing.assert_array_equal(out[1], src[:P, :O].T + bias[:O, None])
+    assert (out[0] == -7.0).all()
+
+
+def test_which_forwards_take_the_lanes():
+    """Two vectors of channels or more and a direct grid at least ``LANE_FORWARD_GRID`` times the
+    output (its junk columns and rows); not where Winograd's tiles run, not in float64 on fewer lanes'
+    worth, not for one vector of channels."""
+    v = _lanes(np.float32)
+
+    def takes(shape, weight, stride=1, padding=1, dtype=np.float32, N=1):
+        x, w = np.zeros(shape, dtype), np.zeros(weight, dtype)
+        return conv_tiled.forward_on_lanes(_geometry(x, w, stride, padding), np.dtype(dtype), N)
+
+    assert takes((1, 32, 14, 14), (4 * v, 32, 3, 3))  # mnist-2: a grid 224 / 196 of the output
+    assert not takes((1, 32, 14, 14), (v, 32, 3, 3))  # one vector of channels
+    assert not takes((1, 64, 56, 56), (4 * v, 64, 3, 3), stride=2)  # the strided layer: 816 / 784
+    assert not takes((1, 64, 1000), (4 * v, 64, 9), padding=4)  # 1-D: no junk
+    assert takes((1, 16, 16, 16, 16), (2 * v, 16, 3, 3, 3))  # the 3-D benchmark layer: 4,608 / 4,096
