@@ -130,7 +130,8 @@ def test_a_non_finite_input_takes_the_unfolded_weight_gradient():
         (1, 1, 1, "auto", 3, True),
         (2, 1, 1, "auto", 3, True),  # strided: the input gradient through the stride phases
         (1, 3, 1, "auto", 3, True),  # padding 3 > d·(K−1) = 2: likewise (one phase, cropped)
-        (1, 0, 1, "auto", 1, False),  # 1×1: a plain product
+        (1, 0, 1, "auto", 1, conv_tiled.POINTWISE_ON_TILES),  # 1×1: on tiles with AVX-512, else a product
+        (2, 0, 1, "auto", 1, False),  # 1×1 with a stride: a product
         (1, 1, 1, "gemm", 3, False),  # an explicit algorithm runs as named
     ],
 )
@@ -140,6 +141,27 @@ def test_which_layers_train_on_tiles(stride, padding, dilation, algorithm, kerne
     assert (conv_tiled.for_training(algorithm, _choose(algorithm, geo), geo) is not None) is expected
     _, ctx = conv2d_with_context(x, w, stride=stride, padding=padding, dilation=dilation, algorithm=algorithm)
     assert isinstance(ctx.algo, conv_tiled.Tiled) is expected
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-9), (np.float32, 1e-4)])
+@pytest.mark.parametrize(
+    "N, C, size, O, padding",
+    [
+        (3, 40, (9, 11), 32, 0),  # a product of 40 taps: the forward, the transposed weights' gradient
+        (2, 1, (7, 8), 16, 0),  # one input channel: the input gradient unfolded
+        (2, 6, (5, 6), 20, 1),  # a padded 1×1 (wider than d·(K−1) = 0): the input gradient by phases
+        (2, 5, (30,), 17, 0),  # 1-D
+        (2, 3, (4, 5, 6), 24, 0),  # 3-D
+    ],
+)
+def test_pointwise_layers_train_on_tiles(N, C, size, O, padding, dtype, rtol, monkeypatch):
+    """A 1×1 kernel at stride 1 (on tiles where ``POINTWISE_ON_TILES``: forced here) against direct."""
+    monkeypatch.setattr(conv_tiled, "POINTWISE_ON_TILES", True)
+    rng = np.random.default_rng(12)
+    ndim = len(size)
+    x, w, b = rng.standard_normal((N, C, *size)), rng.standard_normal((O, C, *(1,) * ndim)), rng.standard_normal(O)
+    ctx = conv_layer_against_direct(x, w, b, rng, ndim=ndim, dtype=dtype, rtol=rtol, what="1×1", padding=padding)
+    assert isinstance(ctx.algo, conv_tiled.Tiled)
 
 
 def test_the_protocol_forms_equal_the_layer_path():
@@ -157,8 +179,8 @@ def test_the_protocol_forms_equal_the_layer_path():
     _, _, strided, _, _ = _resolve(x, w, 2, 2, 1, 1, 1, "zeros", "auto", "conv2d")
     assert tiled.supports(strided) is None  # strides: through the phases
     assert_close(tiled.grad_weight(dy, xp, ctx.geo), _training_pass(x, w, None, dy, padding=1)[0][2], "dW, padded")
-    _, _, pointwise, _, _ = _resolve(x, w[:, :, :1, :1], 2, 1, 0, 1, 1, "zeros", "auto", "conv2d")
-    assert "kernels larger than 1" in tiled.supports(pointwise)
+    _, _, pointwise, _, _ = _resolve(x, w[:, :, :1, :1], 2, 2, 0, 1, 1, "zeros", "auto", "conv2d")
+    assert "kernels larger than 1" in tiled.supports(pointwise)  # a strided 1×1: a product
 
 
 def _grad_accumulate(vector_bytes, channels, taps):

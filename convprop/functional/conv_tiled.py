@@ -30,8 +30,9 @@ Measured on whole training epochs (lenet and resnet on mnist-5k, batch 32, fp32,
 threads for every tile pass 0.71–0.82 and 1.0–1.02 — the linear layers' BLAS threads spin after each
 product and take the second core — and inside ``threads.blas_single_threaded`` (no spinning, products
 on one thread) 0.66 and 0.95 of a slower baseline, slower in all. Where the geometry has no such form
-— a mode other than zeros, a 1×1 kernel, a strided 3-D layer — or the algorithm is not ``auto``'s
-unfolding one, the layer keeps its algorithm (:func:`for_training`).
+— a mode other than zeros, a 1×1 kernel (but at stride 1 with AVX-512: :data:`POINTWISE_ON_TILES`),
+a strided 3-D layer — or the algorithm is not ``auto``'s unfolding one, the layer keeps its
+algorithm (:func:`for_training`).
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ class Tiled:
     def supports(self, geometry: ConvGeometry) -> str | None:
         if applies(geometry):
             return None
-        return "tiles train zero-padded 1-D and 2-D convolutions (3-D with stride 1) with kernels larger than 1"
+        return (
+            "tiles train zero-padded 1-D and 2-D convolutions (3-D with stride 1) with kernels larger than 1"
+            " (or, with AVX-512, 1 and stride 1)"
+        )
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
         """y from the *padded* x (the protocol's form; a layer calls :func:`forward_unpadded`)."""
@@ -438,9 +442,21 @@ def adjoint_on_tiles(geo: ConvGeometry) -> bool:
 
 def applies(geo: ConvGeometry) -> bool:
     """Where ``conv_rows`` runs (zero padding; 1-D and 2-D with any stride, 3-D with stride 1) and the
-    kernel is larger than 1: the three passes on tiles. (A 3-D padding wider than d·(K−1) takes the
-    unfolded input gradient: the stride phases are 2-D.)"""
-    return conv_rows.applies(geo) and geo.kernel != (1,) * geo.ndim
+    kernel is larger than 1, or (:data:`POINTWISE_ON_TILES`) is 1 with stride 1: the three passes on
+    tiles. (A 3-D padding wider than d·(K−1) takes the unfolded input gradient: the stride phases
+    are 2-D.)"""
+    ones = (1,) * geo.ndim
+    if geo.kernel == ones and not (POINTWISE_ON_TILES and geo.stride == ones):
+        return False
+    return conv_rows.applies(geo)
+
+
+# A 1×1 kernel's training pass (a product each) on the tiles with AVX-512, against OpenBLAS's products
+# on its AVX2 kernels (this machine class's image sets OPENBLAS_CORETYPE=Haswell), forward and backward,
+# AMD EPYC Zen 5, fp32, 2 threads: the benchmark's 256 → 64 on 28² 0.47, 64 → 256 0.62, 32 → 64 on
+# 14² 0.45, 64 → 128 on 7² 0.39 of the unfolding pair's time; with stride 2 (resnet's projections,
+# 16 → 32 and 8 → 16) 1.07–1.13, so those keep their products, as does every AVX2 machine (unmeasured).
+POINTWISE_ON_TILES = VECTOR_BYTES == 64
 
 
 def for_training(algorithm: str, algo: ConvAlgorithm, geo: ConvGeometry) -> Tiled | None:
