@@ -160,6 +160,17 @@ def store_tiles(
     return saw_nan
 
 
+@njit(inline="always")
+def is_own_buffer(
+    x: np.ndarray, phases: np.ndarray, ph: int, pw: int, sh: int, sw: int, Wq: int, S: int
+) -> bool:  # pragma: no cover - compiled
+    """Whether an image of x (N, C, H, W), C-contiguous, is already its buffer as :func:`fill` would lay
+    it out: one phase at stride 1, no padding, planes of exactly H·W values (no tail: a 1×1 kernel, or
+    a row of taps, on a grid of whole vectors) — then the tiles read x itself."""
+    one = phases.shape[0] == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    return one and Wq == x.shape[3] and x.shape[2] * x.shape[3] == S
+
+
 @njit(cache=True, nogil=True)
 def fill(
     x: np.ndarray,
@@ -305,14 +316,18 @@ def images(
     then :func:`winograd` runs, with its True meaning "run these images on the direct tiles"."""
     if w.shape[0] != out.shape[1]:
         return winograd(x, w, ph, pw, Wq, S, L, pool, normalise, relu, epilogue, residual, skip, n0, n1, out)
-    buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border, tails, unread cells: 0
+    own = is_own_buffer(x, phases, ph, pw, sh, sw, Wq, S)
+    buffer = np.zeros(0 if own else phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border, tails: 0
     rows = (w.shape[0] + CHANNELS - 1) // CHANNELS * CHANNELS  # whole tiles
     acc = np.empty((rows + pool_tail(L, x.itemsize), L), dtype=x.dtype)
     acc[rows:] = 0.0  # (the pooled vectors' reads past the last row)
     saw_nan = False
     for n in range(n0, n1):
-        fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer, False)
-        accumulate(buffer, w, offs, acc)
+        if own:  # the image is its own buffer (no copy)
+            accumulate(x[n].reshape(x.shape[1] * S), w, offs, acc)
+        else:
+            fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer, False)
+            accumulate(buffer, w, offs, acc)
         saw_nan |= store(acc, Wq, pool, normalise, relu, epilogue, residual, skip[n if residual else 0], out[n])
     return saw_nan
 

@@ -58,7 +58,7 @@ from .conv_lanes import (
 from .conv_lanes import summed as lane_sums
 from .conv_resolve import _resolve
 from .conv_rows import as_2d
-from .conv_rows_kernels import fill
+from .conv_rows_kernels import fill, is_own_buffer
 from .conv_tile import CHANNELS, VECTOR_BYTES
 from .conv_tile_grad import accumulate_grad, summed
 from .geometry import crop, pad
@@ -265,15 +265,20 @@ def _lane_images(
     rows after image k − 1's), δ (N, O, P) copied channels-last (image k's P positions after image
     k − 1's), pos (B·P,) each position's index on the stack's grid; bias (O',) += δ's sums."""
     P = dy.shape[2]
-    buffer = np.zeros(phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border and tails stay zero
+    own = B == 1 and is_own_buffer(x, phases, ph, pw, sh, sw, Wq, S)  # (the image itself: no copy)
+    buffer = np.zeros(0 if own else phases.shape[0] * x.shape[1] * S, dtype=x.dtype)  # border, tails: 0
     d = np.zeros((B * P, part.shape[1]), dtype=x.dtype)  # channels past O stay zero
     for m0 in range(n0, n1, B):
         m1 = min(m0 + B, n1)
         for n in range(m0, m1):
-            fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer[(n - m0) * Hq * Wq :], False)
+            if not own:
+                fill(x, n, phases, ph, pw, sh, sw, Wq, S, buffer[(n - m0) * Hq * Wq :], False)
             transpose_into(dy, n, d, (n - m0) * P)
         used = (m1 - m0) * P  # (a short last stack's other images are not read)
-        accumulate_lanes(buffer, d[:used], pos[:used], offs, taps, part)
+        if own:
+            accumulate_lanes(x[m0].reshape(x.shape[1] * S), d[:used], pos[:used], offs, taps, part)
+        else:
+            accumulate_lanes(buffer, d[:used], pos[:used], offs, taps, part)
         add_columns(d, used, bias)
 
 
