@@ -17,7 +17,7 @@ from reference import assert_close
 from torch_reference import torch_conv2d
 
 import convprop
-from convprop.functional import conv_direct, conv_lanes, conv_tiled, conv_volume
+from convprop.functional import conv_direct, conv_lanes, conv_rows, conv_tiled, conv_volume
 from convprop.functional.conv import _resolve, conv_backward_from_context, conv_with_context
 from convprop.functional.conv_tile import VECTOR_BYTES
 
@@ -64,8 +64,9 @@ def geometries(draw):
 @settings(max_examples=60, deadline=None)
 @given(geometries(), st.integers(0, 2**31 - 1))
 def test_against_direct_and_torch_float64(geometry, seed):
-    """Any stride (one that leaves a remainder too), dilation and per-side padding; O from one vector
-    to seven (4 + 2 + 1: every tile) and O that leaves the last vector partly empty."""
+    """Any stride (one that leaves a remainder too), dilation and per-side padding; O of 16 to 112
+    channels (float64: 2 to 14 vectors of 8 with AVX-512, every tile) and O that leaves the last
+    vector partly empty. (float32's one-vector tile: the layer tests below.)"""
     N, C, size, O, kernel, stride, dilation, padding = geometry
     rng = np.random.default_rng(seed)
     x, w = rng.standard_normal((N, C, *size)), rng.standard_normal((O, C, *kernel))
@@ -90,6 +91,7 @@ def test_against_direct_and_torch_float64(geometry, seed):
         (11, 32, (7, 7), 32, 3, 1, 1),  # 7×7 maps: stacked images, a short last stack
         (3, 5, (17, 13), 112, (3, 4), (3, 2), (2, 1)),  # 4 + 2 + 1 vectors, remainders in both axes
         (2, 1, (28, 28), 32, 3, 1, 1),  # one input channel: 9 taps, most of a tile past T
+        (1, 5, (16, 16), 32, 1, 1, 0),  # 1×1 on a plane of whole vectors, one image a stack: read in place
     ],
 )
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-4), (np.float64, 1e-9)])
@@ -106,24 +108,57 @@ def test_benchmark_and_model_layers_against_direct(N, C, size, O, kernel, stride
     # db from float64 sums (float32's rounded once: within a rounding or two of the float64 sum)
     exact = dy.astype(np.float64).sum(axis=(0, 2, 3))
     assert_close(db, exact, "db", rtol=_db_rtol(dtype))
-    # the padded form (what the protocol's grad_weight hands over) gives the same bits
+    # the padded form (what the protocol's grad_weight hands over) gives the same bits, as does a
+    # read-only input (read in place where the image is its own buffer)
     xp = np.pad(x, ((0, 0), (0, 0), *geo.pads))
     np.testing.assert_array_equal(conv_tiled.grad_params_lanes(dy, xp, geo)[0], got)
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(conv_tiled.grad_params_lanes(dy, frozen, geo, padded=False)[0], got)
 
 
-def test_the_layer_path_takes_the_lanes_and_matches_torch():
-    """Through ``conv_with_context`` and its backward (a 2-D, a 1-D and a 3-D layer of 32 channels)."""
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-4), (np.float64, 1e-9)])
+@pytest.mark.parametrize("ndim, size", [(2, (9, 11)), (1, (40,)), (3, (5, 6, 4))])
+def test_the_layer_path_takes_the_lanes_and_matches_direct(ndim, size, dtype, rtol, monkeypatch):
+    """Through ``conv_with_context`` and its backward, a layer of 32 channels: the weight gradient's
+    lanes taken (and the forward's where the grid has its junk), y, dx, dw and db against direct."""
+    from reference import conv_layer_against_direct
+
+    taken = []
+    lanes, forward = conv_tiled.grad_params_lanes, conv_tiled.forward_lanes
+    monkeypatch.setattr(conv_tiled, "grad_params_lanes", lambda *a, **k: taken.append("dw") or lanes(*a, **k))
+    monkeypatch.setattr(conv_tiled, "forward_lanes", lambda *a, **k: taken.append("y") or forward(*a, **k))
+    grads, volume = conv_volume.grad_params, conv_volume.forward_lanes
+    monkeypatch.setattr(conv_volume, "grad_params", lambda *a, **k: taken.append("dw") or grads(*a, **k))
+    monkeypatch.setattr(conv_volume, "forward_lanes", lambda *a, **k: taken.append("y") or volume(*a, **k))
     rng = np.random.default_rng(2)
-    for ndim, size in ((2, (9, 11)), (1, (40,)), (3, (5, 6, 4))):
-        x, w = rng.standard_normal((3, 4, *size)), rng.standard_normal((32, 4, *(3,) * ndim))
-        b = rng.standard_normal(32)
-        y, ctx = conv_with_context(x, w, b, padding=1, ndim=ndim)
-        assert isinstance(ctx.algo, conv_tiled.Tiled)
-        dy = rng.standard_normal(y.shape)
-        _, dw, db = conv_backward_from_context(dy, ctx)
-        xp = np.pad(x, ((0, 0), (0, 0), *((1, 1),) * ndim))
-        assert_close(dw, conv_direct.grad_weight(dy, xp, ctx.geo), f"{ndim}-D dW", rtol=1e-9)
-        assert_close(db, dy.sum(axis=(0, *range(2, 2 + ndim))), f"{ndim}-D db", rtol=1e-12)
+    x, w, b = rng.standard_normal((3, 4, *size)), rng.standard_normal((32, 4, *(3,) * ndim)), rng.standard_normal(32)
+    ctx = conv_layer_against_direct(x, w, b, rng, ndim=ndim, dtype=dtype, rtol=rtol, what=f"{ndim}-D", padding=1)
+    assert isinstance(ctx.algo, conv_tiled.Tiled)
+    geo = conv_rows.as_2d(ctx.geo) if ndim == 1 else ctx.geo
+    assert "dw" in taken and ("y" in taken) is conv_tiled.forward_on_lanes(geo, np.dtype(dtype), x.shape[0])
+
+
+def test_mixed_dtypes_are_copied_in_the_inputs_dtype():
+    """δ in float64 with a float32 input (the protocol's methods do not check): δ's copy is made in x's
+    dtype, never written past its rows."""
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((2, 3, 9, 9)).astype(np.float32), rng.standard_normal((32, 3, 3, 3))
+    geo = _geometry(x, w, 1, 1)
+    dy = rng.standard_normal((2, 32, *geo.out_size))
+    got, db = conv_tiled.grad_params_lanes(dy, x, geo, padded=False)
+    assert got.dtype == db.dtype == np.float32
+    assert_close(got, _direct_dw(dy, x.astype(np.float64), w, geo), "dW", rtol=1e-5)
+
+
+def test_an_empty_batch_on_the_lanes():
+    """No images: zero gradients of the right shapes, through the 2-D and the 3-D paths."""
+    for ndim, size in ((2, (8, 8)), (3, (4, 4, 4))):
+        x, w = np.zeros((0, 3, *size), np.float32), np.ones((32, 3, *(3,) * ndim), np.float32)
+        y, ctx = conv_with_context(x, w, padding=1, ndim=ndim)
+        dx, dw, db = conv_backward_from_context(np.zeros(y.shape, np.float32), ctx)
+        assert y.shape == (0, 32, *size) and dx.shape == x.shape and dw.shape == w.shape and db.shape == (32,)
+        assert not dw.any() and not db.any()
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-4), (np.float64, 1e-9)])
@@ -279,3 +314,45 @@ def test_which_forwards_take_the_lanes():
     assert not takes((1, 64, 56, 56), (4 * v, 64, 3, 3), stride=2)  # the strided layer: 816 / 784
     assert not takes((1, 64, 1000), (4 * v, 64, 9), padding=4)  # 1-D: no junk
     assert takes((1, 16, 16, 16, 16), (2 * v, 16, 3, 3, 3))  # the 3-D benchmark layer: 4,608 / 4,096
+    w64 = _lanes(np.float64)
+    assert takes((1, 32, 14, 14), (2 * w64, 32, 3, 3), dtype=np.float64)  # two vectors of float64
+    assert not takes((1, 32, 14, 14), (w64, 32, 3, 3), dtype=np.float64)  # one
+    from convprop.functional import conv_rows
+
+    x, w = np.zeros((64, 64, 14, 14), np.float32), np.zeros((4 * v, 64, 3, 3), np.float32)
+    geo = _geometry(x, w, 1, 1)
+    assert conv_tiled.forward_on_lanes(geo, np.dtype(np.float32), 64) is not conv_rows.uses_winograd(geo, 64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("vectors, count", [(2, 4), (1, 8), (4, 6), (3, 5)])
+def test_every_tile_shape_a_cpu_may_get(vectors, count, dtype):
+    """Both tiles in shapes other CPUs compile (AVX2's 2 × 4 and 1 × 8, and others), on this one:
+    the weight gradient's against δᵀ·x, the forward's against w·x, over every tile of small arrays."""
+    from numba import njit
+
+    grad_tile, forward_tile = conv_lanes.make_lane_tile(vectors, count), conv_lanes.make_forward_tile(vectors, count)
+
+    step = vectors * _lanes(dtype)  # a tile's channels
+
+    @njit
+    def run(x, d, pos, offs, part, w, out):
+        for o0 in range(0, d.shape[1], step):
+            for t0 in range(0, offs.shape[0], count):
+                grad_tile(x, d, pos, offs, o0, t0, part)
+            for p0 in range(0, pos.shape[0], count):
+                forward_tile(x, w, pos, offs, p0, o0, out)
+
+    V = _lanes(dtype)
+    O_, P, T = 2 * vectors * V, 5 * count, 3 * count
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(200).astype(dtype)
+    pos = rng.integers(0, 100, P).astype(np.int64)
+    offs = rng.integers(0, 100, T).astype(np.int64)
+    d, w = rng.standard_normal((P, O_)).astype(dtype), rng.standard_normal((T, O_)).astype(dtype)
+    part, out = np.zeros((T, O_), dtype), np.zeros((P, O_), dtype)
+    run(x, d, pos, offs, part, w, out)
+    gathered = x[pos[:, None] + offs[None, :]].astype(np.float64)  # (P, T)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert_close(part, gathered.T @ d.astype(np.float64), "weight-gradient tile", rtol=rtol)
+    assert_close(out, gathered @ w.astype(np.float64), "forward tile", rtol=rtol)

@@ -291,13 +291,15 @@ def test_1d_trains_as_2d_of_height_one(C, O, L, K, dilation, padding, dtype, rto
         (9, 4, (4, 5, 5), (3, 1, 2), 1, 0),
         (4, 16, (5, 6, 7), (3, 3, 3), 1, ((1, 2), (2, 1), (0, 2))),
         (3, 8, (4, 5, 6), (2, 2, 3), 1, ((2, 2), (1, 2), (1, 1))),
+        (3, 32, (4, 5, 6), (2, 3, 3), 1, ((1, 2), (3, 3), (3, 4))),
     ],
     ids=[
         "the benchmark's kernel",
         "even, dilated, 'same'",
         "no padding, 4 outputs",
         "per side: rows and slices share their padding",  # conv_volume._pitch
-        "padded wider than the kernel: no sharing on that axis",
+        "padded wider than the kernel in depth (no pitch there)",
+        "padded wider than the kernel in rows and columns: no sharing, the lanes' passes",
     ],
 )
 def test_3d_on_the_volumes_grid(C, O, size, kernel, dilation, padding, dtype, rtol):

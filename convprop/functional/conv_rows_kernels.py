@@ -166,7 +166,7 @@ def is_own_buffer(
 ) -> bool:  # pragma: no cover - compiled
     """Whether an image of x (N, C, H, W), C-contiguous, is already its buffer as :func:`fill` would lay
     it out: one phase at stride 1, no padding, planes of exactly H·W values (no tail: a 1×1 kernel, or
-    a row of taps, on a grid of whole vectors) — then the tiles read x itself."""
+    a KH × 1 column of taps, on a grid of whole vectors) — then the tiles read x itself."""
     one = phases.shape[0] == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
     return one and Wq == x.shape[3] and x.shape[2] * x.shape[3] == S
 

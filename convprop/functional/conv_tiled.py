@@ -359,9 +359,10 @@ def forward_on_lanes(geo: ConvGeometry, dtype: np.dtype, N: int) -> bool:
 def plain(
     x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, bias: np.ndarray | None = None, threads_: int | None = None
 ) -> np.ndarray:
-    """A training pass's convolution without an epilogue but the bias: :func:`forward_lanes` where the
-    output channels fill the lanes (``conv_lanes.on_lanes``) and Winograd's tiles are not taken,
-    else ``conv_rows.run``. (1-D as 2-D of height 1.)"""
+    """A training pass's convolution without an epilogue but the bias: :func:`forward_lanes` (or the
+    volume's) where :func:`forward_on_lanes` — two vectors of output channels or more, a direct grid at
+    least ``LANE_FORWARD_GRID`` times the output, not Winograd's tiles — else ``conv_rows.run``. (1-D
+    as 2-D of height 1.)"""
     if geo.ndim == 1:
         return plain(x[:, :, None], weight[:, :, None], as_2d(geo), bias, threads_)[:, :, 0]
     if forward_on_lanes(geo, x.dtype, x.shape[0]):
@@ -386,7 +387,7 @@ def grad_params_lanes(
     pos = ((k * Hq + oh) * Wq + ow).reshape(-1).astype(np.int64)
     (ph, _), (pw, _) = ((0, 0), (0, 0)) if padded else geo.pads
     sh, sw = geo.stride
-    dy = np.ascontiguousarray(grad_output).reshape(N, O, OH * OW)
+    dy = np.ascontiguousarray(grad_output, dtype=x.dtype).reshape(N, O, OH * OW)  # (δ copied in x's dtype)
     taps = offs.shape[0]
     images = partial(_lane_images, x, dy, padded_offsets(offs), pos, phases, ph, pw, sh, sw, Hq, Wq, S, B, taps)
     dw, db = lane_sums(images, N, O, taps, x.dtype, count)

@@ -83,7 +83,8 @@ def _pitch(geo: ConvGeometry, axis: int) -> int:
     """How far apart the buffer holds consecutive rows (axis 2) or slices (axis 1, in rows): the padded
     size less min(before, after) — the zeros after one row are the padding before the next, as a tap
     of an output reads at most min(before, after) cells past its own row, into the next one's padding
-    before — where that padding is at most (K − 1)·d (else the padded size: no output row past it)."""
+    before — where min(before, after) <= (K − 1)·d, which keeps the output's OW (OH) within the pitch;
+    else the padded size (output rows would overlap on the grid)."""
     before, after = geo.pads[axis]
     k, d, size = geo.kernel[axis], geo.dilation[axis], geo.padded_size[axis]
     return size - min(before, after) if min(before, after) <= (k - 1) * d else size
@@ -284,7 +285,7 @@ def grad_params(
     pads, Hq, Wq = _plane(geo)
     shape = (O, geo.in_channels, *geo.kernel)
     if on_lanes(O, x.dtype):
-        flat = np.ascontiguousarray(grad_output).reshape(N, O, math.prod(geo.out_size))
+        flat = np.ascontiguousarray(grad_output, dtype=x.dtype).reshape(N, O, math.prod(geo.out_size))
         pos = _positions(geo, Hq, Wq)
         lanes = partial(_lane_volumes, x, flat, padded_offsets(offs), pos, pads, Hq, Wq, S, offs.shape[0])
         dw, db = lane_sums(lanes, N, O, offs.shape[0], x.dtype, threads)
