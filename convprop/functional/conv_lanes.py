@@ -18,14 +18,14 @@ stride phases of ``conv_rows``, the volume of ``conv_volume``), and off[t], each
   added to the sums (T', O'). No lanes are reduced, and every product is one the definition has, so
   an infinity or a NaN in the input gives what the sums give (no finiteness check, no fallback). db
   comes from the same copy of δ (:func:`add_columns`, in float64) while it is in the cache.
-- **Forward** (:func:`accumulate_forward`): a tile is OV vectors of channels × PP positions; per tap
+- **Forward** (``conv_lanes_forward.accumulate_forward``): a tile is OV vectors of channels × PP positions; per tap
   it loads OV vectors of the weights (channels last, (T, O')), broadcasts PP inputs and makes OV·PP
   multiply-adds: tap by tap with one rounding each, ``conv_tile``'s order, so the same bits as the
   direct tiles. The sums (P', O') go back to (O, P) by the same transposes with the bias added
   (:func:`untranspose_into`: the bits of the direct tiles' epilogue, which adds zeros without a bias).
 
 Tiles (AVX-512's 32 vector registers; 16 integer ones hold the tile's input pointers or position
-indices) follow how many vectors of channels remain: 4, 2 or 1 (:data:`TILES`, :data:`FORWARD_TILES`);
+indices) follow how many vectors of channels remain: 4, 2 or 1 (:data:`TILES`, ``conv_lanes_forward.FORWARD_TILES``);
 a last tile's taps or positions past the end read the last one's (sums that are never read). Which
 passes take them: :func:`on_lanes` (the weight gradient) and ``conv_tiled.forward_on_lanes`` (the
 forward), on AVX-512 only (:data:`LANES`), where they were measured (AMD EPYC Zen 5, 4 December: the
@@ -36,7 +36,6 @@ weight gradient of mnist-2's layer 0.67–0.85 of ``conv_tile_grad``'s time, res
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -47,7 +46,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .conv_tile import VECTOR_BYTES, intrinsic_arguments, load_vector, store_vector, vector_fma
+from .conv_tile import VECTOR_BYTES, array_shape, intrinsic_arguments, load_vector, splat, store_vector, vector_fma
 from .threads import parallel, ranges
 
 # (vectors of output channels, taps) of the weight gradient's tiles, widest first: OV·CT accumulators,
@@ -60,11 +59,6 @@ TILES = ((4, 6), (2, 6), (1, 8)) if VECTOR_BYTES == 64 else ((2, 4), (2, 4), (1,
 # machines keep ``conv_tile_grad``'s and ``conv_tile``'s, measured there.
 LANES = VECTOR_BYTES == 64
 EXTRA_TAPS = max(taps for _, taps in TILES) - 1  # a last tile's taps past T
-
-
-def _shape(context: Any, builder: Any, signature: Any, args: Any, k: int) -> Any:  # pragma: no cover
-    """The shape of an intrinsic's array argument k, as int64 values."""
-    return cgutils.unpack_tuple(builder, context.make_array(signature.args[k])(context, builder, args[k]).shape)
 
 
 def make_lane_tile(vectors: int, taps: int) -> Any:
@@ -85,9 +79,9 @@ def make_lane_tile(vectors: int, taps: int) -> Any:
             data, ints, vec, lanes, itemsize = intrinsic_arguments(context, builder, signature, args, (0, 1, 2, 3, 6))
             xs, ds, ps, os_, sums = (data[k] for k in (0, 1, 2, 3, 6))
             o0_, t0_ = ints[4], ints[5]
-            i64, i32 = ir.IntType(64), ir.IntType(32)
-            P = _shape(context, builder, signature, args, 2)[0]
-            width = _shape(context, builder, signature, args, 1)[1]
+            i64 = ir.IntType(64)
+            P = array_shape(context, builder, signature, args, 2)[0]
+            width = array_shape(context, builder, signature, args, 1)[1]
             bases = [
                 builder.gep(xs, [builder.load(builder.gep(os_, [builder.add(t0_, ir.Constant(i64, j))]))])
                 for j in range(taps)
@@ -95,7 +89,6 @@ def make_lane_tile(vectors: int, taps: int) -> Any:
             zero = ir.Constant(vec, [0.0] * lanes)
             slots = [[cgutils.alloca_once_value(builder, zero) for _ in range(taps)] for _ in range(vectors)]
             fma = vector_fma(builder, vec)
-            spread = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
             with cgutils.for_range(builder, P) as loop:
                 p = loop.index
                 q = builder.load(builder.gep(ps, [p]))
@@ -106,8 +99,7 @@ def make_lane_tile(vectors: int, taps: int) -> Any:
                 ]
                 for j in range(taps):
                     scalar = builder.load(builder.gep(bases[j], [q]))
-                    lane0 = builder.insert_element(ir.Constant(vec, None), scalar, ir.Constant(i32, 0))
-                    value = builder.shuffle_vector(lane0, ir.Constant(vec, None), spread)
+                    value = splat(builder, scalar, vec)
                     for v in range(vectors):
                         slot = slots[v][j]
                         builder.store(builder.call(fma, [deltas[v], value, builder.load(slot)]), slot)
@@ -177,7 +169,7 @@ def _block_codegen(biased: bool) -> Any:
         data, ints, vec, lanes, itemsize = intrinsic_arguments(context, builder, signature, args, arrays)
         s0_, d0_, width_ = ints[1], ints[3], ints[4]
         i64 = ir.IntType(64)
-        P = _shape(context, builder, signature, args, 0)[1]
+        P = array_shape(context, builder, signature, args, 0)[1]
         rows = [load_vector(builder, vec, itemsize, data[0], builder.add(s0_, builder.mul(P, ir.Constant(i64, i))))
                 for i in range(lanes)]  # fmt: skip
         if biased:  # + bias[b0 + l] in lane l of every row (a row's lanes are channels)
@@ -279,93 +271,6 @@ def summed(
     return np.ascontiguousarray(total[:T, :O].T), bias.sum(axis=0)[:O].astype(dtype)
 
 
-# (vectors of output channels, positions) of the forward's tiles, widest first: OV·PP accumulators,
-# OV weight vectors and one broadcast in the vector registers, PP position indices and a tap's base
-# pointer in the integer ones
-FORWARD_TILES = ((4, 6), (2, 8), (1, 8)) if VECTOR_BYTES == 64 else ((2, 4), (2, 4), (1, 8))
-EXTRA_POSITIONS = max(positions for _, positions in FORWARD_TILES) - 1  # a last tile's positions past P
-
-
-def make_forward_tile(vectors: int, positions: int) -> Any:
-    """``forward_tile(x, w, pos, offs, p0, o0, out)``, an intrinsic for njit code: for v < vectors,
-    j < positions, ``out[p0 + j, o0 + v·V + l] = Σ_t w[t, o0 + v·V + l] · x[pos[p0 + j] + offs[t]]``
-    (l < V), summed tap by tap with one rounding each (``conv_tile``'s order: the same bits).
-
-    x: 1-D (the buffer), w: (T, O') C-contiguous (the weights with the channels last, O' a multiple of
-    V), pos: (P',) int64, offs: (T,) int64, out: (P', O') C-contiguous; p0 + positions <= P', o0 +
-    vectors·V <= O'. No bounds are checked: the caller sizes the arrays."""
-
-    def forward_tile(  # pragma: no cover
-        typingctx: Any, x: Any, w: Any, pos: Any, offs: Any, p0: Any, o0: Any, out: Any
-    ) -> Any:
-        sig = types.void(x, w, pos, offs, p0, o0, out)
-
-        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            data, ints, vec, lanes, itemsize = intrinsic_arguments(context, builder, signature, args, (0, 1, 2, 3, 6))
-            xs, ws, ps, os_, outs = (data[k] for k in (0, 1, 2, 3, 6))
-            p0_, o0_ = ints[4], ints[5]
-            i64, i32 = ir.IntType(64), ir.IntType(32)
-            T = _shape(context, builder, signature, args, 3)[0]
-            width = _shape(context, builder, signature, args, 1)[1]
-            qs = [builder.load(builder.gep(ps, [builder.add(p0_, ir.Constant(i64, j))])) for j in range(positions)]
-            zero = ir.Constant(vec, [0.0] * lanes)
-            slots = [[cgutils.alloca_once_value(builder, zero) for _ in range(positions)] for _ in range(vectors)]
-            fma = vector_fma(builder, vec)
-            spread = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-            with cgutils.for_range(builder, T) as loop:
-                t = loop.index
-                base = builder.gep(xs, [builder.load(builder.gep(os_, [t]))])
-                row = builder.add(builder.mul(t, width), o0_)
-                weights = [
-                    load_vector(builder, vec, itemsize, ws, builder.add(row, ir.Constant(i64, v * lanes)))
-                    for v in range(vectors)
-                ]
-                for j in range(positions):
-                    scalar = builder.load(builder.gep(base, [qs[j]]))
-                    lane0 = builder.insert_element(ir.Constant(vec, None), scalar, ir.Constant(i32, 0))
-                    value = builder.shuffle_vector(lane0, ir.Constant(vec, None), spread)
-                    for v in range(vectors):
-                        slot = slots[v][j]
-                        builder.store(builder.call(fma, [value, weights[v], builder.load(slot)]), slot)
-            for j in range(positions):
-                first = builder.add(builder.mul(builder.add(p0_, ir.Constant(i64, j)), width), o0_)
-                for v in range(vectors):
-                    at = builder.add(first, ir.Constant(i64, v * lanes))
-                    store_vector(builder, vec, itemsize, builder.load(slots[v][j]), outs, at)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return intrinsic(forward_tile)
-
-
-forward_wide, forward_pair, forward_one = (make_forward_tile(v, p) for v, p in FORWARD_TILES)
-F_WIDE, F_PAIR = FORWARD_TILES[0][0], FORWARD_TILES[1][0]
-
-
-@njit(cache=True, nogil=True)
-def accumulate_forward(
-    x: np.ndarray, w: np.ndarray, pos: np.ndarray, offs: np.ndarray, P: int, out: np.ndarray
-) -> None:  # pragma: no cover
-    """out (P', O') = every tile's sums for positions p < P (pos (P',), P' >= P + :data:`EXTRA_POSITIONS`;
-    rows past P are junk): x the buffer, w (T, O'), offs (T,)."""
-    lanes = VECTOR_BYTES // x.itemsize
-    count = w.shape[1] // lanes
-    v = 0
-    while count - v >= F_WIDE:
-        for p0 in range(0, P, FORWARD_TILES[0][1]):
-            forward_wide(x, w, pos, offs, p0, v * lanes, out)
-        v += F_WIDE
-    while count - v >= F_PAIR:
-        for p0 in range(0, P, FORWARD_TILES[1][1]):
-            forward_pair(x, w, pos, offs, p0, v * lanes, out)
-        v += F_PAIR
-    while count - v >= 1:
-        for p0 in range(0, P, FORWARD_TILES[2][1]):
-            forward_one(x, w, pos, offs, p0, v * lanes, out)
-        v += 1
-
-
 @njit(cache=True, nogil=True)
 def untranspose_into(src: np.ndarray, bias: np.ndarray, out: np.ndarray, n: int) -> None:  # pragma: no cover
     """out[n, o, p] = src[p, o] + bias[o] for image n of out (N, O, P): src (P', O') with P' >= P, bias
@@ -385,19 +290,3 @@ def untranspose_into(src: np.ndarray, bias: np.ndarray, out: np.ndarray, n: int)
     for o in range(O_, O):
         for p in range(P):
             image[o, p] = src[p, o] + bias[o]
-
-
-def forward_operands(
-    weight: np.ndarray, bias: np.ndarray | None, pos: np.ndarray, dtype: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(w (T, O'), bias (O',), pos (P + :data:`EXTRA_POSITIONS`,)) for :func:`accumulate_forward` and
-    :func:`untranspose_into`: the weights with the channels last and zeros past O, the bias or zeros
-    (the direct tiles add zeros too: the same bits), the positions with the last one repeated."""
-    O = weight.shape[0]
-    O_ = channels_padded(O, dtype)
-    w = np.zeros((math.prod(weight.shape[1:]), O_), dtype=dtype)
-    w[:, :O] = weight.reshape(O, -1).T
-    b = np.zeros(O_, dtype=dtype)
-    if bias is not None:
-        b[:O] = bias
-    return w, b, np.concatenate([pos, np.full(EXTRA_POSITIONS, pos[-1], dtype=np.int64)])

@@ -105,6 +105,18 @@ def vector_fma(builder: Any, vec: ir.VectorType) -> Any:
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.{suffix}")
 
 
+def splat(builder: Any, value: Any, vector: Any) -> Any:
+    """``value`` in every lane of a ``vector`` type (a broadcast)."""
+    i32, undef = ir.IntType(32), ir.Constant(vector, ir.Undefined)
+    one = builder.insert_element(undef, value, ir.Constant(i32, 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, vector.count), [0] * vector.count))
+
+
+def array_shape(context: Any, builder: Any, signature: Any, args: Any, k: int) -> Any:
+    """The shape of an intrinsic's array argument k, as int64 values."""
+    return cgutils.unpack_tuple(builder, context.make_array(signature.args[k])(context, builder, args[k]).shape)
+
+
 def make_tile(vector_bytes: int, vectors: int, channels: int) -> Any:
     """``tile(x, q, w, offs, acc, o0)``, an intrinsic for njit code: for o < channels and
     j < vectors·V (V = vector_bytes / itemsize), ``acc[o0 + o, q + j] = Σ_t w[o0 + o, t] · x[q + offs[t] + j]``.
@@ -119,7 +131,7 @@ def make_tile(vector_bytes: int, vectors: int, channels: int) -> Any:
     def tile(typingctx: Any, x: Any, q: Any, w: Any, offs: Any, acc: Any, o0: Any) -> Any:  # pragma: no cover
         sig = types.void(x, q, w, offs, acc, o0)
         vec, lanes, itemsize = vector_type(x.dtype, vector_bytes)
-        i64, i32 = ir.IntType(64), ir.IntType(32)
+        i64 = ir.IntType(64)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             xs_, ws_, offs_, acc_ = (
@@ -138,7 +150,6 @@ def make_tile(vector_bytes: int, vectors: int, channels: int) -> Any:
             zero = ir.Constant(vec, [0.0] * lanes)
             slots = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)] for _ in range(channels)]
             fma = vector_fma(builder, vec)
-            spread = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
             start = builder.gep(xs_.data, [q_])
             with cgutils.for_range(builder, taps) as loop:
                 t = loop.index
@@ -150,8 +161,7 @@ def make_tile(vector_bytes: int, vectors: int, channels: int) -> Any:
                 ]  # fmt: skip
                 for o in range(channels):
                     scalar = builder.load(builder.gep(weight_rows[o], [t]))
-                    lane0 = builder.insert_element(ir.Constant(vec, None), scalar, ir.Constant(i32, 0))
-                    weight = builder.shuffle_vector(lane0, ir.Constant(vec, None), spread)  # broadcast
+                    weight = splat(builder, scalar, vec)
                     for p in range(vectors):
                         builder.store(builder.call(fma, [inputs[p], weight, builder.load(slots[o][p])]), slots[o][p])
             for o in range(channels):

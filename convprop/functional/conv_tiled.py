@@ -45,17 +45,9 @@ from numba import njit
 
 from . import conv_gemm, conv_im2col, conv_phases, conv_rows, conv_volume, threads
 from .conv_algorithm import ConvAlgorithm, ConvGeometry
-from .conv_lanes import (
-    accumulate_forward,
-    accumulate_lanes,
-    add_columns,
-    forward_operands,
-    on_lanes,
-    padded_offsets,
-    transpose_into,
-    untranspose_into,
-)
+from .conv_lanes import accumulate_lanes, add_columns, on_lanes, padded_offsets, transpose_into, untranspose_into
 from .conv_lanes import summed as lane_sums
+from .conv_lanes_forward import accumulate_forward, forward_operands
 from .conv_resolve import _resolve
 from .conv_rows import as_2d
 from .conv_rows_kernels import fill, is_own_buffer

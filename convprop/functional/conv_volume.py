@@ -31,17 +31,9 @@ import numpy as np
 from numba import njit
 
 from .conv_algorithm import ConvGeometry
-from .conv_lanes import (
-    accumulate_forward,
-    accumulate_lanes,
-    add_columns,
-    forward_operands,
-    on_lanes,
-    padded_offsets,
-    transpose_into,
-    untranspose_into,
-)
+from .conv_lanes import accumulate_lanes, add_columns, on_lanes, padded_offsets, transpose_into, untranspose_into
 from .conv_lanes import summed as lane_sums
+from .conv_lanes_forward import accumulate_forward, forward_operands
 from .conv_tile import CHANNELS, accumulate, block
 from .conv_tile_grad import accumulate_grad, summed
 from .threads import parallel, ranges

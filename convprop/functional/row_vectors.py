@@ -34,7 +34,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .conv_tile import VECTOR_BYTES, intrinsic_arguments, load_vector, vector_at
+from .conv_tile import VECTOR_BYTES, intrinsic_arguments, load_vector, splat, vector_at
 
 # Whether the loops above take these vector paths: with AVX-512, whose masked loads and stores are
 # native (mask registers), where every figure above was measured. With AVX2 a masked store is
@@ -61,7 +61,7 @@ def _pooled_row_intrinsic(typingctx, acc, a0, step, Wp, b, out, d0, n0, d1, n1):
         i32 = ir.IntType(32)
         even = ir.Constant(ir.VectorType(i32, lanes), list(range(0, 2 * lanes, 2)))
         odd = ir.Constant(ir.VectorType(i32, lanes), list(range(1, 2 * lanes, 2)))
-        bias = _splat(builder, args[4], vec)
+        bias = splat(builder, args[4], vec)
         taps = []  # t0 … t3: (top, 2l), (top, 2l + 1), (bottom, 2l), (bottom, 2l + 1), each + b
         for row in (a0, builder.add(a0, Wp)):
             first = load_vector(builder, vec, itemsize, src, row)
@@ -150,11 +150,11 @@ def _finished_row_intrinsic(  # type: ignore[no-untyped-def]
         load, store = _masked(builder, vec, lanes, itemsize)
         align, undef = ir.Constant(ir.IntType(32), itemsize), ir.Constant(vec, ir.Undefined)
         a0, d0, mask = ints[1], ints[4], _first_lanes(builder, lanes, ints[5])
-        b, mu, scale, shift = (_splat(builder, args[j], vec) for j in (6, 7, 8, 9))
+        b, mu, scale, shift = (splat(builder, args[j], vec) for j in (6, 7, 8, 9))
         v = builder.fadd(builder.call(load, [vector_at(builder, vec, data[0], a0), align, mask, undef]), b)
         v = builder.select(args[10], builder.fadd(builder.fmul(builder.fsub(v, mu), scale), shift), v)
         zero = ir.Constant(vec, [0.0] * lanes)
-        reads = builder.and_(mask, _splat(builder, args[11], mask.type))  # (no shortcut, no read)
+        reads = builder.and_(mask, splat(builder, args[11], mask.type))  # (no shortcut, no read)
         added = builder.fadd(v, builder.call(load, [vector_at(builder, vec, data[2], d0), align, reads, zero]))
         v = builder.select(args[11], added, v)
         kept = builder.or_(builder.fcmp_ordered(">", v, zero), builder.fcmp_unordered("uno", v, v))
@@ -163,13 +163,6 @@ def _finished_row_intrinsic(  # type: ignore[no-untyped-def]
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _splat(builder: Any, value: Any, vector: Any) -> Any:
-    """``value`` in every lane of a ``vector`` type."""
-    i32, undef = ir.IntType(32), ir.Constant(vector, ir.Undefined)
-    one = builder.insert_element(undef, value, ir.Constant(i32, 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(i32, vector.count), [0] * vector.count))
 
 
 def _masked(builder: Any, vec: Any, lanes: int, itemsize: int) -> tuple[Any, Any]:
@@ -189,7 +182,7 @@ def _masked(builder: Any, vec: Any, lanes: int, itemsize: int) -> tuple[Any, Any
 def _first_lanes(builder: Any, lanes: int, count: Any) -> Any:
     """The <lanes x i1> mask of the lanes l < count (an int64)."""
     wide = ir.VectorType(ir.IntType(64), lanes)
-    return builder.icmp_signed("<", ir.Constant(wide, list(range(lanes))), _splat(builder, count, wide))
+    return builder.icmp_signed("<", ir.Constant(wide, list(range(lanes))), splat(builder, count, wide))
 
 
 pooled_row: Any = _pooled_row_intrinsic  # (called in compiled code)
