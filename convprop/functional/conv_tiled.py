@@ -307,7 +307,7 @@ def forward_lanes(
     x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, bias: np.ndarray | None, threads_: int | None
 ) -> np.ndarray:
     """y (N, O, OH, OW) of a 2-D convolution (any stride, through the phases) from x before padding,
-    + bias, with the output channels in the lanes (``conv_lanes.accumulate_forward``): the same
+    + bias, with the output channels in the lanes (``conv_lanes_forward.accumulate_forward``): the same
     sums in the same order as ``conv_rows``' direct tiles (the same bits), only at the output's
     positions (no grid columns past OW)."""
     x = np.ascontiguousarray(x)

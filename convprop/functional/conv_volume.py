@@ -186,7 +186,7 @@ def _lane_forward_volumes(
 def forward_lanes(
     x: np.ndarray, weight: np.ndarray, geo: ConvGeometry, threads: int | None = None, bias: np.ndarray | None = None
 ) -> np.ndarray:
-    """:func:`forward` with the output channels in the lanes (``conv_lanes.accumulate_forward``):
+    """:func:`forward` with the output channels in the lanes (``conv_lanes_forward.accumulate_forward``):
     the same sums in the same order (the same bits), only at the output's positions."""
     x = np.ascontiguousarray(x)
     N, O = x.shape[0], weight.shape[0]
